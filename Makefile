@@ -1,0 +1,44 @@
+# `make demo` and `make test` each create .venv when it is missing.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# torch and torchvision come pinned: these releases lie on the CI machines' disk.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test test-slow lint format bench clean
+
+$(BIN)/twins: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(BIN)/twins
+
+install: $(BIN)/twins
+
+demo: install
+	$(BIN)/twins demo
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+test-slow: install
+	$(BIN)/pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/twins benchmark --model pcpvt_small --device cpu --mode infer --compare timm
+	$(BIN)/twins benchmark --model svt_small --device cpu --mode infer --compare timm
+	$(BIN)/twins benchmark --model pcpvt_small --device cpu --mode train --compare timm
+	$(BIN)/twins benchmark --model svt_small --device cpu --mode train --compare timm
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
