@@ -13,7 +13,7 @@ import sys
 from twins.errors import TwinsError
 
 # Order of `twins --help`.
-COMMANDS = ["models"]
+COMMANDS = ["demo", "models", "train", "eval", "predict", "export", "convert", "benchmark"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """Transformer block: pre-norm attention and MLP residuals with stochastic depth.
 
 The attention is GSA (`window_size` None) or LSA (`window_size` given). Norms use eps 1e-6 as
-in the official code.
+in the official code. Without stochastic depth, each residual add is done by the branch's output
+projection (fused into its matmul on CPU, `twins.models.fused`).
 """
 
 import torch
@@ -21,7 +22,7 @@ class Block(nn.Module):
         mlp_ratio: float,
         sr_ratio: int,
         window_size: int | None,
-        act_layer: type[nn.Module],
+        gelu_approximate: str,
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
@@ -34,8 +35,11 @@ class Block(nn.Module):
             self.attn = LocallyGroupedAttention(dim, num_heads, window_size, attn_drop, drop)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer, drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), gelu_approximate, drop)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), size))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.drop_path.drop_prob and self.training:
+            x = x + self.drop_path(self.attn(self.norm1(x), size))
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = self.attn(self.norm1(x), size, residual=x)
+        return self.mlp(self.norm2(x), residual=x)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from twins.models.fused import linear, project
 from twins.models.tokens import map_to_tokens, tokens_to_map
 
 
@@ -30,22 +31,26 @@ class GlobalSubSampleAttention(nn.Module):
             self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, size: tuple[int, int], residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attention of tokens `x` on a `size` map; `residual` (if given) is added to the result."""
         batch, length, dim = x.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
         if self.sr_ratio > 1:
-            q = self.q(x)
+            q = linear(x, self.q.weight, self.q.bias)
             pooled = self.norm(map_to_tokens(self.sr(tokens_to_map(x, size))))
-            kv = self.kv(pooled)
+            kv = linear(pooled, self.kv.weight, self.kv.bias)
         else:
             # Keys and values come from the same tokens as the queries: one matmul for all
             # three, with the official `q` and `kv` weights joined at run time.
             weight = torch.cat([self.q.weight, self.kv.weight])
             bias = torch.cat([self.q.bias, self.kv.bias])
-            q, kv = F.linear(x, weight, bias).split([dim, 2 * dim], dim=-1)
+            q, kv = linear(x, weight, bias).split([dim, 2 * dim], dim=-1)
         q = q.view(batch, length, heads, head_dim).transpose(1, 2)
-        k, v = kv.view(batch, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        # Unbound along the k/v axis in place: their gradients stack back into kv's layout.
+        k, v = (t.transpose(1, 2) for t in kv.view(batch, -1, 2, heads, head_dim).unbind(2))
         dropout = self.attn_drop if self.training else 0.0
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         x = x.transpose(1, 2).reshape(batch, length, dim)
-        return self.proj_drop(self.proj(x))
+        return project(x, self.proj, self.proj_drop, residual)

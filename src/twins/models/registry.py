@@ -11,8 +11,6 @@ import fnmatch
 import os
 from typing import Any
 
-import torch
-
 from twins.errors import TwinsError
 from twins.models.twins import ACT_LAYERS, Twins
 
@@ -134,47 +132,20 @@ def create_model(
     except (ValueError, TypeError) as error:
         raise TwinsError(f"cannot build {arch} with {overrides}: {error}") from None
     if state_dict is not None:
-        load_pretrained(model, state_dict, source=str(pretrained))
+        from twins.weights import load_into_model
+
+        load_into_model(model, state_dict, drop_mismatched_head=True)
     return model
 
 
-def load_pretrained(model: Twins, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load weights strictly, except a classifier of another class count, which is dropped."""
-    state_dict = dict(state_dict)
-    head = state_dict.get("head.weight")
-    if head is not None and head.shape[0] != model.num_classes:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict and not k.startswith("head.")]
-    missing += [k for k in own if k.startswith("head.") and k not in state_dict and head is None]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [
-        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-        for k, v in state_dict.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-    if unexpected:
-        extra = ", ".join(unexpected[:3]) + (" ..." if len(unexpected) > 3 else "")
-        problems.append(f"unexpected {extra}")
-    if mismatched:
-        problems.append(f"shape {', '.join(mismatched[:3])}")
-    if problems:
-        raise TwinsError(
-            f"{source} does not fit {model.arch} ({'; '.join(problems)}): "
-            "pick the model the weights were made for (--arch) or matching overrides"
-        )
-    model.load_state_dict(state_dict, strict=False)
+# twins.weights imports the models package: import it where it is used.
 
 
 def _pretrained_state_dict(arch: str, pretrained: str | os.PathLike | bool) -> dict:
-    from twins.weights import load_weights  # the weights package imports the models
+    from twins.weights import load_weights
 
-    if pretrained is True:
-        return load_weights(_download_hub_weights(arch))
-    return load_weights(pretrained)
+    path = _download_hub_weights(arch) if pretrained is True else pretrained
+    return load_weights(path, arch=arch)  # arch tells PCPVT from SVT where a .ckpt cannot
 
 
 def _download_hub_weights(arch: str) -> str:

@@ -24,7 +24,8 @@ from twins.models.patch_embed import PatchEmbed
 from twins.models.peg import PosConv
 from twins.models.tokens import tokens_to_map
 
-ACT_LAYERS = {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh")}
+# Activation names of `model_args` -> the `approximate` argument of the GELU.
+ACT_LAYERS = {"gelu": "none", "gelu_tanh": "tanh"}
 
 
 def _per_stage(name: str, value: Any, stages: int) -> tuple:

@@ -1,0 +1,112 @@
+"""What the hardware can do and what a run used: device names, the matmul peak a share is taken
+of, and peak memory.
+
+Peak on CPU: a square matmul in the benchmark's precision, measured in the same process with the
+same threads, so "share of peak" compares the model with the best this machine does right now.
+Peak on GPU: the datasheet's dense tensor-core figure for the precision (no sparsity); a GPU
+missing from the table is measured like a CPU.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+
+import torch
+
+# Dense TFLOP/s from the vendors' datasheets, by a part of the device name (first match wins,
+# so longer names come first). fp32 is the non-tensor-core figure: PyTorch's default matmul
+# precision does not use TF32.
+DATASHEET_TFLOPS: dict[str, dict[str, float]] = {
+    "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "H100 NVL": {"bf16": 835.0, "fp16": 835.0, "fp32": 60.0},
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "fp32": 51.0},
+    "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},  # SXM
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
+    "L40S": {"bf16": 362.0, "fp16": 362.0, "fp32": 91.6},
+    "L4": {"bf16": 121.0, "fp16": 121.0, "fp32": 30.3},
+    "A10": {"bf16": 125.0, "fp16": 125.0, "fp32": 31.2},
+    "RTX 4090": {"bf16": 165.2, "fp16": 165.2, "fp32": 82.6},
+    "V100": {"fp16": 125.0, "fp32": 15.7},
+}
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_tflops(device: torch.device, precision: str) -> tuple[float | None, str]:
+    """(peak TFLOP/s, where the figure comes from) for `precision` on `device`."""
+    if device.type == "cuda":
+        name = device_name(device)
+        for key, figures in DATASHEET_TFLOPS.items():
+            if key in name:
+                if precision not in figures:
+                    return None, f"no {precision} tensor cores on {key}"
+                return figures[precision], f"datasheet, {key} {precision} dense"
+    return measure_matmul_tflops(device, precision), f"{precision} matmul measured in this run"
+
+
+def measure_matmul_tflops(device: torch.device, precision: str, repeats: int = 5) -> float:
+    """Best TFLOP/s of a square matmul over a few repeats."""
+    size = 2048 if device.type == "cpu" else 8192
+    a = torch.randn(size, size, device=device).to(DTYPES[precision])
+    b = torch.randn(size, size, device=device).to(DTYPES[precision])
+    a @ b  # warm up: kernel selection, first-touch of the output
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e12
+
+
+class PeakMemory:
+    """Peak memory since the last `reset`: allocated tensors on CUDA; on CPU the process's
+    resident set (Linux VmHWM, which `reset` clears through /proc/self/clear_refs)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.kind = "allocated" if device.type == "cuda" else "RSS"
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as refs:
+                refs.write("5")  # resets VmHWM to the current resident size
+        except OSError:
+            self.kind = "RSS, process lifetime"  # no reset here: the peak of the whole process
+
+    def read_mib(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        try:
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if platform.system() == "Darwin" else peak / 1024

@@ -1,0 +1,48 @@
+"""The benchmark result as a small text table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_report(result: dict[str, Any]) -> str:
+    where = result["device_name"]
+    if result["threads"]:
+        where += f", {result['threads']} threads"
+    flags = [result["precision"], f"batch {result['batch_size']}", f"{result['image_size']} px"]
+    flags += [flag for flag in ("channels_last", "compile") if result[flag]]
+    lines = [
+        f"{result['model']} {result['mode']} on {result['device']} ({where}): {', '.join(flags)}"
+    ]
+    if result["mode"] == "data":
+        lines.append(f"loader on {result['data_root']}, {result['workers']} workers")
+        lines.append(f"{'':6} {'images/s':>10} {'ms/batch':>10} {'img/s/worker':>13}")
+        for name, row in result["results"].items():
+            lines.append(
+                f"{name:6} {row['images_per_s']:10.1f} {row['batch_ms']:10.1f} "
+                f"{row['images_per_s_per_worker']:13.1f}"
+            )
+    else:
+        peak = result["peak_tflops"]
+        lines.append(
+            f"{result['gmacs_per_image']:.2f} GMACs per image forward "
+            f"({result['gflops_per_image']:.1f} GFLOP per image per step); peak "
+            + (f"{peak:.3g} TFLOP/s ({result['peak_source']})" if peak else result["peak_source"])
+        )
+        lines.append(
+            f"{'':6} {'images/s':>10} {'step ms':>10} {'TFLOP/s':>9} {'of peak':>8} "
+            f"{'peak mem (' + result['memory_kind'] + ')':>22}"
+        )
+        for name, row in result["results"].items():
+            share = f"{row['peak_fraction']:.1%}" if row["peak_fraction"] is not None else "-"
+            lines.append(
+                f"{name:6} {row['images_per_s']:10.1f} {row['step_ms']:10.1f} "
+                f"{row['tflops']:9.3f} {share:>8} {row['peak_memory_mib']:18.0f} MiB"
+            )
+    if result["ratio"] is not None:
+        rounds = " ".join(f"{r:.2f}" for r in result["ratios"])
+        lines.append(
+            f"ours / timm: {result['ratio']:.2f}x images/s "
+            f"(median of {len(result['ratios'])} alternated rounds: {rounds})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""`run_benchmark`: build what the options ask for, time it, and return the results as a dict
+(the `--json` output of `twins benchmark`)."""
+
+from __future__ import annotations
+
+import datetime
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from twins.benchmark.hardware import PeakMemory, device_name, peak_tflops
+from twins.benchmark.loaders import build_loaders, image_root, time_loaders
+from twins.benchmark.steps import make_step, timm_twin
+from twins.benchmark.timing import Timing, alternate, round_ratios
+from twins.errors import TwinsError
+from twins.models import count_macs, create_model
+
+MODES = ("infer", "train", "data")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class BenchmarkOptions:
+    model: str = "pcpvt_small"
+    model_args: dict[str, Any] = field(default_factory=dict)  # create_model overrides
+    device: str | None = None  # None: cuda when available, else cpu
+    mode: str = "infer"
+    precision: str = "fp32"
+    batch_size: int | None = None  # None: 16 on CPU, 256 on GPU
+    image_size: int = 224
+    channels_last: bool = False
+    compile: bool = False
+    warmup: int | None = None  # None: 2 on CPU, 10 on GPU (5 in data mode)
+    iters: int | None = None  # None: 3 on CPU, 20 on GPU (10 batches in data mode)
+    rounds: int = 5
+    compare: str | None = None  # "timm"
+    data: str | None = None
+    workers: int = 4
+    threads: int | None = None
+    seed: int = 0
+
+
+def resolve(options: BenchmarkOptions) -> tuple[BenchmarkOptions, torch.device]:
+    """Check the options and fill in the device-dependent defaults."""
+    if options.mode not in MODES:
+        raise TwinsError(f"unknown mode {options.mode!r}: use one of {', '.join(MODES)}")
+    if options.precision not in PRECISIONS:
+        raise TwinsError(f"unknown precision {options.precision!r}: use {', '.join(PRECISIONS)}")
+    if options.compare not in (None, "timm"):
+        raise TwinsError(f"cannot compare with {options.compare!r}: only timm is supported")
+    name = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise TwinsError(f"unknown device {name!r}: use cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TwinsError("--device cuda, but this torch sees no CUDA GPU: use --device cpu")
+    if options.mode == "data" and not options.data:
+        raise TwinsError("--mode data needs --data DIR, a folder of class folders of images")
+    for flag in ("batch_size", "image_size", "iters", "rounds", "threads"):
+        value = getattr(options, flag)
+        if value is not None and value < 1:
+            raise TwinsError(f"--{flag.replace('_', '-')} must be at least 1, not {value}")
+    gpu = name == "cuda"
+    data = options.mode == "data"
+    filled = BenchmarkOptions(
+        **{
+            **asdict(options),
+            "device": name,
+            "batch_size": options.batch_size or (256 if gpu else 16),
+            "warmup": options.warmup if options.warmup is not None else (5 if gpu else 2),
+            "iters": options.iters or (10 if data else 20 if gpu else 3),
+        }
+    )
+    return filled, torch.device(name)
+
+
+def run_benchmark(options: BenchmarkOptions) -> dict[str, Any]:
+    options, device = resolve(options)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    result: dict[str, Any] = {
+        **{key: value for key, value in asdict(options).items() if key != "device"},
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "device": device.type,
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+    }
+    if options.mode == "data":
+        result.update(_data_benchmark(options))
+    else:
+        result.update(_model_benchmark(options, device))
+    return result
+
+
+def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[str, Any]:
+    torch.manual_seed(options.seed)
+    ours = create_model(options.model, **options.model_args)
+    models = {"ours": ours}
+    if options.compare == "timm":
+        models["timm"] = timm_twin(ours, options.image_size)
+    memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+    images = torch.randn(
+        options.batch_size,
+        ours.model_args["in_chans"],
+        options.image_size,
+        options.image_size,
+        device=device,
+    ).contiguous(memory_format=memory_format)
+    labels = torch.randint(0, max(ours.num_classes, 1), (options.batch_size,), device=device)
+    steps = {}
+    for name, model in models.items():
+        model.to(device, memory_format=memory_format)
+        steps[name] = make_step(
+            model, options.mode, images, labels, options.precision, options.compile
+        )
+    timings = alternate(steps, device, options.warmup, options.iters, options.rounds)
+
+    macs = count_macs(ours, options.image_size)
+    flops_per_image = 2 * macs * (3 if options.mode == "train" else 1)
+    peak, peak_source = peak_tflops(device, options.precision)
+    results = {}
+    for name, timing in timings.items():
+        images_per_s = options.batch_size / timing.median
+        achieved = flops_per_image * images_per_s / 1e12
+        results[name] = {
+            "images_per_s": images_per_s,
+            "step_ms": timing.median * 1e3,
+            "peak_memory_mib": timing.peak_memory_mib,
+            "tflops": achieved,
+            "peak_fraction": achieved / peak if peak else None,
+            "step_ms_per_round": [t * 1e3 for t in timing.seconds_per_step],
+        }
+    return {
+        "gmacs_per_image": macs / 1e9,
+        "gflops_per_image": flops_per_image / 1e9,
+        "peak_tflops": peak,
+        "peak_source": peak_source,
+        "memory_kind": PeakMemory(device).kind,
+        "results": results,
+        **_ratio(timings),
+    }
+
+
+def _data_benchmark(options: BenchmarkOptions) -> dict[str, Any]:
+    root = image_root(options.data)
+    loaders = build_loaders(
+        root, options.image_size, options.batch_size, options.workers, options.compare == "timm"
+    )
+    workers = loaders["ours"].num_workers
+    timings = time_loaders(loaders, options.iters, options.rounds)
+    results = {}
+    for name, timing in timings.items():
+        images_per_s = options.batch_size / timing.median
+        results[name] = {
+            "images_per_s": images_per_s,
+            "batch_ms": timing.median * 1e3,
+            "images_per_s_per_worker": images_per_s / max(workers, 1),
+            "batch_ms_per_round": [t * 1e3 for t in timing.seconds_per_step],
+        }
+    return {"data_root": str(root), "workers": workers, "results": results, **_ratio(timings)}
+
+
+def _ratio(timings: dict[str, Timing]) -> dict[str, Any]:
+    if "timm" not in timings:
+        return {"ratio": None, "ratios": None}
+    ratios = round_ratios(timings["ours"], timings["timm"])
+    return {"ratio": statistics.median(ratios), "ratios": ratios}

@@ -1,0 +1,86 @@
+"""The timed steps: inference (forward under no_grad) and training (forward, cross-entropy,
+backward, AdamW step), for our model and for timm's implementation of the same variant carrying
+the same weights. Both get the same inputs, precision, memory format, compilation and optimiser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from twins.benchmark.hardware import DTYPES
+from twins.errors import TwinsError
+from twins.models import Twins
+
+# Our model_args -> timm.models.twins.Twins arguments (the official names, mostly shared).
+_SAME_NAMES = ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios", "wss")
+_SAME_NAMES += ("num_classes", "in_chans", "patch_size", "attn_drop_rate", "drop_path_rate")
+
+
+def timm_twin(model: Twins, image_size: int) -> nn.Module:
+    """timm's Twins with `model`'s architecture and a copy of its weights (loaded strictly)."""
+    from timm.models.twins import Twins as TimmTwins
+
+    args = model.model_args
+    if args["act_layer"] != "gelu":
+        raise TwinsError(
+            f"timm's Twins has only the exact GELU, not {args['act_layer']!r}: "
+            "compare a model with act_layer gelu"
+        )
+    kwargs: dict[str, Any] = {name: args[name] for name in _SAME_NAMES}
+    drop = args["drop_rate"]
+    kwargs.update(drop_rate=drop, pos_drop_rate=drop, proj_drop_rate=drop, img_size=image_size)
+    reference = TimmTwins(**kwargs)
+    reference.load_state_dict(model.state_dict(), strict=True)
+    return reference
+
+
+def _adamw(model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW with the fused kernel where this torch has it for the device, else foreach."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05, fused=True)
+    except RuntimeError:
+        return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05, foreach=True)
+
+
+def make_step(
+    model: nn.Module,
+    mode: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    precision: str,
+    compiled: bool,
+) -> Callable[[], None]:
+    """One benchmark step of `model` on the given batch."""
+    device_type = images.device.type
+    autocast_dtype = DTYPES[precision]
+    use_autocast = precision != "fp32"
+    run = torch.compile(model) if compiled else model
+
+    if mode == "infer":
+        model.eval()
+
+        def infer_step() -> None:
+            with torch.no_grad(), torch.autocast(device_type, autocast_dtype, use_autocast):
+                run(images)
+
+        return infer_step
+
+    model.train()
+    optimizer = _adamw(model)
+    scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
+
+    def train_step() -> None:
+        with torch.autocast(device_type, autocast_dtype, use_autocast):
+            loss = F.cross_entropy(run(images), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    return train_step

@@ -1,0 +1,82 @@
+"""`twins benchmark`: images/s, step time, memory and share of peak, side by side with timm."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from twins.benchmark import MODES, PRECISIONS, BenchmarkOptions, format_report, run_benchmark
+from twins.errors import TwinsError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="measure speed, optionally against timm",
+        description="Time inference (forward), training (forward, backward, AdamW step) or the "
+        "training data loader. With --compare timm, timm's implementation of the same variant "
+        "with the same weights runs on the same inputs, alternated with ours for several "
+        "rounds; the median ratio is printed.",
+    )
+    parser.add_argument("--model", default="pcpvt_small", help="variant or alias")
+    parser.add_argument(
+        "--model-args",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="create_model overrides, e.g. '{\"depths\": [1, 1, 1, 1]}'",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    parser.add_argument("--mode", choices=MODES, default="infer")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype")
+    parser.add_argument("--batch-size", type=int, help="default: 16 on CPU, 256 on GPU")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--channels-last", action="store_true", help="channels-last inputs")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 2 CPU, 5 GPU)")
+    parser.add_argument(
+        "--iters", type=int, help="timed steps per round (default 3 CPU, 20 GPU, 10 batches data)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (median)")
+    parser.add_argument("--compare", choices=("timm",), help="also time timm's implementation")
+    parser.add_argument("--data", metavar="DIR", help="data mode: folder of class folders")
+    parser.add_argument("--workers", type=int, default=4, help="data mode: loader workers")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("give a JSON object, e.g. '{\"depths\": [1, 1, 1, 1]}'")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    options = BenchmarkOptions(
+        model=args.model,
+        model_args=args.model_args,
+        device=args.device,
+        mode=args.mode,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        warmup=args.warmup,
+        iters=args.iters,
+        rounds=args.rounds,
+        compare=args.compare,
+        data=args.data,
+        workers=args.workers,
+        threads=args.threads,
+    )
+    if args.workers < 0:
+        raise TwinsError(f"--workers must be 0 or more, not {args.workers}")
+    result = run_benchmark(options)
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0

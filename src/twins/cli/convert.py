@@ -1,0 +1,53 @@
+"""`twins convert SRC DST`: weights between official/timm `.pth`, MindSpore `.ckpt`, safetensors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from twins.convert import convert
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert weights between .pth, MindSpore .ckpt and .safetensors",
+        description="Convert weights. SRC may be an official or timm .pth, a training "
+        "checkpoint of this toolkit, a MindSpore .ckpt of the seed, or a .safetensors file "
+        "(judged by content). DST's extension picks the format: .safetensors (with metadata), "
+        ".pth / .pt (official-layout state dict), .ckpt (the seed's MindSpore layout).",
+    )
+    parser.add_argument("source", metavar="SRC", help="weights file to read")
+    parser.add_argument(
+        "destination", metavar="DST", help="file to write (.safetensors, .pth, .ckpt)"
+    )
+    parser.add_argument(
+        "--arch",
+        help="model the weights belong to, where the file does not say (e.g. pcpvt_small); "
+        "the weights are then checked against it and described in the metadata",
+    )
+    parser.add_argument(
+        "--ema", action="store_true", help="take the EMA weights of a training checkpoint"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = convert(args.source, args.destination, arch=args.arch, ema=args.ema or None)
+    described = result.metadata.get("arch") or "architecture not recorded (use --arch)"
+    print(
+        f"wrote {args.destination}: {result.tensors} tensors, {result.source_format} -> "
+        f"{result.destination_format}, {described}"
+    )
+    if result.dropped_metadata:
+        kept = ", ".join(
+            f"{key}={result.metadata[key]}"
+            for key in result.dropped_metadata
+            if key != "class_names"
+        )
+        print(
+            f"note: {result.destination_format} files hold tensors only; not stored: "
+            f"{', '.join(result.dropped_metadata)}" + (f" ({kept})" if kept else ""),
+            file=sys.stderr,
+        )
+    return 0

@@ -1,0 +1,154 @@
+"""Train and validation data sets: class folders read with torchvision's ImageFolder.
+
+Layout (the seed's, and ImageNet's): `data_url/train/<class>/<image>` and
+`data_url/val/<class>/<image>`; class indices follow the sorted folder names.
+
+Broken files do not stop a run: `SafeImageFolder` converts every decodable image to RGB
+(`twins.data.images.to_rgb`) and returns `None` for a file it cannot decode. The loader's collate
+(`twins.data.loader.collate_batch`) then refills a training batch with other samples of the same
+batch (so batch size stays fixed) and shortens an evaluation batch (so no image is counted twice).
+Counts of images tried, converted and skipped (every read counts, each epoch again) are kept in
+shared memory, so they include the loader's worker processes: read `dataset.tried`,
+`dataset.converted`, `dataset.skipped`; `dataset.broken_files` lists the unreadable files found
+so far, each once (a warning names each the first time).
+`check_health()` stops the run when most files read so far were broken.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import get_worker_info
+from torchvision.datasets import ImageFolder
+
+from twins.data.images import open_rgb
+from twins.data.transforms import build_eval_transform, build_train_transform
+from twins.errors import TwinsError
+
+logger = logging.getLogger(__name__)
+
+# One counter column per process: column 0 is the main process, column 1 + i is loader worker i.
+# One writer per column, so no lock is needed; workers beyond the last column share it.
+_COUNTER_COLUMNS = 65
+_TRIED, _CONVERTED, _SKIPPED = range(3)
+
+# `check_health` judges only after this many reads (or the whole set, when smaller).
+MIN_READS_BEFORE_JUDGING = 256
+
+
+class SafeImageFolder(ImageFolder):
+    """ImageFolder that converts every image to RGB and skips (returns None for) broken files."""
+
+    def __init__(self, root: str | Path, transform: Any = None) -> None:
+        super().__init__(str(root), transform=transform)
+        self._counts = torch.zeros(3, _COUNTER_COLUMNS, dtype=torch.int64).share_memory_()
+        # One flag per file, shared too: each broken file is named once per run, not per epoch.
+        self._broken = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        # Hidden folders (.ipynb_checkpoints, .DS_Store dirs, ...) are not classes.
+        with os.scandir(directory) as entries:
+            classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+        if not classes:
+            raise FileNotFoundError(f"no class folders in {directory}")
+        return classes, {name: index for index, name in enumerate(classes)}
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+        path, target = self.samples[index]
+        column = _counter_column()
+        self._counts[_TRIED, column] += 1
+        try:
+            image, stored_mode = open_rgb(path)
+        except Exception as error:  # any decoder failure: corrupt, truncated, empty, not an image
+            self._counts[_SKIPPED, column] += 1
+            if not self._broken[index]:
+                self._broken[index] = True
+                logger.warning("skipping unreadable image %s (%s)", path, error)
+            return None
+        if stored_mode != "RGB":
+            self._counts[_CONVERTED, column] += 1
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, target
+
+    @property
+    def tried(self) -> int:
+        """Images read so far (every epoch counts again), in all processes."""
+        return int(self._counts[_TRIED].sum())
+
+    @property
+    def converted(self) -> int:
+        """Images read so far that were stored in another mode than RGB and converted."""
+        return int(self._counts[_CONVERTED].sum())
+
+    @property
+    def skipped(self) -> int:
+        """Images read so far that could not be decoded and were left out."""
+        return int(self._counts[_SKIPPED].sum())
+
+    @property
+    def broken_files(self) -> list[str]:
+        """Files found unreadable so far, each once."""
+        return [self.samples[i][0] for i in self._broken.nonzero().flatten().tolist()]
+
+    def check_health(self) -> None:
+        """Raise TwinsError when most of the images read so far were unreadable."""
+        tried, skipped = self.tried, self.skipped
+        if tried >= min(len(self), MIN_READS_BEFORE_JUDGING) and 2 * skipped > tried:
+            raise TwinsError(
+                f"{skipped} of {tried} images read from {self.root} could not be decoded; "
+                "repair or remove the broken files (the warnings above name them)"
+            )
+
+
+def _counter_column() -> int:
+    worker = get_worker_info()
+    return 0 if worker is None else 1 + worker.id % (_COUNTER_COLUMNS - 1)
+
+
+def build_datasets(cfg: Any) -> tuple[SafeImageFolder, SafeImageFolder, list[str]]:
+    """Return (train set, validation set, class names) from `cfg.data_url`.
+
+    Reads `data_url` and `num_classes` and, through the transforms, `image_size`, `crop_pct`,
+    `interpolation`, `auto_augment`, `hflip`, `re_prob`, `re_mode`, `re_count`.
+    """
+    root = Path(cfg.data_url).expanduser()
+    train = _open_split(root, "train", build_train_transform(cfg))
+    val = _open_split(root, "val", build_eval_transform(cfg))
+    if train.classes != val.classes:
+        only_train = sorted(set(train.classes) - set(val.classes))
+        only_val = sorted(set(val.classes) - set(train.classes))
+        raise TwinsError(
+            f"class folders of {root / 'train'} and {root / 'val'} differ "
+            f"(only in train: {_names(only_train)}; only in val: {_names(only_val)}); "
+            "give both splits the same class folders"
+        )
+    if len(train.classes) != cfg.num_classes:
+        raise TwinsError(
+            f"{root / 'train'} has {len(train.classes)} class folders but num_classes is "
+            f"{cfg.num_classes}; set num_classes={len(train.classes)} or fix the folders"
+        )
+    return train, val, list(train.classes)
+
+
+def _open_split(root: Path, split: str, transform: Any) -> SafeImageFolder:
+    folder = root / split
+    layout = f"expected {root}/train/<class>/<image> and {root}/val/<class>/<image>"
+    if not folder.is_dir():
+        raise TwinsError(f"data folder {folder} not found: {layout}; set data_url (or --data)")
+    try:
+        return SafeImageFolder(folder, transform=transform)
+    except FileNotFoundError as error:  # no class folders, or a class folder without images
+        message = str(error).splitlines()[0]
+        raise TwinsError(f"{message} ({layout}); add images or remove empty folders") from None
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    if not names:
+        return "none"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

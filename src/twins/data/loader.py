@@ -1,0 +1,150 @@
+"""DataLoader with reproducible order and augmentation, and broken-file handling.
+
+Reproducibility: every random draw of the loader comes from a seed derived from
+(`cfg.seed`, epoch). The shuffle order and the worker seeds come from the loader's generator;
+with `num_workers=0` the transforms run in this process, under random states (torch CPU,
+`random`, numpy) that the loader owns and swaps in only while it fetches a batch, so the model's
+own random draws (dropout, drop path, mixup) neither disturb nor depend on the augmentation.
+Hence an epoch's batches depend on (seed, epoch, number of workers) only, and a run resumed at
+epoch k sees what an unbroken run saw. Call `loader.set_epoch(epoch)` before each epoch (it also
+reseeds a given DistributedSampler), or build a new loader with `epoch=`.
+
+Training workers are not persistent: each epoch starts fresh workers from that epoch's seed.
+Evaluation transforms draw nothing random, so evaluation workers persist across epochs.
+
+Broken files: the data set returns None for them (`twins.data.datasets`); `collate_batch`
+refills a training batch with other samples of the batch and shortens an evaluation batch; a
+batch with no readable image at all is left out; `check_health` of the data set runs after each
+batch and stops the run when most files are broken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+# Marks the end of the underlying iterator (None marks a batch without readable images).
+_END = object()
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A well-mixed 63-bit seed for (seed, epoch); `stream` tells independent uses apart."""
+    words = [int(seed) % 2**63, int(epoch), int(stream)]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0]) % 2**63
+
+
+def available_cpus() -> int:
+    """CPUs this process may use, shared among the ranks torchrun started on this node."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def collate_batch(samples: list[Any], refill: bool) -> Any:
+    """Stack samples, leaving out the None of unreadable files.
+
+    With `refill`, the missing places are filled by repeating readable samples of the same batch,
+    so a training batch keeps its size (mixup needs an even batch; DDP ranks stay in step).
+    Returns None when no sample of the batch was readable.
+    """
+    readable = [sample for sample in samples if sample is not None]
+    if not readable:
+        return None
+    if refill:
+        missing = len(samples) - len(readable)
+        readable += [readable[i % len(readable)] for i in range(missing)]
+    return default_collate(readable)
+
+
+class _RandomStates:
+    """torch CPU, `random` and numpy states owned by the loader, swapped in while it fetches."""
+
+    def __init__(self, seed: int) -> None:
+        self.torch = torch.Generator().manual_seed(seed).get_state()
+        self.python = random.Random(seed).getstate()
+        self.numpy = np.random.RandomState(seed % 2**32).get_state()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        saved = (torch.get_rng_state(), random.getstate(), np.random.get_state())
+        torch.set_rng_state(self.torch)
+        random.setstate(self.python)
+        np.random.set_state(self.numpy)
+        try:
+            yield
+        finally:
+            self.torch, self.python, self.numpy = (
+                torch.get_rng_state(),
+                random.getstate(),
+                np.random.get_state(),
+            )
+            torch.set_rng_state(saved[0])
+            random.setstate(saved[1])
+            np.random.set_state(saved[2])
+
+
+class TwinsDataLoader(DataLoader):
+    """DataLoader seeded per epoch that skips unreadable batches and checks data health."""
+
+    def __init__(self, *args: Any, seed: int, epoch: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, generator=torch.Generator(), **kwargs)
+        self.seed = seed
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed order and augmentation for `epoch` (and the sampler's, when it has one)."""
+        self.epoch = epoch
+        self.generator.manual_seed(epoch_seed(self.seed, epoch, stream=0))
+        self._random_states = _RandomStates(epoch_seed(self.seed, epoch, stream=1))
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Any]:
+        check_health = getattr(self.dataset, "check_health", None)
+        in_process = self.num_workers == 0
+        batches = super().__iter__()
+        while True:
+            # Without workers the transforms run here: give them the loader's random states.
+            with self._random_states.active() if in_process else contextlib.nullcontext():
+                batch = next(batches, _END)
+            if batch is _END:
+                return
+            if check_health is not None:
+                check_health()
+            if batch is not None:  # None: no readable image in this batch
+                yield batch
+
+
+def build_loader(
+    dataset: Dataset,
+    cfg: Any,
+    train: bool,
+    sampler: Sampler | None = None,
+    epoch: int = 0,
+) -> TwinsDataLoader:
+    """Loader for `dataset`: shuffled, refilled and last partial batch dropped when `train`.
+
+    Reads `batch_size` (per process), `num_parallel_workers` (capped to the CPUs available)
+    and `seed`. A given `sampler` (e.g. DistributedSampler) replaces the shuffle.
+    """
+    workers = max(0, min(int(cfg.num_parallel_workers), available_cpus()))
+    return TwinsDataLoader(
+        dataset,
+        batch_size=int(cfg.batch_size),
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=functools.partial(collate_batch, refill=train),
+        pin_memory=torch.cuda.is_available(),
+        drop_last=train,
+        persistent_workers=workers > 0 and not train,
+        seed=int(cfg.seed),
+        epoch=epoch,
+    )

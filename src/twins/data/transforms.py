@@ -1,0 +1,74 @@
+"""Image transforms of the seed's ImageNet recipe, built with timm's transform factory.
+
+Train: random resized crop (scale 0.08-1, `interpolation`), horizontal flip (`hflip`),
+RandAugment (`auto_augment`, e.g. "rand-m9-mstd0.5-inc1"), to tensor, ImageNet normalisation,
+random erasing (`re_prob`, `re_mode`, `re_count`). No colour jitter, as in the seed.
+Eval: resize the short side to floor(image_size / crop_pct), centre crop `image_size`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image, ImageOps
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+
+# The seed's (and DeiT's) random resized crop range, as an area fraction of the image.
+TRAIN_CROP_SCALE = (0.08, 1.0)
+
+
+def build_train_transform(cfg: Any) -> Any:
+    """Random training transform from the config's augmentation keys."""
+    transform = create_transform(
+        input_size=cfg.image_size,
+        is_training=True,
+        scale=TRAIN_CROP_SCALE,
+        hflip=float(cfg.hflip),
+        color_jitter=None,
+        auto_augment=cfg.auto_augment or None,
+        interpolation=cfg.interpolation,
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        re_prob=float(cfg.re_prob),
+        re_mode=cfg.re_mode,
+        re_count=int(cfg.re_count),
+    )
+    _allow_zero_bit_posterize(transform)
+    return transform
+
+
+def build_eval_transform(cfg: Any) -> Any:
+    """Deterministic evaluation transform: resize to image_size / crop_pct, centre crop."""
+    interpolation = "bicubic" if cfg.interpolation == "random" else cfg.interpolation
+    return create_transform(
+        input_size=cfg.image_size,
+        is_training=False,
+        interpolation=interpolation,
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        crop_pct=float(cfg.crop_pct),
+    )
+
+
+def posterize(image: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's posterize op, also for 0 bits kept: a black image, as TF's RandAugment gives.
+
+    RandAugment's "PosterizeIncreasing" keeps 0 bits at magnitude 10 (reached by
+    "rand-m9-mstd0.5-inc1" about once in 40 draws); recent Pillow (13) refuses 0 bits with a ValueError.
+    """
+    if bits_to_keep >= 8:
+        return image
+    if bits_to_keep <= 0:
+        return Image.new(image.mode, image.size)
+    return ImageOps.posterize(image, bits_to_keep)
+
+
+def _allow_zero_bit_posterize(transform: Any) -> None:
+    """Give the posterize ops of timm's RandAugment / AutoAugment / AugMix the op above."""
+    for step in getattr(transform, "transforms", ()):
+        ops = list(getattr(step, "ops", ()))
+        for sub_policy in getattr(step, "policy", ()):
+            ops.extend(sub_policy)
+        for op in ops:
+            if getattr(op, "name", "").startswith("Posterize"):
+                op.aug_fn = posterize

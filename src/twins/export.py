@@ -1,0 +1,198 @@
+"""Deployment exports: ONNX (checked in onnxruntime), torch.export `.pt2`, safetensors weights.
+
+ONNX and `.pt2` graphs take any batch, height and width (>= 64 pixels): they are traced by
+`torch.export` with symbolic sizes, so the padding and masking of SVT's windows follow the
+input size instead of being frozen at the size used for tracing. Symbolic sizes are treated
+"size-obliviously" (torch.fx.experimental._config.backed_size_oblivious) so that a derived size
+that happens to be 1 at some input (one window per row, a 1x1 last stage) is not baked in.
+
+A `.pt2` program keeps torch.export's input guards; one of them, batch > 1, comes from a
+memory-layout choice in torch's convolution and not from the computation: run single images
+with `torch.export.load(path).module(check_guards=False)` (the tests check it gives the same
+logits). ONNX graphs carry no such guards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.fx.experimental._config as fx_config
+from torch import nn
+
+from twins.errors import TwinsError
+from twins.weights import StateDict, load_weights, model_from_weights, save_weights
+from twins.weights.atomic import atomic_path
+
+EXPORT_FORMATS = ("onnx", "pt2", "safetensors")
+MIN_SIDE = 64
+MAX_SIDE = 8192
+# Relative tolerance (max |difference| / max |logit|) of an export against eager PyTorch.
+TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    # Checked input shape -> max |export - PyTorch| / max |PyTorch| (empty when not checked).
+    differences: dict[tuple[int, ...], float] = field(default_factory=dict)
+
+
+def trace_input(image_size: int) -> torch.Tensor:
+    """Input used for tracing: batch 2 and unequal sides, so that no size is taken for a constant."""
+    return torch.randn(2, 3, image_size + 32, image_size + 64)
+
+
+def check_shapes(image_size: int) -> list[tuple[int, int, int, int]]:
+    """Shapes the exports are checked at: square, and one whose window grids need padding."""
+    return [(1, 3, image_size, image_size), (3, 3, image_size - 24, image_size + 40)]
+
+
+def dynamic_shapes() -> dict:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    height = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
+    width = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
+    return {"x": {0: batch, 2: height, 3: width}}
+
+
+def relative_difference(result: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.abs(result - reference).max() / max(np.abs(reference).max(), 1e-12))
+
+
+def _check(differences: dict, what: str) -> None:
+    worst = max(differences.values())
+    if worst > TOLERANCE:
+        raise TwinsError(f"the {what} export differs from PyTorch by {worst:.2e} (relative)")
+
+
+def _prepare(model: nn.Module) -> nn.Module:
+    return model.eval().float().cpu()
+
+
+def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> dict:
+    model_args = getattr(model, "model_args", {})
+    return {
+        "arch": getattr(model, "arch", None),
+        "model_args": model_args,
+        "num_classes": getattr(model, "num_classes", None),
+        "act_layer": model_args.get("act_layer"),
+        "class_names": class_names,
+    }
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    image_size: int = 224,
+    class_names: list[str] | None = None,
+    check: bool = True,
+) -> ExportResult:
+    """ONNX with dynamic batch, height and width; checked in onnxruntime against PyTorch."""
+    model = _prepare(model)
+    with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+        program = torch.onnx.export(
+            model,
+            (trace_input(image_size),),
+            dynamo=True,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=dynamic_shapes(),
+            verbose=False,
+        )
+    for key, value in model_metadata(model, class_names).items():
+        if value is not None:
+            program.model.metadata_props[key] = json.dumps(value)
+    with atomic_path(path) as temporary:
+        program.save(temporary)
+    result = ExportResult(Path(path), "onnx")
+    if check:
+        result.differences = check_onnx(model, path, check_shapes(image_size))
+        _check(result.differences, "ONNX")
+    return result
+
+
+def check_onnx(
+    model: nn.Module, path: str | os.PathLike, shapes: list[tuple[int, ...]]
+) -> dict[tuple[int, ...], float]:
+    """Relative difference of onnxruntime (CPU) against PyTorch at each shape."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    differences = {}
+    for shape in shapes:
+        images = torch.randn(shape)
+        with torch.no_grad():
+            reference = model(images).numpy()
+        (result,) = session.run(None, {name: images.numpy()})
+        differences[tuple(shape)] = relative_difference(result, reference)
+    return differences
+
+
+def export_pt2(
+    model: nn.Module, path: str | os.PathLike, *, image_size: int = 224, check: bool = True
+) -> ExportResult:
+    """A `torch.export` program with dynamic sizes; `torch.export.load(path).module()` runs it
+    (with `check_guards=False` for a batch of one, see the module notes)."""
+    model = _prepare(model)
+    with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+        program = torch.export.export(
+            model, (trace_input(image_size),), dynamic_shapes=dynamic_shapes()
+        )
+    with atomic_path(path) as temporary:
+        torch.export.save(program, temporary)
+    result = ExportResult(Path(path), "pt2")
+    if check:
+        loaded = torch.export.load(os.fspath(path)).module()
+        # The program keeps torch.export's runtime checks; check at shapes they admit.
+        shapes = [trace_input(image_size).shape, (3, 3, image_size - 24, image_size + 40)]
+        for shape in shapes:
+            images = torch.randn(shape)
+            with torch.no_grad():
+                reference, exported = model(images).numpy(), loaded(images).numpy()
+            result.differences[tuple(shape)] = relative_difference(exported, reference)
+        _check(result.differences, "torch.export")
+    return result
+
+
+def export_safetensors(
+    model: nn.Module, path: str | os.PathLike, *, class_names: list[str] | None = None
+) -> ExportResult:
+    """Release weights: the model's tensors only, with the metadata that rebuilds the model."""
+    save_weights(StateDict(model.state_dict(), model_metadata(model, class_names)), path)
+    return ExportResult(Path(path), "safetensors")
+
+
+def export(
+    checkpoint: str | os.PathLike,
+    format: str,
+    output: str | os.PathLike,
+    *,
+    arch: str | None = None,
+    ema: bool | None = None,
+    image_size: int = 224,
+    check: bool = True,
+) -> ExportResult:
+    """Load any weights file `load_weights` reads and export it."""
+    if format not in EXPORT_FORMATS:
+        raise TwinsError(
+            f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}"
+        )
+    if image_size < MIN_SIDE + 24:
+        raise TwinsError(f"--image-size {image_size} is too small: use at least {MIN_SIDE + 24}")
+    weights = load_weights(checkpoint, ema=ema, arch=arch)
+    model = model_from_weights(weights, arch)
+    class_names = weights.metadata.get("class_names")
+    if format == "onnx":
+        return export_onnx(
+            model, output, image_size=image_size, class_names=class_names, check=check
+        )
+    if format == "pt2":
+        return export_pt2(model, output, image_size=image_size, check=check)
+    return export_safetensors(model, output, class_names=class_names)

@@ -1,0 +1,409 @@
+"""The training configuration: defaults, then a YAML file, then `key=value` overrides.
+
+Key names are those of the seed's YAML and argument parser (MindSpore ModelZoo Twins,
+`src/configs/twin_s.yaml` and `src/args.py`), so its files load unchanged. Keys added here:
+`model_args` (create_model overrides), `hflip`, `crop_scale` and `lr_base_size` (timm's
+meanings), `eval_every`, `log_every`, `save_every_steps` (checkpoints within an epoch) and
+`max_nonfinite_steps`. Every value is checked for type and range, an unknown key
+is refused with the closest known names, and the resolved configuration is what a run writes
+to its output folder as `config.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from twins.errors import TwinsError
+
+# What a YAML file or override may say for "no value".
+_NONE_WORDS = ("", "none", "null", "off")
+
+
+def _key(default: Any, kind: str, check: Any = None, doc: str = "", **extra: Any) -> Any:
+    """A config field: its kind (int, float, bool, str, optional_str, pair, mapping), a check
+    (a (low, high) range with inclusive ends, or a tuple of choices) and a one-line meaning."""
+    metadata = {"kind": kind, "check": check, "doc": doc, **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Every key of a training run. Defaults are the official ImageNet-1k recipe of Twins
+    (AdamW, lr 1e-3 at global batch 1024, weight decay 0.05, 300 epochs, 5 warmup epochs)."""
+
+    # ===== Architecture ===== #
+    arch: str = _key("pcpvt_small", "str", doc="model name or alias (twins models)")
+    model_args: dict = _key({}, "mapping", doc="create_model overrides, e.g. {depths: [1,1,1,1]}")
+    pretrained: str | None = _key(None, "optional_str", doc="weights file to start from")
+
+    # ===== Dataset ===== #
+    data_url: str = _key("", "str", doc="folder with train/ and val/ class folders")
+    set: str = _key("ImageNet", "str", doc="data set name (informative)")
+    num_classes: int = _key(1000, "int", (1, None))
+    mix_up: float = _key(0.8, "float", (0.0, None), doc="mixup alpha, 0 = off")
+    cutmix: float = _key(1.0, "float", (0.0, None), doc="cutmix alpha, 0 = off")
+    auto_augment: str | None = _key("rand-m9-mstd0.5-inc1", "optional_str", doc="timm string")
+    interpolation: str = _key("bicubic", "str", ("bicubic", "bilinear", "nearest", "random"))
+    re_prob: float = _key(0.25, "float", (0.0, 1.0), doc="random erasing probability")
+    re_mode: str = _key("pixel", "str", ("pixel", "rand", "const"))
+    re_count: int = _key(1, "int", (1, None))
+    mixup_prob: float = _key(1.0, "float", (0.0, 1.0))
+    switch_prob: float = _key(0.5, "float", (0.0, 1.0))
+    mixup_mode: str = _key("batch", "str", ("batch", "pair", "elem"))
+    image_size: int = _key(224, "int", (8, None))
+    crop_pct: float = _key(0.875, "float", (0.01, 1.0), doc="eval resize = image_size / crop_pct")
+    hflip: float = _key(0.5, "float", (0.0, 1.0), doc="horizontal flip probability (timm)")
+    crop_scale: list = _key(
+        [0.08, 1.0], "pair", (0.0, 1.0), doc="random resized crop area range (timm's scale)"
+    )
+
+    # ===== Learning rate policy ===== #
+    optimizer: str = _key("adamw", "str", ("adamw", "sgd"))
+    base_lr: float = _key(1e-3, "float", (0.0, None), positive=True)
+    lr_base_size: int = _key(
+        0, "int", (0, None), doc="if > 0, lr = base_lr * global batch / lr_base_size (timm)"
+    )
+    warmup_lr: float = _key(1e-6, "float", (0.0, None))
+    min_lr: float = _key(1e-5, "float", (0.0, None))
+    lr_scheduler: str = _key("cosine_lr", "str", ("cosine_lr", "constant_lr"))
+    warmup_length: int = _key(5, "int", (0, None), doc="warmup epochs")
+
+    # ===== Network training ===== #
+    amp_level: str = _key("O0", "str", ("O0", "O1", "O2", "O3"))
+    keep_bn_fp32: bool = _key(False, "bool", doc="MindSpore setting; autocast keeps norms fp32")
+    beta: list = _key([0.9, 0.999], "pair", (0.0, 0.999999), doc="AdamW betas")
+    eps: float = _key(1e-8, "float", (0.0, None), positive=True)
+    clip_global_norm_value: float = _key(5.0, "float", (0.0, None), doc="0 = no clipping")
+    is_dynamic_loss_scale: bool = _key(True, "bool")
+    loss_scale: float = _key(1024.0, "float", (1.0, None), doc="fp16 initial or fixed scale")
+    epochs: int = _key(300, "int", (1, None))
+    cooldown_epochs: int = _key(10, "int", (0, None), doc="epochs at min_lr after `epochs`")
+    label_smoothing: float = _key(0.1, "float", (0.0, 0.99))
+    weight_decay: float = _key(0.05, "float", (0.0, None))
+    momentum: float = _key(0.9, "float", (0.0, 0.999), doc="SGD momentum")
+    batch_size: int = _key(128, "int", (1, None), doc="per device")
+    accumulation_step: int = _key(1, "int", (1, None))
+    drop_path_rate: float = _key(0.2, "float", (0.0, 0.99))
+    with_ema: bool = _key(False, "bool")
+    ema_decay: float = _key(0.9999, "float", (0.0, 0.999999))
+    start_epoch: int = _key(0, "int", (0, None), doc="first epoch when not resuming")
+
+    # ===== Run, output and hardware ===== #
+    seed: int = _key(0, "int", (0, 2**32 - 1))
+    train_url: str = _key("runs/train", "str", doc="output folder (runs/<recipe name> if unset)")
+    keep_checkpoint_max: int = _key(20, "int", (1, None), doc="epoch checkpoints kept")
+    save_every: int = _key(2, "int", (0, None), doc="epoch checkpoint every N epochs, 0 = none")
+    save_every_steps: int = _key(
+        0, "int", (0, None), doc="also update last.pt every N steps within an epoch, 0 = off"
+    )
+    max_nonfinite_steps: int = _key(
+        20, "int", (0, None), doc="stop after N steps in a row with NaN/inf loss, 0 = never"
+    )
+    eval_every: int = _key(1, "int", (1, None), doc="evaluate every N epochs (and at the end)")
+    log_every: int = _key(50, "int", (1, None), doc="metrics.jsonl line every N steps")
+    num_parallel_workers: int = _key(8, "int", (0, None), doc="data loader workers per process")
+    device_target: str = _key("auto", "str", ("auto", "GPU", "CPU", "Ascend"))
+
+    @property
+    def total_epochs(self) -> int:
+        """The run lasts `epochs` of schedule plus `cooldown_epochs` at `min_lr`."""
+        return self.epochs + self.cooldown_epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_CHOICE_ALIASES = {"device_target": {"cuda": "GPU", "gpu": "GPU", "cpu": "CPU"}}
+# Names other tools (timm, DeiT, the seed's own command line flags) use for our keys: an
+# unknown key close to one of them is pointed to the key meant.
+_OTHER_NAMES = {
+    "lr": "base_lr",
+    "learning_rate": "base_lr",
+    "wd": "weight_decay",
+    "betas": "beta",
+    "opt": "optimizer",
+    "model": "arch",
+    "warmup_epochs": "warmup_length",
+    "mixup": "mix_up",
+    "smoothing": "label_smoothing",
+    "clip_grad": "clip_global_norm_value",
+    "model_ema": "with_ema",
+    "model_ema_decay": "ema_decay",
+    "workers": "num_parallel_workers",
+    "data_dir": "data_url",
+    "output": "train_url",
+    "output_dir": "train_url",
+    "drop_path": "drop_path_rate",
+    "input_size": "image_size",
+    "aa": "auto_augment",
+    "reprob": "re_prob",
+}
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **settings: Any,
+) -> TrainConfig:
+    """Defaults, then the YAML file at `path`, then `key=value` strings (values read as YAML),
+    then `settings` given as Python values (the command line's --data / --output)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(read_yaml(path))
+    for text in overrides:
+        key, value = parse_override(text)
+        _merge(values, key, value)
+    values.update({k: v for k, v in settings.items() if v is not None})
+    if "train_url" not in values and path is not None:
+        values["train_url"] = str(Path("runs") / Path(path).stem)
+    source = " and ".join(
+        filter(None, [str(path) if path else "", "key=value" if overrides else ""])
+    )
+    return build_config(values, source=source or "settings")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise TwinsError(f"config file {path} not found: pass an existing YAML file with -c")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise TwinsError(f"{path}{where} is not valid YAML: fix the file") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise TwinsError(f"{path} must hold `key: value` lines, not a {type(values).__name__}")
+    return values
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` with the value read as YAML (`epochs=5`, `beta=[0.9,0.99]`, `pretrained=null`);
+    `model_args.depths=[1,1,1,1]` sets one entry of a mapping key."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise TwinsError(f"override {text!r} is not key=value: write e.g. epochs=10")
+    try:
+        return key, yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        return key, value
+
+
+def _merge(values: dict[str, Any], key: str, value: Any) -> None:
+    name, _, sub = key.partition(".")
+    if not sub:
+        values[key] = value
+        return
+    if name in _FIELDS and _FIELDS[name].metadata["kind"] != "mapping":
+        raise TwinsError(f"{name} is not a mapping: write {name}=VALUE without .{sub}")
+    values[name] = {**(values.get(name) or {}), sub: value}
+
+
+def build_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Check and convert every value; unknown keys are refused with their closest matches."""
+    unknown = [k for k in values if k not in _FIELDS]
+    if unknown:
+        key = unknown[0]
+        names = difflib.get_close_matches(key, [*KEYS, *_OTHER_NAMES], n=3, cutoff=0.6)
+        close = list(dict.fromkeys(_OTHER_NAMES.get(name, name) for name in names))
+        hint = f"did you mean {' or '.join(close)}?" if close else "see configs/ for the keys"
+        raise TwinsError(f"unknown config key {key!r} in {source}: {hint}")
+    config = TrainConfig(**{k: _convert(k, v) for k, v in values.items()})
+    _check_together(config)
+    return config
+
+
+def _convert(key: str, value: Any) -> Any:
+    meta = _FIELDS[key].metadata
+    kind, check = meta["kind"], meta["check"]
+    value = _CONVERTERS[kind](key, value)
+    if isinstance(check, tuple) and check and isinstance(check[0], str):
+        value = _choose(key, value, check)
+    elif isinstance(check, tuple):
+        low, high = check
+        numbers = value if isinstance(value, list) else [value]
+        if any((low is not None and v < low) or (high is not None and v > high) for v in numbers):
+            span = f"{low} .. {high}" if high is not None else f">= {low}"
+            raise TwinsError(f"{key}={value} is out of range: use a value in {span}")
+    if meta.get("positive") and not value > 0:
+        raise TwinsError(f"{key}={value} must be greater than 0")
+    return value
+
+
+def _choose(key: str, value: str, choices: tuple[str, ...]) -> str:
+    lowered = {c.lower(): c for c in choices}
+    value = _CHOICE_ALIASES.get(key, {}).get(value.lower(), value)
+    if value.lower() in lowered:
+        return lowered[value.lower()]
+    raise TwinsError(f"{key}={value!r} is not allowed: use one of {', '.join(choices)}")
+
+
+def _bad_type(key: str, value: Any, wanted: str) -> TwinsError:
+    return TwinsError(f"{key}={value!r} is not {wanted}: give {key} {wanted}")
+
+
+def _to_int(key: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise _bad_type(key, value, "an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise _bad_type(key, value, "an integer") from None
+    if not isinstance(value, int):
+        raise _bad_type(key, value, "an integer")
+    return value
+
+
+def _to_float(key: str, value: Any) -> float:
+    # PyYAML reads `1e-3` (no dot) as a string; accept it as the number it means.
+    if isinstance(value, bool):
+        raise _bad_type(key, value, "a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _bad_type(key, value, "a number") from None
+    if not math.isfinite(number):
+        raise _bad_type(key, value, "a finite number")
+    return number
+
+
+def _to_bool(key: str, value: Any) -> bool:
+    # The seed's argument parser reads flags as 0/1 integers.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "0", "1"):
+        return value.lower() in ("true", "yes", "1")
+    raise _bad_type(key, value, "true or false")
+
+
+def _to_str(key: str, value: Any) -> str:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise _bad_type(key, value, "a string")
+
+
+def _to_optional_str(key: str, value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    text = _to_str(key, value)
+    return None if text.strip().lower() in _NONE_WORDS else text
+
+
+def _to_pair(key: str, value: Any) -> list[float]:
+    if isinstance(value, str):
+        value = value.strip("[]() ").split(",")
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _bad_type(key, value, "two numbers like [0.9, 0.999]")
+    return [_to_float(key, v) for v in value]
+
+
+def _to_mapping(key: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise _bad_type(key, value, "a mapping like {depths: [1, 1, 1, 1]}")
+    return dict(value)
+
+
+_CONVERTERS = {
+    "int": _to_int,
+    "float": _to_float,
+    "bool": _to_bool,
+    "str": _to_str,
+    "optional_str": _to_optional_str,
+    "pair": _to_pair,
+    "mapping": _to_mapping,
+}
+
+
+def _check_together(config: TrainConfig) -> None:
+    """Checks that involve more than one key."""
+    if not config.train_url.strip():
+        raise TwinsError("train_url is empty: give an output folder (--output DIR)")
+    if config.min_lr > config.base_lr:
+        raise TwinsError(f"min_lr {config.min_lr} exceeds base_lr {config.base_lr}: lower min_lr")
+    if config.warmup_length > config.epochs:
+        raise TwinsError(
+            f"warmup_length {config.warmup_length} exceeds epochs {config.epochs}: shorten it"
+        )
+    if config.start_epoch >= config.total_epochs:
+        raise TwinsError(
+            f"start_epoch {config.start_epoch} is past the run's {config.total_epochs} epochs"
+        )
+    clashes = sorted({"num_classes", "drop_path_rate"} & set(config.model_args))
+    if clashes:
+        raise TwinsError(f"set {clashes[0]} as a key of its own, not inside model_args")
+    if config.crop_scale[0] > config.crop_scale[1]:
+        raise TwinsError(f"crop_scale {config.crop_scale} must be [low, high] with low <= high")
+    if config.auto_augment is not None:
+        _check_auto_augment(config.auto_augment)
+
+
+def _check_auto_augment(text: str) -> None:
+    """Refuse a malformed timm augmentation string now rather than when the loader starts."""
+    from timm.data.auto_augment import (
+        augment_and_mix_transform,
+        auto_augment_transform,
+        rand_augment_transform,
+    )
+
+    builders = {
+        "rand": rand_augment_transform,
+        "augmix": augment_and_mix_transform,
+        "original": auto_augment_transform,
+        "v0": auto_augment_transform,
+        "3a": auto_augment_transform,
+    }
+    builder = next((b for p, b in builders.items() if text.startswith(p)), None)
+    try:
+        if builder is None:
+            raise ValueError(text)
+        builder(text, {})
+    except Exception:
+        raise TwinsError(
+            f"auto_augment={text!r} is not a timm augmentation string: "
+            "use e.g. rand-m9-mstd0.5-inc1, or none to switch it off"
+        ) from None
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the resolved configuration; `load_config(path)` reads back the same values."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def describe_keys() -> str:
+    """One line per key: name, default, allowed values and meaning (for `twins train --help`)."""
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        check, doc = f.metadata["check"], f.metadata["doc"]
+        notes = [doc] if doc else []
+        if isinstance(check, tuple) and check and isinstance(check[0], str):
+            notes.append(" | ".join(check))
+        text = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"  {f.name}: {text}" + (f"  # {'; '.join(notes)}" if notes else ""))
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""`twins eval`: the validation metrics of a weights file on the config's `data_url/val`.
+
+The model is the one the file describes (its metadata, else `arch` with the file's shapes), in
+any format `twins.load_weights` reads. Under torchrun each process takes a disjoint shard and
+the sums are reduced, so every image counts once. With `with_ema` the EMA weights of a training
+checkpoint are evaluated too.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from twins.data import SafeImageFolder, build_eval_transform, build_loader
+from twins.errors import TwinsError
+from twins.train import distributed
+from twins.train.config import TrainConfig
+from twins.train.engine import evaluate
+from twins.train.precision import build_precision
+from twins.weights import load_weights, model_from_weights
+
+
+def evaluate_checkpoint(config: TrainConfig, checkpoint: str | Path) -> dict[str, Any]:
+    """{"top1", "top5" (%), "loss", "images", "arch", "checkpoint"} and, with EMA weights
+    evaluated, "ema": {"top1", "top5", "loss", "images"}."""
+    ctx = distributed.setup(config.device_target)
+    try:
+        weights = load_weights(checkpoint)
+        model = _model_for(weights, config).to(ctx.device)
+        val_set = _val_set(config, weights.metadata.get("class_names"), model.num_classes)
+        sampler = distributed.ShardSampler(val_set, ctx.rank, ctx.world_size)
+        loader = build_loader(val_set, config, train=False, sampler=sampler)
+        precision = build_precision(config, ctx.device)
+        progress = ctx.is_main and sys.stderr.isatty()
+        result: dict[str, Any] = evaluate(model, loader, precision, progress=progress)
+        result |= {"arch": model.arch, "checkpoint": str(checkpoint)}
+        if config.with_ema and weights.metadata.get("format") == "twins-checkpoint":
+            try:
+                ema_weights = load_weights(checkpoint, ema=True)
+            except TwinsError:  # trained without EMA: nothing more to evaluate
+                ema_weights = None
+            if ema_weights is not None:
+                model.load_state_dict(ema_weights)
+                result["ema"] = evaluate(model, loader, precision, progress=progress, desc="ema")
+        return result
+    finally:
+        distributed.cleanup()
+
+
+def _model_for(weights, config: TrainConfig):
+    arch = None if weights.metadata.get("arch") else config.arch
+    try:
+        model = model_from_weights(weights, arch=arch)
+    except TwinsError as error:
+        if arch is None:
+            raise
+        raise TwinsError(
+            f"{error} (arch {arch} comes from the config: set arch to the model the file holds)"
+        ) from None
+    if model.num_classes != config.num_classes:
+        raise TwinsError(
+            f"the weights classify {model.num_classes} classes but num_classes is "
+            f"{config.num_classes}: set num_classes={model.num_classes} or use other weights"
+        )
+    return model
+
+
+def _val_set(config: TrainConfig, class_names: list[str] | None, num_classes: int):
+    folder = Path(config.data_url).expanduser() / "val"
+    if not folder.is_dir():
+        raise TwinsError(
+            f"validation folder {folder} not found: expected {folder}/<class>/<image>; "
+            "set data_url (or --data)"
+        )
+    try:
+        val_set = SafeImageFolder(folder, transform=build_eval_transform(config))
+    except FileNotFoundError as error:
+        raise TwinsError(f"{str(error).splitlines()[0]}: add images to {folder}") from None
+    if len(val_set.classes) != num_classes:
+        raise TwinsError(
+            f"{folder} has {len(val_set.classes)} class folders but the model has {num_classes} "
+            "classes: evaluate on the data set the model was trained for"
+        )
+    if class_names and list(class_names) != val_set.classes:
+        raise TwinsError(
+            f"the class folders of {folder} are not the classes the model was trained on "
+            f"(first: {val_set.classes[:3]} vs {list(class_names)[:3]}): use the same class names"
+        )
+    return val_set

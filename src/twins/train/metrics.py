@@ -1,0 +1,94 @@
+"""What a run records: `metrics.jsonl`, TensorBoard events and the curves PNG (rank 0 only).
+
+Each `metrics.jsonl` line is one JSON object with `kind` ("step" every `log_every` optimizer
+steps, "epoch" at the end of each epoch), `epoch` (1-based), `step` (optimizer steps so far),
+`train_loss`, `lr`, and on evaluated epochs `val_top1`, `val_top5` (%), `val_loss`,
+`val_images`. A resumed run first drops the lines written after its checkpoint (step lines
+past its step, epoch lines past its epochs done), so the file reads as if the run had never
+stopped; TensorBoard does the same with `purge_step`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from twins.train.curves import draw_curves
+
+
+class RunLog:
+    def __init__(self, folder: str | Path, enabled: bool, resume_epoch: int, resume_step: int):
+        self.folder = Path(folder)
+        self.enabled = enabled
+        self.records: list[dict[str, Any]] = []
+        self.writer = None
+        if not enabled:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / "metrics.jsonl"
+        self.records = [
+            r for r in read_metrics(self.path) if _before_resume(r, resume_epoch, resume_step)
+        ]
+        tmp = self.path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
+        tmp.replace(self.path)
+        from torch.utils.tensorboard import SummaryWriter  # slow import; rank 0 only
+
+        self.writer = SummaryWriter(
+            # Events at steps after the checkpoint's are hidden; its own step's were kept.
+            str(self.folder / "tensorboard"),
+            purge_step=resume_step + 1 if resume_step else None,
+        )
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {k: _plain(v) for k, v in record.items()}
+        self.records.append(record)
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+        prefix = "train" if record.get("kind") == "step" else "epoch"
+        for key, value in record.items():
+            if key not in ("kind", "epoch", "step") and isinstance(value, (int, float)):
+                tag = key.replace("_", "/", 1) if key.startswith("val_") else f"{prefix}/{key}"
+                self.writer.add_scalar(tag, value, record["step"])
+
+    def end_epoch(self) -> None:
+        if not self.enabled:
+            return
+        self.writer.flush()
+        draw_curves(self.records, self.folder / "curves.png")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file; a line cut short by a crash is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _before_resume(record: dict[str, Any], resume_epoch: int, resume_step: int) -> bool:
+    if record.get("kind") == "step":
+        return record.get("step", 0) <= resume_step
+    return record.get("epoch", 0) <= resume_epoch
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN
+    return value

@@ -1,0 +1,65 @@
+"""Augmentation draws that belong to the image: each sample seeded from (seed, epoch, index).
+
+A data loader's random streams advance with every image it augments, in the loader's own
+process or in each worker, so the draws for the n-th batch of an epoch depend on every batch
+before it. A run resumed within an epoch skips those batches and would draw differently.
+Seeding Python's `random`, NumPy and torch (CPU) afresh for each sample, from the run's seed,
+the epoch and the sample's index, makes an image's crop, flip, RandAugment and erasing the same
+whichever batches came before it, with any number of loader workers. The caller's random
+states are left as they were.
+
+The epoch reaches loader workers with the data set itself, so the training loader must start
+its workers anew each epoch (as `twins.data.build_loader` does for training).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from twins.train.rng import derive_seed
+
+
+class SampleSeededDataset(Dataset):
+    """`dataset`, each item fetched under random states seeded from (seed, epoch, index)."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        with seeded(derive_seed(self.seed, self.epoch, index)):
+            return self.dataset[index]
+
+    def check_health(self) -> None:
+        """The wrapped data set's check that not most files are broken, where it has one."""
+        check = getattr(self.dataset, "check_health", None)
+        if check is not None:
+            check()
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block under `random`, NumPy and torch CPU states seeded from `seed`, then put the
+    previous states back (CUDA's are not touched: transforms run on the CPU)."""
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])

@@ -1,0 +1,51 @@
+"""The order of the training images: shuffled per epoch, dealt to the processes, resumable.
+
+Each epoch's order is a permutation of the training set drawn from (seed, epoch). Its places are
+dealt to the processes in turn (place p to rank p % world), as torch's `DistributedSampler`
+does with `drop_last`, and the tail that would leave ranks unequal is dropped. After k batches of
+b images on each of w processes, exactly the places 0 .. k·b·w − 1 are done, whatever the rank;
+`start_at(k·b·w)` makes the epoch go on from there, so a run stopped within an epoch and
+started again sees the rest of the order the unbroken run saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sized
+
+import torch
+from torch.utils.data import Sampler
+
+from twins.train.rng import derive_seed
+
+
+class ResumableSampler(Sampler[int]):
+    """Indices of one process's share of the epoch, from place `start` of the epoch's order."""
+
+    def __init__(self, dataset: Sized, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size}")
+        self.size, self.rank, self.world_size, self.seed = len(dataset), rank, world_size, seed
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The order of `epoch`, from its beginning."""
+        self.epoch, self.start = epoch, 0
+
+    def start_at(self, samples_done: int) -> None:
+        """Leave out the first `samples_done` places of this epoch's order (all processes)."""
+        if not 0 <= samples_done <= self.size:
+            raise ValueError(f"{samples_done} samples done is outside an epoch of {self.size}")
+        self.start = samples_done
+
+    def order(self) -> list[int]:
+        """The whole epoch's order, the same in every process."""
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        rest = self.order()[self.start :]
+        return iter(rest[self.rank : len(self) * self.world_size : self.world_size])
+
+    def __len__(self) -> int:
+        return (self.size - self.start) // self.world_size

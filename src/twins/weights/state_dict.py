@@ -1,0 +1,40 @@
+"""`StateDict`: tensors in the official Twins layout plus what their file says about them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+# The metadata keys a weights file may carry (all optional):
+#   arch         canonical or alias model name, e.g. "pcpvt_small"
+#   model_args   full constructor kwargs (JSON types), `create_model(arch, **model_args)`
+#   num_classes  rows of the classifier head
+#   act_layer    "gelu" (exact) or "gelu_tanh" (MindSpore's GELU)
+#   class_names  list of label names, index order
+#   format       which reader produced the tensors ("safetensors", "torch", "mindspore", ...)
+METADATA_KEYS = ("arch", "model_args", "num_classes", "act_layer", "class_names")
+
+
+class StateDict(dict):
+    """A dict of parameter name -> tensor, with `.metadata` describing the model it belongs to."""
+
+    def __init__(
+        self,
+        tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(tensors)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+    def __repr__(self) -> str:
+        return f"StateDict({len(self)} tensors, metadata={self.metadata!r})"
+
+
+def head_classes(tensors: Mapping[str, torch.Tensor]) -> int | None:
+    """Rows of the classifier head, 0 when the file has no head, None when it is no Twins file."""
+    head = tensors.get("head.weight")
+    if head is not None:
+        return int(head.shape[0])
+    return 0 if "norm.weight" in tensors else None

@@ -1,0 +1,77 @@
+"""Train and eval transforms: output shapes, the seed's recipe steps, the 0-bit posterize fix."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from timm.data.auto_augment import RandAugment
+from timm.data.random_erasing import RandomErasing
+from torchvision import transforms as T
+
+from twins.data import build_eval_transform, build_train_transform
+from twins.data.transforms import posterize
+
+
+def _noise_image(width: int, height: int) -> Image.Image:
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("size", [(50, 40), (17, 90), (1, 1), (32, 32)])
+def test_train_transform_gives_normalised_square_tensor(make_config, size):
+    transform = build_train_transform(make_config(image_size=32))
+    torch.manual_seed(0)
+    random.seed(0)
+    for _ in range(5):
+        out = transform(_noise_image(*size))
+        assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+        assert torch.isfinite(out).all()
+
+
+def test_train_transform_has_the_seed_recipe_steps(make_config):
+    cfg = make_config(image_size=48, re_prob=0.25, re_mode="pixel", re_count=2, hflip=0.5)
+    steps = build_train_transform(cfg).transforms
+    crop = steps[0]
+    assert crop.size == (48, 48) and crop.scale == (0.08, 1.0)
+    assert any(isinstance(s, T.RandomHorizontalFlip) and s.p == 0.5 for s in steps)
+    augment = next(s for s in steps if isinstance(s, RandAugment))
+    assert augment.num_layers == 2 and augment.ops[0].magnitude == 9
+    erasing = next(s for s in steps if isinstance(s, RandomErasing))
+    assert erasing.probability == 0.25 and erasing.mode == "pixel" and erasing.max_count == 2
+    assert not any(isinstance(s, T.ColorJitter) for s in steps)
+
+
+def test_train_transform_without_flip_augment_or_erasing(make_config):
+    cfg = make_config(hflip=0.0, auto_augment=None, re_prob=0.0)
+    steps = build_train_transform(cfg).transforms
+    kinds = {type(s) for s in steps}
+    assert not kinds & {T.RandomHorizontalFlip, RandAugment, RandomErasing, T.ColorJitter}
+
+
+@pytest.mark.parametrize(("image_size", "crop_pct", "resize"), [(224, 0.875, 256), (32, 1.0, 32)])
+def test_eval_transform_resizes_to_size_over_crop_pct(make_config, image_size, crop_pct, resize):
+    transform = build_eval_transform(make_config(image_size=image_size, crop_pct=crop_pct))
+    resize_step, crop_step = transform.transforms[:2]
+    assert resize_step.size == resize and crop_step.size == (image_size, image_size)
+    image = _noise_image(300, 200)
+    first, second = transform(image), transform(image)
+    assert first.shape == (3, image_size, image_size)
+    assert torch.equal(first, second)  # deterministic
+
+
+def test_posterize_keeping_zero_bits_gives_black_image():
+    image = _noise_image(8, 8)
+    assert np.asarray(posterize(image, 0)).max() == 0
+    assert np.asarray(posterize(image, 8)).tolist() == np.asarray(image).tolist()
+    assert set(np.unique(np.asarray(posterize(image, 1)))) <= {0, 128}
+
+
+def test_randaugment_posterize_at_full_magnitude_does_not_raise(make_config):
+    # Magnitude 10 makes "PosterizeIncreasing" keep 0 bits, which Pillow refuses.
+    cfg = make_config(auto_augment="rand-m10-inc1")
+    augment = next(s for s in build_train_transform(cfg).transforms if isinstance(s, RandAugment))
+    op = next(op for op in augment.ops if op.name == "PosterizeIncreasing")
+    op.prob = 1.0
+    assert np.asarray(op(_noise_image(16, 16))).max() == 0

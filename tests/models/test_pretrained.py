@@ -1,0 +1,53 @@
+"""`create_model(pretrained=...)`: a file, the hub, a head of another size, a wrong file."""
+
+import pytest
+import torch
+
+import twins
+from twins.errors import TwinsError
+
+TINY = {"embed_dims": (16, 32, 40, 64), "depths": (1, 1, 1, 1)}
+
+
+@pytest.fixture
+def weights_file(tmp_path):
+    torch.manual_seed(0)
+    source = twins.create_model("pcpvt_small", **TINY)
+    path = tmp_path / "weights.pth"
+    torch.save({"model": source.state_dict()}, path)
+    return source, path
+
+
+def test_pretrained_file_loads_every_tensor(weights_file):
+    source, path = weights_file
+    model = twins.create_model("twins_pcpvt_small", pretrained=path, **TINY)
+    for name, tensor in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_pretrained_head_of_another_size_is_left_fresh(weights_file):
+    source, path = weights_file
+    model = twins.create_model("pcpvt_small", pretrained=path, num_classes=7, **TINY)
+    assert model.head.weight.shape == (7, 64)
+    torch.testing.assert_close(model.norm.weight, source.norm.weight)
+
+
+def test_pretrained_of_another_shape_names_the_keys(weights_file):
+    _, path = weights_file
+    with pytest.raises(TwinsError, match="shape patch_embeds.0.proj.weight"):
+        twins.create_model("pcpvt_small", pretrained=path, depths=(1, 1, 1, 1))
+
+
+def test_pretrained_true_fetches_the_hub_weights(weights_file, monkeypatch):
+    import huggingface_hub
+
+    _, path = weights_file
+    asked = []
+
+    def fake_download(repo_id, filename):
+        asked.append((repo_id, filename))
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    twins.create_model("pcpvt_small_v0", pretrained=True, **TINY)
+    assert asked == [("timm/twins_pcpvt_small.in1k", "model.safetensors")]

@@ -1,0 +1,113 @@
+"""`twins benchmark` on a tiny model and a tiny image folder: every mode runs and reports."""
+
+import json
+import sys
+
+import pytest
+from PIL import Image
+
+from twins.benchmark.hardware import DATASHEET_TFLOPS, PeakMemory, peak_tflops
+from twins.cli.main import main
+
+TINY = ["--model-args", '{"embed_dims": [16, 32, 40, 64], "depths": [1, 1, 1, 1]}']
+QUICK = ["--device", "cpu", "--image-size", "32", "--batch-size", "2"]
+QUICK += ["--warmup", "1", "--iters", "1", "--rounds", "2", "--json"]
+
+MODEL_KEYS = {"gmacs_per_image", "gflops_per_image", "peak_tflops", "peak_source", "ratio"}
+RESULT_KEYS = {"images_per_s", "step_ms", "peak_memory_mib", "tflops", "peak_fraction"}
+
+
+def _run_json(capsys, *args):
+    assert main(["benchmark", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_model_modes_report_speed_and_compare_with_timm(capsys, mode):
+    result = _run_json(capsys, "--mode", mode, "--compare", "timm", *TINY, *QUICK)
+    assert result.keys() >= MODEL_KEYS
+    assert result["mode"] == mode and result["device"] == "cpu" and result["batch_size"] == 2
+    assert set(result["results"]) == {"ours", "timm"}
+    for row in result["results"].values():
+        assert row.keys() >= RESULT_KEYS
+        assert row["images_per_s"] > 0 and row["step_ms"] > 0 and row["peak_memory_mib"] > 0
+        assert 0 < row["peak_fraction"] < 1
+    assert len(result["ratios"]) == 2 and result["ratio"] > 0
+    assert result["gflops_per_image"] == pytest.approx(
+        2 * result["gmacs_per_image"] * (3 if mode == "train" else 1)
+    )
+
+
+def test_svt_without_comparison_and_text_report(capsys):
+    svt = '{"embed_dims": [16, 32, 64, 128], "depths": [2, 1, 1, 1]}'
+    args = ["--model", "svt_small", "--model-args", svt, *QUICK[:-1]]
+    assert main(["benchmark", *args]) == 0
+    report = capsys.readouterr().out
+    assert "svt_small infer on cpu" in report and "ours" in report and "timm" not in report
+
+
+def _write_jpegs(root, per_class=4):
+    for label, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+        (root / label).mkdir(parents=True)
+        for index in range(per_class):
+            Image.new("RGB", (40 + index, 36), colour).save(root / label / f"{index}.jpg")
+
+
+def test_data_mode_compares_loaders(capsys, tmp_path):
+    _write_jpegs(tmp_path / "train")
+    args = ["--mode", "data", "--data", str(tmp_path), "--workers", "0", "--compare", "timm"]
+    result = _run_json(capsys, *args, *QUICK)
+    assert result["data_root"] == str(tmp_path / "train") and result["workers"] == 0
+    for row in result["results"].values():
+        assert row["images_per_s"] > 0 and row["batch_ms"] > 0
+    assert result["ratio"] > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mode", "data"], "needs --data"),
+        (["--device", "cuda"], "no CUDA"),
+        (["--iters", "0"], "at least 1"),
+        (["--model-args", '{"act_layer": "gelu_tanh"}', "--compare", "timm"], "exact GELU"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(capsys, args, message, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert main(["benchmark", *args, "--image-size", "32", "--batch-size", "1"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_too_few_images_for_two_batches(capsys, tmp_path):
+    _write_jpegs(tmp_path, per_class=1)
+    assert main(["benchmark", "--mode", "data", "--data", str(tmp_path), *QUICK]) == 2
+    assert "under 2 batches" in capsys.readouterr().err
+
+
+def test_gpu_peaks_come_from_the_datasheet(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert peak_tflops(torch.device("cuda"), "bf16") == (989.0, "datasheet, H100 bf16 dense")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
+    assert peak_tflops(torch.device("cuda"), "bf16")[0] == DATASHEET_TFLOPS["H100 PCIe"]["bf16"]
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-80GB")
+    assert peak_tflops(torch.device("cuda"), "fp16")[0] == 312.0
+
+
+def _resident_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+def test_cpu_peak_memory_resets_to_the_current_size():
+    import torch
+
+    memory = PeakMemory(torch.device("cpu"))
+    block = torch.ones(256 * 2**20 // 4)  # 256 MiB, freed before the reset
+    high = memory.read_mib()
+    del block
+    memory.reset()
+    assert memory.kind == "RSS"
+    assert memory.read_mib() <= _resident_mib() + 1 < high

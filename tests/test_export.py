@@ -1,0 +1,205 @@
+"""Exports: ONNX in onnxruntime and torch.export at input sizes other than the traced one,
+including sizes whose SVT window grids need padding on one side only."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from timm.models.twins import Twins as TimmTwins
+
+import twins
+from twins.cli.main import main
+from twins.export import export_onnx, export_pt2
+from twins.weights import StateDict, load_weights, save_weights
+
+# Two-stage models keep the traces short; the SVT one has LSA and GSA blocks in both stages.
+TINY = {
+    "svt_small": {
+        "embed_dims": (16, 32),
+        "num_heads": (2, 4),
+        "mlp_ratios": (4, 4),
+        "sr_ratios": (8, 4),
+        "wss": (7, 7),
+        "depths": (2, 2),
+    },
+    "pcpvt_small": {
+        "embed_dims": (16, 40),
+        "num_heads": (1, 5),
+        "mlp_ratios": (8, 4),
+        "sr_ratios": (8, 2),
+        "depths": (1, 1),
+    },
+}
+# (batch, channels, height, width): square, windows padded on the right only, on both sides,
+# and on the bottom only (map sides 16, 28x21 / 14x10, 25x18 / 12x9, 21x28 / 10x14).
+SHAPES = [(1, 3, 64, 64), (2, 3, 112, 84), (3, 3, 100, 75), (2, 3, 84, 112)]
+
+
+def _tiny(arch, **overrides):
+    torch.manual_seed(0)
+    return twins.create_model(arch, num_classes=5, **{**TINY[arch], **overrides}).eval()
+
+
+def _relative(result, reference):
+    return np.abs(result - reference).max() / np.abs(reference).max()
+
+
+@pytest.fixture(scope="module", params=["svt_small", "pcpvt_small"])
+def onnx_export(request, tmp_path_factory):
+    arch = request.param
+    model = _tiny(arch)
+    path = tmp_path_factory.mktemp("onnx") / f"{arch}.onnx"
+    result = export_onnx(model, path, image_size=96, class_names=list("abcde"))
+    assert max(result.differences.values()) < 1e-5
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return arch, model, path, session
+
+
+def test_onnx_takes_any_batch_height_and_width(onnx_export):
+    arch, model, path, session = onnx_export
+    (images,) = session.get_inputs()
+    assert images.name == "images" and images.shape == ["batch", 3, "height", "width"]
+    for shape in SHAPES:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        (logits,) = session.run(None, {"images": x.numpy()})
+        assert logits.shape == (shape[0], 5)
+        assert _relative(logits, expected) < 1e-5, shape
+    properties = {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
+    assert properties["arch"] == arch and properties["class_names"] == list("abcde")
+
+
+@pytest.mark.parametrize("onnx_export", ["svt_small"], indirect=True)
+def test_onnx_keeps_the_window_mask(onnx_export):
+    """timm pads SVT windows without a mask: at padded sizes the export must match our masked
+    model and not timm's, at unpadded sizes all three agree."""
+    arch, model, _, session = onnx_export
+    reference = TimmTwins(num_classes=5, **TINY[arch]).eval()
+    reference.load_state_dict(model.state_dict())
+    for shape, padded in [((1, 3, 100, 75), True), ((1, 3, 112, 112), False)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            ours, unmasked = model(x).numpy(), reference(x).numpy()
+        (exported,) = session.run(None, {"images": x.numpy()})
+        assert _relative(exported, ours) < 1e-5
+        assert (_relative(exported, unmasked) > 1e-3) == padded
+
+
+def test_pt2_program_runs_at_other_sizes(tmp_path):
+    model = _tiny("svt_small")
+    path = tmp_path / "svt.pt2"
+    export_pt2(model, path, image_size=96)
+    program = torch.export.load(str(path))
+    guarded = program.module()
+    for shape in [(2, 3, 112, 84), (3, 3, 100, 75)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            assert _relative(guarded(x).numpy(), model(x).numpy()) < 1e-5, shape
+    # A single image: torch's convolution adds a batch > 1 guard about memory layout only.
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        single = program.module(check_guards=False)(x)
+        assert _relative(single.numpy(), model(x).numpy()) < 1e-5
+
+
+def test_cli_exports_a_training_checkpoint(tmp_path, capsys):
+    model = _tiny("svt_small", act_layer="gelu_tanh")
+    ema = {name: tensor * 0.5 for name, tensor in model.state_dict().items()}
+    meta = {"arch": "svt_small", "model_args": model.model_args, "num_classes": 5}
+    checkpoint = tmp_path / "best.pt"
+    torch.save(
+        {
+            "format": "twins-checkpoint",
+            "version": 1,
+            "model": model.state_dict(),
+            "model_ema": ema,
+            "meta": meta,
+            "optimizer": {},
+        },
+        checkpoint,
+    )
+
+    release = tmp_path / "release.safetensors"
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(checkpoint),
+                "--format",
+                "safetensors",
+                "-o",
+                str(release),
+                "--ema",
+            ]
+        )
+        == 0
+    )
+    weights = load_weights(release)
+    assert weights.metadata["arch"] == "svt_small" and weights.metadata["act_layer"] == "gelu_tanh"
+    assert set(weights) == set(ema) and all(torch.equal(weights[k], ema[k]) for k in ema)
+
+    # The ONNX path of the command, on a one-stage model to keep the trace short.
+    small = twins.create_model(
+        "pcpvt_small",
+        num_classes=3,
+        embed_dims=8,
+        num_heads=1,
+        mlp_ratios=2,
+        sr_ratios=2,
+        depths=(1,),
+    )
+    small_weights = tmp_path / "small.safetensors"
+    save_weights(
+        StateDict(small.state_dict(), {"arch": "pcpvt_small", "model_args": small.model_args}),
+        small_weights,
+    )
+    onnx_path = tmp_path / "model.onnx"
+    args = [
+        "export",
+        "--checkpoint",
+        str(small_weights),
+        "--format",
+        "onnx",
+        "-o",
+        str(onnx_path),
+        "--image-size",
+        "96",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {onnx_path} (onnx)" in out and out.count("max relative difference") == 2
+
+
+def test_export_mistakes_are_one_line(tmp_path, capsys):
+    bare = tmp_path / "bare.safetensors"
+    save_weights(StateDict(_tiny("pcpvt_small").state_dict()), bare)
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(bare),
+                "--format",
+                "onnx",
+                "-o",
+                str(tmp_path / "m.onnx"),
+            ]
+        )
+        == 2
+    )
+    assert "pass --arch" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["pcpvt_small", "svt_small"])
+def test_full_size_onnx_matches_pytorch(tmp_path, arch):
+    model = twins.create_model(arch).eval()
+    path = tmp_path / f"{arch}.onnx"
+    result = export_onnx(model, path, image_size=224)
+    assert max(result.differences.values()) < 1e-4

@@ -1,0 +1,173 @@
+"""Config layering, the seed's YAML, and refusals of bad keys and values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from twins.errors import TwinsError
+from twins.train import KEYS, build_config, load_config
+from twins.train.config import save_config
+from twins.train.precision import Precision, hardware_notice
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+# The keys GUIDE §5 lists for the seed's YAML and argument parser.
+SEED_KEYS = """arch data_url set num_classes mix_up cutmix auto_augment interpolation re_prob re_mode
+re_count mixup_prob switch_prob mixup_mode image_size crop_pct optimizer base_lr warmup_lr min_lr
+lr_scheduler warmup_length amp_level keep_bn_fp32 beta clip_global_norm_value
+is_dynamic_loss_scale epochs cooldown_epochs label_smoothing weight_decay momentum batch_size
+drop_path_rate num_parallel_workers device_target eps seed pretrained train_url start_epoch
+accumulation_step with_ema ema_decay keep_checkpoint_max save_every loss_scale""".split()  # noqa: SIM905
+
+
+def test_every_seed_key_is_known():
+    assert set(SEED_KEYS) <= set(KEYS)
+
+
+# The seed's twin_s.yaml, value for value (its README lists the file).
+SEED_VALUES = {
+    "arch": "pcpvt_small_v0",
+    "data_url": "../data/imagenet",
+    "set": "ImageNet",
+    "num_classes": 1000,
+    "mix_up": 0.8,
+    "cutmix": 1.0,
+    "auto_augment": "rand-m9-mstd0.5-inc1",
+    "interpolation": "bicubic",
+    "re_prob": 0.25,
+    "re_mode": "pixel",
+    "re_count": 1,
+    "mixup_prob": 1.0,
+    "switch_prob": 0.5,
+    "mixup_mode": "batch",
+    "image_size": 224,
+    "crop_pct": 0.875,
+    "optimizer": "adamw",
+    "base_lr": 0.001,
+    "warmup_lr": 0.000001,
+    "min_lr": 0.00001,
+    "lr_scheduler": "cosine_lr",
+    "warmup_length": 20,
+    "amp_level": "O1",
+    "keep_bn_fp32": True,
+    "beta": [0.9, 0.999],
+    "clip_global_norm_value": 5.0,
+    "is_dynamic_loss_scale": True,
+    "epochs": 300,
+    "cooldown_epochs": 10,
+    "label_smoothing": 0.1,
+    "weight_decay": 0.05,
+    "momentum": 0.9,
+    "batch_size": 128,
+    "drop_path_rate": 0.1,
+    "num_parallel_workers": 16,
+    "device_target": "Ascend",
+}
+
+
+def test_seed_yaml_parses_to_its_values():
+    config = load_config(CONFIGS / "twin_s.yaml")
+    assert {key: getattr(config, key) for key in SEED_VALUES} == SEED_VALUES
+    assert isinstance(config.clip_global_norm_value, float)  # written `5.` in the seed's file
+    assert config.total_epochs == 310  # epochs + cooldown_epochs
+    assert config.train_url == str(Path("runs") / "twin_s")  # output default: runs/<recipe>
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_loads_and_names_its_command(path):
+    config = load_config(path)
+    header = path.read_text().split("\n\n")[0]
+    assert "twins train -c" in header and "Expect" in header and "Time" in header
+    assert config.epochs >= 1
+
+
+def test_official_recipes_follow_the_paper():
+    drop_path = {"small": 0.2, "base": 0.3, "large": 0.5}
+    for family in ("pcpvt", "svt"):
+        for size, rate in drop_path.items():
+            config = load_config(CONFIGS / f"{family}_{size}.yaml")
+            assert config.arch == f"{family}_{size}" and config.drop_path_rate == rate
+            official = {"base_lr": 1e-3, "lr_base_size": 1024, "weight_decay": 0.05, "epochs": 300}
+            official |= {"warmup_length": 5, "clip_global_norm_value": 5.0, "crop_pct": 0.875}
+            assert {key: getattr(config, key) for key in official} == official
+
+
+def test_layers_defaults_then_yaml_then_overrides(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("epochs: 7\nbatch_size: 32\n")
+    config = load_config(
+        path,
+        ["batch_size=8", "base_lr=1e-3", "beta=[0.8, 0.9]", "model_args.depths=[1,1,1,1]"],
+        data_url="/data",
+    )
+    assert (config.epochs, config.batch_size, config.base_lr) == (7, 8, 0.001)
+    assert config.beta == [0.8, 0.9] and config.model_args == {"depths": [1, 1, 1, 1]}
+    assert config.data_url == "/data" and config.weight_decay == 0.05  # a default
+    assert load_config(path, ["pretrained=null", "auto_augment=none"]).auto_augment is None
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(CONFIGS / "twin_s.yaml", ["model_args={depths: [1, 1, 1, 1]}"])
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lerning_rate": 0.1}, "did you mean base_lr"),
+        ({"warmup_lenght": 3}, "warmup_length"),
+        ({"epochs": "ten"}, "not an integer"),
+        ({"epochs": 0}, "out of range"),
+        ({"batch_size": 2.5}, "not an integer"),
+        ({"re_prob": 1.5}, "out of range"),
+        ({"base_lr": 0}, "greater than 0"),
+        ({"amp_level": "O4"}, "O0, O1, O2, O3"),
+        ({"optimizer": "lamb"}, "adamw, sgd"),
+        ({"with_ema": "maybe"}, "true or false"),
+        ({"beta": [0.9]}, "two numbers"),
+        ({"beta": [0.9, 1.5]}, "out of range"),
+        ({"min_lr": 0.1, "base_lr": 0.01}, "min_lr"),
+        ({"auto_augment": "rand-q9"}, "auto_augment"),
+        ({"auto_augment": "fancy"}, "auto_augment"),
+        ({"model_args": {"num_classes": 3}}, "num_classes"),
+        ({"weight_decay": float("nan")}, "finite"),
+    ],
+)
+def test_bad_keys_and_values_are_refused(values, message):
+    with pytest.raises(TwinsError, match=message):
+        build_config(values)
+
+
+def test_unknown_key_names_the_close_matches():
+    with pytest.raises(TwinsError) as error:
+        build_config({"drop_path": 0.1})
+    assert "drop_path_rate" in str(error.value)
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path):
+    with pytest.raises(TwinsError, match="key=value"):
+        load_config(None, ["epochs"])
+    with pytest.raises(TwinsError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(TwinsError, match="key: value"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_seed_flags_accept_its_parser_spellings():
+    config = build_config({"is_dynamic_loss_scale": 0, "with_ema": 1, "device_target": "cuda"})
+    assert config.is_dynamic_loss_scale is False and config.with_ema is True
+    assert config.device_target == "GPU"
+
+
+def test_ascend_settings_map_with_one_notice_line():
+    config = load_config(CONFIGS / "twin_s.yaml")
+    notice = hardware_notice(config, Precision(torch.device("cpu"), None))
+    assert notice is not None and "\n" not in notice
+    assert "Ascend" in notice and "O1" in notice and "keep_bn_fp32" in notice
+    plain = build_config({"device_target": "CPU"})
+    assert hardware_notice(plain, Precision(torch.device("cpu"), None)) is None
