@@ -105,9 +105,11 @@ def test_cpu_peak_memory_resets_to_the_current_size():
     import torch
 
     memory = PeakMemory(torch.device("cpu"))
+    start = _resident_mib()
     block = torch.ones(256 * 2**20 // 4)  # 256 MiB, freed before the reset
-    high = memory.read_mib()
+    assert memory.read_mib() >= start + 200
     del block
     memory.reset()
     assert memory.kind == "RSS"
-    assert memory.read_mib() <= _resident_mib() + 1 < high
+    # The allocator may keep the freed pages; the reset peak is what is resident now.
+    assert memory.read_mib() <= _resident_mib() + 1
