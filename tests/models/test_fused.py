@@ -21,7 +21,7 @@ def fused_everywhere(monkeypatch):
     monkeypatch.setattr(fused, "_MIN_OUTPUT_ELEMENTS", 0)
     monkeypatch.setattr(fused, "_THIN_IN_FEATURES", 1 << 30)
     monkeypatch.setattr(fused, "_CHUNKED_TRAINING_ELEMENTS", 0)
-    monkeypatch.setattr(fused, "_MLP_CHUNK_ELEMENTS", 40 * 64)  # 40 rows of a 64-wide hidden
+    monkeypatch.setattr(fused, "_MLP_CHUNK_ELEMENTS", 40 * 64)  # a few dozen rows per chunk
 
 
 def _plain(monkeypatch):

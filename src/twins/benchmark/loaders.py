@@ -1,7 +1,8 @@
 """Data mode: throughput of the training loader (decode, the seed's train transform with
-RandAugment and random erasing, collate) on a folder of images, ours against timm's loader with
-the same augmentation. Each round starts the loader afresh (training workers are not
-persistent) and times the batches after the first, so worker start-up is left out."""
+RandAugment and random erasing, collate) on a folder of images, ours against timm's loader
+(`timm.data.create_loader` on its `ImageDataset`) running the same transform. Each round starts the loader afresh (training workers are not
+persistent) and times the batches after the first one of each worker, so worker start-up is left
+out and the steady rate is measured."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageDataset, create_loader
+from timm.data import ImageDataset, create_loader
 
 from twins.benchmark.timing import Timing
 from twins.data import SafeImageFolder, build_loader, build_train_transform
@@ -40,32 +41,28 @@ def build_loaders(
     except FileNotFoundError as error:
         raise TwinsError(f"{error}: --data needs class folders of images") from None
     loaders: dict[str, Iterable] = {"ours": build_loader(dataset, config, train=True)}
-    if len(loaders["ours"]) < 2:
+    needed = max(1, loaders["ours"].num_workers) + 1  # untimed ones and one timed
+    if len(loaders["ours"]) < needed:
         raise TwinsError(
-            f"{root} holds {len(dataset)} images, under 2 batches of {batch_size}: "
+            f"{root} holds {len(dataset)} images, under {needed} batches of {batch_size}: "
             "add images or lower --batch-size"
         )
     if compare_timm:
-        loaders["timm"] = create_loader(
+        reference = create_loader(
             ImageDataset(str(root)),
             input_size=(3, image_size, image_size),
             batch_size=batch_size,
             is_training=True,
             use_prefetcher=False,
-            scale=(0.08, 1.0),
-            hflip=config.hflip,
-            color_jitter=None,
-            auto_augment=config.auto_augment,
-            interpolation=config.interpolation,
-            mean=IMAGENET_DEFAULT_MEAN,
-            std=IMAGENET_DEFAULT_STD,
-            re_prob=config.re_prob,
-            re_mode=config.re_mode,
-            re_count=config.re_count,
             num_workers=loaders["ours"].num_workers,
             persistent_workers=False,
             device=torch.device("cpu"),
         )
+        # The same transform object as ours (timm's create_transform with the recipe's
+        # arguments, plus the zero-bit posterize recent Pillow needs): the two loaders then
+        # differ in their data set and loader machinery only.
+        reference.dataset.transform = dataset.transform
+        loaders["timm"] = reference
     return loaders
 
 
@@ -76,7 +73,9 @@ def time_loaders(loaders: dict[str, Iterable], iters: int, rounds: int) -> dict[
     for round_index in range(rounds):
         for name in names if round_index % 2 == 0 else reversed(names):
             batches = iter(loaders[name])
-            next(batches)  # worker start-up and the first batch: not timed
+            # Untimed: worker start-up and the batches the workers made meanwhile, one each.
+            for _ in range(max(1, getattr(loaders[name], "num_workers", 0))):
+                next(batches)
             timed = 0
             start = time.perf_counter()
             for _ in range(iters):

@@ -95,6 +95,8 @@ def run_benchmark(options: BenchmarkOptions) -> dict[str, Any]:
 
 
 def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
     torch.manual_seed(options.seed)
     ours = create_model(options.model, **options.model_args)
     models = {"ours": ours}

@@ -10,14 +10,16 @@ still in cache; the arithmetic is the same, in the same order. It is the kernel 
 torch.compile's CPU backend itself emits for these patterns (`mkldnn._linear_pointwise`),
 there only for weights frozen into the graph.
 
-Inference MLP: the hidden activations (8x the width in stages 1-2) are computed a few rows at
-a time and never leave the cache, since each token's MLP is independent of the others.
+MLP in chunks: each token's MLP is independent of the others, so the hidden activations (8x
+the width in stages 1-2) are computed a few thousand rows at a time and never leave the cache.
+In training (stages 1-2) the forward keeps only its input, and the backward recomputes each
+chunk's hidden activations.
 
-The kernels are wrapped as custom ops (`twins::linear`, `twins::mlp_inference`) with shape
-functions, so torch.compile takes them whole, and `twins::linear` has its own backward (the
-matmuls of a linear layer). They serve plain CPU tensors in float32 or bfloat16; with export,
-tracing, autocast, on other devices, or where oneDNN is missing, every function here is the
-plain composition of `F.linear`, `F.gelu` and `+`.
+The kernels are wrapped as custom ops (`twins::linear`, `twins::mlp_inference`,
+`twins::mlp_train`, `twins::mlp_backward`) with shape functions and their own backward, so
+torch.compile takes them whole. They serve plain CPU tensors in float32 or bfloat16; with
+export, tracing, autocast, on other devices, or where oneDNN is missing, every function here is
+the plain composition of `F.linear`, `F.gelu` and `+`.
 """
 
 from __future__ import annotations
@@ -34,8 +36,14 @@ _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 # passes it saves: batch-1 layers of the last stages run faster through F.linear.
 _MIN_OUTPUT_ELEMENTS = 1 << 19
 
-# Rows of one MLP chunk: a hidden chunk of about 4 MiB of float32 stays in cache.
+# Hidden elements of one MLP chunk per thread: about 4 MiB of float32 per core stays in cache.
+# (Per thread, so that more threads mean fewer chunks, not smaller shares of one.)
 _MLP_CHUNK_ELEMENTS = 1 << 20
+
+
+def _chunk_rows(hidden_features: int) -> int:
+    return max(1, _MLP_CHUNK_ELEMENTS * torch.get_num_threads() // hidden_features)
+
 
 # Where oneDNN beats BLAS without a fused add: products with a thin inner dimension, which are
 # bound by memory traffic. Compute-bound ones (stages 3-4) run as fast or faster through BLAS.
@@ -104,8 +112,8 @@ def mlp(
     weights = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     if not onednn_eligible(x, fc1.weight):
         return linear(F.gelu(fc1(x), approximate=approximate), fc2.weight, fc2.bias, residual)
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *weights))
-    if not grad:
+    tensors = (x, residual, *weights)
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
         if torch.compiler.is_compiling():
             return _mlp_inference_op(x, *weights, residual, approximate)
         return _mlp_inference(x, *weights, residual, approximate)
@@ -180,7 +188,7 @@ def _mlp_inference(
     residual: torch.Tensor | None,
     approximate: str,
 ) -> torch.Tensor:
-    rows = max(1, _MLP_CHUNK_ELEMENTS // fc1_weight.shape[0])
+    rows = _chunk_rows(fc1_weight.shape[0])
     x_2d = x.reshape(-1, x.shape[-1])
     residual_2d = None if residual is None else residual.reshape(-1, residual.shape[-1])
     out = x.new_empty((*x.shape[:-1], fc2_weight.shape[0]))
@@ -249,7 +257,7 @@ def _mlp_backward_op(
     approximate: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of x, fc1 weight and bias, fc2 weight and bias."""
-    rows = max(1, _MLP_CHUNK_ELEMENTS // fc1_weight.shape[0])
+    rows = _chunk_rows(fc1_weight.shape[0])
     grad_2d = grad.reshape(-1, grad.shape[-1])
     x_2d = x.reshape(-1, x.shape[-1])
     grad_x = torch.empty_like(x, memory_format=torch.contiguous_format)
