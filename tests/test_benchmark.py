@@ -39,6 +39,24 @@ def test_model_modes_report_speed_and_compare_with_timm(capsys, mode):
     )
 
 
+def test_profile_lists_where_each_models_step_goes(capsys):
+    args = ["--mode", "train", "--compare", "timm", "--profile", *TINY, *QUICK]
+    profiles = _run_json(capsys, *args)["profile"]
+    assert set(profiles) == {"ours", "timm"}
+    for profile in profiles.values():
+        assert profile["kind"] == "CPU operators" and profile["ms_per_step"] > 0
+        entries = profile["entries"]
+        assert 0 < len(entries) <= 15
+        shares = [entry["share"] for entry in entries]
+        assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+        assert all(entry["calls_per_step"] > 0 for entry in entries)
+        # a training step's largest CPU costs include its convolutions' backward
+        assert any("convolution_backward" in entry["name"] for entry in entries)
+    assert main(["benchmark", *args[:-1]]) == 0
+    report = capsys.readouterr().out
+    assert "ours: " in report and "of CPU operators self time per step" in report
+
+
 def test_svt_without_comparison_and_text_report(capsys):
     svt = '{"embed_dims": [16, 32, 64, 128], "depths": [2, 1, 1, 1]}'
     args = ["--model", "svt_small", "--model-args", svt, *QUICK[:-1]]
@@ -70,6 +88,7 @@ def test_data_mode_compares_loaders(capsys, tmp_path):
         (["--mode", "data"], "needs --data"),
         (["--device", "cuda"], "no CUDA"),
         (["--iters", "0"], "at least 1"),
+        (["--mode", "data", "--data", ".", "--profile"], "--profile profiles model steps"),
         (["--model-args", '{"act_layer": "gelu_tanh"}', "--compare", "timm"], "exact GELU"),
     ],
 )

@@ -45,4 +45,19 @@ def format_report(result: dict[str, Any]) -> str:
             f"ours / timm: {result['ratio']:.2f}x images/s "
             f"(median of {len(result['ratios'])} alternated rounds: {rounds})"
         )
+    for name, profile in (result.get("profile") or {}).items():
+        lines.append(
+            f"{name}: {profile['ms_per_step']:.1f} ms of {profile['kind']} self time per step; "
+            "the largest:"
+        )
+        for entry in profile["entries"]:
+            lines.append(
+                f"  {entry['share']:6.1%} {entry['ms_per_step']:9.2f} ms "
+                f"{entry['calls_per_step']:6.0f}x  {_shorten(entry['name'])}"
+            )
     return "\n".join(lines)
+
+
+def _shorten(name: str, width: int = 90) -> str:
+    # CUDA kernel names spell out their templates; the start names the kernel.
+    return name if len(name) <= width else name[: width - 3] + "..."

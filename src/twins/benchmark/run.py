@@ -12,6 +12,7 @@ import torch
 
 from twins.benchmark.hardware import PeakMemory, device_name, peak_tflops
 from twins.benchmark.loaders import build_loaders, image_root, time_loaders
+from twins.benchmark.profile import profile_steps
 from twins.benchmark.steps import make_step, timm_twin
 from twins.benchmark.timing import Timing, alternate, round_ratios
 from twins.errors import TwinsError
@@ -39,6 +40,7 @@ class BenchmarkOptions:
     data: str | None = None
     workers: int = 4
     threads: int | None = None
+    profile: bool = False  # after timing, profile `iters` steps of each implementation
     seed: int = 0
 
 
@@ -57,6 +59,8 @@ def resolve(options: BenchmarkOptions) -> tuple[BenchmarkOptions, torch.device]:
         raise TwinsError("--device cuda, but this torch sees no CUDA GPU: use --device cpu")
     if options.mode == "data" and not options.data:
         raise TwinsError("--mode data needs --data DIR, a folder of class folders of images")
+    if options.mode == "data" and options.profile:
+        raise TwinsError("--profile profiles model steps: use it with --mode infer or train")
     for flag in ("batch_size", "image_size", "iters", "rounds", "threads"):
         value = getattr(options, flag)
         if value is not None and value < 1:
@@ -134,7 +138,9 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
             "peak_fraction": achieved / peak if peak else None,
             "step_ms_per_round": [t * 1e3 for t in timing.seconds_per_step],
         }
+    profiles = profile_steps(steps, device, options.iters) if options.profile else None
     return {
+        "profile": profiles,
         "gmacs_per_image": macs / 1e9,
         "gflops_per_image": flops_per_image / 1e9,
         "peak_tflops": peak,

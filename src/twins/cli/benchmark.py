@@ -42,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", metavar="DIR", help="data mode: folder of class folders")
     parser.add_argument("--workers", type=int, default=4, help="data mode: loader workers")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after timing, profile --iters more steps of each model and list the GPU kernels "
+        "(CPU operators on CPU) taking the most time",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         workers=args.workers,
         threads=args.threads,
+        profile=args.profile,
     )
     if args.workers < 0:
         raise TwinsError(f"--workers must be 0 or more, not {args.workers}")
