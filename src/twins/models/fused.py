@@ -15,9 +15,8 @@ the width in stages 1-2) are computed a few thousand rows at a time and never le
 In training (stages 1-2) the forward keeps only its input, and the backward recomputes each
 chunk's hidden activations.
 
-The kernels are wrapped as custom ops (`twins::linear`, `twins::mlp_inference`,
-`twins::mlp_train`, `twins::mlp_backward`) with shape functions and their own backward, so
-torch.compile takes them whole. They serve plain CPU tensors in float32 or bfloat16; with
+The kernels are wrapped as custom ops (`twins::linear`, `twins::mlp`, `twins::mlp_backward`)
+with shape functions and their own backward, so torch.compile takes them whole. They serve plain CPU tensors in float32 or bfloat16; with
 export, tracing, autocast, on other devices, or where oneDNN is missing, every function here is
 the plain composition of `F.linear`, `F.gelu` and `+`.
 """
@@ -115,12 +114,12 @@ def mlp(
     tensors = (x, residual, *weights)
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
         if torch.compiler.is_compiling():
-            return _mlp_inference_op(x, *weights, residual, approximate)
+            return _mlp_op(x, *weights, residual, approximate)
         return _mlp_inference(x, *weights, residual, approximate)
     hidden_elements = x.numel() // x.shape[-1] * fc1.weight.shape[0]
     # bfloat16 weight gradients would lose precision summed chunk by chunk: no chunks.
     if x.dtype == torch.float32 and hidden_elements >= _CHUNKED_TRAINING_ELEMENTS:
-        return _mlp_train_op(x, *weights, residual, approximate)
+        return _mlp_op(x, *weights, residual, approximate)
     hidden = F.gelu(linear(x, fc1.weight, fc1.bias), approximate=approximate)
     return linear(hidden, fc2.weight, fc2.bias, residual)
 
@@ -205,8 +204,15 @@ def _mlp_inference(
     return out
 
 
-@torch.library.custom_op("twins::mlp_inference", mutates_args=())
-def _mlp_inference_op(
+# The MLP as one op, for compiled graphs and for training the memory-bound stages: the forward
+# is the chunked inference one and keeps nothing but its input; the backward recomputes each
+# chunk's hidden activations from it (one thin matmul more, far cheaper there than writing the
+# hidden tensor out and reading it back) and sums the weight gradients over the chunks. Without
+# gradients, the op runs the forward alone.
+
+
+@torch.library.custom_op("twins::mlp", mutates_args=())
+def _mlp_op(
     x: torch.Tensor,
     fc1_weight: torch.Tensor,
     fc1_bias: torch.Tensor,
@@ -218,31 +224,7 @@ def _mlp_inference_op(
     return _mlp_inference(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, approximate)
 
 
-@_mlp_inference_op.register_fake
-def _(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, approximate):
-    return x.new_empty((*x.shape[:-1], fc2_weight.shape[0]))
-
-
-# Training MLP of the memory-bound stages: the forward is the inference one and keeps nothing
-# but its input; the backward recomputes each chunk's hidden activations from it (one thin matmul
-# more, far cheaper there than writing the hidden tensor out and reading it back) and sums the
-# weight gradients over the chunks.
-
-
-@torch.library.custom_op("twins::mlp_train", mutates_args=())
-def _mlp_train_op(
-    x: torch.Tensor,
-    fc1_weight: torch.Tensor,
-    fc1_bias: torch.Tensor,
-    fc2_weight: torch.Tensor,
-    fc2_bias: torch.Tensor,
-    residual: torch.Tensor | None,
-    approximate: str,
-) -> torch.Tensor:
-    return _mlp_inference(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, approximate)
-
-
-@_mlp_train_op.register_fake
+@_mlp_op.register_fake
 def _(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, approximate):
     return x.new_empty((*x.shape[:-1], fc2_weight.shape[0]))
 
@@ -290,17 +272,17 @@ def _(grad, x, fc1_weight, fc1_bias, fc2_weight, approximate):
     )
 
 
-def _mlp_train_setup(ctx, inputs, output) -> None:
+def _mlp_setup(ctx, inputs, output) -> None:
     x, fc1_weight, fc1_bias, fc2_weight, _, residual, approximate = inputs
     ctx.save_for_backward(x, fc1_weight, fc1_bias, fc2_weight)
     ctx.approximate = approximate
     ctx.has_residual = residual is not None
 
 
-def _mlp_train_backward(ctx, grad: torch.Tensor):
+def _mlp_backward(ctx, grad: torch.Tensor):
     x, fc1_weight, fc1_bias, fc2_weight = ctx.saved_tensors
     grads = _mlp_backward_op(grad, x, fc1_weight, fc1_bias, fc2_weight, ctx.approximate)
     return *grads, grad if ctx.has_residual else None, None
 
 
-_mlp_train_op.register_autograd(_mlp_train_backward, setup_context=_mlp_train_setup)
+_mlp_op.register_autograd(_mlp_backward, setup_context=_mlp_setup)
