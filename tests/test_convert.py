@@ -5,15 +5,11 @@ import pytest
 import torch
 
 import twins
+from seed_models import tiny_model
 from twins.cli.main import main
 from twins.convert import convert
 from twins.weights import load_weights
 from twins.weights.mindspore import read_mindspore
-
-SEED = {
-    "pcpvt": ("pcpvt_small", {"embed_dims": (16, 32, 40, 64), "depths": (2, 2, 2, 2)}),
-    "svt": ("svt_small", {"embed_dims": (16, 32, 64, 128), "depths": (2, 2, 2, 2)}),
-}
 
 
 def _seed_logits_error(model, fixtures, family):
@@ -28,13 +24,12 @@ def _seed_logits_error(model, fixtures, family):
 def test_seed_ckpt_to_safetensors_reproduces_the_seed_logits(
     seed_fixtures, tmp_path, family, capsys
 ):
-    arch, shape = SEED[family]
     output = tmp_path / f"{family}.safetensors"
     assert main(["convert", str(seed_fixtures / f"seed_{family}_train.ckpt"), str(output)]) == 0
     assert "mindspore -> safetensors" in capsys.readouterr().out
     weights = load_weights(output)
     assert weights.metadata["act_layer"] == "gelu_tanh"
-    model = twins.create_model(arch, num_classes=10, act_layer="gelu_tanh", **shape)
+    model = tiny_model(family, act_layer="gelu_tanh")
     model.load_state_dict(weights, strict=True)
     assert _seed_logits_error(model, seed_fixtures, family) <= 1e-5
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from weights_testing import tiny_model
 
+from seed_models import tiny_model
 from twins.errors import TwinsError
 from twins.weights import (
     StateDict,

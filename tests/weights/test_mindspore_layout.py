@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from weights_testing import SEED_MODELS, tiny_model
 
 import twins
+from seed_models import SEED_MODELS, tiny_model
 from twins.errors import TwinsError
 from twins.weights import load_weights, save_weights
 from twins.weights.mindspore import read_mindspore

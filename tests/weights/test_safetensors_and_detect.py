@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
-from weights_testing import tiny_model
 
+from seed_models import tiny_model
 from twins.errors import TwinsError
 from twins.weights import StateDict, detect_format, load_weights, save_weights
 

@@ -1,6 +1,8 @@
-"""Helpers of the weights tests: the seed checkpoints' model shapes, and tiny models."""
+"""The model shapes of the seed's fixture checkpoints, and tiny models of those shapes (for the
+weights and conversion tests; `pythonpath` in pyproject.toml makes this folder importable)."""
 
 import twins
+from twins.models import Twins
 
 # The fixtures' model shapes (fixtures/mindspore/README.md); heads and windows are the _small ones.
 SEED_MODELS = {
@@ -9,6 +11,6 @@ SEED_MODELS = {
 }
 
 
-def tiny_model(family: str, num_classes: int = 10, **overrides):
+def tiny_model(family: str, num_classes: int = 10, **overrides) -> Twins:
     arch, shape = SEED_MODELS[family]
     return twins.create_model(arch, num_classes=num_classes, **{**shape, **overrides})
