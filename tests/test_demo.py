@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import twins
 from twins.cli.main import main
 from twins.data import write_digits_imagefolder
-from twins.demo import run_demo
+from twins.demo import RECIPE, run_demo
 
 
 def _counts(root: Path, split: str) -> dict[str, int]:
@@ -78,3 +79,14 @@ def test_full_demo_reaches_97_percent_in_time_and_repeats_exactly(tmp_path):
     second = run_demo(tmp_path / "second", say=lines.append)
     assert second["val_top1"] == first["val_top1"]
     assert second["val_right"] == first["val_right"]
+
+
+def test_the_recipes_ship_inside_the_package():
+    # An installed package (no source tree beside it) must still find the demo's recipe.
+    packaged = Path(twins.__file__).parent / "configs"
+    assert RECIPE.parent == packaged and RECIPE.is_file()
+    repository = Path(__file__).resolve().parents[1] / "configs"
+    assert sorted(p.name for p in packaged.glob("*.yaml")) == sorted(
+        p.name for p in repository.glob("*.yaml")
+    )
+    assert RECIPE.read_text() == (repository / "demo.yaml").read_text()

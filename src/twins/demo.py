@@ -22,7 +22,8 @@ from twins.models import create_model
 from twins.train import fit, load_config
 from twins.train.checkpoint import load_checkpoint
 
-RECIPE = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+# configs/ ships inside the package (twins/configs), so an installed package finds it too.
+RECIPE = Path(__file__).parent / "configs" / "demo.yaml"
 # The demo's model is small: one compute thread plus one data worker keep two cores busy, while
 # two compute threads on two cores that other work shares wait on each other (10x slower here).
 COMPUTE_THREADS = 1
