@@ -178,3 +178,33 @@ def test_mostly_broken_data_set_stops_with_a_clear_message(tmp_path, make_config
     message = str(error.value)
     assert "could not be decoded" in message and str(root / "train") in message
     assert "\n" not in message
+
+
+def _broken_then_readable(root: Path) -> Path:
+    """train/a: four unreadable files (samples 0-3); train/b: four images (samples 4-7)."""
+    for index in range(4):
+        (root / "train" / "a").mkdir(parents=True, exist_ok=True)
+        BROKEN["corrupt.jpg"](root / "train" / "a" / f"{index}.jpg")
+        (root / "train" / "b").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_noise(20 + index, 24)).save(root / "train" / "b" / f"{index}.png")
+        for name in "ab":
+            (root / "val" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(_noise(20, 20)).save(root / "val" / name / f"{index}.png")
+    return root
+
+
+@pytest.mark.parametrize("order", [range(8), [4, 5, 6, 7, 0, 1, 2, 3]], ids=["first", "last"])
+def test_in_lockstep_a_batch_without_readable_images_gets_a_stand_in(tmp_path, make_config, order):
+    # Under DDP every process must run as many steps: the unreadable batch is replaced by a copy
+    # of the next readable one (of the last one, at the end of the epoch), never left out.
+    cfg = make_config(data_url=str(_broken_then_readable(tmp_path)), batch_size=4)
+    train, _, _ = build_datasets(cfg)
+    alone = list(build_loader(train, cfg, train=True, sampler=list(order)))
+    assert len(alone) == 1  # one process: the unreadable batch is left out
+    images, labels = alone[0]
+    lockstep = list(build_loader(train, cfg, train=True, sampler=list(order), lockstep=True))
+    assert len(lockstep) == 2
+    for stand_in in lockstep:
+        assert torch.equal(stand_in[0], images) and torch.equal(stand_in[1], labels)
+    assert lockstep[0][0].data_ptr() != lockstep[1][0].data_ptr()  # a copy, not the same tensor
+    assert train.classes == ["a", "b"] and labels.tolist() == [1, 1, 1, 1]

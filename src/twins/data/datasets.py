@@ -11,7 +11,8 @@ Counts of images tried, converted and skipped (every read counts, each epoch aga
 shared memory, so they include the loader's worker processes: read `dataset.tried`,
 `dataset.converted`, `dataset.skipped`; `dataset.broken_files` lists the unreadable files found
 so far, each once (a warning names each the first time).
-`check_health()` stops the run when most files read so far were broken.
+`check_health()` stops the run when most files read so far were broken; `judge_health` is that
+judgement on given counts, for counts summed over several processes.
 """
 
 from __future__ import annotations
@@ -97,12 +98,17 @@ class SafeImageFolder(ImageFolder):
 
     def check_health(self) -> None:
         """Raise TwinsError when most of the images read so far were unreadable."""
-        tried, skipped = self.tried, self.skipped
-        if tried >= min(len(self), MIN_READS_BEFORE_JUDGING) and 2 * skipped > tried:
-            raise TwinsError(
-                f"{skipped} of {tried} images read from {self.root} could not be decoded; "
-                "repair or remove the broken files (the warnings above name them)"
-            )
+        judge_health(self.tried, self.skipped, len(self), self.root)
+
+
+def judge_health(tried: int, skipped: int, size: int, root: str | Path) -> None:
+    """Raise TwinsError when more than half of `tried` reads of the data set at `root` (`size`
+    files) were unreadable, once `tried` reaches MIN_READS_BEFORE_JUDGING (or `size`, if fewer)."""
+    if tried >= min(size, MIN_READS_BEFORE_JUDGING) and 2 * skipped > tried:
+        raise TwinsError(
+            f"{skipped} of {tried} images read from {root} could not be decoded; "
+            "repair or remove the broken files (the warnings above name them)"
+        )
 
 
 def _counter_column() -> int:

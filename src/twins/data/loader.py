@@ -15,7 +15,11 @@ Evaluation transforms draw nothing random, so evaluation workers persist across 
 Broken files: the data set returns None for them (`twins.data.datasets`); `collate_batch`
 refills a training batch with other samples of the batch and shortens an evaluation batch; a
 batch with no readable image at all is left out; `check_health` of the data set runs after each
-batch and stops the run when most files are broken.
+batch and stops the run when most files are broken. Under DDP (`build_loader(lockstep=True)`)
+every process must run as many steps and none may stop alone: the loader does not judge (the
+counts of all processes are judged together, `twins.train.distributed.check_health_together`),
+and a training batch with no readable image is stood in for by a copy of the next readable batch
+(of the last one, at the end of an epoch), so the number of batches never changes.
 """
 
 from __future__ import annotations
@@ -93,9 +97,20 @@ class _RandomStates:
 class TwinsDataLoader(DataLoader):
     """DataLoader seeded per epoch that skips unreadable batches and checks data health."""
 
-    def __init__(self, *args: Any, seed: int, epoch: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        seed: int,
+        epoch: int = 0,
+        check_health: bool = True,
+        stand_in_for_unreadable: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, generator=torch.Generator(), **kwargs)
         self.seed = seed
+        self.check_health = check_health  # False: the caller judges the data set's counts
+        # True: a batch with no readable image is replaced, not left out (see the module's doc)
+        self.stand_in_for_unreadable = stand_in_for_unreadable
         self.set_epoch(epoch)
 
     def set_epoch(self, epoch: int) -> None:
@@ -107,19 +122,35 @@ class TwinsDataLoader(DataLoader):
             self.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[Any]:
-        check_health = getattr(self.dataset, "check_health", None)
+        check_health = getattr(self.dataset, "check_health", None) if self.check_health else None
         in_process = self.num_workers == 0
         batches = super().__iter__()
+        unreadable = 0  # batches without a readable image, waiting for a stand-in
+        last = None
         while True:
             # Without workers the transforms run here: give them the loader's random states.
             with self._random_states.active() if in_process else contextlib.nullcontext():
                 batch = next(batches, _END)
             if batch is _END:
-                return
+                break
             if check_health is not None:
                 check_health()
-            if batch is not None:  # None: no readable image in this batch
-                yield batch
+            if batch is None:  # no readable image in this batch
+                if self.stand_in_for_unreadable:
+                    unreadable += 1
+                continue
+            for _ in range(unreadable):
+                yield _copy(batch)  # a copy: the step may change its inputs in place (mixup)
+            unreadable = 0
+            last = batch
+            yield batch
+        if last is not None:
+            for _ in range(unreadable):
+                yield _copy(last)
+
+
+def _copy(batch: Any) -> Any:
+    return [_copy(item) for item in batch] if isinstance(batch, (list, tuple)) else batch.clone()
 
 
 def build_loader(
@@ -128,11 +159,14 @@ def build_loader(
     train: bool,
     sampler: Sampler | None = None,
     epoch: int = 0,
+    lockstep: bool = False,
 ) -> TwinsDataLoader:
     """Loader for `dataset`: shuffled, refilled and last partial batch dropped when `train`.
 
     Reads `batch_size` (per process), `num_parallel_workers` (capped to the CPUs available)
     and `seed`. A given `sampler` (e.g. DistributedSampler) replaces the shuffle.
+    `lockstep` (one of several DDP processes): the caller judges broken files over all
+    processes, and a training batch without readable images gets a stand-in, not left out.
     """
     workers = max(0, min(int(cfg.num_parallel_workers), available_cpus()))
     return TwinsDataLoader(
@@ -147,4 +181,6 @@ def build_loader(
         persistent_workers=workers > 0 and not train,
         seed=int(cfg.seed),
         epoch=epoch,
+        check_health=not lockstep,
+        stand_in_for_unreadable=lockstep and train,
     )

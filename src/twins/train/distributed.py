@@ -4,6 +4,9 @@ Under `torchrun` (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_P
 process group is started with NCCL on GPUs and gloo on CPUs; without it everything here is a
 no-op for one process. Only rank 0 writes files and prints. The training order is
 `twins.train.sampler.ResumableSampler`; evaluation shards are `ShardSampler` below.
+A decision that stops the run is made on all-reduced values, so every process stops at the same
+point and none is left waiting in a collective (on several nodes, torchrun does not stop the
+workers of the other nodes).
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from twins.data.datasets import judge_health
 from twins.train.precision import select_device
 
 
@@ -82,6 +87,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def check_health_together(dataset: Any, device: torch.device) -> None:
+    """Raise TwinsError in every process when most images of `dataset` (a SafeImageFolder) read
+    so far by all processes together were unreadable. A collective: every process must call it
+    at the same point (all reach the same optimizer steps; an evaluation pass ends together)."""
+    counts = torch.tensor([dataset.tried, dataset.skipped], dtype=torch.float64)
+    tried, skipped = all_reduce_sum(counts.to(device)).tolist()
+    judge_health(int(tried), int(skipped), len(dataset), dataset.root)
 
 
 def barrier() -> None:

@@ -5,7 +5,8 @@ batches; autocast per the precision; `accumulation_step` micro-batches per optim
 (DDP synchronises only on the last); global-norm clipping; a step whose gradients are not
 finite is skipped and counted (the seed's overflow rule), and `max_nonfinite_steps` of them in a
 row stop the run; EMA updated after each real step. An epoch can start part way through, from
-the `EpochState` a checkpoint kept.
+the `EpochState` a checkpoint kept. Under DDP the check that most images are not broken runs
+every `log_every` optimizer steps, on the counts of all processes (`check_data`).
 Evaluation: top-1, top-5 and mean cross entropy summed over every image once and reduced
 across processes, so the result is exact whatever the shard sizes.
 """
@@ -81,6 +82,7 @@ def train_one_epoch(
     on_log: Callable[[dict], None] | None = None,
     on_checkpoint: Callable[[EpochState], None] | None = None,
     checkpoint_every: int = 0,
+    check_data: Callable[[], None] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train over `loader` once; returns the epoch's mean loss, steps, skips, images, seconds, the
@@ -92,7 +94,9 @@ def train_one_epoch(
     (batch_seed, batch index), so the draws do not depend on where the run was resumed.
     `on_checkpoint(state)` is called after every `checkpoint_every`-th optimizer step of the run
     but the epoch's last (the epoch's end has its own checkpoint). `max_nonfinite_steps` skipped
-    steps in a row stop the run with a TwinsError.
+    steps in a row stop the run with a TwinsError. `check_data()` is called after every
+    `log_every`-th optimizer step of the run: a step every process reaches, so it may be a
+    collective (the judgement of broken images over all processes).
     """
     model.train()
     device = precision.device
@@ -172,6 +176,8 @@ def train_one_epoch(
                 rate = (state.images - images_before) / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{window_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
         bar.update()
+        if check_data is not None and state.global_step % config.log_every == 0:
+            check_data()
         if (
             on_checkpoint is not None
             and checkpoint_every

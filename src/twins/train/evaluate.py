@@ -2,8 +2,9 @@
 
 The model is the one the file describes (its metadata, else `arch` with the file's shapes), in
 any format `twins.load_weights` reads. Under torchrun each process takes a disjoint shard and
-the sums are reduced, so every image counts once. With `with_ema` the EMA weights of a training
-checkpoint are evaluated too.
+the sums are reduced, so every image counts once; broken images are judged on the counts of all
+processes together, after each pass, so that all stop or none does. With `with_ema` the EMA
+weights of a training checkpoint are evaluated too.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ def evaluate_checkpoint(config: TrainConfig, checkpoint: str | Path) -> dict[str
         model = _model_for(weights, config).to(ctx.device)
         val_set = _val_set(config, weights.metadata.get("class_names"), model.num_classes)
         sampler = distributed.ShardSampler(val_set, ctx.rank, ctx.world_size)
-        loader = build_loader(val_set, config, train=False, sampler=sampler)
+        loader = build_loader(val_set, config, train=False, sampler=sampler, lockstep=ctx.enabled)
         precision = build_precision(config, ctx.device)
         progress = ctx.is_main and sys.stderr.isatty()
         result: dict[str, Any] = evaluate(model, loader, precision, progress=progress)
+        if ctx.enabled:
+            distributed.check_health_together(val_set, ctx.device)
         result |= {"arch": model.arch, "checkpoint": str(checkpoint)}
         if config.with_ema and weights.metadata.get("format") == "twins-checkpoint":
             try:
@@ -43,6 +46,8 @@ def evaluate_checkpoint(config: TrainConfig, checkpoint: str | Path) -> dict[str
             if ema_weights is not None:
                 model.load_state_dict(ema_weights)
                 result["ema"] = evaluate(model, loader, precision, progress=progress, desc="ema")
+                if ctx.enabled:
+                    distributed.check_health_together(val_set, ctx.device)
         return result
     finally:
         distributed.cleanup()

@@ -121,6 +121,13 @@ def _fit(
 
     train_samples = SampleSeededDataset(train_set, config.seed)
     train_loader, val_loader = _loaders(config, ctx, train_samples, val_set)
+    # Under DDP no process stops alone on the broken images of its own shard: all judge the
+    # counts of every process together (a collective), every log_every steps and after each
+    # evaluation. One process judges after every batch, in its loaders.
+    check_train = check_val = None
+    if ctx.enabled:
+        check_train = functools.partial(distributed.check_health_together, train_set, ctx.device)
+        check_val = functools.partial(distributed.check_health_together, val_set, ctx.device)
     train_sampler = train_loader.sampler
     mixup = build_mixup(config)
     if mixup is not None and config.batch_size % 2:
@@ -190,6 +197,7 @@ def _fit(
                     run.save_within_epoch, epoch_index, record, best_top1
                 ),
                 checkpoint_every=config.save_every_steps,
+                check_data=check_train,
                 progress=progress,
             )
             global_step, nonfinite_run = stats["global_step"], stats["nonfinite_run"]
@@ -208,9 +216,13 @@ def _fit(
             is_best = False
             if epoch % config.eval_every == 0 or epoch == config.total_epochs:
                 val = evaluate(model, val_loader, precision, progress=progress)
+                if check_val is not None:
+                    check_val()
                 record.update({f"val_{k}": v for k, v in val.items()})
                 if ema is not None:
                     ema_val = evaluate(ema.module, val_loader, precision, progress=progress)
+                    if check_val is not None:
+                        check_val()
                     record.update({f"ema_val_{k}": v for k, v in ema_val.items()})
                 is_best = val["top1"] > best_top1
                 best_top1 = max(best_top1, val["top1"])
@@ -354,11 +366,16 @@ def _restore(state, model, optimizer, precision, ema) -> None:
 
 def _loaders(config: TrainConfig, ctx: distributed.DistContext, train_set, val_set) -> tuple:
     """Training batches in an order from (seed, epoch) dealt to the processes, full batches
-    only, resumable within an epoch; validation shards that together hold every image once."""
+    only, resumable within an epoch; validation shards that together hold every image once.
+    Under DDP the loaders run in lockstep: broken images are judged by the collective check,
+    and every process runs as many training steps whatever its broken files."""
+    lockstep = ctx.enabled
     train_sampler = ResumableSampler(train_set, ctx.rank, ctx.world_size, config.seed)
-    train_loader = build_loader(train_set, config, train=True, sampler=train_sampler)
+    train_loader = build_loader(
+        train_set, config, train=True, sampler=train_sampler, lockstep=lockstep
+    )
     val_sampler = distributed.ShardSampler(val_set, ctx.rank, ctx.world_size)
-    val_loader = build_loader(val_set, config, train=False, sampler=val_sampler)
+    val_loader = build_loader(val_set, config, train=False, sampler=val_sampler, lockstep=lockstep)
     if len(train_loader) == 0:
         raise TwinsError(
             f"{len(train_set)} training images make no full batch of {config.batch_size} per "
