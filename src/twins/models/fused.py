@@ -138,14 +138,9 @@ def _linear_forward(
     return _ONEDNN_LINEAR.binary(x, residual, weight, bias, "add")
 
 
-@torch.library.custom_op("twins::linear", mutates_args=())
-def _linear_op(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    residual: torch.Tensor | None,
-) -> torch.Tensor:
-    return _linear_forward(x, weight, bias, residual)
+# The op is the eager function itself, registered; eager calls without autograd or a compiler
+# skip the dispatcher and call the function directly.
+_linear_op = torch.library.custom_op("twins::linear", _linear_forward, mutates_args=())
 
 
 @_linear_op.register_fake
@@ -211,17 +206,7 @@ def _mlp_inference(
 # gradients, the op runs the forward alone.
 
 
-@torch.library.custom_op("twins::mlp", mutates_args=())
-def _mlp_op(
-    x: torch.Tensor,
-    fc1_weight: torch.Tensor,
-    fc1_bias: torch.Tensor,
-    fc2_weight: torch.Tensor,
-    fc2_bias: torch.Tensor,
-    residual: torch.Tensor | None,
-    approximate: str,
-) -> torch.Tensor:
-    return _mlp_inference(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, approximate)
+_mlp_op = torch.library.custom_op("twins::mlp", _mlp_inference, mutates_args=())
 
 
 @_mlp_op.register_fake

@@ -3,8 +3,8 @@
 The model is the one the file describes (its metadata, else `arch` with the file's shapes), in
 any format `twins.load_weights` reads. Under torchrun each process takes a disjoint shard and
 the sums are reduced, so every image counts once; broken images are judged on the counts of all
-processes together, after each pass, so that all stop or none does. With `with_ema` the EMA
-weights of a training checkpoint are evaluated too.
+processes together after the model's pass (an EMA pass rereads the same files), so that all
+stop or none does. With `with_ema` the EMA weights of a training checkpoint are evaluated too.
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ def evaluate_checkpoint(config: TrainConfig, checkpoint: str | Path) -> dict[str
             if ema_weights is not None:
                 model.load_state_dict(ema_weights)
                 result["ema"] = evaluate(model, loader, precision, progress=progress, desc="ema")
-                if ctx.enabled:
-                    distributed.check_health_together(val_set, ctx.device)
         return result
     finally:
         distributed.cleanup()

@@ -221,8 +221,6 @@ def _fit(
                 record.update({f"val_{k}": v for k, v in val.items()})
                 if ema is not None:
                     ema_val = evaluate(ema.module, val_loader, precision, progress=progress)
-                    if check_val is not None:
-                        check_val()
                     record.update({f"ema_val_{k}": v for k, v in ema_val.items()})
                 is_best = val["top1"] > best_top1
                 best_top1 = max(best_top1, val["top1"])
