@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from twins.train.config import TrainConfig, build_config
 
-def data_config(**values) -> types.SimpleNamespace:
-    """The config keys the data builders read, with small test-sized defaults."""
+
+def data_config(**values) -> TrainConfig:
+    """A real training config with small test-sized defaults for the keys the data builders
+    read."""
     defaults = dict(
         data_url="",
         set="ImageNet",
@@ -35,7 +37,7 @@ def data_config(**values) -> types.SimpleNamespace:
         seed=0,
     )
     defaults.update(values)
-    return types.SimpleNamespace(**defaults)
+    return build_config(defaults)
 
 
 def write_image_folder(

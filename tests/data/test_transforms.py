@@ -50,15 +50,33 @@ def test_train_transform_without_flip_augment_or_erasing(make_config):
     assert not kinds & {T.RandomHorizontalFlip, RandAugment, RandomErasing, T.ColorJitter}
 
 
-@pytest.mark.parametrize(("image_size", "crop_pct", "resize"), [(224, 0.875, 256), (32, 1.0, 32)])
-def test_eval_transform_resizes_to_size_over_crop_pct(make_config, image_size, crop_pct, resize):
-    transform = build_eval_transform(make_config(image_size=image_size, crop_pct=crop_pct))
+@pytest.mark.parametrize(
+    ("semantics", "image_size", "crop_pct", "resize"),
+    [("official", 224, 0.875, 256), ("twins", 32, 1.0, 32), ("seed", 224, 0.875, (256, 256))],
+)
+def test_eval_transform_resizes_to_size_over_crop_pct(
+    make_config, semantics, image_size, crop_pct, resize
+):
+    config = make_config(semantics=semantics, image_size=image_size, crop_pct=crop_pct)
+    transform = build_eval_transform(config)
     resize_step, crop_step = transform.transforms[:2]
     assert resize_step.size == resize and crop_step.size == (image_size, image_size)
     image = _noise_image(300, 200)
     first, second = transform(image), transform(image)
     assert first.shape == (3, image_size, image_size)
     assert torch.equal(first, second)  # deterministic
+
+
+def test_seed_eval_squashes_while_official_keeps_the_aspect_ratio(make_config):
+    """A wide image: the seed resizes it to a 256 square (the whole width stays in the crop),
+    the official evaluation resizes its short side and crops the middle."""
+    pixels = np.zeros((200, 400, 3), dtype=np.uint8)
+    pixels[:, :50] = 255  # a bright band on the left edge
+    image = Image.fromarray(pixels)
+    seed = build_eval_transform(make_config(semantics="seed", image_size=224, crop_pct=0.875))
+    official = build_eval_transform(make_config(semantics="official", image_size=224))
+    assert seed(image)[:, :, :8].mean() > 1.0  # the band survives the squash
+    assert official(image)[:, :, :8].mean() < -1.0  # and is cropped away otherwise
 
 
 def test_posterize_keeping_zero_bits_gives_black_image():

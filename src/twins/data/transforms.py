@@ -8,6 +8,7 @@ Eval: resize the short side to floor(image_size / crop_pct), centre crop `image_
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from PIL import Image, ImageOps
@@ -37,17 +38,40 @@ def build_train_transform(cfg: Any) -> Any:
     return transform
 
 
-def build_eval_transform(cfg: Any) -> Any:
-    """Deterministic evaluation transform: resize to image_size / crop_pct, centre crop."""
-    interpolation = "bicubic" if cfg.interpolation == "random" else cfg.interpolation
+def eval_preprocessing(cfg: Any) -> dict[str, Any]:
+    """How evaluation prepares an image, under timm's pretrained-cfg names; weights files carry
+    it so that whoever uses them prepares images the same way.
+
+    crop_mode "center" resizes the short side to image_size / crop_pct (the official and timm
+    evaluation), "squash" resizes to that square whatever the aspect ratio (the seed's).
+    """
+    return {
+        "image_size": int(cfg.image_size),
+        "crop_pct": float(cfg.crop_pct),
+        "crop_mode": "squash" if cfg.semantics == "seed" else "center",
+        "interpolation": "bicubic" if cfg.interpolation == "random" else cfg.interpolation,
+        "mean": list(IMAGENET_DEFAULT_MEAN),
+        "std": list(IMAGENET_DEFAULT_STD),
+    }
+
+
+def eval_transform(preprocessing: Mapping[str, Any]) -> Any:
+    """Deterministic transform from an `eval_preprocessing` description: resize (by crop_mode)
+    to image_size / crop_pct, centre crop image_size, normalise."""
     return create_transform(
-        input_size=cfg.image_size,
+        input_size=int(preprocessing["image_size"]),
         is_training=False,
-        interpolation=interpolation,
-        mean=IMAGENET_DEFAULT_MEAN,
-        std=IMAGENET_DEFAULT_STD,
-        crop_pct=float(cfg.crop_pct),
+        interpolation=preprocessing["interpolation"],
+        crop_pct=float(preprocessing["crop_pct"]),
+        crop_mode=preprocessing["crop_mode"],
+        mean=tuple(preprocessing["mean"]),
+        std=tuple(preprocessing["std"]),
     )
+
+
+def build_eval_transform(cfg: Any) -> Any:
+    """The config's deterministic evaluation transform."""
+    return eval_transform(eval_preprocessing(cfg))
 
 
 def posterize(image: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:

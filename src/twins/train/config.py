@@ -40,6 +40,14 @@ class TrainConfig:
     """Every key of a training run. Defaults are the official ImageNet-1k recipe of Twins
     (AdamW, lr 1e-3 at global batch 1024, weight decay 0.05, 300 epochs, 5 warmup epochs)."""
 
+    # ===== Semantics ===== #
+    semantics: str = _key(
+        "seed",
+        "str",
+        ("seed", "official", "twins"),
+        doc="whose training math: the seed's, the official runs', or this toolkit's",
+    )
+
     # ===== Architecture ===== #
     arch: str = _key("pcpvt_small", "str", doc="model name or alias (twins models)")
     model_args: dict = _key({}, "mapping", doc="create_model overrides, e.g. {depths: [1,1,1,1]}")
