@@ -20,7 +20,7 @@ from twins.data import build_datasets, build_loader, write_digits_imagefolder
 from twins.errors import TwinsError
 from twins.models import create_model
 from twins.train import fit, load_config
-from twins.train.checkpoint import load_checkpoint
+from twins.train.resume import load_checkpoint
 
 # configs/ ships inside the package (twins/configs), so an installed package finds it too.
 RECIPE = Path(__file__).parent / "configs" / "demo.yaml"

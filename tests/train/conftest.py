@@ -51,6 +51,7 @@ def tiny_config():
 
 def make_tiny_config(data: Path, output: Path, **changes) -> TrainConfig:
     values = {
+        "semantics": "twins",
         "arch": "pcpvt_small",
         "model_args": TINY_MODEL,
         "data_url": str(data),

@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-import twins.train.engine
+import twins.train.trainer
 from twins.cli.main import main
 
 
@@ -28,7 +28,7 @@ def die() -> None:
 
 
 def kill_at_step(step: int) -> None:
-    real_step = twins.train.engine.optimizer_step
+    real_step = twins.train.trainer.optimizer_step
     calls = 0
 
     def optimizer_step(*args, **kwargs):
@@ -38,7 +38,7 @@ def kill_at_step(step: int) -> None:
             die()
         return real_step(*args, **kwargs)
 
-    twins.train.engine.optimizer_step = optimizer_step
+    twins.train.trainer.optimizer_step = optimizer_step
 
 
 def kill_in_save(save: int) -> None:
@@ -53,8 +53,9 @@ def kill_in_save(save: int) -> None:
         buffer = io.BytesIO()
         real_save(obj, buffer, *args, **kwargs)
         data = buffer.getvalue()
-        file.write(data[: len(data) // 2])
-        file.flush()
+        with open(file, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+            handle.flush()
         die()
 
     torch.save = half_save

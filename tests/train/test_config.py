@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from twins.errors import TwinsError
-from twins.train import KEYS, build_config, load_config
+from twins.train import KEYS, TrainConfig, build_config, fit, load_config
 from twins.train.config import save_config
-from twins.train.precision import Precision, hardware_notice
+from twins.train.precision import Precision, build_precision, hardware_notice
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -68,30 +69,66 @@ SEED_VALUES = {
 }
 
 
-def test_seed_yaml_parses_to_its_values():
+def test_seed_yaml_as_shipped_parses_to_its_values():
+    """configs/twin_s.yaml is the seed's file byte for byte: runs of tabs before its comments,
+    Chinese comments, `5.` and `[ 0.9, 0.999 ]`, and no semantics key."""
+    text = (CONFIGS / "twin_s.yaml").read_text(encoding="utf-8")
+    assert "\t\t# " in text and "# 基础学习率" in text and "semantics" not in text
+    assert "clip_global_norm_value: 5.\t" in text and "beta: [ 0.9, 0.999 ]\t" in text
     config = load_config(CONFIGS / "twin_s.yaml")
     assert {key: getattr(config, key) for key in SEED_VALUES} == SEED_VALUES
     assert isinstance(config.clip_global_norm_value, float)  # written `5.` in the seed's file
-    assert config.total_epochs == 310  # epochs + cooldown_epochs
+    assert config.semantics == "seed"  # a file that does not say is the seed's
+    assert config.total_epochs == 300  # the seed never trains its cooldown_epochs
     assert config.train_url == str(Path("runs") / "twin_s")  # output default: runs/<recipe>
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_a_yaml_in_the_seed_layout_loads(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        "# 模型\narch: svt_small\t\t\t# 网络\n\t# 注释\nclip_global_norm_value: 5.\t\t    # 梯度\n"
+        "beta: [ 0.9, 0.999 ]\t# 优化器\nauto_augment: 'rand-m9-mstd0.5-inc1'\t# quoted\n",
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    assert (config.arch, config.clip_global_norm_value, config.beta) == (
+        "svt_small",
+        5.0,
+        [0.9, 0.999],
+    )
+    assert config.auto_augment == "rand-m9-mstd0.5-inc1"
+
+
+def test_a_tab_yaml_cannot_take_is_named_with_its_line(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("model_args:\n\tdepths: [1, 1, 1, 1]\n")
+    with pytest.raises(TwinsError, match="line 2 holds a tab where YAML allows only spaces"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(set(CONFIGS.glob("*.yaml")) - {CONFIGS / "twin_s.yaml"}), ids=lambda p: p.name
+)
 def test_every_recipe_loads_and_names_its_command(path):
     config = load_config(path)
     header = path.read_text().split("\n\n")[0]
     assert "twins train -c" in header and "Expect" in header and "Time" in header
     assert config.epochs >= 1
+    assert "semantics" in path.read_text()  # our recipes say whose math they follow
+    assert "cooldown" not in header or config.semantics == "twins"
 
 
-def test_official_recipes_follow_the_paper():
+def test_official_recipes_follow_the_released_runs():
+    """The settings the official logs and code share (the peaks, warmups and epochs are
+    replayed against the logs in test_schedule)."""
     drop_path = {"small": 0.2, "base": 0.3, "large": 0.5}
     for family in ("pcpvt", "svt"):
         for size, rate in drop_path.items():
             config = load_config(CONFIGS / f"{family}_{size}.yaml")
             assert config.arch == f"{family}_{size}" and config.drop_path_rate == rate
-            official = {"base_lr": 1e-3, "lr_base_size": 1024, "weight_decay": 0.05, "epochs": 300}
-            official |= {"warmup_length": 5, "clip_global_norm_value": 5.0, "crop_pct": 0.875}
+            official = {"semantics": "official", "lr_base_size": 1024, "weight_decay": 0.05}
+            official |= {"epochs": 300, "clip_global_norm_value": 5.0, "crop_pct": 0.875}
+            official |= {"optimizer": "adamw", "label_smoothing": 0.1, "mix_up": 0.8, "cutmix": 1.0}
             assert {key: getattr(config, key) for key in official} == official
 
 
@@ -135,6 +172,10 @@ def test_resolved_config_round_trips(tmp_path):
         ({"auto_augment": "fancy"}, "auto_augment"),
         ({"model_args": {"num_classes": 3}}, "num_classes"),
         ({"weight_decay": float("nan")}, "finite"),
+        ({"semantics": "mindspore"}, "seed, official, twins"),
+        ({"image_size": 16}, "at least 32 pixels"),
+        ({"image_size": 12, "model_args": {"patch_size": 2}}, "at least 16 pixels"),
+        ({"layer_decay": 1.5}, "out of range"),
     ],
 )
 def test_bad_keys_and_values_are_refused(values, message):
@@ -171,3 +212,50 @@ def test_ascend_settings_map_with_one_notice_line():
     assert "Ascend" in notice and "O1" in notice and "keep_bn_fp32" in notice
     plain = build_config({"device_target": "CPU"})
     assert hardware_notice(plain, Precision(torch.device("cpu"), None)) is None
+
+
+class ReadTracking(TrainConfig):
+    """A TrainConfig that notes which keys are read, other than by the config module itself
+    (checks, properties) and by dataclasses (copies, `config.yaml`)."""
+
+    def __getattribute__(self, name):
+        if name in KEYS:
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller not in ("dataclasses", "twins.train.config"):
+                object.__getattribute__(self, "reads").add(name)
+        return object.__getattribute__(self, name)
+
+
+# Keys a run on the CPU does not reach, and where each is read (each tested there).
+READ_ELSEWHERE = {
+    "set": "informative only: the data set's name, as the seed's files say it",
+    "momentum": "the SGD optimizer (test_optim)",
+    "max_nonfinite_steps": "a step skipped as non-finite (test_engine, test_nonfinite)",
+    "is_dynamic_loss_scale": "float16 autocast on a GPU without bfloat16 (test_config)",
+    "loss_scale": "float16 autocast on a GPU without bfloat16 (test_config)",
+}
+
+
+def test_every_config_key_is_read_by_what_builds_the_run(imagefolder, tiny_config, tmp_path):
+    """A key that nothing reads is a promise nothing keeps (as `crop_scale` once was)."""
+    values = tiny_config(imagefolder, tmp_path / "run", epochs=1, with_ema=True).to_dict()
+    values |= {"mix_up": 0.8, "cutmix": 1.0, "auto_augment": "rand-m9-mstd0.5-inc1"}
+    tracked = ReadTracking(**values)
+    object.__setattr__(tracked, "reads", set())
+    fit(tracked)
+    unread = set(KEYS) - tracked.reads
+    assert unread == set(READ_ELSEWHERE), sorted(unread)
+
+
+@pytest.mark.parametrize(("dynamic", "fixed"), [(True, None), (False, 256.0)])
+def test_loss_scale_keys_make_the_float16_scaler(monkeypatch, dynamic, fixed):
+    """A GPU without bfloat16 trains in float16 with the seed's loss scale settings."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    made = []  # no CUDA here: record how the scaler is made
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda *args, **kwargs: made.append(kwargs))
+    config = build_config(
+        {"amp_level": "O2", "is_dynamic_loss_scale": dynamic, "loss_scale": 256.0}
+    )
+    precision = build_precision(config, torch.device("cuda"))
+    assert precision.dtype == torch.float16 and precision.fixed_scale == fixed
+    assert made == [{"init_scale": 256.0}]

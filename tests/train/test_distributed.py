@@ -114,7 +114,7 @@ def test_two_launchers_train_as_two_nodes_and_evaluate_each_image_once(two_nodes
     # Only rank 0 prints; its first lines give the global batch and the learning rate.
     printing = [out for out in stdouts if "epoch 1/2" in out]
     assert len(printing) == 1
-    assert "batch: global 16 = 8 per device × 2 × 1 accumulation; lr 0.002" in printing[0]
+    assert "batch: global 16 = 8 per device × 2 × 1 accumulation; peak lr 0.002" in printing[0]
     assert "device: cpu × 2 process(es)" in printing[0]
     epochs = [r for r in epoch_records(output) if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2]

@@ -1,4 +1,5 @@
-"""The engine: exact evaluation counts, skipped non-finite steps, accumulation and clipping."""
+"""The engine and the Trainer's step: exact evaluation counts, skipped non-finite steps,
+accumulation, clipping and loss scaling."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from twins.train import build_config
 from twins.train.distributed import ShardSampler
 from twins.train.engine import evaluate, train_one_epoch
 from twins.train.precision import Precision
-from twins.train.schedule import LrSchedule
+from twins.train.state import EpochProgress
+from twins.train.trainer import Trainer
 
 CPU = Precision(torch.device("cpu"), None)
 
@@ -64,25 +66,24 @@ def test_evaluation_counts_every_image_once_across_shards():
     assert sum(p["loss"] * p["images"] for p in parts) / 14 == pytest.approx(expected_loss)
 
 
-def run_epoch(model, batches, **settings):
-    config = build_config({"log_every": 1, "clip_global_norm_value": 0.0, **settings})
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    schedule = LrSchedule(0.1, 0.1, 0.0, 0, 1000, policy="constant_lr")
+def sgd_trainer(model: nn.Module, precision: Precision | None = None, **settings) -> Trainer:
+    """Plain SGD at a constant lr 0.1: the update is 0.1 x the (clipped) gradient."""
+    values = {"semantics": "twins", "optimizer": "sgd", "momentum": 0.0, "weight_decay": 0.0}
+    values |= {"base_lr": 0.1, "min_lr": 0.0, "warmup_length": 0, "lr_scheduler": "constant_lr"}
+    values |= {"log_every": 1, "clip_global_norm_value": 0.0, "label_smoothing": 0.0}
+    config = build_config(values | settings)
+    return Trainer(config, model, steps_per_epoch=1000, world_size=1, precision=precision)
+
+
+def run_epoch(model, batches, trainer: Trainer | None = None, **settings):
+    trainer = trainer or sgd_trainer(model, **settings)
     logged = []
-    criterion = nn.CrossEntropyLoss()
-    stats = train_one_epoch(
-        model,
-        batches,
-        optimizer,
-        criterion,
-        CPU,
-        schedule,
-        config,
-        epoch=1,
-        global_step=0,
-        on_log=logged.append,
-    )
-    return stats, logged
+    stats = train_one_epoch(trainer, batches, log=logged.append)
+    trainer.state.progress = EpochProgress()
+    return stats | {
+        "global_step": trainer.state.step,
+        "nonfinite_run": trainer.state.nonfinite_run,
+    }, logged
 
 
 def test_a_step_with_non_finite_gradients_is_skipped_and_counted():
@@ -153,19 +154,11 @@ def test_loss_scaler_skips_overflow_and_keeps_or_lowers_the_scale(fixed_scale, s
     overflowing = inputs[4:].clone()
     overflowing[0, 0] = float("inf")
     model = linear_model()
-    config = build_config({"clip_global_norm_value": 1.0})
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
-    schedule = LrSchedule(0.1, 0.1, 0.0, 0, 1000, policy="constant_lr")
-    criterion = nn.CrossEntropyLoss()
+    trainer = sgd_trainer(model, precision=fp16, clip_global_norm_value=1.0)
 
-    def epoch(batch, step):
-        return train_one_epoch(
-            model, [batch], optimizer, criterion, fp16, schedule, config, epoch=1, global_step=step
-        )
-
-    stats = epoch((inputs[:4], targets[:4]), 0)
+    stats, _ = run_epoch(model, [(inputs[:4], targets[:4])], trainer)
     assert stats["skipped_steps"] == 0 and scaler.get_scale() == 1024.0
     before = [p.detach().clone() for p in model.parameters()]
-    stats = epoch((overflowing, targets[4:]), 1)
+    stats, _ = run_epoch(model, [(overflowing, targets[4:])], trainer)
     assert stats["skipped_steps"] == 1 and scaler.get_scale() == scale_after
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 
 from twins import create_model
+from twins.atomic import save_torch
 from twins.cli.main import main
 from twins.errors import TwinsError
 from twins.train import evaluate_checkpoint, fit
-from twins.train.checkpoint import load_checkpoint, save_atomic
 from twins.train.metrics import read_metrics
+from twins.train.resume import load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TIMINGS = ("epoch_seconds", "images_per_s", "output")
@@ -137,8 +138,8 @@ def test_pretrained_weights_initialise_and_the_head_is_dropped(imagefolder, tiny
 
 def test_output_folder_of_another_model_is_refused(imagefolder, tiny_config, tmp_path):
     state = {"format": "twins-checkpoint", "version": 1, "config": {"arch": "svt_small"}}
-    save_atomic(state, tmp_path / "run" / "checkpoints" / "last.pt")
-    with pytest.raises(TwinsError, match="another --output"):
+    save_torch(state, tmp_path / "run" / "checkpoints" / "last.pt")
+    with pytest.raises(TwinsError, match="another output folder"):
         fit(tiny_config(imagefolder, tmp_path / "run"))
 
 

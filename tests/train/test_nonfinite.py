@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
-import twins.train.engine
+import twins.train.trainer
 from twins.cli.main import main
 from twins.errors import TwinsError
 from twins.train import fit, save_config
-from twins.train.checkpoint import load_checkpoint
 from twins.train.metrics import read_metrics
+from twins.train.resume import load_checkpoint
 
 # The module, not the function `twins.train.fit` that the package exports under its name.
 fit_module = importlib.import_module("twins.train.fit")
@@ -73,7 +73,7 @@ def test_many_nan_steps_in_a_row_stop_the_run_in_one_line(
 
 def test_non_finite_weights_are_never_written(imagefolder, tiny_config, tmp_path, monkeypatch):
     # A finite update that nevertheless leaves a weight infinite (as a huge learning rate can).
-    real_step = twins.train.engine.optimizer_step
+    real_step = twins.train.trainer.optimizer_step
     calls = []
 
     def optimizer_step(optimizer, *args, **kwargs):
@@ -84,7 +84,7 @@ def test_non_finite_weights_are_never_written(imagefolder, tiny_config, tmp_path
                 optimizer.param_groups[0]["params"][0].fill_(math.inf)
         return finite
 
-    monkeypatch.setattr(twins.train.engine, "optimizer_step", optimizer_step)
+    monkeypatch.setattr(twins.train.trainer, "optimizer_step", optimizer_step)
     config = tiny_config(imagefolder, tmp_path, save_every_steps=1)
     with pytest.raises(TwinsError, match="the model at step 3 holds non-finite values") as error:
         fit(config)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from twins import create_model
 from twins.train import build_config
-from twins.train.optim import build_optimizer, param_groups
+from twins.train.optim import build_optimizer, param_groups, set_lr
 
 TINY = {"embed_dims": (16, 32, 40, 64), "depths": (1, 1, 1, 1)}
 
@@ -29,7 +30,9 @@ def test_no_decay_for_biases_norms_and_pos_block():
 
 def test_adamw_and_sgd_from_the_config():
     model = create_model("pcpvt_small", num_classes=4, **TINY)
-    config = build_config({"beta": [0.8, 0.95], "eps": 1e-7, "weight_decay": 0.1})
+    config = build_config(
+        {"semantics": "official", "beta": [0.8, 0.95], "eps": 1e-7, "weight_decay": 0.1}
+    )
     adamw = build_optimizer(model, config, torch.device("cpu"))
     assert isinstance(adamw, torch.optim.AdamW)
     assert adamw.defaults["betas"] == (0.8, 0.95) and adamw.defaults["eps"] == 1e-7
@@ -39,3 +42,30 @@ def test_adamw_and_sgd_from_the_config():
         model, build_config({"optimizer": "SGD", "momentum": 0.8}), torch.device("cpu")
     )
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.8
+
+
+@pytest.mark.parametrize("arch", ["pcpvt_small", "svt_small"])
+def test_layer_decay_groups_and_scales_equal_timms_for_its_twins(arch):
+    """timm's layer-wise lr decay on our model makes the groups it makes on timm's own Twins."""
+    import timm
+
+    def groups_by_name(model):
+        names = {id(p): n for n, p in model.named_parameters()}
+        groups = param_groups(model, 0.05, layer_decay=0.75)
+        return sorted(
+            (
+                round(g["lr_scale"], 12),
+                g["weight_decay"],
+                tuple(sorted(names[id(p)] for p in g["params"])),
+            )
+            for g in groups
+        )
+
+    ours = create_model(arch, num_classes=10)
+    theirs = timm.create_model(f"twins_{arch}", num_classes=10)
+    assert groups_by_name(ours) == groups_by_name(theirs)
+    config = build_config({"semantics": "official", "layer_decay": 0.75})
+    optimizer = build_optimizer(ours, config, torch.device("cpu"))
+    set_lr(optimizer, 1e-3)
+    scales = sorted({round(g["lr"] / 1e-3, 12) for g in optimizer.param_groups})
+    assert scales[-1] == 1.0 and scales[0] < 0.01  # the head at 1, the stem far below

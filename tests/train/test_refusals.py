@@ -92,7 +92,7 @@ def test_train_refuses_missing_or_broken_inputs(files, capsys, tmp_path):
 def test_train_refuses_an_output_folder_of_another_model(files, capsys):
     recipe = ["-c", str(files / "recipe.yaml"), "--output", str(files / "run")]
     message = refusal(capsys, ["train", *recipe, "model_args.depths=[2,1,1,1]"])
-    assert "is a run with model_args" in message and "another --output" in message
+    assert "is a run with model_args" in message and "another output folder" in message
 
 
 def test_eval_refuses_wrong_or_missing_checkpoints(files, capsys, imagefolder):

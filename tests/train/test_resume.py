@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import twins.train.engine
+import twins.train.trainer
 from twins.train import fit, save_config
-from twins.train.checkpoint import load_checkpoint
 from twins.train.metrics import read_metrics
+from twins.train.resume import load_checkpoint
 
 FAULTY_TWINS = Path(__file__).with_name("faulty_twins.py")
 TIMINGS = ("epoch_seconds", "images_per_s", "output")
@@ -85,7 +85,7 @@ def unbroken(imagefolder, tiny_config, tmp_path_factory) -> dict[str, Path]:
 
 def kill_at_steps(monkeypatch, step: int) -> None:
     """The next fit dies as it is about to take its `step`-th optimizer step."""
-    real_step = twins.train.engine.optimizer_step
+    real_step = twins.train.trainer.optimizer_step
     calls = []
 
     def optimizer_step(*args, **kwargs):
@@ -94,7 +94,7 @@ def kill_at_steps(monkeypatch, step: int) -> None:
             raise Killed
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(twins.train.engine, "optimizer_step", optimizer_step)
+    monkeypatch.setattr(twins.train.trainer, "optimizer_step", optimizer_step)
 
 
 # (SETTINGS name, [(the optimizer step a try dies before, the step of its last.pt)]):
@@ -138,7 +138,7 @@ def test_sigkill_while_saving_leaves_the_last_checkpoint_and_resumes_exactly(
     # last.pt stays the one of step 3, next to an unfinished temporary file.
     killed = run_cli(recipe, kill_in_save=2)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert list((output / "checkpoints").glob(".last.pt.*.tmp"))
+    assert list((output / "checkpoints").glob(".last.*.tmp.pt"))
     assert load_checkpoint(output / "checkpoints" / "last.pt")["global_step"] == 3
     # The same command again finishes the run as if nothing had happened.
     finished = run_cli(recipe)

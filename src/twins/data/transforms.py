@@ -1,6 +1,6 @@
 """Image transforms of the seed's ImageNet recipe, built with timm's transform factory.
 
-Train: random resized crop (scale 0.08-1, `interpolation`), horizontal flip (`hflip`),
+Train: random resized crop (`crop_scale`, the seed's 0.08-1 by default; `interpolation`), horizontal flip (`hflip`),
 RandAugment (`auto_augment`, e.g. "rand-m9-mstd0.5-inc1"), to tensor, ImageNet normalisation,
 random erasing (`re_prob`, `re_mode`, `re_count`). No colour jitter, as in the seed.
 Eval: resize the short side to floor(image_size / crop_pct), centre crop `image_size`.
@@ -14,16 +14,13 @@ from typing import Any
 from PIL import Image, ImageOps
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 
-# The seed's (and DeiT's) random resized crop range, as an area fraction of the image.
-TRAIN_CROP_SCALE = (0.08, 1.0)
-
 
 def build_train_transform(cfg: Any) -> Any:
     """Random training transform from the config's augmentation keys."""
     transform = create_transform(
         input_size=cfg.image_size,
         is_training=True,
-        scale=TRAIN_CROP_SCALE,
+        scale=tuple(cfg.crop_scale),
         hflip=float(cfg.hflip),
         color_jitter=None,
         auto_augment=cfg.auto_augment or None,

@@ -1,10 +1,13 @@
 """The training configuration: defaults, then a YAML file, then `key=value` overrides.
 
 Key names are those of the seed's YAML and argument parser (MindSpore ModelZoo Twins,
-`src/configs/twin_s.yaml` and `src/args.py`), so its files load unchanged. Keys added here:
-`model_args` (create_model overrides), `hflip`, `crop_scale` and `lr_base_size` (timm's
-meanings), `eval_every`, `log_every`, `save_every_steps` (checkpoints within an epoch) and
-`max_nonfinite_steps`. Every value is checked for type and range, an unknown key
+`src/configs/twin_s.yaml` and `src/args.py`), so its files load unchanged, byte for byte
+(YAML allows tabs before a comment, PyYAML does not: they are read as spaces). Keys added here:
+`semantics` (whose training math the keys mean: the seed's, the official runs' or this
+toolkit's; docs/recipes.md), `model_args` (create_model overrides), `hflip`, `crop_scale`,
+`lr_base_size` and `layer_decay` (timm's meanings), `eval_every`, `log_every`,
+`save_every_steps` (checkpoints within an epoch) and `max_nonfinite_steps`. A file that does
+not name its semantics is read as the seed's, whose keys these are. Every value is checked for type and range, an unknown key
 is refused with the closest known names, and the resolved configuration is what a run writes
 to its output folder as `config.yaml`.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,10 @@ from typing import Any
 import yaml
 
 from twins.errors import TwinsError
+
+# seed: the MindSpore seed's training code; official: the released runs of the official code;
+# twins: this toolkit's per-step schedule (docs/recipes.md has the table).
+SEMANTICS = ("seed", "official", "twins")
 
 # What a YAML file or override may say for "no value".
 _NONE_WORDS = ("", "none", "null", "off")
@@ -44,8 +52,8 @@ class TrainConfig:
     semantics: str = _key(
         "seed",
         "str",
-        ("seed", "official", "twins"),
-        doc="whose training math: the seed's, the official runs', or this toolkit's",
+        SEMANTICS,
+        doc="whose training math the keys mean (docs/recipes.md)",
     )
 
     # ===== Architecture ===== #
@@ -67,7 +75,7 @@ class TrainConfig:
     mixup_prob: float = _key(1.0, "float", (0.0, 1.0))
     switch_prob: float = _key(0.5, "float", (0.0, 1.0))
     mixup_mode: str = _key("batch", "str", ("batch", "pair", "elem"))
-    image_size: int = _key(224, "int", (8, None))
+    image_size: int = _key(224, "int", (1, None), doc="at least the model's smallest (32)")
     crop_pct: float = _key(0.875, "float", (0.01, 1.0), doc="eval resize = image_size / crop_pct")
     hflip: float = _key(0.5, "float", (0.0, 1.0), doc="horizontal flip probability (timm)")
     crop_scale: list = _key(
@@ -79,6 +87,9 @@ class TrainConfig:
     base_lr: float = _key(1e-3, "float", (0.0, None), positive=True)
     lr_base_size: int = _key(
         0, "int", (0, None), doc="if > 0, lr = base_lr * global batch / lr_base_size (timm)"
+    )
+    layer_decay: float = _key(
+        0.0, "float", (0.0, 1.0), doc="0 = off; e.g. 0.75: timm's layer-wise lr decay"
     )
     warmup_lr: float = _key(1e-6, "float", (0.0, None))
     min_lr: float = _key(1e-5, "float", (0.0, None))
@@ -123,8 +134,12 @@ class TrainConfig:
 
     @property
     def total_epochs(self) -> int:
-        """The run lasts `epochs` of schedule plus `cooldown_epochs` at `min_lr`."""
-        return self.epochs + self.cooldown_epochs
+        """The epochs the run trains: `epochs` under the seed's and the official semantics
+        (their schedules declare `cooldown_epochs` but their training loops never reach them),
+        `epochs + cooldown_epochs` under this toolkit's (the cooldown held at `min_lr`)."""
+        if self.semantics == "twins":
+            return self.epochs + self.cooldown_epochs
+        return self.epochs
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -184,18 +199,52 @@ def load_config(
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise TwinsError(f"config file {path} not found: pass an existing YAML file with -c")
+        raise TwinsError(
+            f"config file {path} not found: give the path of an existing YAML file",
+            argument="config",
+        )
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise TwinsError(f"{path} is not UTF-8 text: save the YAML file as UTF-8") from error
+    try:
+        values = yaml.safe_load(untab_comments(text))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise TwinsError(f"{path}{where} is not valid YAML: fix the file") from None
+        if mark is None:
+            raise TwinsError(f"{path} is not valid YAML: fix the file") from error
+        line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+        if "\t" in line:
+            raise TwinsError(
+                f"{path} line {mark.line + 1} holds a tab where YAML allows only spaces: "
+                "replace the tab with spaces"
+            ) from error
+        raise TwinsError(f"{path} line {mark.line + 1} is not valid YAML: fix the file") from error
     if values is None:
         return {}
     if not isinstance(values, dict):
         raise TwinsError(f"{path} must hold `key: value` lines, not a {type(values).__name__}")
     return values
+
+
+# White space that holds a tab, before a comment that follows a value or starts the line.
+_TABBED_COMMENT = re.compile(r"(^|(?<=\S))[ \t]*\t[ \t]*(?=#)")
+
+
+def untab_comments(text: str) -> str:
+    """`text` with the tabs before its comments read as spaces.
+
+    YAML allows tabs as white space before a comment; PyYAML's scanner refuses them, and the
+    seed's own files line their comments up with runs of tabs. A line with an unpaired quote
+    before its `#` is left as it is: the `#` could be inside the quotes.
+    """
+    lines = []
+    for line in text.splitlines(keepends=True):
+        head = line.split("#", 1)[0]
+        if "\t" in head and head.count("'") % 2 == 0 and head.count('"') % 2 == 0:
+            line = _TABBED_COMMENT.sub(lambda m: m.group(1) + " ", line, count=1)
+        lines.append(line)
+    return "".join(lines)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -364,6 +413,38 @@ def _check_together(config: TrainConfig) -> None:
         raise TwinsError(f"crop_scale {config.crop_scale} must be [low, high] with low <= high")
     if config.auto_augment is not None:
         _check_auto_augment(config.auto_augment)
+    _check_image_size(config)
+
+
+def smallest_image_size(arch: str, model_args: dict[str, Any]) -> int:
+    """The smallest input side the model takes: each stage's map must hold at least one
+    spatial-reduction window (sr_ratio tokens across) and one token at the last stage."""
+    from twins.models import VARIANTS, resolve_name  # imported here: the model zoo pulls torch
+
+    settings = {**VARIANTS[resolve_name(arch)], **model_args}
+    depths = settings["depths"]
+    sr_ratios = settings["sr_ratios"]
+    if isinstance(sr_ratios, (int, float)):
+        sr_ratios = [sr_ratios] * len(depths)
+    stride = int(settings.get("patch_size", 4))
+    smallest = stride
+    for stage, ratio in enumerate(sr_ratios):
+        smallest = max(smallest, stride * int(ratio))
+        if stage < len(sr_ratios) - 1:
+            stride *= 2
+    return max(smallest, stride)
+
+
+def _check_image_size(config: TrainConfig) -> None:
+    try:
+        smallest = smallest_image_size(config.arch, config.model_args)
+    except (TwinsError, KeyError, TypeError, ValueError):
+        return  # a bad arch or model_args is refused, with its own message, when the model is built
+    if config.image_size < smallest:
+        raise TwinsError(
+            f"image_size {config.image_size} is too small for {config.arch}: it takes images of "
+            f"at least {smallest} pixels a side"
+        )
 
 
 def _check_auto_augment(text: str) -> None:

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from twins.data.datasets import judge_health
-from twins.train.precision import select_device
+from twins.device import select_device
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,23 @@ def setup(device_target: str) -> DistContext:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    global _control_group
+    # Small decisions (stop now?) go over gloo on the CPU: asking them over NCCL every step
+    # would make the host wait for the GPU.
+    _control_group = dist.new_group(backend="gloo") if device.type == "cuda" else None
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+_control_group = None
+
+
+def max_over_processes(value: int) -> int:
+    """The largest `value` of all processes (a collective); `value` itself when alone."""
+    if not dist.is_initialized():
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_control_group)
+    return int(tensor.item())
 
 
 def restart_notice() -> str | None:
@@ -77,7 +93,19 @@ def restart_notice() -> str | None:
     return None
 
 
+def world_size() -> int:
+    """Processes in the running group (1 when alone)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank in the running group (0 when alone)."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def cleanup() -> None:
+    global _control_group
+    _control_group = None
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -1,22 +1,14 @@
 """The fit loop: build everything from the config, resume if the output folder holds a run,
-then train, evaluate and checkpoint epoch after epoch.
+then train, evaluate and checkpoint epoch after epoch (dinov2's `do_train`, DeiT's `main`).
 
-Resuming: when `<train_url>/checkpoints/last.pt` exists, the run continues from it (model,
-optimizer, loss scaler, EMA, epoch, step, best top-1; the schedule is a function of the step).
-last.pt is written at the end of every epoch and, with `save_every_steps`, every N optimizer
-steps within one; then it also holds every process's `EpochState` and how many images of the
-epoch's order were done. No random draw depends on how the run got to where it is: the data
-order comes from (seed, epoch) (`ResumableSampler`), each image's augmentation from
-(seed, epoch, index) (`SampleSeededDataset`), and the global states used by the model (drop
-path) and Mixup are reseeded before each batch from (seed, epoch, rank, batch). So a run killed
-at any moment and started again with the same command ends exactly as an unbroken run (with
-the same number of processes and batch size; on the CPU, or on GPUs with deterministic kernels).
-`pretrained` initialises the weights of a fresh run only, dropping a head of another size.
+Exact resume, and what makes it hold, is `twins.train.resume`. The output folder is locked
+while the run trains (`twins.train.lock`); SIGTERM and Ctrl-C end the run after the current
+optimizer step with last.pt written (`twins.train.stop`). `pretrained` initialises the weights
+of a fresh run only, dropping a head of another size.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 import warnings
@@ -24,35 +16,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.loss import SoftTargetCrossEntropy
-from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from twins.data import build_datasets, build_loader, build_mixup
 from twins.errors import TwinsError
 from twins.models import create_model
-from twins.train import distributed
-from twins.train.checkpoint import (
-    FORMAT,
-    VERSION,
-    CheckpointFiles,
-    check_finite,
-    load_checkpoint,
-    model_meta,
-)
+from twins.train import distributed, resume
 from twins.train.config import TrainConfig, save_config
-from twins.train.engine import EpochState, evaluate, train_one_epoch
+from twins.train.engine import evaluate, train_one_epoch
+from twins.train.lock import lock_output
 from twins.train.metrics import RunLog
-from twins.train.optim import build_optimizer
-from twins.train.precision import build_precision, hardware_notice
-from twins.train.rng import capture_rng, derive_seed, restore_rng, seed_everything
+from twins.train.precision import hardware_notice
+from twins.train.rng import seed_everything
 from twins.train.sample_seeds import SampleSeededDataset
 from twins.train.sampler import ResumableSampler
-from twins.train.schedule import build_schedule
-
-# Keys that must match for a checkpoint in the output folder to be resumed (same model).
-_ARCH_KEYS = ("arch", "model_args", "num_classes")
+from twins.train.state import EpochProgress
+from twins.train.stop import StopSignals, raise_stop, signal_name
+from twins.train.trainer import Trainer
 
 
 def fit(config: TrainConfig, *, stop_after_epoch: int | None = None) -> dict[str, Any]:
@@ -61,14 +42,18 @@ def fit(config: TrainConfig, *, stop_after_epoch: int | None = None) -> dict[str
     finishing the run, which the same call resumes later (time-limited jobs, tests)."""
     ctx = distributed.setup(config.device_target)
     try:
-        return _fit(config, ctx, stop_after_epoch)
+        with lock_output(config.train_url, ctx.device), StopSignals() as stop:
+            return _fit(config, ctx, stop, stop_after_epoch)
     finally:
         distributed.cleanup()
 
 
 def build_model(config: TrainConfig, pretrained: str | None = None, **overrides: Any) -> nn.Module:
-    """The config's model: `arch` with `model_args`, `num_classes` and `drop_path_rate`."""
+    """The config's model: `arch` with `model_args`, `num_classes` and `drop_path_rate`; under
+    the seed's semantics with the seed's (MindSpore's) tanh GELU unless model_args says."""
     arguments = {**config.model_args, **overrides}
+    if config.semantics == "seed":
+        arguments.setdefault("act_layer", "gelu_tanh")
     return create_model(
         config.arch,
         pretrained=pretrained,
@@ -79,287 +64,138 @@ def build_model(config: TrainConfig, pretrained: str | None = None, **overrides:
 
 
 def _fit(
-    config: TrainConfig, ctx: distributed.DistContext, stop_after_epoch: int | None
+    config: TrainConfig,
+    ctx: distributed.DistContext,
+    stop: StopSignals,
+    stop_after_epoch: int | None,
 ) -> dict[str, Any]:
     say = _printer(ctx.is_main)
     output = Path(config.train_url)
-    files = CheckpointFiles(output / "checkpoints", config.keep_checkpoint_max, config.save_every)
-    state = load_checkpoint(files.last) if files.last.is_file() else None
-    if state is not None:
-        _check_same_run(state, config, files.last)
-    _check_same_start(ctx, state, files.last)
+    files = resume.CheckpointFiles(
+        output / "checkpoints", config.keep_checkpoint_max, config.save_every
+    )
+    saved = resume.load_checkpoint(files.last) if files.last.is_file() else None
+    notices = resume.check_same_run(saved, config, files.last) if saved else []
+    resume.check_same_start(saved, files.last, ctx.device)
     if ctx.is_main:
         files.remove_temporaries()  # left by a process killed while writing
 
     train_set, val_set, class_names = build_datasets(config)  # first: fail fast on a bad folder
     seed_everything(config.seed)  # the same initial weights on every rank and every try
-    if state is None:
-        model = build_model(config, pretrained=config.pretrained)
-    else:
-        # The activation comes with the weights: `pretrained` may have chosen the tanh GELU.
-        act_layer = state.get("meta", {}).get("act_layer")
-        model = build_model(config, **({"act_layer": act_layer} if act_layer else {}))
-    model = model.to(ctx.device)
-    precision = build_precision(config, ctx.device)
-    optimizer = build_optimizer(model, config, ctx.device)
-    ema = ModelEmaV3(model, decay=config.ema_decay) if config.with_ema else None
-    start_epoch, global_step, best_top1 = config.start_epoch, 0, -math.inf
-    nonfinite_run, within_epoch = 0, None
-    if state is not None:
-        _restore(state, model, optimizer, precision, ema)
-        start_epoch, global_step = state["epoch"], state["global_step"]
-        best_top1 = state.get("best_top1", -math.inf)
-        nonfinite_run = state.get("nonfinite_run", 0)
-        within_epoch = state.get("epoch_progress")
-    trained = model
-    if ctx.enabled:
-        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        # The PEG's depthwise kernels (C, 1, 3, 3) get gradients whose strides differ from the
-        # weights' only along the size-1 axis, where strides mean nothing; DDP warns regardless.
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        trained = DistributedDataParallel(model, device_ids=device_ids)
-
+    # A resumed run takes its activation from the checkpoint: `pretrained` may have chosen it.
+    act_layer = ((saved or {}).get("meta") or {}).get("act_layer")
+    model = build_model(
+        config,
+        pretrained=None if saved else config.pretrained,
+        **({"act_layer": act_layer} if act_layer else {}),
+    ).to(ctx.device)
     train_samples = SampleSeededDataset(train_set, config.seed)
     train_loader, val_loader = _loaders(config, ctx, train_samples, val_set)
-    # Under DDP no process stops alone on the broken images of its own shard: all judge the
-    # counts of every process together (a collective), every log_every steps and after each
-    # evaluation. One process judges after every batch, in its loaders.
-    check_train = check_val = None
-    if ctx.enabled:
-        check_train = functools.partial(distributed.check_health_together, train_set, ctx.device)
-        check_val = functools.partial(distributed.check_health_together, val_set, ctx.device)
-    train_sampler = train_loader.sampler
+    steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_step)
+    trainer = Trainer(config, _parallel(model, ctx), steps_per_epoch, world_size=ctx.world_size)
+    trainer.state.epoch = config.start_epoch
+    if saved:
+        notices += resume.restore(saved, trainer)
+    # Within an epoch: the images of its order done before the checkpoint, by all processes.
+    samples_done = ((saved or {}).get("epoch_progress") or {}).get("samples", 0)
+    state = trainer.state
     mixup = build_mixup(config)
     if mixup is not None and config.batch_size % 2:
         raise TwinsError(f"mixup/cutmix need an even batch_size, not {config.batch_size}")
-    # timm's Mixup folds label smoothing into its soft targets.
-    criterion = (
-        SoftTargetCrossEntropy()
-        if mixup is not None
-        else nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    )
-    steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_step)
-    global_batch = config.batch_size * ctx.world_size * config.accumulation_step
-    lr = (
-        config.base_lr * global_batch / config.lr_base_size
-        if config.lr_base_size
-        else config.base_lr
-    )
-    schedule = build_schedule(config, lr, steps_per_epoch)
-    run = _Run(config, ctx, model, ema, optimizer, precision, files, class_names)
-    run.sets = (train_set, val_set)
-    run.counts_before = dict(state.get("data_counts") or {}) if state else {}
 
     if ctx.is_main:
         save_config(config, output / "config.yaml")
-    log = RunLog(output, ctx.is_main, resume_epoch=start_epoch, resume_step=global_step)
-    for notice in (hardware_notice(config, precision), distributed.restart_notice()):
-        if notice:
-            say(notice)
-    for line in _header(config, model, ctx, precision, train_set, val_set, global_batch, lr):
+    log = RunLog(output, ctx.is_main, resume_epoch=state.epoch, resume_step=state.step)
+    notices += [hardware_notice(config, trainer.precision), distributed.restart_notice()]
+    for line in [*filter(None, notices), *_header(config, trainer, ctx, train_set, val_set)]:
         say(line)
-    total_steps = steps_per_epoch * config.total_epochs
-    say(f"schedule: {steps_per_epoch} steps per epoch, {total_steps} in all")
-    if within_epoch is not None:
-        say(
-            f"resuming from {files.last} within epoch {start_epoch + 1} (step {global_step}, "
-            f"{within_epoch['samples']} of its images done)"
-        )
-    elif state is not None:
-        say(f"resuming from {files.last} after epoch {start_epoch} (step {global_step})")
+    if saved:
+        say(resume.describe(saved, files.last))
 
-    record: dict[str, Any] = dict(state.get("metrics") or {}) if state else {}
+    record: dict[str, Any] = dict(saved.get("metrics") or {}) if saved else {}
+
+    def save(within_epoch: bool = False, is_best: bool = False) -> None:
+        state.data_counts = _data_counts(train_set, val_set, saved, ctx.device)
+        if within_epoch:
+            checkpoint = resume.within_epoch(trainer, class_names, record)
+            if checkpoint is not None:
+                files.save_last(checkpoint)
+            return
+        checkpoint = resume.checkpoint(trainer, class_names, record)
+        if ctx.is_main:
+            files.save(checkpoint, is_best)
+
+    def stop_if_asked(within_epoch: bool) -> None:
+        number = stop.requested()
+        if number is None:
+            return
+        if within_epoch:
+            save(within_epoch=True)
+        say(
+            f"stopped by {signal_name(number)} after step {state.step}: {files.last} holds the "
+            "run; start the same command again to resume it"
+        )
+        raise_stop(number)
+
+    def after_step(trainer: Trainer, last_of_epoch: bool) -> None:
+        """Checks of the data (under DDP, every log_every steps), checkpoints within the epoch
+        (every save_every_steps steps but the epoch's last) and stop requests."""
+        if ctx.enabled and state.step % config.log_every == 0:
+            distributed.check_health_together(train_set, ctx.device)
+        if last_of_epoch:
+            return
+        every = config.save_every_steps
+        if every and state.step % every == 0:
+            save(within_epoch=True)
+        stop_if_asked(within_epoch=True)
+
     progress = ctx.is_main and sys.stderr.isatty()
+    first_epoch = state.epoch
     try:
-        for epoch_index in range(start_epoch, config.total_epochs):
+        for epoch_index in range(first_epoch, config.total_epochs):
             epoch = epoch_index + 1
             train_samples.set_epoch(epoch_index)
             train_loader.set_epoch(epoch_index)  # the sampler's order too, from its start
-            epoch_state = EpochState(global_step=global_step, nonfinite_run=nonfinite_run)
-            if within_epoch is not None:
-                epoch_state = _continue_epoch(within_epoch, config, ctx, train_sampler, say)
-                within_epoch = None
+            train_loader.sampler.start_at(samples_done)
+            samples_done = 0
             stats = train_one_epoch(
-                trained,
-                train_loader,
-                optimizer,
-                criterion,
-                precision,
-                schedule,
-                config,
-                epoch=epoch,
-                state=epoch_state,
-                batch_seed=derive_seed(config.seed, epoch_index, ctx.rank),
-                mixup=mixup,
-                ema=ema,
-                on_log=log.log,
-                on_checkpoint=functools.partial(
-                    run.save_within_epoch, epoch_index, record, best_top1
-                ),
-                checkpoint_every=config.save_every_steps,
-                check_data=check_train,
+                trainer, train_loader, mixup=mixup, log=log.log, after_step=after_step,
                 progress=progress,
-            )
-            global_step, nonfinite_run = stats["global_step"], stats["nonfinite_run"]
-            record = {
-                "kind": "epoch",
-                "epoch": epoch,
-                "step": global_step,
-                "train_loss": stats["train_loss"],
-                "lr": optimizer.param_groups[0]["lr"],
-                "skipped_steps": stats["skipped_steps"],
-                "epoch_seconds": round(stats["seconds"], 3),
-                "images_per_s": round(
-                    stats["trained_images"] * ctx.world_size / stats["seconds"], 1
-                ),
-            }
+            )  # fmt: skip
+            record = _epoch_record(epoch, stats, trainer, ctx.world_size)
             is_best = False
             if epoch % config.eval_every == 0 or epoch == config.total_epochs:
-                val = evaluate(model, val_loader, precision, progress=progress)
-                if check_val is not None:
-                    check_val()
-                record.update({f"val_{k}": v for k, v in val.items()})
-                if ema is not None:
-                    ema_val = evaluate(ema.module, val_loader, precision, progress=progress)
-                    record.update({f"ema_val_{k}": v for k, v in ema_val.items()})
-                is_best = val["top1"] > best_top1
-                best_top1 = max(best_top1, val["top1"])
-            counts = run.data_counts()
-            record.update(counts)
+                record |= _evaluate(trainer, val_loader, val_set, ctx, progress)
+                is_best = record["val_top1"] > state.best_top1
+                state.best_top1 = max(state.best_top1, record["val_top1"])
+            state.epoch, state.progress = epoch, EpochProgress()
+            record |= _data_counts(train_set, val_set, saved, ctx.device)
             # Logged before the checkpoint: a kill between the two repeats the epoch, whose
             # line the resumed run drops and writes again.
             log.log(record)
-            run.save_epoch(
-                record,
-                is_best,
-                epoch=epoch,
-                global_step=global_step,
-                best_top1=best_top1,
-                nonfinite_run=nonfinite_run,
-                data_counts=counts,
-            )
+            save(is_best=is_best)
             log.end_epoch()
             say(_summary(record, config.total_epochs, is_best))
             distributed.barrier()
+            stop_if_asked(within_epoch=False)
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 break
     finally:
         log.close()
-    if start_epoch >= config.total_epochs:
+    if first_epoch >= config.total_epochs:
         say(f"{output} holds a finished run of {config.total_epochs} epochs: nothing to train")
-    say(f"done: best val top-1 {best_top1:.2f}%; output in {output}")
-    return {**record, "best_top1": best_top1, "output": str(output)}
+    say(f"done: best val top-1 {state.best_top1:.2f}%; output in {output}")
+    return {**record, "best_top1": state.best_top1, "output": str(output)}
 
 
-class _Run:
-    """What the checkpoints of a run are made of, and how they are written (rank 0 only, after
-    every rank has checked that the weights are finite, so all stop together if not)."""
-
-    def __init__(self, config, ctx, model, ema, optimizer, precision, files, class_names) -> None:
-        self.config, self.ctx, self.model, self.ema = config, ctx, model, ema
-        self.optimizer, self.precision, self.files = optimizer, precision, files
-        self.class_names = class_names
-        self.sets: tuple = ()  # the data sets whose broken and converted images are counted
-        self.counts_before: dict[str, int] = {}  # the counts a resumed checkpoint holds
-
-    def data_counts(self) -> dict[str, int]:
-        """Images left out as unreadable and converted to RGB since the run began: every
-        process's counts (both splits, all loader workers) plus those before a resume."""
-        names = ("skipped", "converted")
-        if not all(hasattr(s, n) for s in self.sets for n in names):
-            return {}
-        counts = torch.tensor(
-            [sum(getattr(s, n) for s in self.sets) for n in names], dtype=torch.float64
-        )
-        counts = distributed.all_reduce_sum(counts.to(self.ctx.device)).tolist()
-        return {
-            f"images_{n}": int(c) + self.counts_before.get(f"images_{n}", 0)
-            for n, c in zip(names, counts, strict=True)
-        }
-
-    def checkpoint(self, record: dict[str, Any], **fields: Any) -> dict[str, Any]:
-        state = {
-            "format": FORMAT,
-            "version": VERSION,
-            "model": self.model.state_dict(),
-            "meta": model_meta(self.model, self.class_names),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.precision.scaler.state_dict() if self.precision.scaler else None,
-            "rng": capture_rng(),
-            "data": {"seed": self.config.seed, "epoch": fields["epoch"]},
-            "config": self.config.to_dict(),
-            "metrics": record,
-            **fields,
-        }
-        if self.ema is not None:
-            state["model_ema"] = self.ema.module.state_dict()
-        return state
-
-    def check_finite(self, when: str) -> None:
-        check_finite(self.model.state_dict(), f"the model {when}")
-        if self.ema is not None:
-            check_finite(self.ema.module.state_dict(), f"the EMA model {when}")
-
-    def save_epoch(self, record: dict[str, Any], is_best: bool, **fields: Any) -> None:
-        self.check_finite(f"after epoch {fields['epoch']}")
-        if self.ctx.is_main:
-            self.files.save(self.checkpoint(record, **fields), is_best)
-
-    def save_within_epoch(
-        self, epoch_index: int, record: dict[str, Any], best_top1: float, state: EpochState
-    ) -> None:
-        """last.pt at an optimizer step within epoch `epoch_index` (0-based): every process's
-        `EpochState` and the epoch's place in the data order, to go on from there."""
-        ranks = distributed.all_gather_rows(state.to_tensor().to(self.ctx.device)).cpu()
-        counts = self.data_counts()
-        self.check_finite(f"at step {state.global_step}")
-        if not self.ctx.is_main:
-            return
-        world, batch = self.ctx.world_size, self.config.batch_size
-        progress = {
-            "epoch": epoch_index,
-            "batches": state.batches,
-            "samples": state.batches * batch * world,
-            "world_size": world,
-            "batch_size": batch,
-            "ranks": ranks,
-        }
-        fields = {
-            "epoch": epoch_index,  # epochs done
-            "global_step": state.global_step,
-            "best_top1": best_top1,
-            "nonfinite_run": state.nonfinite_run,
-            "data_counts": counts,
-            "epoch_progress": progress,
-        }
-        self.files.save_last(self.checkpoint(record, **fields))
-
-
-def _continue_epoch(progress, config, ctx, sampler, say) -> EpochState:
-    """The state of an epoch resumed at a checkpoint within it; the sampler starts after the
-    images already done."""
-    sampler.start_at(progress["samples"])
-    if progress["world_size"] == ctx.world_size and progress["batch_size"] == config.batch_size:
-        return EpochState.from_tensor(progress["ranks"][ctx.rank])
-    say(
-        f"notice: the checkpoint was taken with {progress['world_size']} process(es) × "
-        f"batch_size {progress['batch_size']}: the epoch goes on with its remaining images, "
-        "shared out anew, so the run will not repeat an unbroken one exactly"
-    )
-    saved = EpochState.from_tensor(progress["ranks"][0])
-    return EpochState(
-        global_step=saved.global_step, skipped=saved.skipped, nonfinite_run=saved.nonfinite_run
-    )
-
-
-def _restore(state, model, optimizer, precision, ema) -> None:
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if precision.scaler is not None and state.get("scaler"):
-        precision.scaler.load_state_dict(state["scaler"])
-    if ema is not None:
-        ema.module.load_state_dict(state.get("model_ema") or state["model"])
-    restore_rng(state["rng"])
+def _parallel(model: nn.Module, ctx: distributed.DistContext) -> nn.Module:
+    if not ctx.enabled:
+        return model
+    # The PEG's depthwise kernels (C, 1, 3, 3) get gradients whose strides differ from the
+    # weights' only along the size-1 axis, where strides mean nothing; DDP warns regardless.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
 
 
 def _loaders(config: TrainConfig, ctx: distributed.DistContext, train_set, val_set) -> tuple:
@@ -382,63 +218,68 @@ def _loaders(config: TrainConfig, ctx: distributed.DistContext, train_set, val_s
     return train_loader, val_loader
 
 
-def _check_same_run(state: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    saved = state.get("config", {})
-    current = config.to_dict()
-    changed = [k for k in _ARCH_KEYS if k in saved and saved[k] != current[k]]
-    if changed:
-        key = changed[0]
-        raise TwinsError(
-            f"{path} is a run with {key}={saved[key]!r}, not {current[key]!r}: "
-            "give another --output for a new run, or delete that folder"
-        )
+def _evaluate(trainer: Trainer, val_loader, val_set, ctx, progress: bool) -> dict[str, Any]:
+    val = evaluate(trainer.module, val_loader, trainer.precision, progress=progress)
+    if ctx.enabled:
+        distributed.check_health_together(val_set, ctx.device)
+    record = {f"val_{k}": v for k, v in val.items()}
+    if trainer.ema is not None:
+        ema = evaluate(trainer.ema.module, val_loader, trainer.precision, progress=progress)
+        record |= {f"ema_val_{k}": v for k, v in ema.items()}
+    return record
 
 
-def _check_same_start(ctx: distributed.DistContext, state: dict | None, path: Path) -> None:
-    """Every process must resume from the same checkpoint: on several nodes, the output folder
-    has to be one they all see."""
-    if not ctx.enabled:
-        return
-    progress = (state or {}).get("epoch_progress") or {}
-    row = torch.tensor(
-        [
-            state is not None,
-            state["epoch"] if state else -1,
-            state["global_step"] if state else -1,
-            progress.get("samples", -1),
-        ],
-        dtype=torch.float64,
-        device=ctx.device,
-    )
-    rows = distributed.all_gather_rows(row)
-    if not bool((rows == rows[0]).all()):
-        found = "; ".join(
-            f"rank {rank}: " + (f"step {int(r[2])}" if r[0] else "none")
-            for rank, r in enumerate(rows.tolist())
-        )
-        raise TwinsError(
-            f"the processes found different checkpoints at {path} ({found}): put train_url on a "
-            "file system that every node shares"
-        )
+def _data_counts(train_set, val_set, saved: dict | None, device: torch.device) -> dict[str, int]:
+    """Images left out as unreadable and converted to RGB since the run began: every process's
+    counts (both splits, all loader workers) plus those before a resume."""
+    names = ("skipped", "converted")
+    sets = (train_set, val_set)
+    if not all(hasattr(s, n) for s in sets for n in names):
+        return {}
+    counts = torch.tensor([sum(getattr(s, n) for s in sets) for n in names], dtype=torch.float64)
+    counts = distributed.all_reduce_sum(counts.to(device)).tolist()
+    before = dict((saved or {}).get("data_counts") or {})
+    return {
+        f"images_{n}": int(c) + before.get(f"images_{n}", 0)
+        for n, c in zip(names, counts, strict=True)
+    }
 
 
-def _header(config, model, ctx, precision, train_set, val_set, global_batch, lr) -> list[str]:
+def _epoch_record(epoch: int, stats: dict[str, Any], trainer: Trainer, world: int) -> dict:
+    return {
+        "kind": "epoch",
+        "epoch": epoch,
+        "step": trainer.state.step,
+        "train_loss": stats["train_loss"],
+        "lr": trainer.optimizer.param_groups[0]["lr"],
+        "skipped_steps": stats["skipped_steps"],
+        "epoch_seconds": round(stats["seconds"], 3),
+        "images_per_s": round(stats["trained_images"] * world / stats["seconds"], 1),
+    }
+
+
+def _header(config, trainer: Trainer, ctx, train_set, val_set) -> list[str]:
+    model, schedule = trainer.module, trainer.schedule
     params = sum(p.numel() for p in model.parameters())
+    global_batch = config.batch_size * ctx.world_size * config.accumulation_step
     scaled = (
         f"base_lr {config.base_lr:g} × {global_batch} / lr_base_size {config.lr_base_size}"
         if config.lr_base_size
         else "base_lr as given"
     )
-    cooldown = f" + {config.cooldown_epochs} cooldown" if config.cooldown_epochs else ""
+    never = config.cooldown_epochs and config.semantics != "twins"
+    cooldown = f" (its {config.cooldown_epochs} cooldown epochs never run)" if never else ""
     return [
+        f"semantics: {config.semantics} (docs/recipes.md)",
         f"model: {model.arch}, {params / 1e6:.2f} M parameters, {config.num_classes} classes",
-        f"device: {ctx.device} × {ctx.world_size} process(es), {precision.describe()}",
+        f"device: {ctx.device} × {ctx.world_size} process(es), {trainer.precision.describe()}",
         f"data: {config.data_url} ({len(train_set)} train, {len(val_set)} val images)",
         f"batch: global {global_batch} = {config.batch_size} per device × {ctx.world_size} "
-        f"× {config.accumulation_step} accumulation; lr {lr:.3g} ({scaled})",
-        f"epochs: {config.total_epochs} = {config.epochs}{cooldown}, "
-        f"warmup {config.warmup_length} from {config.warmup_lr:g}, "
-        f"{config.lr_scheduler} to min_lr {config.min_lr:g}; output {config.train_url}",
+        f"× {config.accumulation_step} accumulation; peak lr {schedule.peak:.3g} ({scaled})",
+        f"epochs: {config.total_epochs}{cooldown}, warmup {config.warmup_length} from "
+        f"{config.warmup_lr:g}, {config.lr_scheduler} to min_lr {config.min_lr:g}; "
+        f"{schedule.steps_per_epoch} steps per epoch, {schedule.total_steps} in all; "
+        f"output {config.train_url}",
     ]
 
 

@@ -1,19 +1,34 @@
-"""The optimizer: AdamW (or SGD with momentum) with the official no-decay parameter groups.
+"""The optimizer: the semantics' AdamW (or SGD with momentum) over the official parameter groups.
 
 As in the official Twins code (DeiT's `create_optimizer` via timm's `param_groups_weight_decay`),
 biases and normalisation weights (every 1-D parameter) and the model's `no_weight_decay()` names
-(the PEG convolutions `pos_block.*`) get no weight decay.
+(the PEG convolutions `pos_block.*`) get no weight decay; the seed's `get_param_groups` makes
+the same two groups. With `layer_decay`, timm's `param_groups_layer_decay` makes the groups
+instead (one per layer of the model's `group_matcher`, each with its `lr_scale`), as timm's
+fine-tuning recipes do. The AdamW is MindSpore's `AdamWeightDecay` (no bias correction) under
+the seed's semantics, torch's elsewhere.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from twins.train.adam_weight_decay import AdamWeightDecay
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights, then parameters without decay."""
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 0.0) -> list[dict]:
+    """Decayed weights, then parameters without decay; with `layer_decay`, timm's per-layer
+    groups (each with `lr_scale`)."""
     skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    if layer_decay:
+        from timm.optim import param_groups_layer_decay
+
+        return param_groups_layer_decay(
+            model, weight_decay=weight_decay, no_weight_decay_list=skip, layer_decay=layer_decay
+        )
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -28,13 +43,21 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, config, device: torch.device) -> torch.optim.Optimizer:
-    """`config` is a TrainConfig. The learning rate is set by the schedule before every step."""
-    groups = param_groups(model, config.weight_decay)
+def build_optimizer(model: nn.Module, config: Any, device: torch.device) -> torch.optim.Optimizer:
+    """`config` is a TrainConfig. The learning rate is set from the schedule before every step
+    (times each group's `lr_scale` under layer decay)."""
+    groups = param_groups(model, config.weight_decay, config.layer_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.base_lr, momentum=config.momentum)
+    if config.semantics == "seed":
+        return AdamWeightDecay(groups, lr=config.base_lr, betas=tuple(config.beta), eps=config.eps)
     # The fused kernel does the whole update in one launch; it exists for CUDA and CPU.
     fused = device.type in ("cuda", "cpu")
     return torch.optim.AdamW(
         groups, lr=config.base_lr, betas=tuple(config.beta), eps=config.eps, fused=fused
     )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -17,19 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from twins.errors import TwinsError
-
-
-def select_device(device_target: str, local_rank: int = 0) -> torch.device:
-    """`auto` and `Ascend` take the GPU when there is one, else the CPU."""
-    if device_target == "CPU":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if device_target == "GPU":
-        raise TwinsError("device_target is GPU but no CUDA device is visible: use auto or CPU")
-    return torch.device("cpu")
-
 
 @dataclass
 class Precision:

@@ -1,51 +1,119 @@
-"""The learning rate per optimizer step, as a pure function of the step number.
+"""The learning rate of every optimizer step, under each recipe semantics.
 
-The seed's `cosine_lr` policy (MindSpore ModelZoo, `src/tools/schedulers.py`): a linear warmup
-from `warmup_lr` to the base rate over `warmup_length` epochs, a half cosine down to `min_lr` at
-the end of `epochs`, then `cooldown_epochs` held at `min_lr` (the seed computes the cooldown but
-never trains it; here the run lasts `epochs + cooldown_epochs`). `constant_lr` keeps the base
-rate after the warmup. Being a function of the step, the schedule needs no state to resume.
+`lr_schedule(config, steps_per_epoch)` is a pure function of the optimizer step (0-based,
+counted from the run's first step), so a resumed run needs no schedule state. `peak` is
+`base_lr`, scaled by global batch / `lr_base_size` when that is set (timm's linear rule).
+
+- seed (MindSpore ModelZoo Twins, `cosine_lr`, replayed against the seed's own lr array):
+  per step, a linear warmup from `warmup_lr` over `warmup_length` epochs, then
+  `min_lr + 0.5 (1 + cos(pi e / E)) peak` (an offset: the top is peak + min_lr) over the
+  E = `epochs - warmup_length` epochs after it, then `min_lr` for `cooldown_epochs`; the whole
+  array is clipped below at `min_lr`, so the first warmup steps run at `min_lr`. The seed
+  trains `epochs` epochs of it: the cooldown is never reached.
+- official (the released logs of the official runs: timm's per-epoch cosine, stepped after
+  each epoch with the number of the epoch just finished): during epoch `e` (0-based) the lr
+  is `f(max(e - 1, 0))`, `f(t) = warmup_lr + t (peak - warmup_lr) / W` for `t < W` and
+  `min_lr + 0.5 (peak - min_lr) (1 + cos(pi t / epochs))` after. `epochs` are trained.
+- twins (this toolkit's): per step, the linear warmup, then a half cosine from `peak` to
+  `min_lr` between the warmup's end and the end of `epochs`, then `cooldown_epochs` held at
+  `min_lr`, which are trained too.
+
+`constant_lr` keeps `peak` after the same warmup. A run that starts with `start_epoch > 0`
+continues each schedule from there.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+import torch.distributed as dist
 
 
 @dataclass(frozen=True)
 class LrSchedule:
-    base_lr: float
+    semantics: str
+    peak: float
     warmup_lr: float
     min_lr: float
-    warmup_steps: int
-    decay_steps: int  # the step where the cosine reaches min_lr: epochs * steps per epoch
+    warmup_epochs: int
+    epochs: int
+    cooldown_epochs: int
+    steps_per_epoch: int
+    start_epoch: int = 0
     policy: str = "cosine_lr"
 
+    @property
+    def trained_epochs(self) -> int:
+        """Epochs of the schedule the run trains (from epoch 0, whatever its start_epoch)."""
+        if self.semantics == "twins":
+            return self.epochs + self.cooldown_epochs
+        return self.epochs
+
+    @property
+    def total_steps(self) -> int:
+        """The optimizer steps this run trains."""
+        return (self.trained_epochs - self.start_epoch) * self.steps_per_epoch
+
     def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.warmup_lr + (self.base_lr - self.warmup_lr) * step / self.warmup_steps
+        at = self.start_epoch * self.steps_per_epoch + step  # steps since the schedule began
+        if self.semantics == "official":
+            return self._official(at // self.steps_per_epoch)
+        return self._per_step(at)
+
+    def _per_step(self, step: int) -> float:
+        warmup = self.warmup_epochs * self.steps_per_epoch
+        decay = (self.epochs - self.warmup_epochs) * self.steps_per_epoch  # steps of the cosine
+        if step < warmup:
+            rate = self.warmup_lr + (self.peak - self.warmup_lr) * step / warmup
+        elif self.policy == "constant_lr":
+            rate = self.peak
+        elif step - warmup >= decay:
+            rate = self.min_lr
+        elif self.semantics == "seed":
+            rate = self.min_lr + 0.5 * (1 + math.cos(math.pi * (step - warmup) / decay)) * self.peak
+        else:
+            cosine = 0.5 * (1 + math.cos(math.pi * (step - warmup) / decay))
+            rate = self.min_lr + (self.peak - self.min_lr) * cosine
+        return max(rate, self.min_lr) if self.semantics == "seed" else rate
+
+    def _official(self, epoch: int) -> float:
+        t = max(epoch - 1, 0)  # stepped after each epoch with the number of the epoch done
+        if t < self.warmup_epochs:
+            return self.warmup_lr + t * (self.peak - self.warmup_lr) / self.warmup_epochs
         if self.policy == "constant_lr":
-            return self.base_lr
-        if step >= self.decay_steps:
-            return self.min_lr
-        progress = (step - self.warmup_steps) / (self.decay_steps - self.warmup_steps)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
-        return self.min_lr + (self.base_lr - self.min_lr) * cosine
+            return self.peak
+        cosine = 0.5 * (1 + math.cos(math.pi * t / self.epochs))
+        return self.min_lr + (self.peak - self.min_lr) * cosine
 
 
-def build_schedule(config, base_lr: float, steps_per_epoch: int) -> LrSchedule:
-    """`config` is a TrainConfig; `base_lr` the rate after any batch-size scaling."""
+def global_batch(config: Any, world_size: int | None = None) -> int:
+    """Images per optimizer step over all processes: batch_size × processes × accumulation."""
+    if world_size is None:
+        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return config.batch_size * world_size * config.accumulation_step
+
+
+def peak_lr(config: Any, world_size: int | None = None) -> float:
+    """`base_lr`, scaled linearly to the global batch when `lr_base_size` is set."""
+    if not config.lr_base_size:
+        return config.base_lr
+    return config.base_lr * global_batch(config, world_size) / config.lr_base_size
+
+
+def lr_schedule(config: Any, steps_per_epoch: int, *, world_size: int | None = None) -> LrSchedule:
+    """The schedule of `config` (a TrainConfig) at `steps_per_epoch` optimizer steps per epoch;
+    `world_size` defaults to the processes of the running torch.distributed group."""
     return LrSchedule(
-        base_lr=base_lr,
+        semantics=config.semantics,
+        peak=peak_lr(config, world_size),
         warmup_lr=config.warmup_lr,
         min_lr=config.min_lr,
-        warmup_steps=config.warmup_length * steps_per_epoch,
-        decay_steps=config.epochs * steps_per_epoch,
+        warmup_epochs=config.warmup_length,
+        epochs=config.epochs,
+        cooldown_epochs=config.cooldown_epochs,
+        steps_per_epoch=steps_per_epoch,
+        start_epoch=config.start_epoch,
         policy=config.lr_scheduler,
     )
-
-
-def set_lr(optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr

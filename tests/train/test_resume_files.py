@@ -1,4 +1,5 @@
-"""Checkpoints: round trip under weights_only, atomic writes, kept files, random states."""
+"""The checkpoint files of a run: round trip under weights_only, atomic writes, kept files,
+random states."""
 
 from __future__ import annotations
 
@@ -9,16 +10,10 @@ import pytest
 import torch
 
 from twins import create_model
+from twins.atomic import save_torch
 from twins.errors import TwinsError
-from twins.train import checkpoint
-from twins.train.checkpoint import (
-    FORMAT,
-    VERSION,
-    CheckpointFiles,
-    load_checkpoint,
-    model_meta,
-    save_atomic,
-)
+from twins.train import Trainer, build_config, resume
+from twins.train.resume import FORMAT, VERSION, CheckpointFiles, load_checkpoint, model_meta
 from twins.train.rng import capture_rng, restore_rng
 from twins.weights import load_weights
 
@@ -35,7 +30,7 @@ def training_state(epoch: int = 1) -> dict:
         "version": VERSION,
         "model": model.state_dict(),
         "model_ema": model.state_dict(),
-        "meta": model_meta(model, ["a", "b", "c", "d"]),
+        "meta": model_meta(model, ["a", "b", "c", "d"], build_config({})),
         "epoch": epoch,
         "global_step": 10 * epoch,
         "optimizer": optimizer.state_dict(),
@@ -50,7 +45,7 @@ def training_state(epoch: int = 1) -> dict:
 
 def test_round_trip_with_weights_only(tmp_path):
     state = training_state()
-    save_atomic(state, tmp_path / "last.pt")
+    save_torch(state, tmp_path / "last.pt")
     loaded = load_checkpoint(tmp_path / "last.pt")
     assert loaded.keys() == state.keys()
     for name, tensor in state["model"].items():
@@ -63,22 +58,6 @@ def test_round_trip_with_weights_only(tmp_path):
     assert weights.metadata["class_names"] == ["a", "b", "c", "d"]
     model = create_model("pcpvt_small", **weights.metadata["model_args"])
     model.load_state_dict(weights, strict=True)
-
-
-def test_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):
-    path = tmp_path / "last.pt"
-    save_atomic({"format": FORMAT, "epoch": 1}, path)
-
-    def broken_save(obj, file):
-        file.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
-        save_atomic({"format": FORMAT, "epoch": 2}, path)
-    monkeypatch.undo()
-    assert load_checkpoint(path)["epoch"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left behind
 
 
 def test_keeps_last_best_and_newest_epoch_files(tmp_path):
@@ -96,38 +75,39 @@ def test_keeps_last_best_and_newest_epoch_files(tmp_path):
 def test_last_checkpoint_is_written_after_the_others(tmp_path, monkeypatch):
     # last.pt says where a restarted run begins: whatever else the epoch writes comes first.
     written = []
-    real_save = checkpoint.save_atomic
+    real_save = resume.save_torch
 
-    def save_atomic(obj, path):
+    def save_torch(obj, path):
         written.append(path.name)
         real_save(obj, path)
 
-    monkeypatch.setattr(checkpoint, "save_atomic", save_atomic)
+    monkeypatch.setattr(resume, "save_torch", save_torch)
     CheckpointFiles(tmp_path, keep_max=5, save_every=1).save(training_state(2), is_best=True)
     assert written == ["best.pt", "epoch_0002.pt", "last.pt"]
 
 
 def test_temporaries_of_killed_writes_are_removed(tmp_path):
     files = CheckpointFiles(tmp_path, keep_max=1, save_every=0)
-    save_atomic({"format": FORMAT, "epoch": 1}, files.last)
-    (tmp_path / ".last.pt.1234.tmp").write_bytes(b"half a checkpoint")
+    save_torch({"format": FORMAT, "epoch": 1}, files.last)
+    (tmp_path / ".last.0a1b2c3d.tmp.pt").write_bytes(b"half a checkpoint")
     files.remove_temporaries()
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def test_non_finite_weights_are_never_written(tmp_path):
-    state = training_state()
-    state["model"]["head.bias"][0] = float("nan")
-    with pytest.raises(TwinsError, match="non-finite"):
-        CheckpointFiles(tmp_path, 1, 1).save(state, is_best=True)
-    with pytest.raises(TwinsError, match="non-finite"):
-        CheckpointFiles(tmp_path, 1, 1).save_last(state)
-    state = training_state()
-    state["model_ema"] = {name: tensor.clone() for name, tensor in state["model"].items()}
-    state["model_ema"]["head.bias"][0] = float("inf")
+    """The checkpoint of a diverged model (or EMA) is refused before anything is written."""
+    config = build_config({"semantics": "twins", "with_ema": True, "ema_decay": 0.9})
+    model = create_model("pcpvt_small", num_classes=4, **TINY)
+    trainer = Trainer(config, model, steps_per_epoch=1)
+    resume.checkpoint(trainer, None, {})  # finite: fine
+    with torch.no_grad():
+        trainer.ema.module.head.bias[0] = float("inf")
     with pytest.raises(TwinsError, match="EMA model"):
-        CheckpointFiles(tmp_path, 1, 1).save_last(state)
-    assert not any(tmp_path.iterdir())
+        resume.checkpoint(trainer, None, {})
+    with torch.no_grad():
+        model.head.bias[0] = float("nan")
+    with pytest.raises(TwinsError, match="the model at step 0 holds non-finite"):
+        resume.checkpoint(trainer, None, {})
 
 
 def test_rejects_files_that_are_not_training_checkpoints(tmp_path):
@@ -144,7 +124,7 @@ def test_rejects_files_that_are_not_training_checkpoints(tmp_path):
 def test_random_states_round_trip_through_a_checkpoint(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     np.random.randn()  # leaves a cached Gaussian in NumPy's state
-    save_atomic({"format": FORMAT, "rng": capture_rng()}, tmp_path / "rng.pt")
+    save_torch({"format": FORMAT, "rng": capture_rng()}, tmp_path / "rng.pt")
     expected = (random.random(), np.random.randn(3).tolist(), torch.rand(3).tolist())
     restore_rng(load_checkpoint(tmp_path / "rng.pt")["rng"])
     assert (random.random(), np.random.randn(3).tolist(), torch.rand(3).tolist()) == expected

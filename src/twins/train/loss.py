@@ -1,0 +1,40 @@
+"""The training loss: cross entropy against class indices or soft targets, with the label
+smoothing of each semantics.
+
+Soft targets (N x K, from Mixup/CutMix with the smoothing folded in) take soft-target cross
+entropy under every semantics. Class indices take the smoothing of `label_smoothing` = eps:
+the seed's `CrossEntropySmooth` puts 1 - eps on the true class and eps / (K - 1) on each other
+one; torch's (and timm's, the official code's) puts 1 - eps + eps / K and eps / K.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.loss import SoftTargetCrossEntropy
+from torch import nn
+
+
+class TrainingLoss(nn.Module):
+    def __init__(self, label_smoothing: float, seed_smoothing: bool) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+        self.seed_smoothing = seed_smoothing
+        self.soft_target = SoftTargetCrossEntropy()
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.is_floating_point():  # soft targets
+            return self.soft_target(logits, targets)
+        classes = logits.shape[-1]
+        if not self.seed_smoothing or not self.label_smoothing or classes < 2:
+            return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        soft = torch.full(logits.shape, self.label_smoothing / (classes - 1), device=logits.device)
+        soft.scatter_(1, targets[:, None], 1.0 - self.label_smoothing)
+        return self.soft_target(logits, soft)
+
+
+def build_loss(config: Any) -> TrainingLoss:
+    """`config` is a TrainConfig."""
+    return TrainingLoss(config.label_smoothing, seed_smoothing=config.semantics == "seed")

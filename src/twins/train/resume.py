@@ -1,0 +1,299 @@
+"""Exact resume: the checkpoint of a run, how it is written, read and restored, and the checks
+that a checkpoint found in the output folder belongs to the run being started.
+
+The promise: a run killed at any moment (SIGKILL included, also while it writes a checkpoint)
+and started again with the same command ends exactly as the unbroken run — the same weights,
+optimizer, EMA, metrics.jsonl and best.pt — given the same number of processes and batch size,
+on the CPU or on GPUs with deterministic kernels. What makes it hold:
+- `last.pt` is written at the end of every epoch and, with `save_every_steps`, every N optimizer
+  steps within one; atomically (`twins.atomic`), so a kill mid-write leaves the previous one.
+- It holds the model, the optimizer, the loss scaler, the EMA, the random states, and the
+  `TrainState` (epoch, step, best top-1, non-finite run, data counts), plus, within an epoch,
+  every process's `EpochProgress` and how many images of the epoch's order were done.
+- No random draw depends on how the run got where it is: the data order comes from
+  (seed, epoch) (`ResumableSampler`), each image's augmentation from (seed, epoch, index)
+  (`SampleSeededDataset`), the drop path and Mixup draws from (seed, epoch, rank, batch), and
+  the learning rate is a function of the step.
+- metrics.jsonl and TensorBoard drop what was written after the checkpoint (`RunLog`).
+
+A checkpoint is a dict of plain types and tensors (`torch.load(weights_only=True)` opens it):
+    {"format": "twins-checkpoint", "version": 1, "model", "model_ema", "meta", "optimizer",
+     "scaler", "rng", "data": {"seed", "epoch"}, "config", "metrics" (the last epoch's record),
+     "epoch" (epochs done), "global_step", "best_top1", "nonfinite_run", "data_counts",
+     "epoch_progress" (only within an epoch: "epoch", "batches", "samples", "world_size",
+     "batch_size", "ranks" (every process's EpochProgress row))}
+best.pt keeps what using the weights needs, not the optimizer. `meta` describes the model and
+how evaluation prepares its images, so the weights can be used without the config.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from twins.atomic import remove_temporaries, save_torch
+from twins.data.transforms import eval_preprocessing
+from twins.errors import TwinsError
+from twins.train import distributed
+from twins.train.rng import capture_rng, restore_rng
+from twins.train.state import EpochProgress, TrainState
+from twins.train.trainer import Trainer
+
+FORMAT = "twins-checkpoint"
+VERSION = 1
+_BEST_KEYS = ("format", "version", "model", "model_ema", "meta", "epoch", "global_step")
+_BEST_KEYS += ("config", "best_top1", "metrics")
+
+# Config keys that make another model: a checkpoint with other values is another run.
+MODEL_KEYS = ("arch", "model_args", "num_classes")
+# Config keys that change nothing a run computes: a resumed run may change them freely.
+RUN_KEYS = frozenset(
+    {"data_url", "train_url", "set", "pretrained", "num_parallel_workers", "device_target"}
+    | {"keep_checkpoint_max", "save_every", "save_every_steps", "eval_every", "log_every"}
+    | {"max_nonfinite_steps"}
+)
+
+
+def model_meta(model: torch.nn.Module, class_names: list[str] | None, config: Any) -> dict:
+    args = dict(getattr(model, "model_args", {}))
+    return {
+        "arch": getattr(model, "arch", None),
+        "model_args": args,
+        "num_classes": args.get("num_classes"),
+        "act_layer": args.get("act_layer"),
+        "class_names": list(class_names) if class_names is not None else None,
+        "preprocessing": eval_preprocessing(config),
+    }
+
+
+def checkpoint(
+    trainer: Trainer, class_names: list[str] | None, record: dict[str, Any]
+) -> dict[str, Any]:
+    """The checkpoint of the run as it stands (epoch_progress is added within an epoch).
+    Non-finite weights are refused here, in every process, so that all stop together and no
+    diverged weights replace good ones."""
+    state, config = trainer.state, trainer.config
+    check_finite(trainer.module.state_dict(), f"the model at step {state.step}")
+    if trainer.ema is not None:
+        check_finite(trainer.ema.module.state_dict(), f"the EMA model at step {state.step}")
+    saved = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": trainer.module.state_dict(),
+        "meta": model_meta(trainer.module, class_names, config),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scaler": trainer.precision.scaler.state_dict() if trainer.precision.scaler else None,
+        "rng": capture_rng(),
+        "data": {"seed": config.seed, "epoch": state.epoch},
+        "config": config.to_dict(),
+        "metrics": record,
+        "epoch": state.epoch,
+        "global_step": state.step,
+        "best_top1": state.best_top1,
+        "nonfinite_run": state.nonfinite_run,
+        "data_counts": dict(state.data_counts),
+    }
+    if trainer.ema is not None:
+        saved["model_ema"] = trainer.ema.module.state_dict()
+    return saved
+
+
+def within_epoch(
+    trainer: Trainer, class_names: list[str] | None, record: dict[str, Any]
+) -> dict[str, Any] | None:
+    """A checkpoint within the current epoch: every process's `EpochProgress` (a collective) and
+    the epoch's place in the data order; None on the processes that do not write."""
+    config = trainer.config
+    progress = trainer.state.progress.to_row().to(trainer.precision.device)
+    ranks = distributed.all_gather_rows(progress)
+    saved = checkpoint(trainer, class_names, record)
+    if not distributed.is_main_process():
+        return None
+    world = ranks.shape[0]
+    saved["epoch_progress"] = {
+        "epoch": trainer.state.epoch,
+        "batches": trainer.state.progress.batches,
+        "samples": trainer.state.progress.batches * config.batch_size * world,
+        "world_size": world,
+        "batch_size": config.batch_size,
+        "ranks": ranks.cpu(),
+    }
+    return saved
+
+
+def restore(saved: dict[str, Any], trainer: Trainer) -> list[str]:
+    """Put a checkpoint back into the trainer (weights, optimizer, scaler, EMA, random states,
+    state); returns notices to print. Within an epoch, the caller starts the epoch's order
+    after `saved["epoch_progress"]["samples"]`."""
+    trainer.module.load_state_dict(saved["model"])
+    trainer.optimizer.load_state_dict(saved["optimizer"])
+    if trainer.precision.scaler is not None and saved.get("scaler"):
+        trainer.precision.scaler.load_state_dict(saved["scaler"])
+    if trainer.ema is not None:
+        trainer.ema.module.load_state_dict(saved.get("model_ema") or saved["model"])
+    restore_rng(saved["rng"])
+    trainer.state = TrainState(
+        epoch=saved["epoch"],
+        step=saved["global_step"],
+        best_top1=saved.get("best_top1", -math.inf),
+        nonfinite_run=saved.get("nonfinite_run", 0),
+        data_counts=dict(saved.get("data_counts") or {}),
+    )
+    progress = saved.get("epoch_progress")
+    if progress is None:
+        return []
+    config, world = trainer.config, distributed.world_size()
+    if progress["world_size"] == world and progress["batch_size"] == config.batch_size:
+        trainer.state.progress = EpochProgress.from_row(progress["ranks"][distributed.rank()])
+        return []
+    # Shared out anew: the rest of the epoch's images, with counts starting from nothing.
+    return [
+        f"notice: the checkpoint was taken with {progress['world_size']} process(es) × "
+        f"batch_size {progress['batch_size']}: the epoch goes on with its remaining images, "
+        "shared out anew, so the run will not repeat an unbroken one exactly"
+    ]
+
+
+def describe(saved: dict[str, Any], path: Path) -> str:
+    """One line saying where a resumed run goes on from."""
+    progress = saved.get("epoch_progress")
+    if progress is not None:
+        return (
+            f"resuming from {path} within epoch {saved['epoch'] + 1} (step "
+            f"{saved['global_step']}, {progress['samples']} of its images done)"
+        )
+    return f"resuming from {path} after epoch {saved['epoch']} (step {saved['global_step']})"
+
+
+def check_same_run(saved: dict[str, Any], config: Any, path: Path) -> list[str]:
+    """Refuse a checkpoint of another model; return a notice for each key whose change alters
+    what the resumed run computes (base_lr, epochs, ...)."""
+    before, now = saved.get("config", {}), config.to_dict()
+    for key in MODEL_KEYS:
+        if key in before and before[key] != now[key]:
+            raise TwinsError(
+                f"{path} is a run with {key}={before[key]!r}, not {now[key]!r}: give another "
+                "output folder (train_url) for a new run, or delete that folder",
+                argument="train_url",
+            )
+    changed = [
+        key
+        for key in now
+        if key not in RUN_KEYS
+        and key not in MODEL_KEYS
+        and key in before
+        and before[key] != now[key]
+    ]
+    if not changed:
+        return []
+    shown = ", ".join(f"{key} {before[key]!r} → {now[key]!r}" for key in changed[:4])
+    more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+    return [
+        f"notice: resuming {path} with another recipe ({shown}{more}): from step "
+        f"{saved.get('global_step', 0)} the run computes what the new values say, not what an "
+        "unbroken run of the old ones would"
+    ]
+
+
+def check_same_start(saved: dict[str, Any] | None, path: Path, device: torch.device) -> None:
+    """Every process must resume from the same checkpoint (a collective): on several nodes, the
+    output folder has to be one they all see."""
+    if distributed.world_size() == 1:
+        return
+    progress = (saved or {}).get("epoch_progress") or {}
+    row = torch.tensor(
+        [
+            saved is not None,
+            saved["epoch"] if saved else -1,
+            saved["global_step"] if saved else -1,
+            progress.get("samples", -1),
+        ],
+        dtype=torch.float64,
+        device=device,
+    )
+    rows = distributed.all_gather_rows(row)
+    if not bool((rows == rows[0]).all()):
+        found = "; ".join(
+            f"rank {rank}: " + (f"step {int(r[2])}" if r[0] else "none")
+            for rank, r in enumerate(rows.tolist())
+        )
+        raise TwinsError(
+            f"the processes found different checkpoints at {path} ({found}): put train_url on a "
+            "file system that every node shares",
+            argument="train_url",
+        )
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint, read without unpickling objects, tensors on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise TwinsError(f"checkpoint {path} not found: give the path of a .pt file")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file, whatever torch says about it
+        raise TwinsError(f"cannot read checkpoint {path} ({error}): is it complete?") from error
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        raise TwinsError(f"{path} is not a twins training checkpoint: give a file it wrote")
+    if saved.get("version", 0) > VERSION:
+        raise TwinsError(f"{path} was written by a newer twins: upgrade to read it")
+    return saved
+
+
+def check_finite(state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse to write weights that have become NaN or infinite: they would replace good ones."""
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TwinsError(
+                f"{what} holds non-finite values ({name}): the run diverged; "
+                "lower base_lr or raise warmup_length and resume from the last checkpoint"
+            )
+
+
+class CheckpointFiles:
+    """The checkpoint files of one output folder: last.pt (for resuming), best.pt (highest val
+    top-1), epoch_NNNN.pt every `save_every` epochs, the newest `keep_checkpoint_max` kept.
+    Only the main process writes."""
+
+    def __init__(self, folder: str | Path, keep_max: int, save_every: int) -> None:
+        self.folder = Path(folder)
+        self.keep_max, self.save_every = keep_max, save_every
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.pt"
+
+    def epoch_path(self, epoch: int) -> Path:
+        return self.folder / f"epoch_{epoch:04d}.pt"
+
+    def save(self, saved: dict[str, Any], is_best: bool) -> None:
+        """At the end of an epoch: best.pt when `is_best`, the epoch file every `save_every`
+        epochs, then last.pt. last.pt goes last: a run killed before it is written redoes the
+        epoch from the previous last.pt and writes the others again."""
+        if is_best:
+            save_torch({k: saved[k] for k in _BEST_KEYS if k in saved}, self.best)
+        epoch = saved["epoch"]
+        if self.save_every and epoch % self.save_every == 0:
+            save_torch(saved, self.epoch_path(epoch))
+            self._prune()
+        save_torch(saved, self.last)
+
+    def save_last(self, saved: dict[str, Any]) -> None:
+        """last.pt only (within an epoch)."""
+        save_torch(saved, self.last)
+
+    def remove_temporaries(self) -> None:
+        """Temporary files of writes that a killed process did not finish."""
+        remove_temporaries(self.folder)
+
+    def _prune(self) -> None:
+        kept = sorted(self.folder.glob("epoch_*.pt"))
+        for path in kept[: max(0, len(kept) - self.keep_max)]:
+            path.unlink(missing_ok=True)
