@@ -8,7 +8,8 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from twins.data import build_datasets, build_loader
-from twins.data.loader import available_cpus, epoch_seed
+from twins.data.loader import available_cpus
+from twins.seeds import derive_seed
 
 
 def _epoch(loader):
@@ -101,5 +102,5 @@ def test_given_distributed_sampler_sets_order_and_is_reseeded(train_set):
 
 
 def test_epoch_seed_is_distinct_per_seed_and_epoch():
-    seeds = {epoch_seed(seed, epoch) for seed in range(4) for epoch in range(50)}
+    seeds = {derive_seed(seed, epoch) for seed in range(4) for epoch in range(50)}
     assert len(seeds) == 200 and all(0 <= s < 2**63 for s in seeds)

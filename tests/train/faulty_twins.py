@@ -3,6 +3,9 @@ check what a real SIGKILL leaves behind. Environment variables choose the fault:
 
     TWINS_KILL_AT_STEP=N   SIGKILL this process as it is about to take its N-th optimizer step
     TWINS_KILL_IN_SAVE=N   SIGKILL it half way through writing its N-th checkpoint file
+    TWINS_SIGNAL_AT_STEP=N send TWINS_SIGNAL (TERM or INT) to this process's group (its loader
+                           workers too) as it is about to take its N-th optimizer step, as a
+                           scheduler or Ctrl-C in a terminal would
     TWINS_KILL_RANK=R      only in the process of rank R (default 0)
 
 Faults fire only in the first attempt of an elastic run (TORCHELASTIC_RESTART_COUNT 0), so a
@@ -41,6 +44,20 @@ def kill_at_step(step: int) -> None:
     twins.train.trainer.optimizer_step = optimizer_step
 
 
+def signal_at_step(step: int, number: int) -> None:
+    real_step = twins.train.trainer.optimizer_step
+    calls = 0
+
+    def optimizer_step(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == step:
+            os.killpg(os.getpgrp(), number)
+        return real_step(*args, **kwargs)
+
+    twins.train.trainer.optimizer_step = optimizer_step
+
+
 def kill_in_save(save: int) -> None:
     real_save = torch.save
     calls = 0
@@ -67,6 +84,9 @@ if __name__ == "__main__":
     if first_attempt and chosen_rank:
         if "TWINS_KILL_AT_STEP" in os.environ:
             kill_at_step(int(os.environ["TWINS_KILL_AT_STEP"]))
+        if "TWINS_SIGNAL_AT_STEP" in os.environ:
+            number = getattr(signal, "SIG" + os.environ.get("TWINS_SIGNAL", "TERM"))
+            signal_at_step(int(os.environ["TWINS_SIGNAL_AT_STEP"]), number)
         if "TWINS_KILL_IN_SAVE" in os.environ:
             kill_in_save(int(os.environ["TWINS_KILL_IN_SAVE"]))
     raise SystemExit(main(sys.argv[1:]))

@@ -123,9 +123,12 @@ def test_run_stopped_within_epochs_resumes_to_the_unbroken_result(
 
 def run_cli(recipe: Path, **fault: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.update({f"TWINS_{name.upper()}": str(value) for name, value in fault.items()})
+    env.update({f"TWINS_{key.upper()}": str(value) for key, value in fault.items()})
     command = [sys.executable, str(FAULTY_TWINS), "train", "-c", str(recipe)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    # A session of its own: a signal sent to the run's process group stays there.
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=300, start_new_session=True
+    )
 
 
 def test_sigkill_while_saving_leaves_the_last_checkpoint_and_resumes_exactly(
@@ -146,6 +149,30 @@ def test_sigkill_while_saving_leaves_the_last_checkpoint_and_resumes_exactly(
     assert "within epoch 1 (step 3" in finished.stdout and "Traceback" not in finished.stderr
     assert not list((output / "checkpoints").glob(".*.tmp"))
     assert_same_run(output, unbroken["plain"])
+
+
+@pytest.mark.parametrize(("name", "status"), [("TERM", 128 + signal.SIGTERM), ("INT", 130)])
+def test_a_stop_signal_saves_the_step_and_the_same_command_resumes_exactly(
+    unbroken, imagefolder, tiny_config, tmp_path, name, status
+):
+    """Pre-emption (SIGTERM) or Ctrl-C (SIGINT) at step 5: the step finishes, last.pt holds it
+    (the step's own checkpoint, not the one of step 3), and the rerun computes nothing twice."""
+    output = tmp_path / "run"
+    recipe = tmp_path / "recipe.yaml"
+    save_config(tiny_config(imagefolder, output, **RECIPE, num_parallel_workers=2), recipe)
+    stopped = run_cli(recipe, signal_at_step=5, signal=name)
+    assert stopped.returncode == status, stopped.stderr
+    assert (
+        f"stopped by SIG{name} after step 5" in stopped.stdout and "Traceback" not in stopped.stderr
+    )
+    last = load_checkpoint(output / "checkpoints" / "last.pt")
+    assert last["global_step"] == 5 and "epoch_progress" in last
+    finished = run_cli(recipe)
+    assert finished.returncode == 0, finished.stderr
+    assert "within epoch 1 (step 5, 40 of its images done)" in finished.stdout
+    unbroken_workers = tmp_path / "unbroken"
+    fit(tiny_config(imagefolder, unbroken_workers, **RECIPE, num_parallel_workers=2))
+    assert_same_run(output, unbroken_workers)
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import os
 import random
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,14 +36,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from twins.seeds import derive_seed
+
 # Marks the end of the underlying iterator (None marks a batch without readable images).
 _END = object()
-
-
-def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """A well-mixed 63-bit seed for (seed, epoch); `stream` tells independent uses apart."""
-    words = [int(seed) % 2**63, int(epoch), int(stream)]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0]) % 2**63
 
 
 def available_cpus() -> int:
@@ -116,8 +113,8 @@ class TwinsDataLoader(DataLoader):
     def set_epoch(self, epoch: int) -> None:
         """Reseed order and augmentation for `epoch` (and the sampler's, when it has one)."""
         self.epoch = epoch
-        self.generator.manual_seed(epoch_seed(self.seed, epoch, stream=0))
-        self._random_states = _RandomStates(epoch_seed(self.seed, epoch, stream=1))
+        self.generator.manual_seed(derive_seed(self.seed, epoch, 0))
+        self._random_states = _RandomStates(derive_seed(self.seed, epoch, 1))
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
@@ -153,6 +150,13 @@ def _copy(batch: Any) -> Any:
     return [_copy(item) for item in batch] if isinstance(batch, (list, tuple)) else batch.clone()
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGTERM and SIGINT to the main process, which finishes its step and
+    saves before it stops (`twins.train.stop`); they end when it ends."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_loader(
     dataset: Dataset,
     cfg: Any,
@@ -179,6 +183,7 @@ def build_loader(
         pin_memory=torch.cuda.is_available(),
         drop_last=train,
         persistent_workers=workers > 0 and not train,
+        worker_init_fn=ignore_stop_signals,
         seed=int(cfg.seed),
         epoch=epoch,
         check_health=not lockstep,

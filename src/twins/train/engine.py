@@ -24,9 +24,9 @@ from torch import nn
 from tqdm import tqdm
 
 from twins.errors import TwinsError
+from twins.seeds import derive_seed, seed_everything
 from twins.train.distributed import all_reduce_sum, rank
 from twins.train.precision import Precision
-from twins.train.rng import derive_seed, seed_everything
 from twins.train.trainer import Trainer
 
 

@@ -22,13 +22,14 @@ from torch.nn.parallel import DistributedDataParallel
 from twins.data import build_datasets, build_loader, build_mixup
 from twins.errors import TwinsError
 from twins.models import create_model
+from twins.seeds import seed_everything
 from twins.train import distributed, resume
 from twins.train.config import TrainConfig, save_config
 from twins.train.engine import evaluate, train_one_epoch
 from twins.train.lock import lock_output
 from twins.train.metrics import RunLog
 from twins.train.precision import hardware_notice
-from twins.train.rng import seed_everything
+from twins.train.report import header, printer, summary
 from twins.train.sample_seeds import SampleSeededDataset
 from twins.train.sampler import ResumableSampler
 from twins.train.state import EpochProgress
@@ -69,16 +70,12 @@ def _fit(
     stop: StopSignals,
     stop_after_epoch: int | None,
 ) -> dict[str, Any]:
-    say = _printer(ctx.is_main)
+    say = printer(ctx.is_main)
     output = Path(config.train_url)
     files = resume.CheckpointFiles(
         output / "checkpoints", config.keep_checkpoint_max, config.save_every
     )
-    saved = resume.load_checkpoint(files.last) if files.last.is_file() else None
-    notices = resume.check_same_run(saved, config, files.last) if saved else []
-    resume.check_same_start(saved, files.last, ctx.device)
-    if ctx.is_main:
-        files.remove_temporaries()  # left by a process killed while writing
+    saved, notices = resume.find(files, config, ctx.device)  # the run's last.pt, or None
 
     train_set, val_set, class_names = build_datasets(config)  # first: fail fast on a bad folder
     seed_everything(config.seed)  # the same initial weights on every rank and every try
@@ -94,10 +91,7 @@ def _fit(
     steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_step)
     trainer = Trainer(config, _parallel(model, ctx), steps_per_epoch, world_size=ctx.world_size)
     trainer.state.epoch = config.start_epoch
-    if saved:
-        notices += resume.restore(saved, trainer)
-    # Within an epoch: the images of its order done before the checkpoint, by all processes.
-    samples_done = ((saved or {}).get("epoch_progress") or {}).get("samples", 0)
+    samples_done = resume.restore(saved, trainer, notices) if saved else 0
     state = trainer.state
     mixup = build_mixup(config)
     if mixup is not None and config.batch_size % 2:
@@ -107,7 +101,7 @@ def _fit(
         save_config(config, output / "config.yaml")
     log = RunLog(output, ctx.is_main, resume_epoch=state.epoch, resume_step=state.step)
     notices += [hardware_notice(config, trainer.precision), distributed.restart_notice()]
-    for line in [*filter(None, notices), *_header(config, trainer, ctx, train_set, val_set)]:
+    for line in [*filter(None, notices), *header(config, trainer, ctx, train_set, val_set)]:
         say(line)
     if saved:
         say(resume.describe(saved, files.last))
@@ -175,7 +169,7 @@ def _fit(
             log.log(record)
             save(is_best=is_best)
             log.end_epoch()
-            say(_summary(record, config.total_epochs, is_best))
+            say(summary(record, config.total_epochs, is_best))
             distributed.barrier()
             stop_if_asked(within_epoch=False)
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -256,56 +250,3 @@ def _epoch_record(epoch: int, stats: dict[str, Any], trainer: Trainer, world: in
         "epoch_seconds": round(stats["seconds"], 3),
         "images_per_s": round(stats["trained_images"] * world / stats["seconds"], 1),
     }
-
-
-def _header(config, trainer: Trainer, ctx, train_set, val_set) -> list[str]:
-    model, schedule = trainer.module, trainer.schedule
-    params = sum(p.numel() for p in model.parameters())
-    global_batch = config.batch_size * ctx.world_size * config.accumulation_step
-    scaled = (
-        f"base_lr {config.base_lr:g} × {global_batch} / lr_base_size {config.lr_base_size}"
-        if config.lr_base_size
-        else "base_lr as given"
-    )
-    never = config.cooldown_epochs and config.semantics != "twins"
-    cooldown = f" (its {config.cooldown_epochs} cooldown epochs never run)" if never else ""
-    return [
-        f"semantics: {config.semantics} (docs/recipes.md)",
-        f"model: {model.arch}, {params / 1e6:.2f} M parameters, {config.num_classes} classes",
-        f"device: {ctx.device} × {ctx.world_size} process(es), {trainer.precision.describe()}",
-        f"data: {config.data_url} ({len(train_set)} train, {len(val_set)} val images)",
-        f"batch: global {global_batch} = {config.batch_size} per device × {ctx.world_size} "
-        f"× {config.accumulation_step} accumulation; peak lr {schedule.peak:.3g} ({scaled})",
-        f"epochs: {config.total_epochs}{cooldown}, warmup {config.warmup_length} from "
-        f"{config.warmup_lr:g}, {config.lr_scheduler} to min_lr {config.min_lr:g}; "
-        f"{schedule.steps_per_epoch} steps per epoch, {schedule.total_steps} in all; "
-        f"output {config.train_url}",
-    ]
-
-
-def _summary(record: dict[str, Any], total_epochs: int, is_best: bool) -> str:
-    text = (
-        f"epoch {record['epoch']}/{total_epochs}  loss {record['train_loss']:.4f}  "
-        f"lr {record['lr']:.2e}"
-    )
-    if "val_top1" in record:
-        text += (
-            f"  val top1 {record['val_top1']:.2f}  top5 {record['val_top5']:.2f}  "
-            f"loss {record['val_loss']:.4f}"
-        )
-    if "ema_val_top1" in record:
-        text += f"  ema top1 {record['ema_val_top1']:.2f}"
-    text += f"  {record['epoch_seconds']:.1f}s  {record['images_per_s']:.0f} img/s"
-    if record["skipped_steps"]:
-        text += f"  {record['skipped_steps']} non-finite steps skipped"
-    if record.get("images_skipped"):
-        text += f"  {record['images_skipped']} unreadable images left out so far"
-    return text + ("  *best*" if is_best else "")
-
-
-def _printer(enabled: bool):
-    def say(text: str) -> None:
-        if enabled:
-            print(text, flush=True)
-
-    return say

@@ -124,10 +124,24 @@ def within_epoch(
     return saved
 
 
-def restore(saved: dict[str, Any], trainer: Trainer) -> list[str]:
+def find(
+    files: CheckpointFiles, config: Any, device: torch.device
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The checkpoint a run on `files`' folder goes on from (None for a fresh run) and the
+    notices to print: refuses another model's run, checks that every process found the same
+    one (a collective), and removes the temporaries of writes a killed process left."""
+    saved = load_checkpoint(files.last) if files.last.is_file() else None
+    notices = check_same_run(saved, config, files.last) if saved else []
+    check_same_start(saved, files.last, device)
+    if distributed.is_main_process():
+        files.remove_temporaries()
+    return saved, notices
+
+
+def restore(saved: dict[str, Any], trainer: Trainer, notices: list[str]) -> int:
     """Put a checkpoint back into the trainer (weights, optimizer, scaler, EMA, random states,
-    state); returns notices to print. Within an epoch, the caller starts the epoch's order
-    after `saved["epoch_progress"]["samples"]`."""
+    state). Returns how many images of the current epoch's order all processes had done (0 at
+    an epoch's end): the epoch goes on after them. Notices to print are added to `notices`."""
     trainer.module.load_state_dict(saved["model"])
     trainer.optimizer.load_state_dict(saved["optimizer"])
     if trainer.precision.scaler is not None and saved.get("scaler"):
@@ -144,17 +158,17 @@ def restore(saved: dict[str, Any], trainer: Trainer) -> list[str]:
     )
     progress = saved.get("epoch_progress")
     if progress is None:
-        return []
+        return 0
     config, world = trainer.config, distributed.world_size()
     if progress["world_size"] == world and progress["batch_size"] == config.batch_size:
         trainer.state.progress = EpochProgress.from_row(progress["ranks"][distributed.rank()])
-        return []
-    # Shared out anew: the rest of the epoch's images, with counts starting from nothing.
-    return [
-        f"notice: the checkpoint was taken with {progress['world_size']} process(es) × "
-        f"batch_size {progress['batch_size']}: the epoch goes on with its remaining images, "
-        "shared out anew, so the run will not repeat an unbroken one exactly"
-    ]
+    else:  # shared out anew: the rest of the epoch's images, counts starting from nothing
+        notices.append(
+            f"notice: the checkpoint was taken with {progress['world_size']} process(es) × "
+            f"batch_size {progress['batch_size']}: the epoch goes on with its remaining images, "
+            "shared out anew, so the run will not repeat an unbroken one exactly"
+        )
+    return progress["samples"]
 
 
 def describe(saved: dict[str, Any], path: Path) -> str:

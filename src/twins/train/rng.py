@@ -1,32 +1,18 @@
-"""Random states: seeding, and capturing / restoring them in checkpoint-safe form.
+"""Random states captured and restored in checkpoint-safe form (how they are seeded:
+`twins.seeds`).
 
 Augmentations draw from Python's `random` (timm's RandAugment, random erasing), NumPy (timm's
-Mixup) and torch (drop path, random resized crop). Each epoch reseeds all three from
-(seed, epoch, rank), so an epoch's draws do not depend on how the run got there: a run resumed
-at an epoch boundary repeats the unbroken run exactly. The captured states hold only tensors and
+Mixup) and torch (drop path, random resized crop). The captured states hold only tensors and
 plain types, so `torch.load(weights_only=True)` reads them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any
 
 import numpy as np
 import torch
-
-
-def derive_seed(*parts: int) -> int:
-    """A well-mixed 32-bit seed from integers (seed, epoch, rank, ...)."""
-    digest = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # every device, CUDA included
 
 
 def capture_rng() -> dict[str, Any]:

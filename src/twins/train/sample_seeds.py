@@ -14,16 +14,11 @@ its workers anew each epoch (as `twins.data.build_loader` does for training).
 
 from __future__ import annotations
 
-import contextlib
-import random
-from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-import torch
 from torch.utils.data import Dataset
 
-from twins.train.rng import derive_seed
+from twins.seeds import derive_seed, seeded
 
 
 class SampleSeededDataset(Dataset):
@@ -47,19 +42,3 @@ class SampleSeededDataset(Dataset):
         check = getattr(self.dataset, "check_health", None)
         if check is not None:
             check()
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run the block under `random`, NumPy and torch CPU states seeded from `seed`, then put the
-    previous states back (CUDA's are not touched: transforms run on the CPU)."""
-    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.default_generator.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
-        torch.set_rng_state(saved[2])

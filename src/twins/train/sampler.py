@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sized
 import torch
 from torch.utils.data import Sampler
 
-from twins.train.rng import derive_seed
+from twins.seeds import derive_seed
 
 
 class ResumableSampler(Sampler[int]):

@@ -1,0 +1,65 @@
+"""What a run prints: the lines that open it and the line that closes each epoch (rank 0)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twins.train.trainer import Trainer
+
+
+def header(config: Any, trainer: Trainer, ctx: Any, train_set: Any, val_set: Any) -> list[str]:
+    """The lines that open a run: semantics, model, devices, data, batch and lr, epochs."""
+    model, schedule = trainer.module, trainer.schedule
+    params = sum(p.numel() for p in model.parameters())
+    global_batch = config.batch_size * ctx.world_size * config.accumulation_step
+    scaled = (
+        f"base_lr {config.base_lr:g} × {global_batch} / lr_base_size {config.lr_base_size}"
+        if config.lr_base_size
+        else "base_lr as given"
+    )
+    never = config.cooldown_epochs and config.semantics != "twins"
+    cooldown = f" (its {config.cooldown_epochs} cooldown epochs never run)" if never else ""
+    return [
+        f"semantics: {config.semantics} (docs/recipes.md)",
+        f"model: {model.arch}, {params / 1e6:.2f} M parameters, {config.num_classes} classes",
+        f"device: {ctx.device} × {ctx.world_size} process(es), {trainer.precision.describe()}",
+        f"data: {config.data_url} ({len(train_set)} train, {len(val_set)} val images)",
+        f"batch: global {global_batch} = {config.batch_size} per device × {ctx.world_size} "
+        f"× {config.accumulation_step} accumulation; peak lr {schedule.peak:.3g} ({scaled})",
+        f"epochs: {config.total_epochs}{cooldown}, warmup {config.warmup_length} from "
+        f"{config.warmup_lr:g}, {config.lr_scheduler} to min_lr {config.min_lr:g}; "
+        f"{schedule.steps_per_epoch} steps per epoch, {schedule.total_steps} in all; "
+        f"output {config.train_url}",
+    ]
+
+
+def summary(record: dict[str, Any], total_epochs: int, is_best: bool) -> str:
+    """The one line that closes an epoch."""
+    text = (
+        f"epoch {record['epoch']}/{total_epochs}  loss {record['train_loss']:.4f}  "
+        f"lr {record['lr']:.2e}"
+    )
+    if "val_top1" in record:
+        text += (
+            f"  val top1 {record['val_top1']:.2f}  top5 {record['val_top5']:.2f}  "
+            f"loss {record['val_loss']:.4f}"
+        )
+    if "ema_val_top1" in record:
+        text += f"  ema top1 {record['ema_val_top1']:.2f}"
+    text += f"  {record['epoch_seconds']:.1f}s  {record['images_per_s']:.0f} img/s"
+    if record["skipped_steps"]:
+        text += f"  {record['skipped_steps']} non-finite steps skipped"
+    if record.get("images_skipped"):
+        text += f"  {record['images_skipped']} unreadable images left out so far"
+    return text + ("  *best*" if is_best else "")
+
+
+def printer(enabled: bool) -> Callable[[str], None]:
+    """print, flushed, where `enabled` (the main process); nothing elsewhere."""
+
+    def say(text: str) -> None:
+        if enabled:
+            print(text, flush=True)
+
+    return say
