@@ -5,7 +5,8 @@ check what a real SIGKILL leaves behind. Environment variables choose the fault:
     TWINS_KILL_IN_SAVE=N   SIGKILL it half way through writing its N-th checkpoint file
     TWINS_SIGNAL_AT_STEP=N send TWINS_SIGNAL (TERM or INT) to this process's group (its loader
                            workers too) as it is about to take its N-th optimizer step, as a
-                           scheduler or Ctrl-C in a terminal would
+                           scheduler or Ctrl-C in a terminal would; with
+                           TWINS_SIGNAL_TO=process, to this process alone
     TWINS_KILL_RANK=R      only in the process of rank R (default 0)
 
 Faults fire only in the first attempt of an elastic run (TORCHELASTIC_RESTART_COUNT 0), so a
@@ -51,7 +52,9 @@ def signal_at_step(step: int, number: int) -> None:
     def optimizer_step(*args, **kwargs):
         nonlocal calls
         calls += 1
-        if calls == step:
+        if calls == step and os.environ.get("TWINS_SIGNAL_TO") == "process":
+            os.kill(os.getpid(), number)
+        elif calls == step:
             os.killpg(os.getpgrp(), number)
         return real_step(*args, **kwargs)
 

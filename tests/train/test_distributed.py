@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import twins
 from twins.cli.main import main
@@ -142,6 +143,25 @@ def test_elastic_restart_after_a_killed_worker_finishes_as_the_unbroken_run(
     assert code == 0, err
     assert "exitcode: -9" in err
     assert "resuming from" in out and "within epoch 1 (step 2, 32 of its images done)" in out
+    assert epoch_records(tmp_path / "run") == epoch_records(two_nodes[0])
+
+
+def test_sigterm_to_one_process_stops_every_process_after_the_same_step(
+    two_nodes, data, tiny_config, tmp_path
+):
+    """Pre-emption reaching one worker first: the processes agree to stop after step 3 (not a
+    checkpoint step), last.pt holds it, and the same command finishes as the unbroken run."""
+    save_config(tiny_config(data, tmp_path / "run", **RECIPE), tmp_path / "recipe.yaml")
+    command = [*TORCHRUN, "--standalone", "--nproc_per_node=2", str(FAULTY_TWINS)]
+    command += ["train", "-c", str(tmp_path / "recipe.yaml")]
+    signal_rank_1 = {"TWINS_SIGNAL_AT_STEP": "3", "TWINS_SIGNAL_TO": "process"}
+    code, out, err = finish(launch(command, TWINS_KILL_RANK="1", **signal_rank_1))
+    assert code != 0 and "stopped by SIGTERM after step 3" in out, err
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert last["global_step"] == 3 and last["epoch_progress"]["ranks"].shape[0] == 2
+    code, out, err = finish(launch(command))
+    assert code == 0, err
+    assert "within epoch 1 (step 3, 48 of its images done)" in out
     assert epoch_records(tmp_path / "run") == epoch_records(two_nodes[0])
 
 
