@@ -1,7 +1,37 @@
-"""Twins vision transformers (Chu et al., NeurIPS 2021): Twins-PCPVT and Twins-SVT in PyTorch."""
+"""Twins vision transformers (Chu et al., NeurIPS 2021): Twins-PCPVT and Twins-SVT in PyTorch.
 
-from twins.models import create_model, list_models
-from twins.weights import load_weights
+`create_model`, `list_models` and `load_weights` are imported on first use (PEP 562), so that
+importing a light part of the package, such as the command line's parsers, does not import
+torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from twins.models import create_model, list_models
+    from twins.weights import load_weights
 
 __all__ = ["create_model", "list_models", "load_weights"]
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_LAZY = {
+    "create_model": "twins.models",
+    "list_models": "twins.models",
+    "load_weights": "twins.weights",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'twins' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

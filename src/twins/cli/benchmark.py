@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from twins.benchmark import MODES, PRECISIONS, BenchmarkOptions, format_report, run_benchmark
-from twins.errors import TwinsError
+from twins.cli.options import add_device, add_json, non_negative_int, positive_int
+
+# `twins.benchmark.MODES` and `PRECISIONS`, written out so that building this parser does not
+# import torch (a test keeps them equal).
+MODES = ("infer", "train", "data")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,29 +30,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="JSON",
         help="create_model overrides, e.g. '{\"depths\": [1, 1, 1, 1]}'",
     )
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    add_device(parser, names=("auto", "cpu", "cuda"))  # the benchmark takes the first GPU
     parser.add_argument("--mode", choices=MODES, default="infer")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype")
-    parser.add_argument("--batch-size", type=int, help="default: 16 on CPU, 256 on GPU")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument(
+        "--batch-size", type=positive_int, metavar="N", help="default: 16 on CPU, 256 on GPU"
+    )
+    parser.add_argument("--image-size", type=positive_int, default=224, metavar="PIXELS")
     parser.add_argument("--channels-last", action="store_true", help="channels-last inputs")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
-    parser.add_argument("--warmup", type=int, help="untimed steps first (default 2 CPU, 5 GPU)")
     parser.add_argument(
-        "--iters", type=int, help="timed steps per round (default 3 CPU, 20 GPU, 10 batches data)"
+        "--warmup",
+        type=non_negative_int,
+        metavar="N",
+        help="untimed steps first (default 2 CPU, 5 GPU)",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (median)")
+    parser.add_argument(
+        "--iters",
+        type=positive_int,
+        metavar="N",
+        help="timed steps per round (default 3 CPU, 20 GPU, 10 batches data)",
+    )
+    parser.add_argument(
+        "--rounds", type=positive_int, default=5, metavar="N", help="alternated rounds (median)"
+    )
     parser.add_argument("--compare", choices=("timm",), help="also time timm's implementation")
     parser.add_argument("--data", metavar="DIR", help="data mode: folder of class folders")
-    parser.add_argument("--workers", type=int, default=4, help="data mode: loader workers")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=4, metavar="N", help="data mode: loader workers"
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, metavar="N", help="CPU threads (default: torch's)"
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
         help="after timing, profile --iters more steps of each model and list the GPU kernels "
         "(CPU operators on CPU) taking the most time",
     )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_json(parser)
     parser.set_defaults(func=run)
 
 
@@ -56,17 +76,19 @@ def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not JSON ({error})") from None
+        raise argparse.ArgumentTypeError(f"not JSON ({error})") from error
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("give a JSON object, e.g. '{\"depths\": [1, 1, 1, 1]}'")
     return value
 
 
 def run(args: argparse.Namespace) -> int:
+    from twins.benchmark import BenchmarkOptions, format_report, run_benchmark
+
     options = BenchmarkOptions(
         model=args.model,
         model_args=args.model_args,
-        device=args.device,
+        device=None if args.device == "auto" else args.device,
         mode=args.mode,
         precision=args.precision,
         batch_size=args.batch_size,
@@ -82,8 +104,6 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         profile=args.profile,
     )
-    if args.workers < 0:
-        raise TwinsError(f"--workers must be 0 or more, not {args.workers}")
     result = run_benchmark(options)
     print(json.dumps(result) if args.json else format_report(result))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from twins.convert import convert
+from twins.cli.options import add_arch, add_ema, weights_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,24 +15,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Convert weights. SRC may be an official or timm .pth, a training "
         "checkpoint of this toolkit, a MindSpore .ckpt of the seed, or a .safetensors file "
         "(judged by content). DST's extension picks the format: .safetensors (with metadata), "
-        ".pth / .pt (official-layout state dict), .ckpt (the seed's MindSpore layout).",
+        ".pth / .pt (official-layout state dict), .ckpt (the seed's MindSpore layout). With "
+        "--arch the weights are checked against that model and described in DST's metadata.",
     )
-    parser.add_argument("source", metavar="SRC", help="weights file to read")
+    parser.add_argument("source", type=weights_file, metavar="SRC", help="weights file to read")
     parser.add_argument(
         "destination", metavar="DST", help="file to write (.safetensors, .pth, .ckpt)"
     )
-    parser.add_argument(
-        "--arch",
-        help="model the weights belong to, where the file does not say (e.g. pcpvt_small); "
-        "the weights are then checked against it and described in the metadata",
-    )
-    parser.add_argument(
-        "--ema", action="store_true", help="take the EMA weights of a training checkpoint"
-    )
+    add_arch(parser)
+    add_ema(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from twins.convert import convert
+
     result = convert(args.source, args.destination, arch=args.arch, ema=args.ema or None)
     described = result.metadata.get("arch") or "architecture not recorded (use --arch)"
     print(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from twins.cli.options import add_overrides, output_folder
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,11 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Run again on the same folder, it resumes (or just reports a finished run).",
     )
     parser.add_argument(
-        "--output", default="runs/demo", help="output folder (default: %(default)s)"
+        "--output",
+        type=output_folder,
+        default="runs/demo",
+        metavar="DIR",
+        help="output folder (default: %(default)s)",
     )
-    parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. seed=1"
-    )
+    add_overrides(parser)
     parser.set_defaults(func=run)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from twins.cli.options import add_arch, add_checkpoint, add_ema, add_json, add_overrides
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,21 +15,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Top-1 / top-5 accuracy in %, mean cross entropy and image count of a "
         "weights file (training checkpoint, official or timm .pth, safetensors, MindSpore .ckpt) "
         "on data_url/val, with the recipe's eval transform (resize image_size / crop_pct, centre "
-        "crop). Under torchrun every image is counted once across the processes.",
+        "crop). With --ema (or with_ema=true in the recipe) a training checkpoint's EMA weights "
+        "are evaluated too. Under torchrun every image is counted once across the processes.",
     )
-    parser.add_argument("-c", "--config", required=True, help="YAML recipe")
-    parser.add_argument("--checkpoint", required=True, help="weights file")
-    parser.add_argument("--data", help="data folder holding val/ (sets data_url)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML recipe")
+    add_checkpoint(parser)
+    parser.add_argument("--data", metavar="DIR", help="data folder holding val/ (sets data_url)")
+    add_arch(parser, config_key=True)
+    add_ema(parser, evaluates_both=True)
+    add_json(parser)
+    add_overrides(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from twins.train import evaluate_checkpoint, load_config
     from twins.train.distributed import is_main_process
+    from twins.weights import load_weights
 
-    config = load_config(args.config, args.overrides, data_url=args.data)
+    config = load_config(
+        args.config,
+        args.overrides,
+        data_url=args.data,
+        arch=args.arch,
+        with_ema=True if args.ema else None,
+    )
+    if args.ema:  # asked for by name: a file without EMA weights is refused, as elsewhere
+        load_weights(args.checkpoint, ema=True)
     result = evaluate_checkpoint(config, args.checkpoint)
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from twins.export import EXPORT_FORMATS, MIN_SIDE, export
+from twins.cli.options import add_arch, add_checkpoint, add_ema, positive_int
+
+# `twins.export.EXPORT_FORMATS` and `MIN_SIDE`, written out so that building this parser does
+# not import torch (a test keeps them equal).
+FORMATS = ("onnx", "pt2", "safetensors")
+MIN_SIDE = 64
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,17 +22,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "on a single image with torch.export.load(path).module(check_guards=False). "
         "safetensors holds the weights only, with the metadata that rebuilds the model.",
     )
-    parser.add_argument("--checkpoint", required=True, help="weights file to export")
-    parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    parser.add_argument("-o", "--output", required=True, help="file to write")
-    parser.add_argument("--arch", help="model name, where the file does not say (e.g. svt_small)")
-    parser.add_argument(
-        "--ema", action="store_true", help="export the EMA weights of a training checkpoint"
-    )
+    add_checkpoint(parser)
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    add_arch(parser)
+    add_ema(parser)
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=positive_int,
         default=224,
+        metavar="PIXELS",
         help="side of the images used to trace and check the export (default 224)",
     )
     parser.add_argument(
@@ -37,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from twins.export import export
+
     result = export(
         args.checkpoint,
         args.format,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
-from twins.models import VARIANTS, aliases_of, count_macs, create_model
+from twins.cli.options import add_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,11 +16,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "224x224 forward pass (counted by torch's FlopCounterMode, reported as the paper does), "
         "window sizes (SVT) and the aliases accepted for it.",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object per line")
+    add_json(parser)
     parser.set_defaults(func=run)
 
 
 def describe(name: str) -> dict:
+    import torch
+
+    from twins.models import VARIANTS, aliases_of, count_macs, create_model
+
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         model = create_model(name)
     return {
@@ -35,6 +37,8 @@ def describe(name: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from twins.models import VARIANTS
+
     rows = [describe(name) for name in VARIANTS]
     if args.json:
         for row in rows:

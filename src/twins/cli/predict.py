@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from twins.predict import format_run, predict
+from twins.cli.options import (
+    add_arch,
+    add_checkpoint,
+    add_device,
+    add_ema,
+    add_json,
+    fraction,
+    positive_int,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,23 +26,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "skipped.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders, globs")
-    parser.add_argument("--checkpoint", required=True, help="weights file (any supported format)")
-    parser.add_argument("--arch", help="model name, where the file does not say (e.g. svt_small)")
-    parser.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    parser.add_argument("--image-size", type=int, help="crop size (default: checkpoint's or 224)")
+    add_checkpoint(parser)
+    add_arch(parser)
+    add_ema(parser)
     parser.add_argument(
-        "--crop-pct", type=float, help="crop fraction (default: checkpoint's or 0.875)"
+        "--topk", type=positive_int, default=5, metavar="K", help="classes per image (default 5)"
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto)")
     parser.add_argument(
-        "--ema", action="store_true", help="use a training checkpoint's EMA weights"
+        "--batch-size", type=positive_int, default=32, metavar="N", help="images per forward pass"
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="PIXELS",
+        help="crop size (default: the weights file's, else 224)",
+    )
+    parser.add_argument(
+        "--crop-pct",
+        type=fraction,
+        metavar="FRACTION",
+        help="crop fraction in (0, 1] (default: the weights file's, else 0.875)",
+    )
+    add_device(parser)
+    add_json(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from twins.predict import format_run, predict
+
     result = predict(
         args.checkpoint,
         args.images,

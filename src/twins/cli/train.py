@@ -4,28 +4,53 @@ from __future__ import annotations
 
 import argparse
 
+from twins.cli.options import add_overrides, output_folder
+
+DESCRIPTION = """\
+Train per a YAML recipe (the seed's key names; see configs/).
+Values come from the defaults, then the file, then key=value overrides, read as YAML
+(epochs=5 beta=[0.9,0.99] model_args.depths=[1,1,1,1]). A run lasts epochs +
+cooldown_epochs. Started again on the same output folder, a run resumes from its
+checkpoints/last.pt (written each epoch, and every save_every_steps steps) exactly
+where it stopped. Under torchrun it trains with DDP (NCCL on GPUs, gloo on CPUs);
+batch_size is per device: `torchrun --nproc_per_node=N -m twins train -c CONFIG`.
+Several nodes, SLURM and restarts: docs/distributed.md."""
+
+# Stands for the list of config keys at the end of the help (see `_HelpFormatter`).
+CONFIG_KEYS_EPILOG = "config keys (default):"
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Writes the config keys under the help only when the help is printed: the list comes
+    from `twins.train.config`, which a parser built on every run should not import."""
+
+    def add_text(self, text: str | None) -> None:
+        if text == CONFIG_KEYS_EPILOG:
+            from twins.train.config import describe_keys
+
+            text = f"{CONFIG_KEYS_EPILOG}\n{describe_keys()}"
+        super().add_text(text)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from twins.train.config import describe_keys
-
     parser = subparsers.add_parser(
         "train",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config keys (default):\n" + describe_keys(),
+        formatter_class=_HelpFormatter,
+        epilog=CONFIG_KEYS_EPILOG,
         help="train a model from a YAML recipe",
-        description="Train per a YAML recipe (the seed's key names; see configs/).\n"
-        "Values come from the defaults, then the file, then key=value overrides, read as YAML\n"
-        "(epochs=5 beta=[0.9,0.99] model_args.depths=[1,1,1,1]). A run lasts epochs +\n"
-        "cooldown_epochs. Started again on the same output folder, a run resumes from its\n"
-        "checkpoints/last.pt (written each epoch, and every save_every_steps steps) exactly\n"
-        "where it stopped. Under torchrun it trains with DDP (NCCL on GPUs, gloo on CPUs);\n"
-        "batch_size is per device: `torchrun --nproc_per_node=N -m twins train -c CONFIG`.\n"
-        "Several nodes, SLURM and restarts: docs/distributed.md.",
+        description=DESCRIPTION,
     )
-    parser.add_argument("-c", "--config", required=True, help="YAML recipe")
-    parser.add_argument("--data", help="data folder with train/ and val/ (sets data_url)")
-    parser.add_argument("--output", help="output folder (sets train_url; default runs/<recipe>)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML recipe")
+    parser.add_argument(
+        "--data", metavar="DIR", help="data folder with train/ and val/ (sets data_url)"
+    )
+    parser.add_argument(
+        "--output",
+        type=output_folder,
+        metavar="DIR",
+        help="output folder (sets train_url; default runs/<recipe>)",
+    )
+    add_overrides(parser)
     parser.set_defaults(func=run)
 
 
