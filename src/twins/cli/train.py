@@ -9,12 +9,15 @@ from twins.cli.options import add_overrides, output_folder
 DESCRIPTION = """\
 Train per a YAML recipe (the seed's key names; see configs/).
 Values come from the defaults, then the file, then key=value overrides, read as YAML
-(epochs=5 beta=[0.9,0.99] model_args.depths=[1,1,1,1]). A run lasts epochs +
-cooldown_epochs. Started again on the same output folder, a run resumes from its
-checkpoints/last.pt (written each epoch, and every save_every_steps steps) exactly
-where it stopped. Under torchrun it trains with DDP (NCCL on GPUs, gloo on CPUs);
+(epochs=5 beta=[0.9,0.99] model_args.depths=[1,1,1,1]). `semantics` says whose training
+math the keys mean: seed (the default, as the seed's own files are), official or twins
+(docs/recipes.md); only under twins does a run also train its cooldown_epochs.
+Started again on the same output folder, a run resumes from its checkpoints/last.pt
+(written each epoch, and every save_every_steps steps) exactly where it stopped; SIGTERM
+or Ctrl-C ends it after the current step with last.pt written there. One run at a time
+per output folder. Under torchrun it trains with DDP (NCCL on GPUs, gloo on CPUs);
 batch_size is per device: `torchrun --nproc_per_node=N -m twins train -c CONFIG`.
-Several nodes, SLURM and restarts: docs/distributed.md."""
+Several nodes, SLURM, pre-emption and restarts: docs/distributed.md."""
 
 # Stands for the list of config keys at the end of the help (see `_HelpFormatter`).
 CONFIG_KEYS_EPILOG = "config keys (default):"

@@ -1,21 +1,45 @@
 """Training and evaluation: config, schedule, optimizer and loss, the Trainer, engine,
-checkpoints and resume, the fit loop."""
+checkpoints and resume, the fit loop.
 
-from twins.train.config import KEYS, TrainConfig, build_config, load_config, save_config
-from twins.train.evaluate import evaluate_checkpoint
-from twins.train.fit import build_model, fit
-from twins.train.schedule import lr_schedule
-from twins.train.trainer import Trainer
+The names below are imported on first use (PEP 562): the config alone (`twins.train.config`,
+what `twins train --help` reads) does not import torch.
+"""
 
-__all__ = [
-    "KEYS",
-    "TrainConfig",
-    "Trainer",
-    "build_config",
-    "build_model",
-    "evaluate_checkpoint",
-    "fit",
-    "load_config",
-    "lr_schedule",
-    "save_config",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from twins.train.config import KEYS, TrainConfig, build_config, load_config, save_config
+    from twins.train.evaluate import evaluate_checkpoint
+    from twins.train.fit import build_model, fit
+    from twins.train.schedule import lr_schedule
+    from twins.train.trainer import Trainer
+
+# Public name -> the module that defines it.
+_LAZY = {
+    "KEYS": "twins.train.config",
+    "TrainConfig": "twins.train.config",
+    "build_config": "twins.train.config",
+    "load_config": "twins.train.config",
+    "save_config": "twins.train.config",
+    "evaluate_checkpoint": "twins.train.evaluate",
+    "build_model": "twins.train.fit",
+    "fit": "twins.train.fit",
+    "lr_schedule": "twins.train.schedule",
+    "Trainer": "twins.train.trainer",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'twins.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
