@@ -4,9 +4,10 @@
 #
 #   sbatch --nodes=4 --gpus-per-node=8 scripts/slurm_train.sh CONFIG [--data DIR] [--output DIR] [key=value ...]
 #
-# The output folder must be on a file system every node sees. When SLURM pre-empts and requeues
-# the job, the same command runs again and resumes from <output>/checkpoints/last.pt; within one
-# allocation, torchrun restarts the group up to MAX_RESTARTS times after a failed process.
+# The output folder must be on a file system every node sees. On pre-emption, and two minutes
+# before the time limit, SLURM sends SIGTERM: the run finishes its step, writes last.pt there and
+# stops; the requeued job runs the same command and resumes from <output>/checkpoints/last.pt.
+# Within one allocation, torchrun restarts the group up to MAX_RESTARTS times after a failure.
 #SBATCH --job-name=twins-train
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
@@ -14,6 +15,7 @@
 #SBATCH --cpus-per-task=64
 #SBATCH --time=48:00:00
 #SBATCH --requeue
+#SBATCH --signal=TERM@120
 #SBATCH --open-mode=append
 #SBATCH --output=%x-%j.out
 

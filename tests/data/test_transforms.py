@@ -93,3 +93,10 @@ def test_randaugment_posterize_at_full_magnitude_does_not_raise(make_config):
     op = next(op for op in augment.ops if op.name == "PosterizeIncreasing")
     op.prob = 1.0
     assert np.asarray(op(_noise_image(16, 16))).max() == 0
+
+
+def test_crop_scale_sets_the_random_resized_crop(make_config):
+    default = build_train_transform(make_config()).transforms[0]
+    assert default.scale == (0.08, 1.0)  # the seed's and DeiT's
+    narrow = build_train_transform(make_config(crop_scale=[0.5, 0.9])).transforms[0]
+    assert narrow.scale == (0.5, 0.9)
