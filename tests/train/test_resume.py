@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 import twins.train.trainer
 from twins.train import fit, save_config
@@ -119,6 +120,31 @@ def test_run_stopped_within_epochs_resumes_to_the_unbroken_result(
     result = fit(config)
     assert result["epoch"] == 3 and result["val_images"] == 14
     assert_same_run(tmp_path, unbroken[settings])
+
+
+def test_image_counts_resume_exactly_with_loader_workers(
+    make_imagefolder, tiny_config, tmp_path, monkeypatch
+):
+    """Workers read batches ahead of the step; a checkpoint counts only the batches trained on,
+    so converted and unreadable images are counted as often as in the unbroken run."""
+    data = make_imagefolder(tmp_path / "data", 16, [5, 4, 3, 2])
+    for index, path in enumerate(sorted((data / "train").glob("*/*.png"))):
+        if index % 3 == 0:  # a third of the images stored as grayscale: converted when read
+            Image.open(path).convert("L").save(path)
+    (data / "train" / "class_0" / "broken.png").write_bytes(b"not an image")
+    recipe = {"epochs": 2, "batch_size": 8, "save_every_steps": 3, "num_parallel_workers": 2}
+    recipe |= {"with_ema": True, "ema_decay": 0.9}
+    fit(tiny_config(data, tmp_path / "unbroken", **recipe))
+    config = tiny_config(data, tmp_path / "run", **recipe)
+    kill_at_steps(monkeypatch, 5)
+    with pytest.raises(Killed):
+        fit(config)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 3
+    fit(config)
+    epochs = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert epochs[-1]["images_converted"] > 0 and epochs[-1]["images_skipped"] > 0
+    assert_same_run(tmp_path / "run", tmp_path / "unbroken")
 
 
 def run_cli(recipe: Path, **fault: int) -> subprocess.CompletedProcess:

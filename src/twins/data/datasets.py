@@ -41,6 +41,20 @@ _TRIED, _CONVERTED, _SKIPPED = range(3)
 MIN_READS_BEFORE_JUDGING = 256
 
 
+class ImageSample(tuple):
+    """(image, target), which also says whether the file was stored in another mode than RGB:
+    the loader counts the conversions of the batches it hands out, not of those its workers
+    read ahead, so the counts a checkpoint keeps are exact."""
+
+    def __new__(cls, image: Any, target: int, converted: bool) -> ImageSample:
+        sample = super().__new__(cls, (image, target))
+        sample.converted = converted
+        return sample
+
+    def __reduce__(self) -> tuple:
+        return ImageSample, (self[0], self[1], self.converted)
+
+
 class SafeImageFolder(ImageFolder):
     """ImageFolder that converts every image to RGB and skips (returns None for) broken files."""
 
@@ -58,7 +72,7 @@ class SafeImageFolder(ImageFolder):
             raise FileNotFoundError(f"no class folders in {directory}")
         return classes, {name: index for index, name in enumerate(classes)}
 
-    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+    def __getitem__(self, index: int) -> ImageSample | None:
         path, target = self.samples[index]
         column = _counter_column()
         self._counts[_TRIED, column] += 1
@@ -70,11 +84,12 @@ class SafeImageFolder(ImageFolder):
                 self._broken[index] = True
                 logger.warning("skipping unreadable image %s (%s)", path, error)
             return None
-        if stored_mode != "RGB":
+        converted = stored_mode != "RGB"
+        if converted:
             self._counts[_CONVERTED, column] += 1
         if self.transform is not None:
             image = self.transform(image)
-        return image, target
+        return ImageSample(image, target, converted)
 
     @property
     def tried(self) -> int:

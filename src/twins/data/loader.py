@@ -13,7 +13,8 @@ Training workers are not persistent: each epoch starts fresh workers from that e
 Evaluation transforms draw nothing random, so evaluation workers persist across epochs.
 
 Broken files: the data set returns None for them (`twins.data.datasets`); `collate_batch`
-refills a training batch with other samples of the batch and shortens an evaluation batch; a
+refills a training batch with other samples of the batch and shortens an evaluation batch, and
+the loader counts what the batches it hands out left out and converted (`loader.counts`); a
 batch with no readable image at all is left out; `check_health` of the data set runs after each
 batch and stops the run when most files are broken. Under DDP (`build_loader(lockstep=True)`)
 every process must run as many steps and none may stop alone: the loader does not judge (the
@@ -48,20 +49,21 @@ def available_cpus() -> int:
     return max(1, (cpus or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def collate_batch(samples: list[Any], refill: bool) -> Any:
-    """Stack samples, leaving out the None of unreadable files.
+def collate_batch(samples: list[Any], refill: bool) -> tuple[Any, int, int]:
+    """Stack samples, leaving out the None of unreadable files; returns (batch, unreadable
+    images, images converted to RGB), the batch None when no sample was readable.
 
     With `refill`, the missing places are filled by repeating readable samples of the same batch,
     so a training batch keeps its size (mixup needs an even batch; DDP ranks stay in step).
-    Returns None when no sample of the batch was readable.
     """
     readable = [sample for sample in samples if sample is not None]
+    skipped = len(samples) - len(readable)
+    converted = sum(bool(getattr(sample, "converted", False)) for sample in readable)
     if not readable:
-        return None
+        return None, skipped, converted
     if refill:
-        missing = len(samples) - len(readable)
-        readable += [readable[i % len(readable)] for i in range(missing)]
-    return default_collate(readable)
+        readable += [readable[i % len(readable)] for i in range(skipped)]
+    return default_collate([tuple(sample) for sample in readable]), skipped, converted
 
 
 class _RandomStates:
@@ -108,6 +110,9 @@ class TwinsDataLoader(DataLoader):
         self.check_health = check_health  # False: the caller judges the data set's counts
         # True: a batch with no readable image is replaced, not left out (see the module's doc)
         self.stand_in_for_unreadable = stand_in_for_unreadable
+        # Unreadable images left out and images converted to RGB in the batches handed out
+        # so far (every epoch counts again); batches the workers read ahead are not counted.
+        self.counts = {"skipped": 0, "converted": 0}
         self.set_epoch(epoch)
 
     def set_epoch(self, epoch: int) -> None:
@@ -130,6 +135,9 @@ class TwinsDataLoader(DataLoader):
                 batch = next(batches, _END)
             if batch is _END:
                 break
+            batch, skipped, converted = batch
+            self.counts["skipped"] += skipped
+            self.counts["converted"] += converted
             if check_health is not None:
                 check_health()
             if batch is None:  # no readable image in this batch

@@ -109,7 +109,7 @@ def _fit(
     record: dict[str, Any] = dict(saved.get("metrics") or {}) if saved else {}
 
     def save(within_epoch: bool = False, is_best: bool = False) -> None:
-        state.data_counts = _data_counts(train_set, val_set, saved, ctx.device)
+        state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
         if within_epoch:
             checkpoint = resume.within_epoch(trainer, class_names, record)
             if checkpoint is not None:
@@ -163,7 +163,7 @@ def _fit(
                 is_best = record["val_top1"] > state.best_top1
                 state.best_top1 = max(state.best_top1, record["val_top1"])
             state.epoch, state.progress = epoch, EpochProgress()
-            record |= _data_counts(train_set, val_set, saved, ctx.device)
+            record |= _data_counts((train_loader, val_loader), saved, ctx.device)
             # Logged before the checkpoint: a kill between the two repeats the epoch, whose
             # line the resumed run drops and writes again.
             log.log(record)
@@ -223,14 +223,12 @@ def _evaluate(trainer: Trainer, val_loader, val_set, ctx, progress: bool) -> dic
     return record
 
 
-def _data_counts(train_set, val_set, saved: dict | None, device: torch.device) -> dict[str, int]:
-    """Images left out as unreadable and converted to RGB since the run began: every process's
-    counts (both splits, all loader workers) plus those before a resume."""
+def _data_counts(loaders: tuple, saved: dict | None, device: torch.device) -> dict[str, int]:
+    """Images left out as unreadable and converted to RGB since the run began: what every
+    process's loaders (both splits) handed out, plus the counts before a resume."""
     names = ("skipped", "converted")
-    sets = (train_set, val_set)
-    if not all(hasattr(s, n) for s in sets for n in names):
-        return {}
-    counts = torch.tensor([sum(getattr(s, n) for s in sets) for n in names], dtype=torch.float64)
+    counts = [sum(loader.counts[n] for loader in loaders) for n in names]
+    counts = torch.tensor(counts, dtype=torch.float64)
     counts = distributed.all_reduce_sum(counts.to(device)).tolist()
     before = dict((saved or {}).get("data_counts") or {})
     return {
