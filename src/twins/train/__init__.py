@@ -30,7 +30,18 @@ _LAZY = {
     "lr_schedule": "twins.train.schedule",
     "Trainer": "twins.train.trainer",
 }
-__all__ = sorted(_LAZY)
+__all__ = [
+    "KEYS",
+    "TrainConfig",
+    "Trainer",
+    "build_config",
+    "build_model",
+    "evaluate_checkpoint",
+    "fit",
+    "load_config",
+    "lr_schedule",
+    "save_config",
+]
 
 
 def __getattr__(name: str) -> Any:
