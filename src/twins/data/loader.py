@@ -1,7 +1,7 @@
 """DataLoader with reproducible order and augmentation, and broken-file handling.
 
 Reproducibility: every random draw of the loader comes from a seed derived from
-(`cfg.seed`, epoch). The shuffle order and the worker seeds come from the loader's generator;
+(`config.seed`, epoch). The shuffle order and the worker seeds come from the loader's generator;
 with `num_workers=0` the transforms run in this process, under random states (torch CPU,
 `random`, numpy) that the loader owns and swaps in only while it fetches a batch, so the model's
 own random draws (dropout, drop path, mixup) neither disturb nor depend on the augmentation.
@@ -31,13 +31,16 @@ import os
 import random
 import signal
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from twins.seeds import derive_seed
+
+if TYPE_CHECKING:  # the config is only read here; importing it would tie data to train
+    from twins.train.config import TrainConfig
 
 # Marks the end of the underlying iterator (None marks a batch without readable images).
 _END = object()
@@ -167,7 +170,7 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 def build_loader(
     dataset: Dataset,
-    cfg: Any,
+    config: TrainConfig,
     train: bool,
     sampler: Sampler | None = None,
     epoch: int = 0,
@@ -180,10 +183,10 @@ def build_loader(
     `lockstep` (one of several DDP processes): the caller judges broken files over all
     processes, and a training batch without readable images gets a stand-in, not left out.
     """
-    workers = max(0, min(int(cfg.num_parallel_workers), available_cpus()))
+    workers = max(0, min(int(config.num_parallel_workers), available_cpus()))
     return TwinsDataLoader(
         dataset,
-        batch_size=int(cfg.batch_size),
+        batch_size=int(config.batch_size),
         shuffle=train and sampler is None,
         sampler=sampler,
         num_workers=workers,
@@ -192,7 +195,7 @@ def build_loader(
         drop_last=train,
         persistent_workers=workers > 0 and not train,
         worker_init_fn=ignore_stop_signals,
-        seed=int(cfg.seed),
+        seed=int(config.seed),
         epoch=epoch,
         check_health=not lockstep,
         stand_in_for_unreadable=lockstep and train,

@@ -8,21 +8,24 @@ and a plain label-smoothed cross entropy does the same job.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from timm.data import Mixup
 
+if TYPE_CHECKING:  # the config is only read here; importing it would tie data to train
+    from twins.train.config import TrainConfig
 
-def build_mixup(cfg: Any) -> Mixup | None:
+
+def build_mixup(config: TrainConfig) -> Mixup | None:
     """timm Mixup from the config, or None when both mixup and cutmix alphas are 0."""
-    if float(cfg.mix_up) <= 0 and float(cfg.cutmix) <= 0:
+    if float(config.mix_up) <= 0 and float(config.cutmix) <= 0:
         return None
     return Mixup(
-        mixup_alpha=float(cfg.mix_up),
-        cutmix_alpha=float(cfg.cutmix),
-        prob=float(cfg.mixup_prob),
-        switch_prob=float(cfg.switch_prob),
-        mode=cfg.mixup_mode,
-        label_smoothing=float(cfg.label_smoothing),
-        num_classes=int(cfg.num_classes),
+        mixup_alpha=float(config.mix_up),
+        cutmix_alpha=float(config.cutmix),
+        prob=float(config.mixup_prob),
+        switch_prob=float(config.switch_prob),
+        mode=config.mixup_mode,
+        label_smoothing=float(config.label_smoothing),
+        num_classes=int(config.num_classes),
     )

@@ -9,33 +9,36 @@ Eval: resize the short side to floor(image_size / crop_pct), centre crop `image_
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 
+if TYPE_CHECKING:  # the config is only read here; importing it would tie data to train
+    from twins.train.config import TrainConfig
 
-def build_train_transform(cfg: Any) -> Any:
+
+def build_train_transform(config: TrainConfig) -> Any:
     """Random training transform from the config's augmentation keys."""
     transform = create_transform(
-        input_size=cfg.image_size,
+        input_size=config.image_size,
         is_training=True,
-        scale=tuple(cfg.crop_scale),
-        hflip=float(cfg.hflip),
+        scale=tuple(config.crop_scale),
+        hflip=float(config.hflip),
         color_jitter=None,
-        auto_augment=cfg.auto_augment or None,
-        interpolation=cfg.interpolation,
+        auto_augment=config.auto_augment or None,
+        interpolation=config.interpolation,
         mean=IMAGENET_DEFAULT_MEAN,
         std=IMAGENET_DEFAULT_STD,
-        re_prob=float(cfg.re_prob),
-        re_mode=cfg.re_mode,
-        re_count=int(cfg.re_count),
+        re_prob=float(config.re_prob),
+        re_mode=config.re_mode,
+        re_count=int(config.re_count),
     )
     _allow_zero_bit_posterize(transform)
     return transform
 
 
-def eval_preprocessing(cfg: Any) -> dict[str, Any]:
+def eval_preprocessing(config: TrainConfig) -> dict[str, Any]:
     """How evaluation prepares an image, under timm's pretrained-cfg names; weights files carry
     it so that whoever uses them prepares images the same way.
 
@@ -43,10 +46,10 @@ def eval_preprocessing(cfg: Any) -> dict[str, Any]:
     evaluation), "squash" resizes to that square whatever the aspect ratio (the seed's).
     """
     return {
-        "image_size": int(cfg.image_size),
-        "crop_pct": float(cfg.crop_pct),
-        "crop_mode": "squash" if cfg.semantics == "seed" else "center",
-        "interpolation": "bicubic" if cfg.interpolation == "random" else cfg.interpolation,
+        "image_size": int(config.image_size),
+        "crop_pct": float(config.crop_pct),
+        "crop_mode": "squash" if config.semantics == "seed" else "center",
+        "interpolation": "bicubic" if config.interpolation == "random" else config.interpolation,
         "mean": list(IMAGENET_DEFAULT_MEAN),
         "std": list(IMAGENET_DEFAULT_STD),
     }
@@ -66,9 +69,9 @@ def eval_transform(preprocessing: Mapping[str, Any]) -> Any:
     )
 
 
-def build_eval_transform(cfg: Any) -> Any:
+def build_eval_transform(config: TrainConfig) -> Any:
     """The config's deterministic evaluation transform."""
-    return eval_transform(eval_preprocessing(cfg))
+    return eval_transform(eval_preprocessing(config))
 
 
 def posterize(image: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
