@@ -321,8 +321,8 @@ def _to_int(key: str, value: Any) -> int:
     if isinstance(value, str):
         try:
             return int(value)
-        except ValueError:
-            raise _bad_type(key, value, "an integer") from None
+        except ValueError as error:
+            raise _bad_type(key, value, "an integer") from error
     if not isinstance(value, int):
         raise _bad_type(key, value, "an integer")
     return value
@@ -334,8 +334,8 @@ def _to_float(key: str, value: Any) -> float:
         raise _bad_type(key, value, "a number")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise _bad_type(key, value, "a number") from None
+    except (TypeError, ValueError) as error:
+        raise _bad_type(key, value, "a number") from error
     if not math.isfinite(number):
         raise _bad_type(key, value, "a finite number")
     return number
@@ -395,7 +395,7 @@ _CONVERTERS = {
 def _check_together(config: TrainConfig) -> None:
     """Checks that involve more than one key."""
     if not config.train_url.strip():
-        raise TwinsError("train_url is empty: give an output folder (--output DIR)")
+        raise TwinsError("train_url is empty: give an output folder", argument="train_url")
     if config.min_lr > config.base_lr:
         raise TwinsError(f"min_lr {config.min_lr} exceeds base_lr {config.base_lr}: lower min_lr")
     if config.warmup_length > config.epochs:
@@ -467,11 +467,11 @@ def _check_auto_augment(text: str) -> None:
         if builder is None:
             raise ValueError(text)
         builder(text, {})
-    except Exception:
+    except Exception as error:  # whatever timm's parser raises for a string it cannot read
         raise TwinsError(
             f"auto_augment={text!r} is not a timm augmentation string: "
             "use e.g. rand-m9-mstd0.5-inc1, or none to switch it off"
-        ) from None
+        ) from error
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
