@@ -20,6 +20,7 @@ key), `.pt2` as the extra file `twins_metadata.json`, safetensors in its metadat
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -227,7 +228,7 @@ def export(
             f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}",
             argument="format",
         )
-    if isinstance(image_size, bool) or not isinstance(image_size, int):
+    if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral):
         raise TwinsError(
             f"image_size must be a whole number, not {image_size!r}", argument="image_size"
         )

@@ -11,6 +11,7 @@ ImageNet-1k weight metadata.
 from __future__ import annotations
 
 import glob
+import numbers
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,22 +110,23 @@ def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]
     return list(dict.fromkeys(images)), missing
 
 
-def check_image_size(image_size: int | None, argument: str = "image_size") -> None:
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
-    ):
+def check_image_size(image_size: int | None) -> None:
+    """None (the weights' own size) or a positive whole number of pixels."""
+    whole = isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool)
+    if image_size is not None and not (whole and image_size >= 1):
         raise TwinsError(
             f"image_size must be a whole number of pixels, at least 1, not {image_size!r}",
-            argument=argument,
+            argument="image_size",
         )
 
 
-def check_crop_pct(crop_pct: float | None, argument: str = "crop_pct") -> None:
-    if crop_pct is not None and not (isinstance(crop_pct, (int, float)) and 0 < crop_pct <= 1):
+def check_crop_pct(crop_pct: float | None) -> None:
+    """None (the weights' own) or the fraction of the resized image the crop keeps, in (0, 1]."""
+    if crop_pct is not None and not (isinstance(crop_pct, numbers.Real) and 0 < crop_pct <= 1):
         raise TwinsError(
             f"crop_pct is the fraction of the resized image kept by the crop: a number in "
             f"(0, 1], not {crop_pct!r} (0.875 is the usual one)",
-            argument=argument,
+            argument="crop_pct",
         )
 
 
@@ -139,8 +141,15 @@ def prediction_preprocessing(
     check_image_size(image_size)
     check_crop_pct(crop_pct)
     preprocessing = dict(DEFAULT_PREPROCESSING)
-    preprocessing.update({k: v for k, v in (described or {}).items() if k in DEFAULT_PREPROCESSING})
-    try:
+    if isinstance(described, Mapping):
+        preprocessing.update({k: v for k, v in described.items() if k in DEFAULT_PREPROCESSING})
+    if image_size is not None:
+        preprocessing["image_size"] = image_size
+    if crop_pct is not None:
+        preprocessing["crop_pct"] = float(crop_pct)
+    try:  # what was given is checked above: a problem here comes from the file
+        if described is not None and not isinstance(described, Mapping):
+            raise TwinsError(f"{described!r} is no mapping")
         check_image_size(preprocessing["image_size"])
         check_crop_pct(preprocessing["crop_pct"])
         if preprocessing["crop_mode"] not in CROP_MODES:
@@ -148,13 +157,9 @@ def prediction_preprocessing(
     except TwinsError as error:
         raise TwinsError(
             f"the weights' preprocessing metadata is invalid ({error}): pass image_size and "
-            "crop_pct, or rewrite the file's metadata",
+            "crop_pct, or write the file again with valid metadata",
             argument="image_size",
         ) from error
-    if image_size is not None:
-        preprocessing["image_size"] = image_size
-    if crop_pct is not None:
-        preprocessing["crop_pct"] = float(crop_pct)
     return preprocessing
 
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from torch import nn
 
-from twins.data.transforms import eval_preprocessing
 from twins.weights.state_dict import METADATA_KEYS
 
 # Config keys `eval_preprocessing` reads.
@@ -46,6 +45,10 @@ def preprocessing_of_config(config: Mapping[str, Any]) -> dict[str, Any] | None:
     A config older than the `semantics` key was evaluated with a centre crop, which is what
     any semantics but "seed" gives.
     """
+    # Imported here: twins.data loads torchvision's data sets, which reading weights (and
+    # `import twins`) need not pay for.
+    from twins.data.transforms import eval_preprocessing
+
     if any(config.get(key) is None for key in PREPROCESSING_CONFIG_KEYS):
         return None
     semantics = config.get("semantics") or "twins"
