@@ -62,14 +62,13 @@ def _model_for(weights: StateDict, config: TrainConfig) -> Twins:
     try:
         model = model_from_weights(weights, arch=arch, model_args=model_args)
     except TwinsError as error:
-        from_config = [
-            f"{key} {value}" for key, value in (("arch", arch), ("model_args", model_args)) if value
-        ]
-        if not from_config:
+        used = {key: value for key, value in (("arch", arch), ("model_args", model_args)) if value}
+        if not used:
             raise
+        given = " and ".join(f"{key} {value}" for key, value in used.items())
         raise TwinsError(
-            f"{error} ({' and '.join(from_config)} from the config: set them to the model the "
-            "file holds)",
+            f"{error} ({given} from the config: set {' and '.join(used)} to the model the file "
+            "holds)",
             argument=error.argument,
         ) from error
     if model.num_classes != config.num_classes:
