@@ -19,7 +19,7 @@ import torch
 from twins.errors import TwinsError
 from twins.models.registry import VARIANTS, create_model, resolve_name
 from twins.models.twins import Twins
-from twins.weights import StateDict, load_into_model, mismatches
+from twins.weights import load_into_model, mismatches
 from twins.weights.state_dict import head_classes
 
 BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.")
@@ -68,9 +68,13 @@ def infer_model_args(tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def model_arguments(
-    weights: StateDict, arch: str | None = None, model_args: Mapping[str, Any] | None = None
+    weights: Mapping[str, torch.Tensor],
+    arch: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """(arch, kwargs) for `create_model` that rebuild the model the weights were made for.
+
+    `weights`: a `twins.load_weights` result (its `.metadata` is used) or any state dict.
 
     `arch` names the variant where the file does not (or overrules it); `model_args` are
     constructor arguments that win over what the file says or its shapes tell (num_heads and
@@ -83,7 +87,7 @@ def model_arguments(
 
 
 def model_from_weights(
-    weights: StateDict,
+    weights: Mapping[str, torch.Tensor],
     arch: str | None = None,
     *,
     model_args: Mapping[str, Any] | None = None,
@@ -117,10 +121,10 @@ def model_from_weights(
 
 
 def _arguments(
-    weights: StateDict, arch: str | None, model_args: Mapping[str, Any] | None
+    weights: Mapping[str, torch.Tensor], arch: str | None, model_args: Mapping[str, Any] | None
 ) -> tuple[str, dict[str, Any], TwinsError | None]:
     """(arch, kwargs, the error to raise for arguments the weights cannot tell, or None)."""
-    metadata = weights.metadata
+    metadata = getattr(weights, "metadata", {})  # a plain state dict says nothing
     name = arch or metadata.get("arch")
     if not name:
         raise TwinsError(
@@ -132,8 +136,10 @@ def _arguments(
         canonical = resolve_name(name)
     except TwinsError as error:
         raise TwinsError(str(error), argument="arch") from error
-    described = metadata.get("model_args") and (
-        arch is None or _same_variant(arch, metadata.get("arch"))
+    described = (
+        isinstance(metadata.get("model_args"), Mapping)
+        and bool(metadata["model_args"])
+        and (arch is None or _same_variant(arch, metadata.get("arch")))
     )
     if described:
         kwargs = dict(metadata["model_args"])
