@@ -87,7 +87,7 @@ def test_data_mode_compares_loaders(capsys, tmp_path):
     "args, message",
     [
         (["--mode", "data"], "needs --data"),
-        (["--device", "cuda"], "no CUDA"),
+        (["--device", "cuda"], "this torch sees none"),
         (["--iters", "0"], "at least 1"),
         (["--mode", "data", "--data", ".", "--profile"], "--profile profiles model steps"),
         (["--model-args", '{"act_layer": "gelu_tanh"}', "--compare", "timm"], "exact GELU"),

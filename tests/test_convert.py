@@ -1,5 +1,7 @@
 """`twins convert`: every direction between .pth, .ckpt and .safetensors, through the CLI."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +10,9 @@ import twins
 from seed_models import tiny_model
 from twins.cli.main import main
 from twins.convert import convert
+from twins.errors import TwinsError
 from twins.weights import load_weights
-from twins.weights.mindspore import read_mindspore
+from twins.weights.mindspore_proto import read_tags
 
 
 def _seed_logits_error(model, fixtures, family):
@@ -53,7 +56,7 @@ def test_pth_to_ckpt_to_safetensors_round_trip(tmp_path, capsys):
     torch.save(model.state_dict(), official)
     ckpt = tmp_path / "seed.ckpt"
     assert main(["convert", str(official), str(ckpt)]) == 0
-    tags = read_mindspore(ckpt)
+    tags = read_tags(ckpt)
     assert "model.blocks.0.0.attn.k.weight" in tags and "model.norm.gamma" in tags
     back = tmp_path / "back.safetensors"
     assert main(["convert", str(ckpt), str(back), "--arch", "svt_small"]) == 0
@@ -62,8 +65,13 @@ def test_pth_to_ckpt_to_safetensors_round_trip(tmp_path, capsys):
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
     pth_again = tmp_path / "again.pth"
     assert main(["convert", str(back), str(pth_again)]) == 0
+    assert capsys.readouterr().err == ""  # a .pth keeps the metadata beside the tensors
+    assert load_weights(pth_again).metadata == {**weights.metadata, "format": "torch"}
+    bare = torch.load(pth_again, weights_only=True)  # still the official bare state dict
+    assert set(bare) == set(model.state_dict())
+    model.load_state_dict(bare, strict=True)
+    assert main(["convert", str(pth_again), str(tmp_path / "again.ckpt")]) == 0
     assert "not stored: act_layer, arch" in capsys.readouterr().err
-    assert set(torch.load(pth_again, weights_only=True)) == set(model.state_dict())
 
 
 def test_mistakes_exit_with_one_line(tmp_path, capsys):
@@ -83,3 +91,51 @@ def test_mistakes_exit_with_one_line(tmp_path, capsys):
     assert len(errors) == 3 and all(line.startswith("twins: error: ") for line in errors)
     assert "do not fit svt_small" in errors[1]
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def _training_checkpoint(path):
+    model = twins.create_model(
+        "pcpvt_small", num_classes=3, embed_dims=(16, 32, 40, 64), depths=(1, 1, 1, 1)
+    )
+    meta = {"arch": "pcpvt_small", "model_args": model.model_args, "num_classes": 3}
+    torch.save(
+        {"format": "twins-checkpoint", "version": 1, "model": model.state_dict(), "meta": meta,
+         "optimizer": {}, "epoch": 2},
+        path,
+    )  # fmt: skip
+    return path.read_bytes()
+
+
+def test_convert_never_writes_over_its_source_or_a_training_checkpoint(tmp_path, capsys):
+    last = tmp_path / "last.pt"
+    content = _training_checkpoint(last)
+    os.link(last, tmp_path / "hard.pt")
+    (tmp_path / "soft.pt").symlink_to(last)
+    for destination in ("last.pt", "hard.pt", "soft.pt", "../" + tmp_path.name + "/last.pt"):
+        with pytest.raises(TwinsError, match="is the file being read") as error:
+            convert(last, tmp_path / destination)
+        assert error.value.argument == "destination"
+    weights = tmp_path / "weights.pth"
+    convert(last, weights)
+    with pytest.raises(TwinsError, match="last.pt is a training checkpoint"):
+        convert(weights, last)
+    assert main(["convert", str(last), str(last)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert last.read_bytes() == content  # the resumable checkpoint is untouched
+    convert(last, weights)  # weights written before may be replaced
+
+
+def test_nan_or_integer_weights_are_not_converted(tmp_path):
+    state_dict = tiny_model("pcpvt").state_dict()
+    state_dict["norm.weight"][0] = float("nan")
+    torch.save(state_dict, tmp_path / "nan.pth")
+    with pytest.raises(TwinsError, match="NaN or infinite values in norm.weight"):
+        convert(tmp_path / "nan.pth", tmp_path / "nan.safetensors")
+    state_dict = tiny_model("pcpvt").state_dict()
+    state_dict["head.weight"] = state_dict["head.weight"].to(torch.int32)
+    torch.save(state_dict, tmp_path / "int.pth")
+    with pytest.raises(TwinsError, match=r"head.weight \(torch.int32\)"):
+        convert(tmp_path / "int.pth", tmp_path / "int.safetensors")
+    with pytest.raises(TwinsError, match="dtype head.weight torch.int32 in file"):
+        convert(tmp_path / "int.pth", tmp_path / "int.safetensors", arch="pcpvt_small")
+    assert not list(tmp_path.glob("*.safetensors"))

@@ -12,7 +12,8 @@ from timm.models.twins import Twins as TimmTwins
 
 import twins
 from twins.cli.main import main
-from twins.export import export_onnx, export_pt2
+from twins.errors import TwinsError
+from twins.export import export, export_onnx, export_pt2, exported_metadata
 from twins.weights import StateDict, load_weights, save_weights
 
 # Two-stage models keep the traces short; the SVT one has LSA and GSA blocks in both stages.
@@ -33,6 +34,14 @@ TINY = {
         "depths": (1, 1),
     },
 }
+PREPROCESSING = {
+    "image_size": 96,
+    "crop_pct": 0.9,
+    "crop_mode": "center",
+    "interpolation": "bicubic",
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.5, 0.5, 0.5],
+}
 # (batch, channels, height, width): square, windows padded on the right only, on both sides,
 # and on the bottom only (map sides 16, 28x21 / 14x10, 25x18 / 12x9, 21x28 / 10x14).
 SHAPES = [(1, 3, 64, 64), (2, 3, 112, 84), (3, 3, 100, 75), (2, 3, 84, 112)]
@@ -52,7 +61,9 @@ def onnx_export(request, tmp_path_factory):
     arch = request.param
     model = _tiny(arch)
     path = tmp_path_factory.mktemp("onnx") / f"{arch}.onnx"
-    result = export_onnx(model, path, image_size=96, class_names=list("abcde"))
+    result = export_onnx(
+        model, path, image_size=96, class_names=list("abcde"), preprocessing=PREPROCESSING
+    )
     assert max(result.differences.values()) < 1e-5
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return arch, model, path, session
@@ -71,6 +82,9 @@ def test_onnx_takes_any_batch_height_and_width(onnx_export):
         assert _relative(logits, expected) < 1e-5, shape
     properties = {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
     assert properties["arch"] == arch and properties["class_names"] == list("abcde")
+    assert properties["preprocessing"] == PREPROCESSING
+    assert exported_metadata(path) == {**properties}
+    assert properties["model_args"] == model.model_args
 
 
 @pytest.mark.parametrize("onnx_export", ["svt_small"], indirect=True)
@@ -92,8 +106,13 @@ def test_onnx_keeps_the_window_mask(onnx_export):
 def test_pt2_program_runs_at_other_sizes(tmp_path):
     model = _tiny("svt_small")
     path = tmp_path / "svt.pt2"
-    export_pt2(model, path, image_size=96)
-    program = torch.export.load(str(path))
+    export_pt2(model, path, image_size=96, class_names=list("abcde"), preprocessing=PREPROCESSING)
+    metadata = exported_metadata(path)
+    assert metadata["preprocessing"] == PREPROCESSING and metadata["arch"] == "svt_small"
+    assert metadata["model_args"] == model.model_args and metadata["class_names"] == list("abcde")
+    extra = {"twins_metadata.json": ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    assert json.loads(extra["twins_metadata.json"])["preprocessing"] == PREPROCESSING
     guarded = program.module()
     for shape in [(2, 3, 112, 84), (3, 3, 100, 75)]:
         x = torch.randn(shape)
@@ -110,6 +129,7 @@ def test_cli_exports_a_training_checkpoint(tmp_path, capsys):
     model = _tiny("svt_small", act_layer="gelu_tanh")
     ema = {name: tensor * 0.5 for name, tensor in model.state_dict().items()}
     meta = {"arch": "svt_small", "model_args": model.model_args, "num_classes": 5}
+    config = {"image_size": 64, "crop_pct": 1.0, "interpolation": "bilinear", "semantics": "seed"}
     checkpoint = tmp_path / "best.pt"
     torch.save(
         {
@@ -119,6 +139,7 @@ def test_cli_exports_a_training_checkpoint(tmp_path, capsys):
             "model_ema": ema,
             "meta": meta,
             "optimizer": {},
+            "config": config,
         },
         checkpoint,
     )
@@ -141,6 +162,8 @@ def test_cli_exports_a_training_checkpoint(tmp_path, capsys):
     )
     weights = load_weights(release)
     assert weights.metadata["arch"] == "svt_small" and weights.metadata["act_layer"] == "gelu_tanh"
+    assert weights.metadata["preprocessing"] == load_weights(checkpoint).metadata["preprocessing"]
+    assert weights.metadata["preprocessing"]["crop_mode"] == "squash"
     assert set(weights) == set(ema) and all(torch.equal(weights[k], ema[k]) for k in ema)
 
     # The ONNX path of the command, on a one-stage model to keep the trace short.
@@ -192,8 +215,27 @@ def test_export_mistakes_are_one_line(tmp_path, capsys):
         )
         == 2
     )
-    assert "pass --arch" in capsys.readouterr().err
+    assert "pass arch" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("image_size", [0, 87, 8200])
+def test_a_trace_size_that_cannot_work_is_refused_first(tmp_path, image_size):
+    with pytest.raises(TwinsError, match="image_size") as error:
+        export(tmp_path / "missing.safetensors", "onnx", tmp_path / "m.onnx", image_size=image_size)
+    assert error.value.argument == "image_size" and "--" not in str(error.value)
+
+
+def test_export_never_writes_over_its_checkpoint(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    model = _tiny("pcpvt_small")
+    save_weights(
+        StateDict(model.state_dict(), {"arch": "pcpvt_small", "model_args": model.model_args}), path
+    )
+    content = path.read_bytes()
+    with pytest.raises(TwinsError, match="is the file being read"):
+        export(path, "safetensors", path)
+    assert path.read_bytes() == content
 
 
 @pytest.mark.slow

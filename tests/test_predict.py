@@ -1,17 +1,24 @@
-"""`twins predict` on generated images: top-k lists, class names, folders, globs, bad files."""
+"""`twins predict` on generated images: top-k lists, class names, folders, globs, bad files;
+the same predictions from a training checkpoint and every file made from it; the same
+decoding and preparation as the eval data loader; one-line refusals."""
 
 import json
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from PIL import Image
 
 import twins
 from twins.cli.main import main
+from twins.convert import convert
+from twins.data import SafeImageFolder, build_eval_transform, build_loader
 from twins.errors import TwinsError
+from twins.export import export, exported_metadata
 from twins.predict import Predictor, find_images, imagenet_class_names, predict
-from twins.weights import StateDict, save_weights
+from twins.train.config import build_config
+from twins.weights import StateDict, model_metadata, save_weights
 
 SHAPE = {"embed_dims": (16, 32, 40, 64), "depths": (1, 1, 1, 1)}
 
@@ -59,8 +66,7 @@ def test_predictions_use_the_checkpoint_class_names(tmp_path, images):
     assert first.top[0][2] >= first.top[1][2]
 
     predictor = Predictor(checkpoint, image_size=64)
-    with Image.open(images / "image0.png") as image:
-        batch = predictor.transform(image.convert("RGB"))[None]
+    batch = predictor.load(images / "image0.png")[None]
     with torch.no_grad():
         expected = model.eval()(batch).softmax(-1)[0]
     assert first.top[0][0] == int(expected.argmax())
@@ -98,3 +104,168 @@ def test_nothing_to_predict_is_a_clear_error(tmp_path):
     _save_model(checkpoint, 3)
     with pytest.raises(TwinsError, match="no images to predict"):
         predict(checkpoint, [str(tmp_path / "nowhere")])
+
+
+# A model with the demo's kind of custom widths: pcpvt_small's own heads do not divide them.
+CUSTOM = {"embed_dims": [16, 32, 64, 128], "num_heads": [1, 2, 4, 8], "depths": [1, 1, 1, 1]}
+NAMES = ["zero", "one", "two"]
+
+
+def _config(**values):
+    return build_config(
+        {"arch": "pcpvt_small", "model_args": CUSTOM, "num_classes": 3, "image_size": 32,
+         "crop_pct": 1.0, "batch_size": 4, "num_parallel_workers": 0, **values}
+    )  # fmt: skip
+
+
+def _training_checkpoint(path, config):
+    """A checkpoint as training writes it today: meta without preprocessing, the config."""
+    torch.manual_seed(0)
+    model = twins.create_model("pcpvt_small", num_classes=3, **CUSTOM)
+    meta = {k: v for k, v in model_metadata(model, NAMES).items() if k != "preprocessing"}
+    checkpoint = {"format": "twins-checkpoint", "version": 1, "model": model.state_dict(),
+                  "meta": meta, "config": config.to_dict(), "epoch": 1}  # fmt: skip
+    torch.save(checkpoint, path)
+    return model.eval()
+
+
+def _photos(folder, count=4):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (40 + 8 * index, 56, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"photo{index}.png")
+    return sorted(str(path) for path in folder.iterdir())
+
+
+def _probabilities(run):
+    return {p.image: [(index, prob) for index, _, prob in p.top] for p in run.predictions}
+
+
+def test_converted_and_exported_weights_predict_what_the_checkpoint_predicts(tmp_path):
+    best = tmp_path / "best.pt"
+    model = _training_checkpoint(best, _config())
+    photos = _photos(tmp_path / "photos")
+    reference = predict(best, photos, topk=3)
+    assert reference.preprocessing["image_size"] == 32
+    assert reference.preprocessing["crop_pct"] == 1.0
+    assert reference.preprocessing["crop_mode"] == "squash"  # the seed's semantics, the default
+
+    for name in ("weights.safetensors", "weights.pth"):
+        convert(best, tmp_path / name)
+        run = predict(tmp_path / name, photos, topk=3)
+        assert run.preprocessing == reference.preprocessing, name
+        assert _probabilities(run) == _probabilities(reference), name
+    release = tmp_path / "release.safetensors"
+    export(best, "safetensors", release)
+    assert _probabilities(predict(release, photos, topk=3)) == _probabilities(reference)
+
+    onnx_path = tmp_path / "model.onnx"
+    export(best, "onnx", onnx_path, image_size=96)
+    metadata = exported_metadata(onnx_path)
+    assert metadata["preprocessing"] == reference.preprocessing
+    assert metadata["class_names"] == NAMES
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    loader = Predictor(best)
+    assert loader.preprocessing == metadata["preprocessing"]
+    batch = torch.stack([loader.load(photo) for photo in photos])
+    (logits,) = session.run(None, {"images": batch.numpy()})
+    with torch.no_grad():
+        expected = model(batch).numpy()
+    assert np.abs(logits - expected).max() <= 1e-4 * np.abs(expected).max()
+    top1 = {p.image: p.top[0][0] for p in reference.predictions}
+    assert [top1[photo] for photo in photos] == logits.argmax(axis=1).tolist()
+
+
+def _awkward_images(folder):
+    """An RGBA image with transparent pixels, a 16-bit grayscale PNG and a JPEG whose EXIF
+    says "rotate 90 degrees": each decoded differently by `Image.convert("RGB")`."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    rgba = rng.integers(0, 256, (40, 52, 4), dtype=np.uint8)
+    rgba[:20, :, 3] = 0  # transparent rows storing random colours
+    Image.fromarray(rgba).save(folder / "alpha.png")
+    wide = (rng.integers(0, 65536, (44, 36)) // 256 * 256 + 128).astype(np.uint16)
+    Image.fromarray(wide).save(folder / "sixteen_bit.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned, rotate 270 degrees to view
+    photo = rng.integers(0, 256, (36, 64, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(folder / "rotated.jpg", exif=exif.tobytes(), quality=95)
+
+
+def test_the_same_image_gives_the_same_logits_through_predict_and_eval(tmp_path):
+    config = _config(data_url=str(tmp_path / "data"), semantics="twins")
+    best = tmp_path / "best.pt"
+    model = _training_checkpoint(best, config)
+    _awkward_images(tmp_path / "data" / "val" / "zero")
+    for name in NAMES[1:]:
+        _photos(tmp_path / "data" / "val" / name, count=1)
+    val_set = SafeImageFolder(tmp_path / "data" / "val", transform=build_eval_transform(config))
+    loader_probabilities = {}
+    with torch.no_grad():
+        paths = iter(path for path, _ in val_set.samples)  # the eval loader keeps their order
+        for images, _ in build_loader(val_set, config, train=False):
+            for row in model(images).softmax(-1):
+                loader_probabilities[next(paths)] = row
+    assert val_set.converted == 2  # RGBA and 16-bit, as the loader reports them
+
+    awkward = sorted(str(p) for p in (tmp_path / "data" / "val" / "zero").iterdir())
+    run = predict(best, awkward, topk=3)
+    assert [p.image for p in run.predictions] == awkward and not run.failures
+    for prediction in run.predictions:
+        expected = loader_probabilities[prediction.image]
+        for index, _, probability in prediction.top:
+            assert probability == pytest.approx(float(expected[index]), abs=1e-6)
+    rotated = Predictor(best).load(awkward[1])
+    assert torch.equal(rotated, val_set[[path for path, _ in val_set.samples].index(awkward[1])][0])
+
+
+def test_gifs_are_found_in_folders_and_globs(tmp_path):
+    frames = np.random.default_rng(3).integers(0, 256, (30, 30, 3), dtype=np.uint8)
+    Image.fromarray(frames).save(tmp_path / "animation.gif")
+    found, missing = find_images([str(tmp_path), str(tmp_path / "*.gif")])
+    assert found == [tmp_path / "animation.gif"] and missing == []
+
+
+def test_bare_weights_of_a_custom_model_need_and_take_model_args(tmp_path):
+    best = tmp_path / "best.pt"
+    _training_checkpoint(best, _config())
+    bare = tmp_path / "bare.ckpt"  # MindSpore files hold tensors only
+    convert(best, bare)
+    photos = _photos(tmp_path / "photos", count=1)
+    with pytest.raises(TwinsError, match="model_args") as error:
+        predict(bare, photos, arch="pcpvt_small")
+    assert error.value.argument == "model_args"
+    run = predict(bare, photos, arch="pcpvt_small", model_args={"num_heads": [1, 2, 4, 8]})
+    assert run.predictions and run.preprocessing["image_size"] == 224  # the file says nothing
+
+
+@pytest.mark.parametrize(
+    ("settings", "argument", "message"),
+    [
+        ({"device": "cuda"}, "device", "sees none"),
+        ({"device": "tpu"}, "device", "unknown device 'tpu'"),
+        ({"crop_pct": 5}, "crop_pct", "crop_pct is the fraction"),
+        ({"crop_pct": 0}, "crop_pct", "crop_pct is the fraction"),
+        ({"image_size": 0}, "image_size", "image_size must be"),
+        ({"topk": 0}, "topk", "topk must be at least 1"),
+    ],
+)
+def test_settings_that_cannot_work_are_one_line_errors(
+    tmp_path, monkeypatch, settings, argument, message
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    checkpoint = tmp_path / "model.safetensors"
+    _save_model(checkpoint, 3)
+    photos = _photos(tmp_path / "photos", count=1)
+    with pytest.raises(TwinsError, match=message) as error:
+        predict(checkpoint, photos, **settings)
+    assert error.value.argument == argument
+    assert "\n" not in str(error.value) and "--" not in str(error.value)
+
+
+def test_a_folder_given_as_the_checkpoint_is_named_as_one(tmp_path):
+    photos = _photos(tmp_path / "photos", count=1)
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(TwinsError, match="is a folder, not a weights file"):
+        predict(tmp_path / "checkpoints", photos)

@@ -1,21 +1,33 @@
 """Convert weights between the official/timm `.pth`, the seed's MindSpore `.ckpt` and safetensors.
 
 The source format is judged from the file's content, the destination's from its extension.
-With an architecture (from the file or `arch`) the weights are first loaded into that model,
-so a conversion that succeeds is known to fit, and the safetensors metadata then describes the
-model fully (`arch`, `model_args`).
+With an architecture (from the file or `arch`) the weights are first checked against that
+model, so a conversion that succeeds is known to fit, and the destination's metadata then
+describes the model fully (`twins.weights.metadata`: arch, model_args, class names,
+preprocessing). A destination that is the source itself, or a training checkpoint, is refused.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from twins.weights import StateDict, load_weights, model_from_weights, save_weights
-from twins.weights.save import format_for_path
+from twins.models.from_weights import model_from_weights
+from twins.weights import (
+    StateDict,
+    check_values,
+    format_for_path,
+    load_weights,
+    model_metadata,
+    save_weights,
+)
+from twins.weights.save import check_destination
 
-# What each destination format keeps besides the tensors.
-KEEPS_METADATA = {"safetensors": True, "torch": False, "mindspore": False}
+# Metadata keys named when a destination format cannot keep them (num_classes and model_args
+# are implied by the tensors and the arch).
+REPORTED_KEYS = ("arch", "act_layer", "class_names", "preprocessing")
 
 
 @dataclass
@@ -33,22 +45,29 @@ def convert(
     *,
     arch: str | None = None,
     ema: bool | None = None,
+    model_args: Mapping[str, Any] | None = None,
 ) -> Conversion:
-    """Read `source` (any format `load_weights` reads) and write `destination`."""
+    """Read `source` (any format `load_weights` reads) and write `destination`.
+
+    `arch` and `model_args` describe the model where the source does not (see
+    `twins.models.from_weights`).
+    """
     destination_format = format_for_path(destination)
+    check_destination(source, destination)
     weights = load_weights(source, ema=ema, arch=arch)
     metadata = dict(weights.metadata)
-    if arch is not None or metadata.get("arch"):
-        model = model_from_weights(weights, arch)
-        metadata.update(
-            arch=model.arch or arch,
-            model_args=model.model_args,
-            num_classes=model.num_classes,
-            act_layer=model.model_args.get("act_layer"),
-        )
     source_format = metadata.pop("format")
+    if arch is not None or metadata.get("arch"):
+        model = model_from_weights(weights, arch, model_args=model_args)
+        described = model_metadata(
+            model, metadata.get("class_names"), metadata.get("preprocessing")
+        )
+        metadata.update({key: value for key, value in described.items() if value is not None})
+    else:
+        check_values(weights)  # no model to compare with: Twins weights are all float, finite
     written = StateDict(weights, metadata)
     save_weights(written, destination)
-    described = sorted(key for key in ("arch", "act_layer", "class_names") if metadata.get(key))
-    dropped = [] if KEEPS_METADATA[destination_format] else described
-    return Conversion(source_format, destination_format, len(written), metadata, dropped)
+    dropped = []
+    if not destination_format.keeps_metadata:
+        dropped = sorted(key for key in REPORTED_KEYS if metadata.get(key))
+    return Conversion(source_format, destination_format.name, len(written), metadata, dropped)

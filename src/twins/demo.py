@@ -18,9 +18,9 @@ import torch
 
 from twins.data import build_datasets, build_loader, write_digits_imagefolder
 from twins.errors import TwinsError
-from twins.models import create_model
+from twins.models.from_weights import model_from_weights
 from twins.train import fit, load_config
-from twins.train.resume import load_checkpoint
+from twins.weights import load_weights
 
 # configs/ ships inside the package (twins/configs), so an installed package finds it too.
 RECIPE = Path(__file__).parent / "configs" / "demo.yaml"
@@ -88,11 +88,7 @@ def run_demo(
 
 def predict_val(config: Any, checkpoint: Path) -> tuple[list[str], list[int], list[int]]:
     """(file, true class, predicted class) of every validation image, by the checkpoint."""
-    state = load_checkpoint(checkpoint)
-    meta = state["meta"]
-    model = create_model(meta["arch"], **meta["model_args"])
-    model.load_state_dict(state["model"])
-    model.eval()
+    model = model_from_weights(load_weights(checkpoint))
     _, val_set, _ = build_datasets(config)
     predictions: list[int] = []
     with torch.inference_mode():

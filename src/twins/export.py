@@ -10,29 +10,45 @@ A `.pt2` program keeps torch.export's input guards; one of them, batch > 1, come
 memory-layout choice in torch's convolution and not from the computation: run single images
 with `torch.export.load(path).module(check_guards=False)` (the tests check it gives the same
 logits). ONNX graphs carry no such guards.
+
+Every export carries the model's metadata (`twins.weights.metadata`: arch, model_args, class
+names, and the preprocessing its images need): ONNX in `metadata_props` (one JSON value per
+key), `.pt2` as the extra file `twins_metadata.json`, safetensors in its metadata;
+`exported_metadata(path)` reads it back from ONNX and `.pt2` files.
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
+import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.fx.experimental._config as fx_config
 from torch import nn
 
+from twins.atomic import atomic_path
 from twins.errors import TwinsError
-from twins.weights import StateDict, load_weights, model_from_weights, save_weights
-from twins.weights.atomic import atomic_path
+from twins.models.from_weights import model_from_weights
+from twins.weights import METADATA_KEYS, StateDict, load_weights, model_metadata, save_weights
+from twins.weights.metadata import from_strings, to_strings
+from twins.weights.save import check_destination
 
 EXPORT_FORMATS = ("onnx", "pt2", "safetensors")
 MIN_SIDE = 64
 MAX_SIDE = 8192
 # Relative tolerance (max |difference| / max |logit|) of an export against eager PyTorch.
 TOLERANCE = 1e-4
+# The smallest image_size to trace at: the checks run at image_size - 24 (see `check_shapes`).
+MIN_TRACE_SIDE = MIN_SIDE + 24
+# The `.pt2` extra file (`torch.export.save(extra_files=...)`) holding the metadata as JSON.
+PT2_METADATA_FILE = "twins_metadata.json"
 
 
 @dataclass
@@ -74,26 +90,17 @@ def _prepare(model: nn.Module) -> nn.Module:
     return model.eval().float().cpu()
 
 
-def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> dict:
-    model_args = getattr(model, "model_args", {})
-    return {
-        "arch": getattr(model, "arch", None),
-        "model_args": model_args,
-        "num_classes": getattr(model, "num_classes", None),
-        "act_layer": model_args.get("act_layer"),
-        "class_names": class_names,
-    }
-
-
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
     *,
     image_size: int = 224,
-    class_names: list[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
     check: bool = True,
 ) -> ExportResult:
-    """ONNX with dynamic batch, height and width; checked in onnxruntime against PyTorch."""
+    """ONNX with dynamic batch, height and width, carrying the model's metadata; checked in
+    onnxruntime against PyTorch."""
     model = _prepare(model)
     with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
         program = torch.onnx.export(
@@ -105,9 +112,9 @@ def export_onnx(
             dynamic_shapes=dynamic_shapes(),
             verbose=False,
         )
-    for key, value in model_metadata(model, class_names).items():
-        if value is not None:
-            program.model.metadata_props[key] = json.dumps(value)
+    program.model.metadata_props.update(
+        to_strings(model_metadata(model, class_names, preprocessing))
+    )
     with atomic_path(path) as temporary:
         program.save(temporary)
     result = ExportResult(Path(path), "onnx")
@@ -136,17 +143,25 @@ def check_onnx(
 
 
 def export_pt2(
-    model: nn.Module, path: str | os.PathLike, *, image_size: int = 224, check: bool = True
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    image_size: int = 224,
+    class_names: Sequence[str] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    check: bool = True,
 ) -> ExportResult:
-    """A `torch.export` program with dynamic sizes; `torch.export.load(path).module()` runs it
-    (with `check_guards=False` for a batch of one, see the module notes)."""
+    """A `torch.export` program with dynamic sizes, carrying the model's metadata;
+    `torch.export.load(path).module()` runs it (with `check_guards=False` for a batch of one,
+    see the module notes)."""
     model = _prepare(model)
     with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
         program = torch.export.export(
             model, (trace_input(image_size),), dynamic_shapes=dynamic_shapes()
         )
+    metadata = json.dumps(model_metadata(model, class_names, preprocessing))
     with atomic_path(path) as temporary:
-        torch.export.save(program, temporary)
+        torch.export.save(program, temporary, extra_files={PT2_METADATA_FILE: metadata})
     result = ExportResult(Path(path), "pt2")
     if check:
         loaded = torch.export.load(os.fspath(path)).module()
@@ -162,11 +177,34 @@ def export_pt2(
 
 
 def export_safetensors(
-    model: nn.Module, path: str | os.PathLike, *, class_names: list[str] | None = None
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
 ) -> ExportResult:
-    """Release weights: the model's tensors only, with the metadata that rebuilds the model."""
-    save_weights(StateDict(model.state_dict(), model_metadata(model, class_names)), path)
+    """Release weights: the model's tensors only, with the metadata that rebuilds and feeds
+    the model."""
+    metadata = model_metadata(model, class_names, preprocessing)
+    save_weights(StateDict(model.state_dict(), metadata), path)
     return ExportResult(Path(path), "safetensors")
+
+
+def exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata an ONNX or `.pt2` export carries (empty when it has none)."""
+    path = Path(path)
+    if zipfile.is_zipfile(path):  # a .pt2 archive: read its extra file, not the whole program
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(f"/extra/{PT2_METADATA_FILE}")]
+            written = json.loads(archive.read(names[0])) if names else {}
+        return {key: written[key] for key in METADATA_KEYS if written.get(key) is not None}
+    import onnx
+
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception as error:  # onnx raises its own DecodeError types for files it cannot parse
+        raise TwinsError(f"{path}: neither a .pt2 archive nor an ONNX model") from error
+    return from_strings({prop.key: prop.value for prop in model.metadata_props})
 
 
 def export(
@@ -176,23 +214,39 @@ def export(
     *,
     arch: str | None = None,
     ema: bool | None = None,
+    model_args: Mapping[str, Any] | None = None,
     image_size: int = 224,
     check: bool = True,
 ) -> ExportResult:
-    """Load any weights file `load_weights` reads and export it."""
+    """Load any weights file `load_weights` reads and export it with its metadata.
+
+    `arch` and `model_args` describe the model where the file does not (see
+    `twins.models.from_weights`); `image_size` is the side traced at (the graphs take any).
+    """
     if format not in EXPORT_FORMATS:
         raise TwinsError(
-            f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}"
+            f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}",
+            argument="format",
         )
-    if image_size < MIN_SIDE + 24:
-        raise TwinsError(f"--image-size {image_size} is too small: use at least {MIN_SIDE + 24}")
+    if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral):
+        raise TwinsError(
+            f"image_size must be a whole number, not {image_size!r}", argument="image_size"
+        )
+    if not MIN_TRACE_SIDE <= image_size <= MAX_SIDE - 64:
+        raise TwinsError(
+            f"image_size {image_size} cannot be traced and checked: use {MIN_TRACE_SIDE} to "
+            f"{MAX_SIDE - 64} (the export then takes any side from {MIN_SIDE} to {MAX_SIDE})",
+            argument="image_size",
+        )
+    check_destination(checkpoint, output)
     weights = load_weights(checkpoint, ema=ema, arch=arch)
-    model = model_from_weights(weights, arch)
-    class_names = weights.metadata.get("class_names")
+    model = model_from_weights(weights, arch, model_args=model_args)
+    described = {
+        "class_names": weights.metadata.get("class_names"),
+        "preprocessing": weights.metadata.get("preprocessing"),
+    }
     if format == "onnx":
-        return export_onnx(
-            model, output, image_size=image_size, class_names=class_names, check=check
-        )
+        return export_onnx(model, output, image_size=image_size, check=check, **described)
     if format == "pt2":
-        return export_pt2(model, output, image_size=image_size, check=check)
-    return export_safetensors(model, output, class_names=class_names)
+        return export_pt2(model, output, image_size=image_size, check=check, **described)
+    return export_safetensors(model, output, **described)

@@ -1,30 +1,44 @@
 """Classify image files with a trained model: top-k labels and probabilities per image.
 
-Images are prepared as for evaluation (timm's eval transform: resize to image_size / crop_pct,
-center crop, ImageNet normalisation). Class names come from the weights file, or, for a
-1000-class model without names, from torchvision's ImageNet-1k weight metadata.
+Images are decoded as training and evaluation decode them (`twins.data.images`: EXIF
+orientation, 16-bit and alpha handled) and prepared as the weights file says its model expects
+(`preprocessing` metadata, `twins.data.transforms.eval_transform`); a file that says nothing gets
+the official evaluation (resize 256, centre crop 224, bicubic, ImageNet mean and std). Class
+names come from the weights file, or, for a 1000-class model without names, from torchvision's
+ImageNet-1k weight metadata.
 """
 
 from __future__ import annotations
 
 import glob
+import numbers
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import timm.data
 import torch
 from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from twins.data.images import IMAGE_EXTENSIONS, open_rgb
+from twins.data.transforms import eval_transform
+from twins.device import select_device
 from twins.errors import TwinsError
-from twins.weights import load_weights, model_from_weights
+from twins.models.from_weights import model_from_weights
+from twins.weights import load_weights
 
-# The official evaluation (DeiT's): resize 256, center crop 224, bicubic.
-DEFAULT_IMAGE_SIZE = 224
-DEFAULT_CROP_PCT = 0.875
-DEFAULT_INTERPOLATION = "bicubic"
+# The official evaluation (DeiT's), for weights that do not say how they were evaluated.
+DEFAULT_PREPROCESSING: dict[str, Any] = {
+    "image_size": 224,
+    "crop_pct": 0.875,
+    "crop_mode": "center",
+    "interpolation": "bicubic",
+    "mean": list(IMAGENET_DEFAULT_MEAN),
+    "std": list(IMAGENET_DEFAULT_STD),
+}
+CROP_MODES = ("center", "squash", "border")  # timm's eval transform
 
 
 @dataclass
@@ -37,6 +51,7 @@ class Prediction:
 class PredictionRun:
     predictions: list[Prediction] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # how the images were prepared
 
     def to_json(self) -> dict:
         return {
@@ -51,6 +66,7 @@ class PredictionRun:
                 for p in self.predictions
             ],
             "failures": [{"image": image, "error": reason} for image, reason in self.failures],
+            "preprocessing": self.preprocessing,
         }
 
 
@@ -77,7 +93,7 @@ def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
             images += found
             if not found:
                 missing.append((item, "folder holds no images"))
@@ -85,7 +101,7 @@ def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]
             images.append(path)  # named explicitly: tried whatever its extension
         elif glob.has_magic(item):
             matches = [Path(p) for p in sorted(glob.glob(item, recursive=True))]
-            found = [p for p in matches if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS]
+            found = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
             images += found
             if not found:
                 missing.append((item, "pattern matches no images"))
@@ -94,10 +110,57 @@ def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]
     return list(dict.fromkeys(images)), missing
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def check_image_size(image_size: int | None) -> None:
+    """None (the weights' own size) or a positive whole number of pixels."""
+    whole = isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool)
+    if image_size is not None and not (whole and image_size >= 1):
+        raise TwinsError(
+            f"image_size must be a whole number of pixels, at least 1, not {image_size!r}",
+            argument="image_size",
+        )
+
+
+def check_crop_pct(crop_pct: float | None) -> None:
+    """None (the weights' own) or the fraction of the resized image the crop keeps, in (0, 1]."""
+    if crop_pct is not None and not (isinstance(crop_pct, numbers.Real) and 0 < crop_pct <= 1):
+        raise TwinsError(
+            f"crop_pct is the fraction of the resized image kept by the crop: a number in "
+            f"(0, 1], not {crop_pct!r} (0.875 is the usual one)",
+            argument="crop_pct",
+        )
+
+
+def prediction_preprocessing(
+    described: Mapping[str, Any] | None,
+    *,
+    image_size: int | None = None,
+    crop_pct: float | None = None,
+) -> dict[str, Any]:
+    """How to prepare images: the weights' `preprocessing` (`described`) over the defaults, then
+    the `image_size` / `crop_pct` given."""
+    check_image_size(image_size)
+    check_crop_pct(crop_pct)
+    preprocessing = dict(DEFAULT_PREPROCESSING)
+    if isinstance(described, Mapping):
+        preprocessing.update({k: v for k, v in described.items() if k in DEFAULT_PREPROCESSING})
+    if image_size is not None:
+        preprocessing["image_size"] = image_size
+    if crop_pct is not None:
+        preprocessing["crop_pct"] = float(crop_pct)
+    try:  # what was given is checked above: a problem here comes from the file
+        if described is not None and not isinstance(described, Mapping):
+            raise TwinsError(f"{described!r} is no mapping")
+        check_image_size(preprocessing["image_size"])
+        check_crop_pct(preprocessing["crop_pct"])
+        if preprocessing["crop_mode"] not in CROP_MODES:
+            raise TwinsError(f"crop_mode {preprocessing['crop_mode']!r} is not one of {CROP_MODES}")
+    except TwinsError as error:
+        raise TwinsError(
+            f"the weights' preprocessing metadata is invalid ({error}): pass image_size and "
+            "crop_pct, or write the file again with valid metadata",
+            argument="image_size",
+        ) from error
+    return preprocessing
 
 
 class Predictor:
@@ -108,31 +171,31 @@ class Predictor:
         checkpoint: str | os.PathLike,
         *,
         arch: str | None = None,
+        model_args: Mapping[str, Any] | None = None,
         ema: bool | None = None,
         device: str = "auto",
         image_size: int | None = None,
         crop_pct: float | None = None,
     ) -> None:
+        self.device = select_device(device)
+        check_image_size(image_size)
+        check_crop_pct(crop_pct)
         weights = load_weights(checkpoint, ema=ema, arch=arch)
-        self.device = resolve_device(device)
-        self.model = model_from_weights(weights, arch).to(self.device)
+        self.model = model_from_weights(weights, arch, model_args=model_args).to(self.device)
         if not self.model.num_classes:
             raise TwinsError(f"{checkpoint}: the model has no classifier head; nothing to predict")
         self.class_names = class_names_for(
             weights.metadata.get("class_names"), self.model.num_classes
         )
-        metadata = weights.metadata
-        size = image_size or metadata.get("image_size") or DEFAULT_IMAGE_SIZE
-        self.transform = timm.data.create_transform(
-            input_size=(3, size, size),
-            is_training=False,
-            interpolation=metadata.get("interpolation") or DEFAULT_INTERPOLATION,
-            crop_pct=crop_pct or metadata.get("crop_pct") or DEFAULT_CROP_PCT,
+        self.preprocessing = prediction_preprocessing(
+            weights.metadata.get("preprocessing"), image_size=image_size, crop_pct=crop_pct
         )
+        self.transform = eval_transform(self.preprocessing)
 
-    def _load(self, path: Path) -> torch.Tensor:
-        with Image.open(path) as image:
-            return self.transform(image.convert("RGB"))
+    def load(self, path: str | os.PathLike) -> torch.Tensor:
+        """One image file as the model's input (C, H, W), decoded as the data loader does."""
+        image, _ = open_rgb(path)
+        return self.transform(image)
 
     def _batches(
         self, paths: Sequence[Path], batch_size: int, run: PredictionRun
@@ -140,7 +203,7 @@ class Predictor:
         names, tensors = [], []
         for path in paths:
             try:
-                tensors.append(self._load(path))
+                tensors.append(self.load(path))
                 names.append(path)
             except (OSError, ValueError, Image.DecompressionBombError) as error:
                 run.failures.append((str(path), f"unreadable image: {error}"))
@@ -154,7 +217,7 @@ class Predictor:
     def predict(
         self, paths: Sequence[Path], *, topk: int = 5, batch_size: int = 32
     ) -> PredictionRun:
-        run = PredictionRun()
+        run = PredictionRun(preprocessing=dict(self.preprocessing))
         k = max(1, min(topk, self.model.num_classes))
         for names, batch in self._batches(paths, batch_size, run):
             probabilities = self.model(batch.to(self.device)).float().softmax(dim=-1)
@@ -177,20 +240,35 @@ def predict(
     topk: int = 5,
     batch_size: int = 32,
     arch: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
     ema: bool | None = None,
     device: str = "auto",
     image_size: int | None = None,
     crop_pct: float | None = None,
 ) -> PredictionRun:
-    """Top-k predictions for every image the inputs name; unreadable ones are listed, not fatal."""
-    if topk < 1 or batch_size < 1:
-        raise TwinsError(f"--topk ({topk}) and --batch-size ({batch_size}) must be at least 1")
+    """Top-k predictions for every image the inputs name; unreadable ones are listed, not fatal.
+
+    `arch` and `model_args` describe the model where the file does not (see
+    `twins.models.from_weights`); `image_size` and `crop_pct` overrule the file's preprocessing.
+    """
+    for name, value in (("topk", topk), ("batch_size", batch_size)):
+        if value < 1:
+            raise TwinsError(f"{name} must be at least 1, not {value}", argument=name)
     paths, missing = find_images(inputs)
     if not paths:
         reasons = "; ".join(f"{item}: {reason}" for item, reason in missing)
-        raise TwinsError(f"no images to predict ({reasons}); name image files, folders or globs")
+        raise TwinsError(
+            f"no images to predict ({reasons}); name image files, folders or globs",
+            argument="inputs",
+        )
     predictor = Predictor(
-        checkpoint, arch=arch, ema=ema, device=device, image_size=image_size, crop_pct=crop_pct
+        checkpoint,
+        arch=arch,
+        model_args=model_args,
+        ema=ema,
+        device=device,
+        image_size=image_size,
+        crop_pct=crop_pct,
     )
     run = predictor.predict(paths, topk=topk, batch_size=batch_size)
     run.failures = missing + run.failures

@@ -61,3 +61,28 @@ def test_split_without_class_folders_is_refused(make_config, image_folder):
     (image_folder / "val").mkdir()
     with pytest.raises(TwinsError, match="no class folders"):
         build_datasets(make_config(data_url=str(image_folder)))
+
+
+def test_folder_links_inside_class_folders_are_not_followed(make_config, image_folder, caplog):
+    """`train/cat/up -> ..` would read every image of train/ again as a cat, and again through
+    each level of the loop (torchvision follows links); it is skipped with a warning."""
+    train = image_folder / "train"
+    (train / "cat" / "up").symlink_to("..", target_is_directory=True)
+    (train / "dog" / "cats").symlink_to(train / "cat", target_is_directory=True)
+    (train / "dog" / "real").mkdir()
+    shutil.copy(train / "dog" / "0.png", train / "dog" / "real" / "extra.png")
+    with caplog.at_level("WARNING", logger="twins.data.datasets"):
+        train_set, _, _ = build_datasets(make_config(data_url=str(image_folder)))
+    assert len(train_set) == 13  # 6 cats, 6 dogs and the one in a real sub-folder
+    assert [label for _, label in train_set.samples].count(0) == 6
+    warnings = [r.getMessage() for r in caplog.records if "not following folder link" in r.message]
+    assert len(warnings) == 2 and "\n" not in warnings[0]
+    assert any(str(train / "cat" / "up") in w for w in warnings)
+
+
+def test_a_class_folder_that_is_a_link_is_read(make_config, image_folder, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(image_folder / "train" / "dog", elsewhere)
+    (image_folder / "train" / "dog").symlink_to(elsewhere, target_is_directory=True)
+    train_set, _, names = build_datasets(make_config(data_url=str(image_folder)))
+    assert names == ["cat", "dog"] and len(train_set) == 12

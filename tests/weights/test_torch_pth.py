@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models.twins import Twins
 
 import twins
@@ -76,7 +77,7 @@ def test_training_checkpoint_chooses_raw_or_ema(tmp_path, timm_state_dict):
         "meta": meta,
         "epoch": 4,
         "optimizer": {"state": {}, "param_groups": []},
-        "config": {"image_size": 96, "crop_pct": 0.9},
+        "config": {"image_size": 96, "crop_pct": 0.9, "interpolation": "bilinear"},
     }
     path = tmp_path / "last.pt"
     torch.save(checkpoint, path)
@@ -84,7 +85,15 @@ def test_training_checkpoint_chooses_raw_or_ema(tmp_path, timm_state_dict):
     _assert_same(raw, timm_state_dict)
     assert raw.metadata["format"] == "twins-checkpoint"
     assert raw.metadata["class_names"] == list("abcdefghij")
-    assert (raw.metadata["image_size"], raw.metadata["crop_pct"]) == (96, 0.9)
+    # Written before meta held the preprocessing (and before `semantics`): a centre crop.
+    assert raw.metadata["preprocessing"] == {
+        "image_size": 96,
+        "crop_pct": 0.9,
+        "crop_mode": "center",
+        "interpolation": "bilinear",
+        "mean": list(IMAGENET_DEFAULT_MEAN),
+        "std": list(IMAGENET_DEFAULT_STD),
+    }
     _assert_same(load_weights(path, ema=True), ema)
 
     del checkpoint["model_ema"]

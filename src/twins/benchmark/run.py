@@ -15,6 +15,7 @@ from twins.benchmark.loaders import build_loaders, image_root, time_loaders
 from twins.benchmark.profile import profile_steps
 from twins.benchmark.steps import make_step, timm_twin
 from twins.benchmark.timing import Timing, alternate, round_ratios
+from twins.device import select_device
 from twins.errors import TwinsError
 from twins.models import count_macs, create_model
 
@@ -26,7 +27,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 class BenchmarkOptions:
     model: str = "pcpvt_small"
     model_args: dict[str, Any] = field(default_factory=dict)  # create_model overrides
-    device: str | None = None  # None: cuda when available, else cpu
+    device: str | None = None  # None: cuda when available, else cpu (twins.device.select_device)
     mode: str = "infer"
     precision: str = "fp32"
     batch_size: int | None = None  # None: 16 on CPU, 256 on GPU
@@ -52,11 +53,8 @@ def resolve(options: BenchmarkOptions) -> tuple[BenchmarkOptions, torch.device]:
         raise TwinsError(f"unknown precision {options.precision!r}: use {', '.join(PRECISIONS)}")
     if options.compare not in (None, "timm"):
         raise TwinsError(f"cannot compare with {options.compare!r}: only timm is supported")
-    name = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise TwinsError(f"unknown device {name!r}: use cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TwinsError("--device cuda, but this torch sees no CUDA GPU: use --device cpu")
+    device = select_device(options.device or "auto")
+    name = device.type
     if options.mode == "data" and not options.data:
         raise TwinsError("--mode data needs --data DIR, a folder of class folders of images")
     if options.mode == "data" and options.profile:
@@ -76,7 +74,7 @@ def resolve(options: BenchmarkOptions) -> tuple[BenchmarkOptions, torch.device]:
             "iters": options.iters or (10 if data else 20 if gpu else 3),
         }
     )
-    return filled, torch.device(name)
+    return filled, device
 
 
 def run_benchmark(options: BenchmarkOptions) -> dict[str, Any]:

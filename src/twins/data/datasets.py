@@ -13,18 +13,25 @@ shared memory, so they include the loader's worker processes: read `dataset.trie
 so far, each once (a warning names each the first time).
 `check_health()` stops the run when most files read so far were broken; `judge_health` is that
 judgement on given counts, for counts summed over several processes.
+
+Folder links inside a class folder are not followed (torchvision follows them): each leads out
+of the class folder, relabelling images (`train/cat/up -> ..` makes every image a cat, again and
+again), or back to a folder read anyway, repeating them. A warning names each one. A class
+folder that is itself a link is read wherever it leads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import get_worker_info
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import has_file_allowed_extension
 
 from twins.data.images import open_rgb
 from twins.data.transforms import build_eval_transform, build_train_transform
@@ -71,6 +78,40 @@ class SafeImageFolder(ImageFolder):
         if not classes:
             raise FileNotFoundError(f"no class folders in {directory}")
         return classes, {name: index for index, name in enumerate(classes)}
+
+    @staticmethod
+    def make_dataset(
+        directory: str | Path,
+        class_to_idx: dict[str, int],
+        extensions: tuple[str, ...] | None = None,
+        is_valid_file: Callable[[str], bool] | None = None,
+        allow_empty: bool = False,
+    ) -> list[tuple[str, int]]:
+        """torchvision's (path, class index) list, in its order, without following folder links
+        inside class folders."""
+        if (extensions is None) == (is_valid_file is None):
+            raise ValueError("give either extensions or is_valid_file")
+        if is_valid_file is None:
+
+            def is_valid_file(path: str) -> bool:
+                return has_file_allowed_extension(path, extensions)
+
+        samples: list[tuple[str, int]] = []
+        empty = []
+        for name in sorted(class_to_idx):
+            folder = os.path.join(os.path.expanduser(directory), name)
+            found = [
+                (os.path.join(root, file), class_to_idx[name])
+                for root, files in sorted(_class_folder_files(folder))
+                for file in sorted(files)
+                if is_valid_file(os.path.join(root, file))
+            ]
+            if not found:
+                empty.append(name)
+            samples += found
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}")
+        return samples
 
     def __getitem__(self, index: int) -> ImageSample | None:
         path, target = self.samples[index]
@@ -124,6 +165,26 @@ def judge_health(tried: int, skipped: int, size: int, root: str | Path) -> None:
             f"{skipped} of {tried} images read from {root} could not be decoded; "
             "repair or remove the broken files (the warnings above name them)"
         )
+
+
+def _class_folder_files(folder: str) -> list[tuple[str, list[str]]]:
+    """(folder, file names) of `folder` and the real folders below it. A folder link inside a
+    class folder leads out of it or back to a folder read anyway, so none is followed; a
+    warning names each."""
+    found: list[tuple[str, list[str]]] = []
+    for root, folders, files in os.walk(folder):  # followlinks=False: links are listed, not entered
+        found.append((root, files))
+        for name in folders:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                logger.warning(
+                    "not following folder link %s -> %s: a link inside class folder %s would "
+                    "relabel or repeat images; link whole class folders instead",
+                    path,
+                    os.path.realpath(path),
+                    folder,
+                )
+    return found
 
 
 def _counter_column() -> int:

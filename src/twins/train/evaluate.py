@@ -15,11 +15,13 @@ from typing import Any
 
 from twins.data import SafeImageFolder, build_eval_transform, build_loader
 from twins.errors import TwinsError
+from twins.models.from_weights import model_from_weights
+from twins.models.twins import Twins
 from twins.train import distributed
 from twins.train.config import TrainConfig
 from twins.train.engine import evaluate
 from twins.train.precision import build_precision
-from twins.weights import load_weights, model_from_weights
+from twins.weights import StateDict, load_weights
 
 
 def evaluate_checkpoint(config: TrainConfig, checkpoint: str | Path) -> dict[str, Any]:
@@ -51,16 +53,24 @@ def evaluate_checkpoint(config: TrainConfig, checkpoint: str | Path) -> dict[str
         distributed.cleanup()
 
 
-def _model_for(weights, config: TrainConfig):
-    arch = None if weights.metadata.get("arch") else config.arch
+def _model_for(weights: StateDict, config: TrainConfig) -> Twins:
+    """The model of the weights: as their metadata describes it, else the config's arch and
+    model_args over the shapes of the tensors (head counts and windows leave none)."""
+    metadata = weights.metadata
+    arch = None if metadata.get("arch") else config.arch
+    model_args = None if metadata.get("model_args") else config.model_args
     try:
-        model = model_from_weights(weights, arch=arch)
+        model = model_from_weights(weights, arch=arch, model_args=model_args)
     except TwinsError as error:
-        if arch is None:
+        used = {key: value for key, value in (("arch", arch), ("model_args", model_args)) if value}
+        if not used:
             raise
+        given = " and ".join(f"{key} {value}" for key, value in used.items())
         raise TwinsError(
-            f"{error} (arch {arch} comes from the config: set arch to the model the file holds)"
-        ) from None
+            f"{error} ({given} from the config: set {' and '.join(used)} to the model the file "
+            "holds)",
+            argument=error.argument,
+        ) from error
     if model.num_classes != config.num_classes:
         raise TwinsError(
             f"the weights classify {model.num_classes} classes but num_classes is "

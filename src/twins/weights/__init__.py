@@ -1,22 +1,25 @@
 """Weights in and out: official & timm `.pth`, our training checkpoints, the seed's MindSpore
-`.ckpt` and safetensors, all read into (and written from) the official Twins layout."""
+`.ckpt` and safetensors, all read into (and written from) the official Twins layout, with the
+metadata that describes their model. File I/O only: building a model from weights is
+`twins.models.from_weights`."""
 
-from twins.weights.architecture import infer_model_args, model_arguments, model_from_weights
-from twins.weights.detect import detect_format
-from twins.weights.fit import load_into_model, mismatches
+from twins.weights.formats import FORMATS, detect_format, format_for_path
+from twins.weights.into_model import check_values, load_into_model, mismatches
 from twins.weights.load import load_weights
+from twins.weights.metadata import model_metadata
 from twins.weights.save import save_weights
 from twins.weights.state_dict import METADATA_KEYS, StateDict
 
 __all__ = [
+    "FORMATS",
     "METADATA_KEYS",
     "StateDict",
+    "check_values",
     "detect_format",
-    "infer_model_args",
+    "format_for_path",
     "load_into_model",
     "load_weights",
     "mismatches",
-    "model_arguments",
-    "model_from_weights",
+    "model_metadata",
     "save_weights",
 ]

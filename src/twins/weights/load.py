@@ -6,22 +6,12 @@ import os
 from pathlib import Path
 
 from twins.errors import TwinsError
-from twins.weights.detect import detect_format
+from twins.weights.formats import detect_format
 from twins.weights.mindspore import read_mindspore
-from twins.weights.mindspore_layout import family_of_arch, from_mindspore, network_name
+from twins.weights.mindspore_layout import network_name
 from twins.weights.safetensors_io import read_safetensors
 from twins.weights.state_dict import StateDict, head_classes
 from twins.weights.torch_pth import read_torch
-
-# MindSpore's nn.GELU is the tanh approximation; weights trained with it say so.
-MINDSPORE_ACT_LAYER = "gelu_tanh"
-
-
-def read_mindspore_weights(path: str | os.PathLike, arch: str | None = None) -> StateDict:
-    """The network of a seed MindSpore checkpoint in the official layout (optimiser state skipped)."""
-    tags = read_mindspore(path, keep=lambda tag: network_name(tag) is not None)
-    tensors = from_mindspore(tags, family=family_of_arch(arch))
-    return StateDict(tensors, {"format": "mindspore", "act_layer": MINDSPORE_ACT_LAYER})
 
 
 def load_weights(
@@ -31,18 +21,21 @@ def load_weights(
 
     The format is judged from the content. `ema=True` takes a training checkpoint's EMA weights
     (raw weights otherwise). `arch` helps only where a file cannot tell PCPVT from SVT.
-    Loading never runs code from the file.
+    `.metadata` holds what the file says of its model (`twins.weights.metadata`), `format`, and
+    `num_classes` from the head. Loading never runs code from the file.
     """
     path = Path(path)
     kind = detect_format(path)
+    if ema and kind != "torch":
+        raise TwinsError(
+            f"{path}: a {kind} file holds no EMA weights; load it with ema=False", argument="ema"
+        )
     if kind == "safetensors":
         weights = read_safetensors(path)
     elif kind == "torch":
         weights = read_torch(path, ema=ema)
     else:
-        weights = read_mindspore_weights(path, arch)
-    if ema and kind != "torch":
-        raise TwinsError(f"{path}: a {kind} file holds no EMA weights; load it without --ema")
+        weights = read_mindspore(path, arch)
     if not any(network_name(name) == name for name in weights):
         raise TwinsError(
             f"{path}: holds no Twins weights (first keys: {', '.join(list(weights)[:4]) or 'none'})"

@@ -92,7 +92,8 @@ def from_mindspore(
         if family is None:
             raise TwinsError(
                 "cannot tell PCPVT from SVT in this MindSpore checkpoint (no spatial reduction); "
-                "pass --arch (e.g. pcpvt_small or svt_small)"
+                "pass arch (e.g. arch='pcpvt_small' or 'svt_small')",
+                argument="arch",
             )
         locally_grouped = family == "svt" and int(match.group(2)) % 2 == 0
         if locally_grouped:

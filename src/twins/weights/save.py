@@ -10,22 +10,10 @@ from typing import Any
 import torch
 
 from twins.errors import TwinsError
+from twins.weights.formats import format_for_path
 from twins.weights.mindspore import write_mindspore
-from twins.weights.mindspore_layout import to_mindspore
 from twins.weights.safetensors_io import write_safetensors
-from twins.weights.torch_pth import write_torch
-
-SUFFIXES = {".safetensors": "safetensors", ".pth": "torch", ".pt": "torch", ".ckpt": "mindspore"}
-
-
-def format_for_path(path: str | os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise TwinsError(
-            f"{path}: unknown weights extension {suffix or '(none)'!r}; use "
-            f"{', '.join(SUFFIXES)} (safetensors, PyTorch state dict, MindSpore checkpoint)"
-        )
-    return SUFFIXES[suffix]
+from twins.weights.torch_pth import is_training_checkpoint, write_torch
 
 
 def save_weights(
@@ -34,19 +22,37 @@ def save_weights(
     *,
     metadata: Mapping[str, Any] | None = None,
 ) -> str:
-    """Write atomically; returns the format written.
+    """Write atomically; returns the format written (`twins.weights.formats.FORMATS`).
 
-    `.safetensors` keeps the metadata (default: `state_dict.metadata` when it has one); `.pth` /
-    `.pt` is a bare official-layout state dict; `.ckpt` is the seed's MindSpore layout (`model.`
-    prefix, gamma/beta, separate q/k/v) that MindSpore's `load_checkpoint` reads.
+    `metadata` (default: `state_dict.metadata` when it has one) is kept by `.safetensors` and
+    `.pth` / `.pt` (a bare official-layout state dict); `.ckpt` is the seed's MindSpore layout
+    (`model.` prefix, gamma/beta, separate q/k/v) that MindSpore's `load_checkpoint` reads, and
+    holds tensors only.
     """
-    kind = format_for_path(path)
+    kind = format_for_path(path).name
     if metadata is None:
         metadata = getattr(state_dict, "metadata", {})
     if kind == "safetensors":
         write_safetensors(state_dict, path, metadata)
     elif kind == "torch":
-        write_torch(state_dict, path)
+        write_torch(state_dict, path, metadata)
     else:
-        write_mindspore(to_mindspore(state_dict), path)
+        write_mindspore(state_dict, path)
     return kind
+
+
+def check_destination(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Refuse a destination that is the source file itself (by any path or link) or a training
+    checkpoint: writing weights there would destroy what they came from, or a resumable run."""
+    source, destination = Path(source), Path(destination)
+    if destination.exists() and source.exists() and os.path.samefile(source, destination):
+        raise TwinsError(
+            f"{destination} is the file being read ({source}): choose another destination",
+            argument="destination",
+        )
+    if destination.is_file() and is_training_checkpoint(destination):
+        raise TwinsError(
+            f"{destination} is a training checkpoint, which weights would replace: choose "
+            "another destination (or delete it first, if it is no longer needed)",
+            argument="destination",
+        )

@@ -7,14 +7,16 @@ from typing import Any
 
 import torch
 
-# The metadata keys a weights file may carry (all optional):
-#   arch         canonical or alias model name, e.g. "pcpvt_small"
-#   model_args   full constructor kwargs (JSON types), `create_model(arch, **model_args)`
-#   num_classes  rows of the classifier head
-#   act_layer    "gelu" (exact) or "gelu_tanh" (MindSpore's GELU)
-#   class_names  list of label names, index order
-#   format       which reader produced the tensors ("safetensors", "torch", "mindspore", ...)
-METADATA_KEYS = ("arch", "model_args", "num_classes", "act_layer", "class_names")
+# The metadata keys a weights file may carry (all optional; `twins.weights.metadata` makes them):
+#   arch           canonical or alias model name, e.g. "pcpvt_small"
+#   model_args     full constructor kwargs (JSON types), `create_model(arch, **model_args)`
+#   num_classes    rows of the classifier head
+#   act_layer      "gelu" (exact) or "gelu_tanh" (MindSpore's GELU)
+#   class_names    list of label names, index order
+#   preprocessing  how images are prepared for the model (`twins.data.transforms.eval_preprocessing`:
+#                  image_size, crop_pct, crop_mode, interpolation, mean, std)
+# Readers add `format`: which reader produced the tensors ("safetensors", "torch", ...).
+METADATA_KEYS = ("arch", "model_args", "num_classes", "act_layer", "class_names", "preprocessing")
 
 
 class StateDict(dict):

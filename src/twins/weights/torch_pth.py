@@ -4,29 +4,38 @@ Accepted shapes of the loaded object (always `torch.load(..., weights_only=True)
 - a bare state dict (official release, timm hub weights);
 - a wrapper with the state dict under `model` / `state_dict` (official/DeiT and timm training
   checkpoints), EMA weights under `model_ema` / `state_dict_ema`;
-- our training checkpoint `{"format": "twins-checkpoint", "model", "model_ema", "meta", ...}`.
+- our training checkpoint `{"format": "twins-checkpoint", "model", "model_ema", "meta", "config",
+  ...}`: its metadata is `meta`, with the preprocessing derived from `config` when `meta` has none.
 `module.` (DistributedDataParallel) and `_orig_mod.` (torch.compile) prefixes are removed.
+
+Written files are bare state dicts, as the official release is, so `load_state_dict(torch.load(f))`
+takes them directly; the metadata rides along as an attribute of the state dict (an
+`OrderedDict`, whose attributes `torch.load(weights_only=True)` restores, as it restores the
+`_metadata` attribute of every `Module.state_dict()`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from twins.atomic import atomic_path
 from twins.errors import TwinsError
-from twins.weights.atomic import atomic_path
+from twins.weights.metadata import preprocessing_of_config
 from twins.weights.state_dict import METADATA_KEYS, StateDict
 
 TRAINING_CHECKPOINT = "twins-checkpoint"
 RAW_KEYS = ("model", "state_dict")
 EMA_KEYS = ("model_ema", "state_dict_ema")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# Settings of a training checkpoint's config that tell how its images were prepared.
-IMAGE_SETTINGS = ("image_size", "crop_pct", "interpolation")
+# The attribute of a written state dict that holds its metadata.
+METADATA_ATTRIBUTE = "twins_metadata"
 
 
 def strip_wrapper_prefixes(name: str) -> str:
@@ -48,7 +57,18 @@ def load_torch_object(path: str | os.PathLike) -> Any:
         raise TwinsError(
             f"{path}: cannot be read as a PyTorch weights file ({reason}); it may be truncated, "
             "or hold Python objects other than tensors and plain values"
-        ) from None
+        ) from error
+
+
+def is_training_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is one of our training checkpoints (read memory-mapped: tensors untouched)."""
+    if not zipfile.is_zipfile(path):
+        return False  # torch.save has written zip archives since torch 1.6, as training does
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable as a checkpoint: not one
+        return False
+    return isinstance(checkpoint, Mapping) and checkpoint.get("format") == TRAINING_CHECKPOINT
 
 
 def _choose(checkpoint: Mapping[str, Any], ema: bool | None, path: str | os.PathLike) -> Mapping:
@@ -56,7 +76,9 @@ def _choose(checkpoint: Mapping[str, Any], ema: bool | None, path: str | os.Path
     ema_key = next((key for key in EMA_KEYS if isinstance(checkpoint.get(key), Mapping)), None)
     if ema:
         if ema_key is None:
-            raise TwinsError(f"{path}: holds no EMA weights (model_ema); load it without --ema")
+            raise TwinsError(
+                f"{path}: holds no EMA weights (model_ema); load it with ema=False", argument="ema"
+            )
         return checkpoint[ema_key]
     if raw_key is not None:
         return checkpoint[raw_key]
@@ -73,11 +95,12 @@ def read_torch(path: str | os.PathLike, *, ema: bool | None = None) -> StateDict
         raise TwinsError(f"{path}: holds a {type(checkpoint).__name__}, not a state dict")
     metadata: dict[str, Any] = {"format": "torch"}
     if checkpoint.get("format") == TRAINING_CHECKPOINT:
-        metadata["format"] = TRAINING_CHECKPOINT
-        meta = checkpoint.get("meta") or {}
-        metadata.update({key: meta[key] for key in METADATA_KEYS if meta.get(key) is not None})
-        config = checkpoint.get("config") or {}
-        metadata.update({key: config[key] for key in IMAGE_SETTINGS if config.get(key) is not None})
+        metadata = training_metadata(checkpoint)
+    elif isinstance(getattr(checkpoint, METADATA_ATTRIBUTE, None), Mapping):
+        written = getattr(checkpoint, METADATA_ATTRIBUTE)
+        metadata.update(
+            {key: written[key] for key in METADATA_KEYS if written.get(key) is not None}
+        )
     elif isinstance(checkpoint.get("arch"), str):
         metadata["arch"] = checkpoint["arch"]  # timm's train.py records the model name
     chosen = _choose(checkpoint, ema, path)
@@ -94,8 +117,33 @@ def read_torch(path: str | os.PathLike, *, ema: bool | None = None) -> StateDict
     return StateDict(tensors, metadata)
 
 
-def write_torch(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """A bare state dict, the official release's format (what `load_state_dict` takes directly)."""
-    plain = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+def training_metadata(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata of one of our training checkpoints: its `meta`, with the preprocessing of
+    its `config` where `meta` has none (checkpoints written before `meta` held it)."""
+    meta = checkpoint.get("meta") or {}
+    metadata: dict[str, Any] = {"format": TRAINING_CHECKPOINT}
+    metadata.update({key: meta[key] for key in METADATA_KEYS if meta.get(key) is not None})
+    if metadata.get("preprocessing") is None and isinstance(checkpoint.get("config"), Mapping):
+        preprocessing = preprocessing_of_config(checkpoint["config"])
+        if preprocessing is not None:
+            metadata["preprocessing"] = preprocessing
+    return metadata
+
+
+def write_torch(
+    tensors: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """A bare state dict, the official release's format (what `load_state_dict` takes directly),
+    carrying `metadata` (JSON types) as its `twins_metadata` attribute."""
+    plain = OrderedDict(
+        (name, tensor.detach().cpu().contiguous()) for name, tensor in tensors.items()
+    )
+    described = {
+        key: metadata[key] for key in METADATA_KEYS if (metadata or {}).get(key) is not None
+    }
+    if described:
+        setattr(plain, METADATA_ATTRIBUTE, described)
     with atomic_path(path) as temporary:
         torch.save(plain, temporary)

@@ -1,4 +1,5 @@
-"""safetensors with metadata, and format detection by content rather than by name."""
+"""safetensors with metadata, the format table, and format detection by content rather than by
+name."""
 
 import json
 

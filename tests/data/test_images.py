@@ -1,0 +1,51 @@
+"""`twins.data.images`: the one decoder of training, evaluation and prediction turns images
+upright by their EXIF orientation, as `PIL.ImageOps.exif_transpose` does, whatever their mode."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from twins.data.images import IMAGE_EXTENSIONS, open_rgb
+
+ORIENTATION = 0x0112
+
+
+def _with_orientation(path, pixels, orientation, **options):
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    Image.fromarray(pixels).save(path, exif=exif.tobytes(), **options)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_honoured_as_pillow_does(tmp_path, orientation):
+    pixels = np.random.default_rng(orientation).integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    path = tmp_path / "photo.png"  # lossless, so the pixels can be compared exactly
+    _with_orientation(path, pixels, orientation)
+    image, mode = open_rgb(path)
+    with Image.open(path) as stored:
+        expected = ImageOps.exif_transpose(stored).convert("RGB")
+    assert mode == "RGB" and image.size == expected.size
+    assert np.array_equal(np.asarray(image), np.asarray(expected))
+    assert image.size == ((12, 20) if orientation in (5, 6, 7, 8) else (20, 12))
+
+
+def test_sixteen_bit_and_alpha_images_are_turned_too(tmp_path):
+    wide = np.arange(12 * 20, dtype=np.uint16).reshape(12, 20) * 250
+    _with_orientation(tmp_path / "wide.png", wide, 6)
+    image, mode = open_rgb(tmp_path / "wide.png")
+    assert mode.startswith("I") and image.size == (12, 20)
+    gray = np.asarray(image)[..., 0].astype(np.int64)
+    assert np.array_equal(gray, (np.rot90(wide, k=-1).astype(np.int64) * 255 + 32767) // 65535)
+
+    rgba = np.zeros((12, 20, 4), dtype=np.uint8)
+    rgba[..., 0] = 200  # red where opaque; transparent pixels show the white background
+    rgba[:, :10, 3] = 255
+    _with_orientation(tmp_path / "alpha.png", rgba, 8)
+    image, mode = open_rgb(tmp_path / "alpha.png")
+    assert mode == "RGBA" and image.size == (12, 20)
+    upright = np.asarray(image)
+    assert (upright[10:, :, 1] == 0).all() and (upright[:10, :, 1] == 255).all()
+
+
+def test_gifs_are_images():
+    assert ".gif" in IMAGE_EXTENSIONS and ".png" in IMAGE_EXTENSIONS

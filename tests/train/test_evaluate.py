@@ -1,0 +1,37 @@
+"""`evaluate_checkpoint` builds the model the weights describe, else the config's arch and
+model_args over the shapes of the tensors (head counts leave no trace in weights)."""
+
+import pytest
+import torch
+
+from twins import create_model
+from twins.errors import TwinsError
+from twins.train import evaluate_checkpoint
+
+# pcpvt_small's own heads (1, 2, 5, 8) do not divide these widths, as with the demo's.
+CUSTOM = {"embed_dims": [16, 32, 64, 128], "num_heads": [1, 2, 4, 8], "depths": [1, 1, 1, 1]}
+
+
+def test_bare_weights_of_a_custom_model_use_the_config_model_args(
+    imagefolder, tiny_config, tmp_path
+):
+    torch.manual_seed(0)
+    model = create_model("pcpvt_small", num_classes=4, **CUSTOM)
+    bare = tmp_path / "bare.pth"
+    torch.save(model.state_dict(), bare)  # an official-style file: tensors only
+    described = tmp_path / "described.pt"
+    meta = {"arch": "pcpvt_small", "model_args": model.model_args, "num_classes": 4}
+    torch.save({"format": "twins-checkpoint", "model": model.state_dict(), "meta": meta}, described)
+
+    config = tiny_config(imagefolder, tmp_path / "run", model_args=CUSTOM)
+    from_bare = evaluate_checkpoint(config, bare)
+    from_described = evaluate_checkpoint(config, described)
+    assert from_bare["images"] == 14
+    for key in ("top1", "top5", "loss"):
+        assert from_bare[key] == from_described[key]
+
+    # Without the config's num_heads the file cannot be rebuilt: say which argument to set.
+    config = tiny_config(imagefolder, tmp_path / "run", model_args={"depths": [1, 1, 1, 1]})
+    with pytest.raises(TwinsError, match="num_heads") as error:
+        evaluate_checkpoint(config, bare)
+    assert error.value.argument == "model_args" and "from the config" in str(error.value)
