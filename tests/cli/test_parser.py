@@ -52,7 +52,9 @@ def test_an_unknown_option_is_still_refused(capsys):
 
 def test_flags_name_options_by_their_long_spelling_and_positionals_by_metavar():
     convert = parse(["convert", "a", "b"]).flags
-    assert convert == {"source": "SRC", "destination": "DST", "arch": "--arch", "ema": "--ema"}
+    assert convert == {"source": "SRC", "destination": "DST", "arch": "--arch", "ema": "--ema"} | {
+        "model_args": "--model-args"
+    }
     export = parse(["export", "--checkpoint", "w", "--format", "onnx", "-o", "m.onnx"]).flags
     assert export["output"] == "--output" and export["image_size"] == "--image-size"
 

@@ -11,11 +11,12 @@ import torch
 
 from twins import create_model
 from twins.atomic import save_torch
+from twins.data.transforms import eval_preprocessing
 from twins.errors import TwinsError
 from twins.train import Trainer, build_config, resume
-from twins.train.resume import FORMAT, VERSION, CheckpointFiles, load_checkpoint, model_meta
+from twins.train.resume import FORMAT, VERSION, CheckpointFiles, load_checkpoint
 from twins.train.rng import capture_rng, restore_rng
-from twins.weights import load_weights
+from twins.weights import load_weights, model_metadata
 
 TINY = {"embed_dims": (16, 32, 40, 64), "depths": (1, 1, 1, 1)}
 
@@ -30,7 +31,7 @@ def training_state(epoch: int = 1) -> dict:
         "version": VERSION,
         "model": model.state_dict(),
         "model_ema": model.state_dict(),
-        "meta": model_meta(model, ["a", "b", "c", "d"], build_config({})),
+        "meta": model_metadata(model, ["a", "b", "c", "d"], eval_preprocessing(build_config({}))),
         "epoch": epoch,
         "global_step": 10 * epoch,
         "optimizer": optimizer.state_dict(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from twins.cli.options import add_arch, add_ema, weights_file
+from twins.cli.options import add_arch, add_ema, add_model_args, weights_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "destination", metavar="DST", help="file to write (.safetensors, .pth, .ckpt)"
     )
     add_arch(parser)
+    add_model_args(parser)
     add_ema(parser)
     parser.set_defaults(func=run)
 
@@ -30,7 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from twins.convert import convert
 
-    result = convert(args.source, args.destination, arch=args.arch, ema=args.ema or None)
+    result = convert(
+        args.source,
+        args.destination,
+        arch=args.arch,
+        model_args=args.model_args,
+        ema=args.ema or None,
+    )
     described = result.metadata.get("arch") or "architecture not recorded (use --arch)"
     print(
         f"wrote {args.destination}: {result.tensors} tensors, {result.source_format} -> "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from twins.cli.options import add_arch, add_checkpoint, add_ema, positive_int
+from twins.cli.options import add_arch, add_checkpoint, add_ema, add_model_args, positive_int
 
 # `twins.export.EXPORT_FORMATS` and `MIN_SIDE`, written out so that building this parser does
 # not import torch (a test keeps them equal).
@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
     add_arch(parser)
+    add_model_args(parser)
     add_ema(parser)
     parser.add_argument(
         "--image-size",
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         args.format,
         args.output,
         arch=args.arch,
+        model_args=args.model_args,
         ema=args.ema or None,
         image_size=args.image_size,
         check=not args.no_check,

@@ -89,6 +89,32 @@ def add_arch(parser: argparse.ArgumentParser, *, config_key: bool = False) -> No
     )
 
 
+def model_arguments(text: str) -> dict:
+    """`--model-args`: a YAML / JSON mapping of create_model arguments."""
+    import yaml  # light; only read when the option is given
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YAML mapping") from error
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a mapping: write e.g. '{{num_heads: [1, 2, 4, 8]}}'"
+        )
+    return value
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-args",
+        type=model_arguments,
+        metavar="MAPPING",
+        help="create_model arguments of the model, where the file does not record them "
+        "(weights saved without metadata of a model with its own shape), e.g. "
+        "'{num_heads: [1, 2, 4, 8]}'",
+    )
+
+
 def add_ema(parser: argparse.ArgumentParser, *, evaluates_both: bool = False) -> None:
     use = (
         "evaluate them too, beside the raw weights (sets with_ema=true)"

@@ -11,6 +11,7 @@ from twins.cli.options import (
     add_device,
     add_ema,
     add_json,
+    add_model_args,
     fraction,
     positive_int,
 )
@@ -28,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders, globs")
     add_checkpoint(parser)
     add_arch(parser)
+    add_model_args(parser)
     add_ema(parser)
     parser.add_argument(
         "--topk", type=positive_int, default=5, metavar="K", help="classes per image (default 5)"
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         topk=args.topk,
         batch_size=args.batch_size,
         arch=args.arch,
+        model_args=args.model_args,
         ema=args.ema or None,
         device=args.device,
         image_size=args.image_size,

@@ -221,12 +221,14 @@ def _open_split(root: Path, split: str, transform: Any) -> SafeImageFolder:
     folder = root / split
     layout = f"expected {root}/train/<class>/<image> and {root}/val/<class>/<image>"
     if not folder.is_dir():
-        raise TwinsError(f"data folder {folder} not found: {layout}; set data_url (or --data)")
+        raise TwinsError(
+            f"data folder {folder} not found: {layout}; set data_url", argument="data_url"
+        )
     try:
         return SafeImageFolder(folder, transform=transform)
     except FileNotFoundError as error:  # no class folders, or a class folder without images
         message = str(error).splitlines()[0]
-        raise TwinsError(f"{message} ({layout}); add images or remove empty folders") from None
+        raise TwinsError(f"{message} ({layout}); add images or remove empty folders") from error
 
 
 def _names(names: list[str], shown: int = 5) -> str:

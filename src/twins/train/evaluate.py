@@ -84,12 +84,13 @@ def _val_set(config: TrainConfig, class_names: list[str] | None, num_classes: in
     if not folder.is_dir():
         raise TwinsError(
             f"validation folder {folder} not found: expected {folder}/<class>/<image>; "
-            "set data_url (or --data)"
+            "set data_url",
+            argument="data_url",
         )
     try:
         val_set = SafeImageFolder(folder, transform=build_eval_transform(config))
     except FileNotFoundError as error:
-        raise TwinsError(f"{str(error).splitlines()[0]}: add images to {folder}") from None
+        raise TwinsError(f"{str(error).splitlines()[0]}: add images to {folder}") from error
     if len(val_set.classes) != num_classes:
         raise TwinsError(
             f"{folder} has {len(val_set.classes)} class folders but the model has {num_classes} "

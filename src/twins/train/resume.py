@@ -41,6 +41,7 @@ from twins.train import distributed
 from twins.train.rng import capture_rng, restore_rng
 from twins.train.state import EpochProgress, TrainState
 from twins.train.trainer import Trainer
+from twins.weights import model_metadata
 
 FORMAT = "twins-checkpoint"
 VERSION = 1
@@ -57,18 +58,6 @@ RUN_KEYS = frozenset(
 )
 
 
-def model_meta(model: torch.nn.Module, class_names: list[str] | None, config: Any) -> dict:
-    args = dict(getattr(model, "model_args", {}))
-    return {
-        "arch": getattr(model, "arch", None),
-        "model_args": args,
-        "num_classes": args.get("num_classes"),
-        "act_layer": args.get("act_layer"),
-        "class_names": list(class_names) if class_names is not None else None,
-        "preprocessing": eval_preprocessing(config),
-    }
-
-
 def checkpoint(
     trainer: Trainer, class_names: list[str] | None, record: dict[str, Any]
 ) -> dict[str, Any]:
@@ -83,7 +72,7 @@ def checkpoint(
         "format": FORMAT,
         "version": VERSION,
         "model": trainer.module.state_dict(),
-        "meta": model_meta(trainer.module, class_names, config),
+        "meta": model_metadata(trainer.module, class_names, eval_preprocessing(config)),
         "optimizer": trainer.optimizer.state_dict(),
         "scaler": trainer.precision.scaler.state_dict() if trainer.precision.scaler else None,
         "rng": capture_rng(),
