@@ -6,8 +6,8 @@ import re
 import sys
 
 import pytest
-from PIL import Image
 
+from factories import write_imagefolder
 from twins.benchmark.hardware import DATASHEET_TFLOPS, PeakMemory, peak_tflops
 from twins.cli.main import main
 
@@ -67,14 +67,12 @@ def test_svt_without_comparison_and_text_report(capsys):
 
 
 def _write_jpegs(root, per_class=4):
-    for label, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
-        (root / label).mkdir(parents=True)
-        for index in range(per_class):
-            Image.new("RGB", (40 + index, 36), colour).save(root / label / f"{index}.jpg")
+    """JPEG class folders `root/train/cat`, `root/train/dog`."""
+    write_imagefolder(root, per_class, (0, 0), classes=("cat", "dog"), size=(36, 40), suffix=".jpg")
 
 
 def test_data_mode_compares_loaders(capsys, tmp_path):
-    _write_jpegs(tmp_path / "train")
+    _write_jpegs(tmp_path)
     args = ["--mode", "data", "--data", str(tmp_path), "--workers", "0", "--compare", "timm"]
     result = _run_json(capsys, *args, *QUICK)
     assert result["data_root"] == str(tmp_path / "train") and result["workers"] == 0

@@ -1,58 +1,35 @@
-"""Configs and small generated image folders for the data tests."""
+"""The data tests' configs and image folders: the shared factories with the data builders'
+defaults (two classes, every augmentation on)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from twins.train.config import TrainConfig, build_config
+import factories
+from twins.train.config import TrainConfig
+
+DATA_DEFAULTS = {
+    "num_classes": 2,
+    "auto_augment": "rand-m9-mstd0.5-inc1",
+    "re_prob": 0.25,
+    "mix_up": 0.8,
+    "cutmix": 1.0,
+    "batch_size": 4,
+    "crop_scale": [0.08, 1.0],
+}
 
 
 def data_config(**values) -> TrainConfig:
-    """A real training config with small test-sized defaults for the keys the data builders
-    read."""
-    defaults = dict(
-        data_url="",
-        set="ImageNet",
-        num_classes=2,
-        image_size=32,
-        crop_pct=0.875,
-        interpolation="bicubic",
-        auto_augment="rand-m9-mstd0.5-inc1",
-        re_prob=0.25,
-        re_mode="pixel",
-        re_count=1,
-        hflip=0.5,
-        mix_up=0.8,
-        cutmix=1.0,
-        mixup_prob=1.0,
-        switch_prob=0.5,
-        mixup_mode="batch",
-        label_smoothing=0.1,
-        batch_size=4,
-        num_parallel_workers=0,
-        seed=0,
+    return factories.make_config(**{**DATA_DEFAULTS, **values})
+
+
+def write_cats_and_dogs(root: Path, per_class: int = 6) -> Path:
+    """`root/train` and `root/val`, classes cat and dog, `per_class` 40x48 PNGs in each."""
+    return factories.write_imagefolder(
+        root, per_class, (per_class, per_class), classes=("cat", "dog"), size=(40, 48)
     )
-    defaults.update(values)
-    return build_config(defaults)
-
-
-def write_image_folder(
-    root: Path, classes: tuple[str, ...] = ("cat", "dog"), per_class: int = 6, size: int = 40
-) -> Path:
-    """Write `root/train` and `root/val` with `per_class` random RGB PNGs in each class."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for name in classes:
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
 
 
 @pytest.fixture
@@ -63,10 +40,10 @@ def make_config():
 
 @pytest.fixture
 def make_image_folder():
-    return write_image_folder
+    return write_cats_and_dogs
 
 
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """Two classes (cat, dog), six 40x48 RGB images per class and split."""
-    return write_image_folder(tmp_path / "data")
+    return write_cats_and_dogs(tmp_path / "data")

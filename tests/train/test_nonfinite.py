@@ -10,9 +10,11 @@ import pytest
 import torch
 
 import twins.train.trainer
+from factories import TINY_MODEL, make_config
+from twins import create_model
 from twins.cli.main import main
 from twins.errors import TwinsError
-from twins.train import fit, save_config
+from twins.train import Trainer, fit, resume, save_config
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 
@@ -90,3 +92,19 @@ def test_non_finite_weights_are_never_written(imagefolder, tiny_config, tmp_path
         fit(config)
     assert "\n" not in str(error.value)
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["global_step"] == 2
+
+
+def test_the_checkpoint_of_a_diverged_model_or_ema_is_refused():
+    """The checkpoint of a diverged model (or EMA) is refused before anything is written."""
+    config = make_config(with_ema=True, ema_decay=0.9)
+    model = create_model("pcpvt_small", num_classes=4, **TINY_MODEL)
+    trainer = Trainer(config, model, steps_per_epoch=1)
+    resume.checkpoint(trainer, None, {})  # finite: fine
+    with torch.no_grad():
+        trainer.ema.module.head.bias[0] = float("inf")
+    with pytest.raises(TwinsError, match="EMA model"):
+        resume.checkpoint(trainer, None, {})
+    with torch.no_grad():
+        model.head.bias[0] = float("nan")
+    with pytest.raises(TwinsError, match="the model at step 0 holds non-finite"):
+        resume.checkpoint(trainer, None, {})
