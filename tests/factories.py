@@ -15,6 +15,20 @@ from twins.train.config import TrainConfig, build_config
 # One colour per class: learnable in a few steps, whatever the crop or flip.
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40)]
 
+# Every source of randomness of a run on: augmentation, Mixup/CutMix, drop path, EMA (with
+# make_config's 64 training images: 4 steps per epoch at its batch of 16).
+EVERY_RANDOM_DRAW = {
+    "epochs": 2,
+    "cooldown_epochs": 1,
+    "mix_up": 0.8,
+    "cutmix": 1.0,
+    "auto_augment": "rand-m9-mstd0.5-inc1",
+    "re_prob": 0.25,
+    "drop_path_rate": 0.1,
+    "with_ema": True,
+    "ema_decay": 0.9,
+}
+
 # A tiny model: a few thousand parameters, a few milliseconds a step.
 TINY_MODEL = {"embed_dims": [16, 32, 40, 64], "depths": [1, 1, 1, 1]}
 

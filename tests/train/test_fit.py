@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from factories import EVERY_RANDOM_DRAW
 from twins import create_model
 from twins.atomic import save_torch
 from twins.cli.main import main
@@ -44,17 +45,7 @@ def test_short_run_learns_and_leaves_the_guide_outputs(imagefolder, tiny_config,
 
 
 def test_stopped_and_restarted_run_ends_as_the_unbroken_one(imagefolder, tiny_config, tmp_path):
-    recipe = {
-        "epochs": 2,
-        "cooldown_epochs": 1,
-        "mix_up": 0.8,
-        "cutmix": 1.0,
-        "auto_augment": "rand-m9-mstd0.5-inc1",
-        "re_prob": 0.25,
-        "drop_path_rate": 0.1,
-        "with_ema": True,
-        "ema_decay": 0.9,
-    }
+    recipe = EVERY_RANDOM_DRAW
     unbroken = fit(tiny_config(imagefolder, tmp_path / "unbroken", **recipe))
     fit(tiny_config(imagefolder, tmp_path / "broken", **recipe), stop_after_epoch=1)
     assert load_checkpoint(tmp_path / "broken" / "checkpoints" / "last.pt")["epoch"] == 1

@@ -15,28 +15,16 @@ import torch
 from PIL import Image
 
 import twins.train.trainer
+from factories import EVERY_RANDOM_DRAW
 from twins.train import fit, save_config
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 
 FAULTY_TWINS = Path(__file__).with_name("faulty_twins.py")
 TIMINGS = ("epoch_seconds", "images_per_s", "output")
-# Every source of randomness on: augmentation, Mixup/CutMix, drop path, EMA; 8 steps per epoch,
-# a checkpoint every 3 steps, so resumes happen within epochs and at their ends.
-RECIPE = {
-    "epochs": 2,
-    "cooldown_epochs": 1,
-    "batch_size": 8,
-    "mix_up": 0.8,
-    "cutmix": 1.0,
-    "auto_augment": "rand-m9-mstd0.5-inc1",
-    "re_prob": 0.25,
-    "drop_path_rate": 0.1,
-    "with_ema": True,
-    "ema_decay": 0.9,
-    "save_every_steps": 3,
-    "log_every": 2,
-}
+# Every source of randomness on; 8 steps per epoch, a checkpoint every 3 steps, so resumes
+# happen within epochs and at their ends.
+RECIPE = EVERY_RANDOM_DRAW | {"batch_size": 8, "save_every_steps": 3, "log_every": 2}
 
 
 class Killed(BaseException):

@@ -48,10 +48,14 @@ def seed_tensors(prefix: str) -> dict[str, torch.Tensor]:
     return from_mindspore(network, family="pcpvt")
 
 
-@pytest.fixture(scope="module")
-def seed_replay() -> tuple[Trainer, list[float], list[dict]]:
-    """The 16 steps through a Trainer of the seed's own, unedited twin_s.yaml (shortened)."""
-    config = load_config(CONFIGS / "twin_s.yaml", SEED_OVERRIDES)
+RECORDED = json.loads((SEED_RUN / "seed_steps.json").read_text())["steps"]
+
+
+def replay(overrides: list[str], steps: int) -> tuple[Trainer, list[float], list[float]]:
+    """The first `steps` recorded steps through a Trainer of the seed's own, unedited
+    twin_s.yaml (shortened as the record's run was, then `overrides`); returns the trainer,
+    each step's loss and each step's learning rate."""
+    config = load_config(CONFIGS / "twin_s.yaml", [*SEED_OVERRIDES, *overrides])
     model = create_model(
         "pcpvt_small",
         num_classes=10,
@@ -60,18 +64,23 @@ def seed_replay() -> tuple[Trainer, list[float], list[dict]]:
         **SEED_MODEL,
     )
     trainer = Trainer(config, model, steps_per_epoch=4, world_size=1)
-    recorded = json.loads((SEED_RUN / "seed_steps.json").read_text())["steps"]
     losses, rates = [], []
-    for step in range(len(recorded)):
+    for step in range(steps):
         images = torch.from_numpy(np.load(SEED_RUN / f"images_{step % 8}.npy"))
         targets = torch.from_numpy(np.load(SEED_RUN / f"targets_{step % 8}.npy"))
         rates.append(trainer.lr)
         losses.append(trainer.step(images, targets))
-    return trainer, losses, rates, recorded
+    return trainer, losses, rates
+
+
+@pytest.fixture(scope="module")
+def seed_replay() -> tuple[Trainer, list[float], list[float]]:
+    return replay([], len(RECORDED))
 
 
 def test_seed_replay_every_loss_and_learning_rate(seed_replay):
-    trainer, losses, rates, recorded = seed_replay
+    trainer, losses, rates = seed_replay
+    recorded = RECORDED
     assert trainer.module.model_args["act_layer"] == "gelu_tanh"  # the seed's MindSpore GELU
     assert isinstance(trainer.optimizer, AdamWeightDecay)
     assert rates == pytest.approx([r["lr"] for r in recorded], rel=1e-6)
@@ -99,22 +108,8 @@ def test_seed_replay_final_weights_and_moments(seed_replay):
 def test_without_the_seed_optimizer_the_replay_drifts():
     """The check can fail: torch's AdamW (bias-corrected) on the same steps moves the weights
     much less far, and the loss departs from the record."""
-    config = load_config(CONFIGS / "twin_s.yaml", [*SEED_OVERRIDES, "semantics=twins"])
-    model = create_model(
-        "pcpvt_small",
-        num_classes=10,
-        drop_path_rate=0.0,
-        pretrained=SEED_RUN / "init.ckpt",
-        **SEED_MODEL,
-    )
-    trainer = Trainer(config, model, steps_per_epoch=4, world_size=1)
-    recorded = json.loads((SEED_RUN / "seed_steps.json").read_text())["steps"]
-    losses = []
-    for step in range(12):
-        images = torch.from_numpy(np.load(SEED_RUN / f"images_{step % 8}.npy"))
-        targets = torch.from_numpy(np.load(SEED_RUN / f"targets_{step % 8}.npy"))
-        losses.append(trainer.step(images, targets))
-    assert max(abs(a - r["loss"]) for a, r in zip(losses, recorded[:12], strict=True)) > 1e-2
+    _, losses, _ = replay(["semantics=twins"], 12)
+    assert max(abs(a - r["loss"]) for a, r in zip(losses, RECORDED[:12], strict=True)) > 1e-2
 
 
 def test_adam_weight_decay_is_mindspores_update_rule():

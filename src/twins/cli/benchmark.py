@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from twins.cli.options import add_device, add_json, non_negative_int, positive_int
+from twins.cli.options import (
+    add_device,
+    add_json,
+    model_arguments,
+    non_negative_int,
+    positive_int,
+)
 
 # `twins.benchmark.MODES` and `PRECISIONS`, written out so that building this parser does not
 # import torch (a test keeps them equal).
@@ -25,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="pcpvt_small", help="variant or alias")
     parser.add_argument(
         "--model-args",
-        type=_json_object,
+        type=model_arguments,
         default={},
         metavar="JSON",
         help="create_model overrides, e.g. '{\"depths\": [1, 1, 1, 1]}'",
@@ -70,16 +76,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_json(parser)
     parser.set_defaults(func=run)
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not JSON ({error})") from error
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("give a JSON object, e.g. '{\"depths\": [1, 1, 1, 1]}'")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

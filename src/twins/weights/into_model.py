@@ -19,6 +19,11 @@ def _names(names: list[str]) -> str:
     return ", ".join(names[:SHOWN]) + more
 
 
+def _problems(kinds: list[tuple[str, list[str]]]) -> str | None:
+    """ "kind first names; kind ..." for the kinds that name something, None when none does."""
+    return "; ".join(f"{kind} {_names(names)}" for kind, names in kinds if names) or None
+
+
 def mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """None when the state dict loads strictly, else what differs: missing, unexpected, shapes,
     dtypes. Only names, shapes and dtypes are compared, so `model` may live on the meta device."""
@@ -37,16 +42,9 @@ def mismatches(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> str 
         for name in shared
         if expected[name].is_floating_point() and not state_dict[name].is_floating_point()
     ]
-    problems = []
-    if missing:
-        problems.append(f"missing {_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_names(unexpected)}")
-    if shapes:
-        problems.append(f"shape {_names(shapes)}")
-    if dtypes:
-        problems.append(f"dtype {_names(dtypes)}")
-    return "; ".join(problems) or None
+    return _problems(
+        [("missing", missing), ("unexpected", unexpected), ("shape", shapes), ("dtype", dtypes)]
+    )
 
 
 def value_problems(
@@ -64,12 +62,9 @@ def value_problems(
         for name, tensor in state_dict.items()
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
     ]
-    problems = []
-    if not_float:
-        problems.append(f"not floating point: {_names(not_float)}")
-    if not_finite:
-        problems.append(f"NaN or infinite values in {_names(not_finite)}")
-    return "; ".join(problems) or None
+    return _problems(
+        [("not floating point:", not_float), ("NaN or infinite values in", not_finite)]
+    )
 
 
 def check_values(
