@@ -84,10 +84,13 @@ def test_data_mode_compares_loaders(capsys, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--mode", "data"], "needs --data"),
+        (
+            ["--mode", "data"],
+            "mode data needs data, a folder of class folders of images (command line: --data)",
+        ),
         (["--device", "cuda"], "this torch sees none"),
         (["--iters", "0"], "at least 1"),
-        (["--mode", "data", "--data", ".", "--profile"], "--profile profiles model steps"),
+        (["--mode", "data", "--data", ".", "--profile"], "profile profiles model steps"),
         (["--model-args", '{"act_layer": "gelu_tanh"}', "--compare", "timm"], "exact GELU"),
     ],
 )

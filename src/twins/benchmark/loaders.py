@@ -26,7 +26,10 @@ def image_root(path: str | Path) -> Path:
     if (root / "train").is_dir():
         root = root / "train"
     if not root.is_dir():
-        raise TwinsError(f"--data {path} is not a folder: give a folder of class folders of images")
+        raise TwinsError(
+            f"data {path} is not a folder: give a folder of class folders of images",
+            argument="data",
+        )
     return root
 
 
@@ -39,13 +42,14 @@ def build_loaders(
     try:
         dataset = SafeImageFolder(root, transform=build_train_transform(config))
     except FileNotFoundError as error:
-        raise TwinsError(f"{error}: --data needs class folders of images") from None
+        raise TwinsError(f"{error}: data needs class folders of images", argument="data") from error
     loaders: dict[str, Iterable] = {"ours": build_loader(dataset, config, train=True)}
     needed = max(1, loaders["ours"].num_workers) + 1  # untimed ones and one timed
     if len(loaders["ours"]) < needed:
         raise TwinsError(
             f"{root} holds {len(dataset)} images, under {needed} batches of {batch_size}: "
-            "add images or lower --batch-size"
+            "add images or lower batch_size",
+            argument="batch_size",
         )
     if compare_timm:
         reference = create_loader(

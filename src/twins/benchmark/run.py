@@ -56,13 +56,17 @@ def resolve(options: BenchmarkOptions) -> tuple[BenchmarkOptions, torch.device]:
     device = select_device(options.device or "auto")
     name = device.type
     if options.mode == "data" and not options.data:
-        raise TwinsError("--mode data needs --data DIR, a folder of class folders of images")
+        raise TwinsError(
+            "mode data needs data, a folder of class folders of images", argument="data"
+        )
     if options.mode == "data" and options.profile:
-        raise TwinsError("--profile profiles model steps: use it with --mode infer or train")
+        raise TwinsError(
+            "profile profiles model steps: use it with mode infer or train", argument="profile"
+        )
     for flag in ("batch_size", "image_size", "iters", "rounds", "threads"):
         value = getattr(options, flag)
         if value is not None and value < 1:
-            raise TwinsError(f"--{flag.replace('_', '-')} must be at least 1, not {value}")
+            raise TwinsError(f"{flag} must be at least 1, not {value}", argument=flag)
     gpu = name == "cuda"
     data = options.mode == "data"
     filled = BenchmarkOptions(
