@@ -17,8 +17,8 @@ from twins import create_model
 from twins.train import Trainer, build_config, load_config
 from twins.train.adam_weight_decay import AdamWeightDecay
 from twins.train.loss import build_loss
-from twins.weights.mindspore import read_mindspore
 from twins.weights.mindspore_layout import from_mindspore
+from twins.weights.mindspore_proto import read_tags
 
 SEED_RUN = Path(__file__).resolve().parents[1] / "fixtures" / "seed_training"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -41,7 +41,7 @@ def relative_difference(result: torch.Tensor, reference: torch.Tensor) -> float:
 
 def seed_tensors(prefix: str) -> dict[str, torch.Tensor]:
     """The final checkpoint's `prefix` entries (model., adam_m., adam_v.) in the official layout."""
-    tags = read_mindspore(SEED_RUN / "seed_final.ckpt", keep=lambda tag: tag.startswith(prefix))
+    tags = read_tags(SEED_RUN / "seed_final.ckpt", keep=lambda tag: tag.startswith(prefix))
     network = {
         "model." + tag.removeprefix(prefix).removeprefix("model."): t for tag, t in tags.items()
     }
