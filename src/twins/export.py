@@ -151,7 +151,7 @@ def export_pt2(
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise TwinsError(
             f"torch.export cannot export {what} for every input size ({type(error).__name__}: "
-            f"{reason}); torch's full report is this error's cause (TWINS_DEBUG=1 shows it)"
+            f"{reason}); torch's full report is kept as this error's cause"
         ) from error
     with atomic_path(path) as temporary:
         torch.export.save(program, temporary)

@@ -87,7 +87,7 @@ def test_stochastic_depth_keeps_it(fast_blocks):
 
 @pytest.mark.parametrize(
     "context",
-    ["autocast", "jit_trace", "func_grad", "quantized", "float64"],
+    ["autocast", "jit_trace", "fx_trace", "func_grad", "quantized", "float64"],
 )
 def test_steps_aside(context, fast_blocks):
     model = _tiny().eval()
@@ -97,6 +97,8 @@ def test_steps_aside(context, fast_blocks):
     elif context == "jit_trace":
         with torch.no_grad():
             torch.jit.trace(model, IMAGES, check_trace=False)  # (its check runs eagerly)
+    elif context == "fx_trace":
+        torch.fx.symbolic_trace(model)
     elif context == "func_grad":
         params = {name: p.detach() for name, p in model.named_parameters()}
         torch.func.grad(lambda p: torch.func.functional_call(model, p, (IMAGES,)).sum())(params)

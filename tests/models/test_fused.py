@@ -16,14 +16,6 @@ pytestmark = pytest.mark.skipif(not fused._ONEDNN_AVAILABLE, reason="needs oneDN
 WIDTHS = {"pcpvt_small": (16, 32, 40, 64), "svt_small": (16, 32, 64, 128)}
 
 
-@pytest.fixture
-def fused_everywhere(monkeypatch):
-    monkeypatch.setattr(fused, "_MIN_OUTPUT_ELEMENTS", 0)
-    monkeypatch.setattr(fused, "_THIN_IN_FEATURES", 1 << 30)
-    monkeypatch.setattr(fused, "_CHUNKED_TRAINING_ELEMENTS", 0)
-    monkeypatch.setattr(fused, "_MLP_CHUNK_ELEMENTS", 40 * 64)  # a few dozen rows per chunk
-
-
 def _run(model, images, train):
     model.zero_grad(set_to_none=True)
     if not train:
