@@ -1,5 +1,5 @@
-"""The tools people point at timm backbones, on tiny models of both families: TorchScript,
-torchvision's fx feature extraction, dynamic quantization, torch.func gradients, deepcopy and
+"""The tools people point at timm backbones, on tiny models of both families: TorchScript
+(scripted and traced), torchvision's fx feature extraction, dynamic quantization, torch.func gradients, deepcopy and
 pickle. Each result is compared with eager PyTorch where the comparison means something. The
 fused CPU kernels serve every shape here (as they serve full-size models), so each tool meets
 the fast path and must find it stepping aside."""
@@ -37,6 +37,13 @@ def test_torchscript_matches_eager(model):
     buffer.seek(0)
     with torch.no_grad():
         _close(torch.jit.load(buffer)(IMAGES), model(IMAGES))
+
+
+def test_jit_trace_serves_other_sizes(model):
+    # Traced where the windows divide the map, run where they need padding and masking.
+    with torch.no_grad():
+        traced = torch.jit.trace(model, torch.randn(2, 3, 112, 112))
+        _close(traced(IMAGES), model(IMAGES))
 
 
 def test_torchvision_feature_extractor_matches_eager(model):

@@ -35,13 +35,14 @@ def window_key_mask(
 
 
 def _sizes_are_symbols(size: tuple[int, int]) -> bool:
-    """True while torch.export or torch.fx trace the model: one graph then serves every input
-    size, so it always pads and masks (by nothing where the windows divide the map)."""
+    """True while torch.export, torch.fx or torch.jit.trace trace the model: one graph then
+    serves every input size, so it always pads and masks (by nothing where the windows divide
+    the map)."""
     if torch.jit.is_scripting():
         return False
     else:
         proxies = isinstance(size[0], torch.fx.Proxy) or isinstance(size[1], torch.fx.Proxy)
-        return proxies or torch.compiler.is_exporting()
+        return proxies or torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 def _copy(x: torch.Tensor) -> torch.Tensor:

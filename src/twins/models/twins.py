@@ -225,11 +225,12 @@ class Twins(nn.Module):
                     x = tokens_to_map(x, size)
                     if stage in take:
                         intermediates.append(x.contiguous())
-                else:
+                else:  # the final norm is sized for the last stage only
+                    normed = self.norm(x)
                     if stage in take:
-                        tokens = self.norm(x) if norm else x
+                        tokens = normed if norm else x
                         intermediates.append(tokens_to_map(tokens, size).contiguous())
-                    x = self.norm(x)
+                    x = normed
         return x, intermediates
 
     @torch.jit.ignore
