@@ -125,6 +125,52 @@ def test_pt2_program_runs_at_other_sizes(tmp_path):
         assert _relative(single.numpy(), model(x).numpy()) < 1e-5
 
 
+def test_pt2_of_a_four_stage_svt_takes_any_size(tmp_path):
+    # Every stage has windows; at 64 to 223 pixels stages 3 and 4 are one window wide, above it
+    # several: one program serves both (torch.export used to fix the width here).
+    model = twins.create_model(
+        "svt_small", num_classes=5, embed_dims=(16, 32, 64, 128), depths=(2, 2, 2, 2)
+    ).eval()
+    path = tmp_path / "svt.pt2"
+    result = export_pt2(model, path, image_size=96)
+    assert max(result.differences.values()) < 1e-5
+    program = torch.export.load(str(path))
+    for shape in [(2, 3, 64, 64), (2, 3, 224, 224), (3, 3, 130, 250)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            assert _relative(program.module()(x).numpy(), model(x).numpy()) < 1e-5, shape
+
+
+def test_pt2_failure_is_one_line(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("Constraints violated (width)!\n  - many\n  - lines")
+
+    monkeypatch.setattr(torch.export, "export", fail)
+    with pytest.raises(TwinsError) as error:
+        export_pt2(_tiny("pcpvt_small"), tmp_path / "m.pt2", image_size=96)
+    message = str(error.value)
+    assert "\n" not in message and "pcpvt_small" in message
+    assert "RuntimeError: Constraints violated (width)!" in message
+    assert isinstance(error.value.__cause__, RuntimeError)
+    assert not (tmp_path / "m.pt2").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", twins.list_models())
+def test_full_depth_pt2_matches_pytorch(tmp_path, arch):
+    torch.manual_seed(0)
+    model = twins.create_model(arch).eval()
+    path = tmp_path / f"{arch}.pt2"
+    result = export_pt2(model, path, image_size=224)
+    assert max(result.differences.values()) < 1e-4
+    program = torch.export.load(str(path))
+    for shape in [(2, 3, 224, 224), (1, 3, 64, 64), (1, 3, 300, 420)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            exported = program.module(check_guards=shape[0] > 1)(x).numpy()
+            assert _relative(exported, model(x).numpy()) < 1e-4, shape
+
+
 def test_cli_exports_a_training_checkpoint(tmp_path, capsys):
     model = _tiny("svt_small", act_layer="gelu_tanh")
     ema = {name: tensor * 0.5 for name, tensor in model.state_dict().items()}

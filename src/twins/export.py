@@ -155,10 +155,18 @@ def export_pt2(
     `torch.export.load(path).module()` runs it (with `check_guards=False` for a batch of one,
     see the module notes)."""
     model = _prepare(model)
-    with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
-        program = torch.export.export(
-            model, (trace_input(image_size),), dynamic_shapes=dynamic_shapes()
-        )
+    try:
+        with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+            program = torch.export.export(
+                model, (trace_input(image_size),), dynamic_shapes=dynamic_shapes()
+            )
+    except Exception as error:  # torch.export fails in many ways, each pages long
+        what = getattr(model, "arch", None) or type(model).__name__
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise TwinsError(
+            f"torch.export cannot export {what} for every input size ({type(error).__name__}: "
+            f"{reason}); torch's full report is kept as this error's cause"
+        ) from error
     metadata = json.dumps(model_metadata(model, class_names, preprocessing))
     with atomic_path(path) as temporary:
         torch.export.save(program, temporary, extra_files={PT2_METADATA_FILE: metadata})

@@ -16,18 +16,6 @@ pytestmark = pytest.mark.skipif(not fused._ONEDNN_AVAILABLE, reason="needs oneDN
 WIDTHS = {"pcpvt_small": (16, 32, 40, 64), "svt_small": (16, 32, 64, 128)}
 
 
-@pytest.fixture
-def fused_everywhere(monkeypatch):
-    monkeypatch.setattr(fused, "_MIN_OUTPUT_ELEMENTS", 0)
-    monkeypatch.setattr(fused, "_THIN_IN_FEATURES", 1 << 30)
-    monkeypatch.setattr(fused, "_CHUNKED_TRAINING_ELEMENTS", 0)
-    monkeypatch.setattr(fused, "_MLP_CHUNK_ELEMENTS", 40 * 64)  # a few dozen rows per chunk
-
-
-def _plain(monkeypatch):
-    monkeypatch.setattr(fused, "_ONEDNN_AVAILABLE", False)
-
-
 def _run(model, images, train):
     model.zero_grad(set_to_none=True)
     if not train:
@@ -40,12 +28,12 @@ def _run(model, images, train):
 
 @pytest.mark.parametrize("name", ["pcpvt_small", "svt_small"])
 @pytest.mark.parametrize("train", [False, True], ids=["infer", "train"])
-def test_fused_model_equals_plain(name, train, small_model, fused_everywhere, monkeypatch):
+def test_fused_model_equals_plain(name, train, small_model, fused_everywhere):
     torch.manual_seed(0)
     model = small_model(name, num_classes=10, embed_dims=WIDTHS[name]).train(train)
     images = torch.randn(2, 3, 64, 72)  # SVT: padded windows at every stage
     logits, grads = _run(model, images, train)
-    _plain(monkeypatch)
+    model.set_fast_path(False)
     plain_logits, plain_grads = _run(model, images, train)
     torch.testing.assert_close(logits, plain_logits, rtol=1e-5, atol=1e-6)
     for param_name, grad in plain_grads.items():
@@ -72,13 +60,12 @@ def test_fused_functions_match_their_definitions(fused_everywhere):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
 
 
-def test_plain_path_where_the_kernels_do_not_apply(fused_everywhere):
-    # Autocast (and export, tracing, other devices) use the ordinary ops.
-    x = torch.randn(4, 30, 16)
-    assert fused.onednn_eligible(x, torch.randn(32, 16))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not fused.onednn_eligible(x, torch.randn(32, 16))
-    assert not fused.onednn_eligible(x.double(), torch.randn(32, 16).double())
+def test_kernels_take_float32_and_bfloat16_cpu_tensors(fused_everywhere):
+    x, weight = torch.randn(4, 30, 16), torch.randn(32, 16)
+    assert fused.onednn_eligible(x, weight)
+    assert fused.onednn_eligible(x.bfloat16(), weight.bfloat16())
+    assert not fused.onednn_eligible(x.double(), weight.double())
+    assert not fused.onednn_eligible(x, weight.bfloat16())  # mixed: F.linear says why
 
 
 def test_bfloat16_model_runs_fused(fused_everywhere, small_model):

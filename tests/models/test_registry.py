@@ -1,5 +1,7 @@
 """The variant table, names, aliases and overrides."""
 
+import re
+
 import pytest
 import torch
 
@@ -64,12 +66,57 @@ def test_unknown_override_lists_valid_ones():
 
 
 @pytest.mark.parametrize(
-    "overrides",
-    [{"act_layer": "relu"}, {"depths": (1, 1, 1)}, {"embed_dims": (16, 32, 42, 64)}],
+    ("overrides", "argument", "message"),
+    [
+        ({"act_layer": "relu"}, "act_layer", "act_layer='relu' is unknown: use one of 'gelu'"),
+        ({"depths": (1, 1, 1)}, "embed_dims", "embed_dims has 4 entries but depths has 3"),
+        ({"depths": "abc"}, "depths", "depths='abc': give a list of positive block counts"),
+        ({"depths": [1, 0, 1, 1]}, "depths", "depths=[1, 0, 1, 1]: give a list of positive"),
+        ({"depths": 3}, "depths", "depths=3: give a list"),
+        ({"embed_dims": "wide"}, "embed_dims", "embed_dims='wide': give a positive integer"),
+        ({"mlp_ratios": [4, "x", 4, 4]}, "mlp_ratios", "give a positive number for every"),
+        ({"embed_dims": (16, 32, 42, 64)}, "num_heads", "stage 2: embed_dims 42 is not divisible"),
+        ({"drop_path_rate": 1.5}, "drop_path_rate", "drop_path_rate=1.5: give a probability"),
+        ({"global_pool": "max"}, "global_pool", "global_pool='max' is unknown"),
+        ({"in_chans": 0}, "in_chans", "in_chans=0: give an integer >= 1"),
+    ],
 )
-def test_bad_overrides_are_refused(overrides):
-    with pytest.raises(TwinsError):
+def test_bad_overrides_name_the_argument(overrides, argument, message):
+    with pytest.raises(TwinsError, match=re.escape(message)) as error:
         twins.create_model("pcpvt_small", **overrides)
+    assert error.value.argument == argument
+    assert str(error.value).startswith("cannot build pcpvt_small: ")
+
+
+def test_timm_create_model_arguments():
+    model = twins.create_model(
+        "svt_small",
+        num_classes=0,
+        global_pool="",
+        device="meta",
+        dtype=torch.bfloat16,
+        drop_rate=0.1,
+        proj_drop_rate=0.2,
+        img_size=(224, 224),
+    )
+    assert model.head.__class__ is torch.nn.Identity and model.global_pool == ""
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    block = model.blocks[0][0]
+    assert block.attn.proj_drop.p == block.mlp.drop.p == 0.2
+    assert model.pos_drops[0].p == model.head_drop.p == 0.1  # drop_rate where not overridden
+    assert model(torch.empty(2, 3, 64, 64, device="meta", dtype=torch.bfloat16)).shape == (
+        2,
+        4,
+        512,
+    )
+    assert model.pretrained_cfg["first_conv"] == "patch_embeds.0.proj"
+
+
+def test_pretrained_weights_on_the_meta_device_are_refused():
+    with pytest.raises(TwinsError, match="meta device holds no weights") as error:
+        twins.create_model("pcpvt_small", pretrained="weights.pth", device="meta")
+    assert error.value.argument == "device"
 
 
 def test_num_classes_zero_gives_pooled_features():

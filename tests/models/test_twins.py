@@ -135,6 +135,51 @@ def test_reset_classifier(small_model):
     model.reset_classifier(3)
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
     assert model.model_args["num_classes"] == 3
+    model.reset_classifier(0, "")  # timm's: no head, no pooling -> the tokens
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 4, 512)
+    assert model.model_args["global_pool"] == ""
+    model.reset_classifier(5, "avg")
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 5)
+
+
+def test_reset_classifier_keeps_device_dtype_and_mode(small_model):
+    model = small_model("svt_small").to(torch.bfloat16).eval()
+    model.reset_classifier(7)
+    assert model.head.weight.dtype == torch.bfloat16 and not model.head.training
+
+
+def test_intermediate_maps_are_contiguous_nchw(small_model):
+    model = small_model("svt_small").eval()
+    with torch.no_grad():
+        maps = model.forward_intermediates(torch.randn(1, 3, 64, 96), intermediates_only=True)
+    assert all(m.is_contiguous() for m in maps)
+    assert maps[0].view(1, 64, -1).shape == (1, 64, 16 * 24)
+
+
+@pytest.mark.parametrize("indices", [2, [0, 1], [-3]])
+def test_prune_intermediate_layers(indices, small_model):
+    torch.manual_seed(0)
+    model = small_model("pcpvt_small").eval()
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model.forward_intermediates(images, indices, intermediates_only=True)
+        take = model.prune_intermediate_layers(indices)
+        pruned = model.forward_intermediates(images, take, intermediates_only=True)
+    keep = max(take) + 1
+    assert len(model.blocks) == len(model.feature_info) == keep
+    assert model.num_features == model.embed_dims[-1] and model.num_classes == 0
+    for a, b in zip(pruned, expected, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_feature_info_is_timms():
+    from timm.models import FeatureInfo
+
+    model = twins.create_model("svt_small", device="meta")
+    info = FeatureInfo(model.feature_info, out_indices=(0, 1, 2, 3))
+    assert info.channels() == [64, 128, 256, 512]
+    assert info.reduction() == [4, 8, 16, 32]
+    assert info.module_name() == ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]
 
 
 def test_official_initialisation():

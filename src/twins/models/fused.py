@@ -16,9 +16,10 @@ In training (stages 1-2) the forward keeps only its input, and the backward reco
 chunk's hidden activations.
 
 The kernels are wrapped as custom ops (`twins::linear`, `twins::mlp`, `twins::mlp_backward`)
-with shape functions and their own backward, so torch.compile takes them whole. They serve plain CPU tensors in float32 or bfloat16; with
-export, tracing, autocast, on other devices, or where oneDNN is missing, every function here is
-the plain composition of `F.linear`, `F.gelu` and `+`.
+with shape functions and their own backward, so torch.compile takes them whole. They serve plain
+CPU tensors in float32 or bfloat16 (`serves`); elsewhere, and for products too small to gain,
+each function here is the plain composition of `F.linear`, `F.gelu` and `+`. When a block may
+use them at all (not under export, tracing, autocast, ...) is `twins.models.fast_path`'s call.
 """
 
 from __future__ import annotations
@@ -53,17 +54,22 @@ _THIN_IN_FEATURES = 128
 _CHUNKED_TRAINING_ELEMENTS = 1 << 22
 
 
-def onednn_eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True where the fused oneDNN kernels serve `F.linear(x, weight)` (see the module notes)."""
-    if torch.compiler.is_exporting() or torch.jit.is_tracing():
-        return False  # exported graphs keep to standard ops
+def serves(x: torch.Tensor) -> bool:
+    """True where the kernels take `x`: oneDNN is there and `x` is a plain float32 or bfloat16
+    CPU tensor (not a subclass, not an fx proxy)."""
     return (
         _ONEDNN_AVAILABLE
         and type(x) is torch.Tensor
         and x.device.type == "cpu"
         and x.dtype in _ONEDNN_DTYPES
+    )
+
+
+def onednn_eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True where the fused oneDNN kernels serve `F.linear(x, weight)` and gain (module notes)."""
+    return (
+        serves(x)
         and weight.dtype == x.dtype
-        and not torch.is_autocast_enabled("cpu")
         and x.numel() // x.shape[-1] * weight.shape[0] >= _MIN_OUTPUT_ELEMENTS
     )
 
@@ -88,16 +94,6 @@ def linear(
     if _custom_op_needed(x, weight, bias, residual):
         return _linear_op(x, weight, bias, residual)
     return _linear_forward(x, weight, bias, residual)
-
-
-def project(
-    x: torch.Tensor, layer: nn.Linear, dropout: nn.Dropout, residual: torch.Tensor | None
-) -> torch.Tensor:
-    """`residual + dropout(layer(x))`: an output projection and its residual branch's add."""
-    if dropout.p and dropout.training:  # the dropout sits between the matmul and the add
-        x = dropout(layer(x))
-        return x if residual is None else residual + x
-    return linear(x, layer.weight, layer.bias, residual)
 
 
 def mlp(

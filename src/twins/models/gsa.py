@@ -5,11 +5,12 @@ multi-head self-attention. Parameter names follow the official code (`q`, `kv`, 
 `norm`).
 """
 
+from __future__ import annotations
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from twins.models.fused import linear, project
 from twins.models.tokens import map_to_tokens, tokens_to_map
 
 
@@ -27,30 +28,33 @@ class GlobalSubSampleAttention(nn.Module):
         self.kv = nn.Linear(dim, dim * 2)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.sr = None
+        self.norm = None
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(dim)
 
-    def forward(
-        self, x: torch.Tensor, size: tuple[int, int], residual: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Attention of tokens `x` on a `size` map; `residual` (if given) is added to the result."""
-        batch, length, dim = x.shape
-        heads, head_dim = self.num_heads, dim // self.num_heads
-        if self.sr_ratio > 1:
-            q = linear(x, self.q.weight, self.q.bias)
-            pooled = self.norm(map_to_tokens(self.sr(tokens_to_map(x, size))))
-            kv = linear(pooled, self.kv.weight, self.kv.bias)
-        else:
-            # Keys and values come from the same tokens as the queries: one matmul for all
-            # three, with the official `q` and `kv` weights joined at run time.
-            weight = torch.cat([self.q.weight, self.kv.weight])
-            bias = torch.cat([self.q.bias, self.kv.bias])
-            q, kv = linear(x, weight, bias).split([dim, 2 * dim], dim=-1)
-        q = q.view(batch, length, heads, head_dim).transpose(1, 2)
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Attention of tokens `x` (B, H*W, C) on a `size` = (H, W) map."""
+        q = self.q(x)
+        kv = self.kv(self.reduce(x, size))
+        return self.proj_drop(self.proj(self.attend(q, kv)))
+
+    def reduce(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The tokens keys and values are computed from: the map pooled by sr_ratio, or `x`."""
+        if self.sr is None:
+            return x
+        return self.norm(map_to_tokens(self.sr(tokens_to_map(x, size))))
+
+    def attend(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """Queries (B, N, C) on keys and values (B, M, 2C) -> (B, N, C), heads merged."""
+        batch, length, dim = q.shape
+        heads = self.num_heads
+        q = q.reshape(batch, length, heads, dim // heads).transpose(1, 2)
         # Unbound along the k/v axis in place: their gradients stack back into kv's layout.
-        k, v = (t.transpose(1, 2) for t in kv.view(batch, -1, 2, heads, head_dim).unbind(2))
+        k, v = kv.reshape(batch, -1, 2, heads, dim // heads).unbind(2)
         dropout = self.attn_drop if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        x = x.transpose(1, 2).reshape(batch, length, dim)
-        return project(x, self.proj, self.proj_drop, residual)
+        x = F.scaled_dot_product_attention(
+            q, k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout
+        )
+        return x.transpose(1, 2).reshape(batch, length, dim)

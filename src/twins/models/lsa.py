@@ -9,11 +9,12 @@ The tokens are gathered window by window before the qkv projection, so q, k and 
 its output and only C-wide rows are copied (3C-wide ones otherwise).
 """
 
+from __future__ import annotations
+
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
-
-from twins.models.fused import linear, project
 
 
 def window_key_mask(
@@ -33,6 +34,24 @@ def window_key_mask(
     return valid.reshape(rows * cols, window * window)
 
 
+def _sizes_are_symbols(size: tuple[int, int]) -> bool:
+    """True while torch.export, torch.fx or torch.jit.trace trace the model: one graph then
+    serves every input size, so it always pads and masks (by nothing where the windows divide
+    the map)."""
+    if torch.jit.is_scripting():
+        return False
+    else:
+        proxies = isinstance(size[0], torch.fx.Proxy) or isinstance(size[1], torch.fx.Proxy)
+        return proxies or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def _copy(x: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of windows transposed into place. (`reshape` copies them too, but first
+    asks whether a view would do; torch.export cannot answer that for every input size, since a
+    map may be one window wide, and would fix the width.)"""
+    return x.clone(memory_format=torch.contiguous_format)
+
+
 class LocallyGroupedAttention(nn.Module):
     def __init__(
         self, dim: int, num_heads: int, window_size: int, attn_drop: float, proj_drop: float
@@ -47,45 +66,61 @@ class LocallyGroupedAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(
-        self, x: torch.Tensor, size: tuple[int, int], residual: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Attention of tokens `x` on a `size` map; `residual` (if given) is added to the result."""
-        batch, length, dim = x.shape
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Attention of tokens `x` (B, H*W, C) on a `size` = (H, W) map."""
+        qkv = self.qkv(self.to_windows(x, size))
+        x = self.from_windows(self.attend(qkv, size), size)
+        return self.proj_drop(self.proj(x))
+
+    def grid(self, size: tuple[int, int]) -> tuple[int, int, int, int, bool]:
+        """Window rows and columns, padding at the bottom and right, and whether to pad."""
         height, width = size
-        ws, heads, head_dim = self.window_size, self.num_heads, dim // self.num_heads
+        ws = self.window_size
         # Ceil division written for non-negative sizes: ONNX divides integers truncating toward
         # zero, so the usual -(-h // ws) would export wrongly.
         rows, cols = (height + ws - 1) // ws, (width + ws - 1) // ws
         pad_bottom, pad_right = rows * ws - height, cols * ws - width
-        # Exported graphs always pad and mask (by nothing where the windows divide the map), so
-        # that one graph serves every input size.
-        padded = torch.compiler.is_exporting() or pad_bottom > 0 or pad_right > 0
+        padded = _sizes_are_symbols(size) or pad_bottom > 0 or pad_right > 0
+        return rows, cols, pad_bottom, pad_right, padded
 
-        # Windows first (B * windows, ws * ws, C), then qkv: each window's tokens are contiguous,
-        # so q, k and v are views of the projection and only C-wide rows are ever copied.
-        x = x.view(batch, height, width, dim)
+    def to_windows(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B, H*W, C) tokens -> (B * windows, ws * ws, C), each window's tokens contiguous, so
+        that q, k and v are views of the projection and only C-wide rows are ever copied."""
+        batch, _, dim = x.shape
+        rows, cols, pad_bottom, pad_right, padded = self.grid(size)
+        ws = self.window_size
+        x = x.view(batch, size[0], size[1], dim)
         if padded:
             x = F.pad(x, (0, 0, 0, pad_right, 0, pad_bottom))
         x = x.view(batch, rows, ws, cols, ws, dim).transpose(2, 3)
-        x = x.reshape(batch * rows * cols, ws * ws, dim)
-        qkv = linear(x, self.qkv.weight, self.qkv.bias)
+        return _copy(x).view(batch * rows * cols, ws * ws, dim)
+
+    def attend(self, qkv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B * windows, ws * ws, 3C) projections -> (B * windows, ws * ws, C): attention within
+        each window, padded keys masked out."""
+        windows, length, dim = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        heads = self.num_heads
+        rows, cols, _, _, padded = self.grid(size)
         # Unbound along the q/k/v axis in place, so that autograd stacks their gradients
         # straight back into the projection's layout (one copy, not two).
-        qkv = qkv.view(batch * rows * cols, ws * ws, 3, heads, head_dim).unbind(2)
-        q, k, v = (t.transpose(1, 2) for t in qkv)  # (B * windows, heads, ws * ws, hd)
-
-        mask = None
+        q, k, v = qkv.view(windows, length, 3, heads, dim // heads).unbind(2)
+        mask: torch.Tensor | None = None
         if padded:
-            mask = window_key_mask(size, ws, x.device)  # (windows, keys)
-            mask = mask.repeat(batch, 1)[:, None, None, :]  # (B * windows, 1, 1, keys)
+            mask = window_key_mask(size, self.window_size, qkv.device)  # (windows, keys)
+            mask = mask.repeat(windows // (rows * cols), 1)[:, None, None, :]
         dropout = self.attn_drop if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        x = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, dropout
+        )
+        return x.transpose(1, 2).reshape(windows, length, dim)
 
-        # (B * windows, heads, ws * ws, hd) -> (B, rows * ws, cols * ws, C), then crop.
-        x = x.transpose(1, 2).reshape(batch, rows, cols, ws, ws, dim).transpose(2, 3)
-        x = x.reshape(batch, rows * ws, cols * ws, dim)
+    def from_windows(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B * windows, ws * ws, C) -> (B, H*W, C) tokens, padding cropped."""
+        rows, cols, pad_bottom, pad_right, padded = self.grid(size)
+        ws, dim = self.window_size, x.shape[-1]
+        batch = x.shape[0] // (rows * cols)
+        x = x.view(batch, rows, cols, ws, ws, dim).transpose(2, 3)
+        x = _copy(x).view(batch, rows * ws, cols * ws, dim)
         if padded:
             x = F.pad(x, (0, 0, 0, -pad_right, 0, -pad_bottom))  # crop; a slice would guard
-        x = x.reshape(batch, length, dim)
-        return project(x, self.proj, self.proj_drop, residual)
+        return x.reshape(batch, size[0] * size[1], dim)

@@ -1,13 +1,9 @@
-"""Transformer feed-forward: Linear -> GELU -> Linear, with dropout after each.
+"""Transformer feed-forward: Linear -> GELU -> Linear, with dropout after each."""
 
-Without dropout, the bias, the GELU (exact or its tanh approximation) and the block's residual
-add run fused into the matmuls where `twins.models.fused` allows it.
-"""
+from __future__ import annotations
 
 import torch
 from torch import nn
-
-from twins.models.fused import mlp
 
 
 class Mlp(nn.Module):
@@ -18,9 +14,5 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """`residual + mlp(x)`, or `mlp(x)` without a residual."""
-        if self.drop.p and self.training:
-            x = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-            return x if residual is None else residual + x
-        return mlp(x, self.fc1, self.fc2, self.act.approximate, residual)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

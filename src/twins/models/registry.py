@@ -11,8 +11,10 @@ import fnmatch
 import os
 from typing import Any
 
+import torch
+
 from twins.errors import TwinsError
-from twins.models.twins import ACT_LAYERS, Twins
+from twins.models.twins import Twins
 
 _PCPVT = {
     "embed_dims": (64, 128, 320, 512),
@@ -56,6 +58,7 @@ ALIASES: dict[str, str] = {
 # timm's published ImageNet-1k weights (official weights, timm's layout is the official one).
 HUB_WEIGHTS = {name: f"timm/twins_{name}.in1k" for name in VARIANTS}
 
+# The official constructor's argument names, and timm's where the official code has none.
 OVERRIDES = (
     "embed_dims",
     "num_heads",
@@ -66,10 +69,31 @@ OVERRIDES = (
     "in_chans",
     "patch_size",
     "drop_rate",
+    "pos_drop_rate",
+    "proj_drop_rate",
     "attn_drop_rate",
     "drop_path_rate",
     "act_layer",
+    "global_pool",
 )
+# Arguments that say how to build and run the model, not what it is (not kept in model_args).
+BUILD_OPTIONS = ("fast_path", "device", "dtype", "img_size")
+
+# timm's pretrained config of its Twins models (the published weights' preprocessing), so that
+# timm's data helpers (`timm.data.resolve_data_config(model=model)`) treat ours alike.
+PRETRAINED_CFG = {
+    "input_size": (3, 224, 224),
+    "crop_pct": 0.9,
+    "interpolation": "bicubic",
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "first_conv": "patch_embeds.0.proj",
+    "classifier": "head",
+    "num_classes": 1000,
+    "pool_size": None,
+    "fixed_input_size": False,
+    "license": "apache-2.0",
+}
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -98,6 +122,11 @@ def create_model(
     name: str,
     pretrained: str | os.PathLike | bool | None = None,
     num_classes: int = 1000,
+    *,
+    fast_path: bool | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    img_size: int | tuple[int, int] | None = None,
     **overrides: Any,
 ) -> Twins:
     """Build a Twins variant.
@@ -109,28 +138,50 @@ def create_model(
         class count differs from `num_classes` is left freshly initialised. Weights trained
         with the tanh GELU (the seed's MindSpore checkpoints) select `act_layer="gelu_tanh"`
         unless `act_layer` is given.
-    overrides: the official constructor's argument names (`OVERRIDES`).
+    fast_path: fused CPU kernels where they apply (default: on, unless the environment says
+        TWINS_FAST_PATH=0); False runs the plain layers everywhere. Same parameters either way.
+    device, dtype: where and in which type the parameters are made ("meta": shapes only).
+    img_size: accepted as timm's create_model passes it; Twins takes any input size.
+    overrides: the official constructor's argument names (`OVERRIDES`), and timm's
+        `pos_drop_rate`, `proj_drop_rate` (default: `drop_rate`) and `global_pool`.
     """
+    del img_size  # no position embedding: nothing depends on the input size
     arch = resolve_name(name)
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
+        valid = ", ".join([*OVERRIDES, *BUILD_OPTIONS])
         raise TwinsError(
-            f"unknown model argument(s) {', '.join(unknown)}: valid ones are {', '.join(OVERRIDES)}"
-        )
-    if "act_layer" in overrides and overrides["act_layer"] not in ACT_LAYERS:
-        raise TwinsError(
-            f"act_layer {overrides['act_layer']!r} is unknown: use one of {', '.join(ACT_LAYERS)}"
+            f"unknown model argument(s) {', '.join(unknown)}: valid ones are {valid}",
+            argument=unknown[0],
         )
     state_dict = None
     if pretrained:
+        if device is not None and torch.device(device).type == "meta":
+            raise TwinsError(
+                "a model on the meta device holds no weights: build it without pretrained, or "
+                "on a real device",
+                argument="device",
+            )
         state_dict = _pretrained_state_dict(arch, pretrained)
         act_layer = getattr(state_dict, "metadata", {}).get("act_layer")
         if act_layer and "act_layer" not in overrides:
             overrides["act_layer"] = act_layer
     try:
-        model = Twins(**{**VARIANTS[arch], **overrides}, num_classes=num_classes, arch=arch)
-    except (ValueError, TypeError) as error:
-        raise TwinsError(f"cannot build {arch} with {overrides}: {error}") from None
+        model = Twins(
+            **{**VARIANTS[arch], **overrides},
+            num_classes=num_classes,
+            arch=arch,
+            fast_path=fast_path,
+            device=device,
+            dtype=dtype,
+        )
+    except TwinsError as error:
+        raise TwinsError(f"cannot build {arch}: {error}", argument=error.argument) from error
+    model.pretrained_cfg = model.default_cfg = {
+        **PRETRAINED_CFG,
+        "input_size": (model.in_chans, 224, 224),
+        "architecture": arch,
+    }
     if state_dict is not None:
         from twins.weights import load_into_model
 

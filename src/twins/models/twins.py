@@ -6,11 +6,11 @@ applies the PEG once, after the first block. PCPVT uses global sub-sampled atten
 block; SVT (`wss` given) alternates locally-grouped attention (even blocks) and global
 sub-sampled attention (odd blocks). Parameter names, initialisation and stochastic depth follow
 the official code (github.com/Meituan-AutoML/Twins), so official and timm state dicts load
-with `strict=True`.
+with `strict=True`. The timm-style methods (`forward_intermediates`, `feature_info`,
+`group_matcher`, `prune_intermediate_layers`, `reset_classifier`) follow timm's `twins.py`.
 """
 
-from __future__ import annotations
-
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -19,29 +19,20 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from twins.models import arguments
+from twins.models.arguments import ACT_LAYERS, GLOBAL_POOLS
 from twins.models.block import Block
+from twins.models.fast_path import enabled_by_default
 from twins.models.patch_embed import PatchEmbed
 from twins.models.peg import PosConv
 from twins.models.tokens import tokens_to_map
-
-# Activation names of `model_args` -> the `approximate` argument of the GELU.
-ACT_LAYERS = {"gelu": "none", "gelu_tanh": "tanh"}
-
-
-def _per_stage(name: str, value: Any, stages: int) -> tuple:
-    """Accept one value for every stage, or one per stage."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != stages:
-            raise ValueError(f"{name} has {len(value)} entries; expected {stages}, one per stage")
-        return tuple(value)
-    return (value,) * stages
 
 
 class Twins(nn.Module):
     def __init__(
         self,
-        embed_dims: Sequence[int] = (64, 128, 320, 512),
-        num_heads: Sequence[int] = (1, 2, 5, 8),
+        embed_dims: Sequence[int] | int = (64, 128, 320, 512),
+        num_heads: Sequence[int] | int = (1, 2, 5, 8),
         mlp_ratios: Sequence[float] | float = (8, 8, 4, 4),
         depths: Sequence[int] = (3, 4, 6, 3),
         sr_ratios: Sequence[int] | int = (8, 4, 2, 1),
@@ -50,21 +41,49 @@ class Twins(nn.Module):
         in_chans: int = 3,
         patch_size: int = 4,
         drop_rate: float = 0.0,
+        pos_drop_rate: float | None = None,
+        proj_drop_rate: float | None = None,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         act_layer: str = "gelu",
+        global_pool: str = "avg",
         arch: str | None = None,
+        fast_path: bool | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
+        """Arguments as in the official code; `drop_rate` is the dropout after the patch
+        embeddings, the projections and before the head, unless `pos_drop_rate` or
+        `proj_drop_rate` (timm's names) set the first two apart. `fast_path`: fused CPU kernels
+        where they apply (`twins.models.fast_path`; None: on unless TWINS_FAST_PATH=0).
+        `device` and `dtype` of the parameters ("meta" allocates nothing)."""
         super().__init__()
-        stages = len(depths)
-        embed_dims = _per_stage("embed_dims", embed_dims, stages)
-        num_heads = _per_stage("num_heads", num_heads, stages)
-        mlp_ratios = _per_stage("mlp_ratios", mlp_ratios, stages)
-        sr_ratios = _per_stage("sr_ratios", sr_ratios, stages)
-        wss = None if wss is None else _per_stage("wss", wss, stages)
-        if act_layer not in ACT_LAYERS:
-            raise ValueError(f"act_layer {act_layer!r} is not one of {sorted(ACT_LAYERS)}")
+        stages = arguments.stage_count(depths)
+        embed_dims = arguments.per_stage("embed_dims", embed_dims, stages)
+        num_heads = arguments.per_stage("num_heads", num_heads, stages)
+        mlp_ratios = arguments.per_stage("mlp_ratios", mlp_ratios, stages, integer=False)
+        sr_ratios = arguments.per_stage("sr_ratios", sr_ratios, stages)
+        wss = None if wss is None else arguments.per_stage("wss", wss, stages)
+        arguments.check_heads(embed_dims, num_heads)
+        rates = {
+            name: arguments.check_rate(name, value)
+            for name, value in (
+                ("drop_rate", drop_rate),
+                ("pos_drop_rate", drop_rate if pos_drop_rate is None else pos_drop_rate),
+                ("proj_drop_rate", drop_rate if proj_drop_rate is None else proj_drop_rate),
+                ("attn_drop_rate", attn_drop_rate),
+                ("drop_path_rate", drop_path_rate),
+            )
+        }
+        gelu = ACT_LAYERS[arguments.check_choice("act_layer", act_layer, list(ACT_LAYERS))]
+        self.global_pool = arguments.check_choice("global_pool", global_pool, GLOBAL_POOLS)
+        num_classes = arguments.check_count("num_classes", num_classes, 0)
+        in_chans = arguments.check_count("in_chans", in_chans, 1)
+        patch_size = arguments.check_count("patch_size", patch_size, 1)
+        fast_path = enabled_by_default() if fast_path is None else bool(fast_path)
+
         self.arch = arch
+        # What rebuilds this model: `Twins(**model_args)` or `create_model(arch, **model_args)`.
         self.model_args: dict[str, Any] = {
             "embed_dims": list(embed_dims),
             "num_heads": list(num_heads),
@@ -76,85 +95,87 @@ class Twins(nn.Module):
             "in_chans": in_chans,
             "patch_size": patch_size,
             "drop_rate": drop_rate,
+            "pos_drop_rate": pos_drop_rate,
+            "proj_drop_rate": proj_drop_rate,
             "attn_drop_rate": attn_drop_rate,
             "drop_path_rate": drop_path_rate,
             "act_layer": act_layer,
+            "global_pool": global_pool,
         }
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.depths = tuple(depths)
         self.embed_dims = embed_dims
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.grad_checkpointing = False
+        # timm's feature metadata: the output of each stage, its width and its stride.
+        self.feature_info = [
+            {"module": f"blocks.{i}", "num_chs": embed_dims[i], "reduction": patch_size * 2**i}
+            for i in range(stages)
+        ]
 
-        self.patch_embeds = nn.ModuleList()
-        self.pos_drops = nn.ModuleList()
-        self.blocks = nn.ModuleList()
-        self.pos_block = nn.ModuleList()
         # Stochastic depth grows linearly over all blocks of all stages.
         drop_path = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
-        first = 0
-        for stage in range(stages):
-            self.patch_embeds.append(
-                PatchEmbed(
-                    in_chans if stage == 0 else embed_dims[stage - 1],
-                    embed_dims[stage],
-                    patch_size if stage == 0 else 2,
-                )
-            )
-            self.pos_drops.append(nn.Dropout(drop_rate))
-            self.blocks.append(
-                nn.ModuleList(
-                    Block(
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            self.patch_embeds = nn.ModuleList()
+            self.pos_drops = nn.ModuleList()
+            self.blocks = nn.ModuleList()
+            self.pos_block = nn.ModuleList()
+            first = 0
+            for stage in range(stages):
+                self.patch_embeds.append(
+                    PatchEmbed(
+                        in_chans if stage == 0 else embed_dims[stage - 1],
                         embed_dims[stage],
-                        num_heads[stage],
-                        mlp_ratios[stage],
-                        sr_ratios[stage],
-                        _window_size(wss, stage, index),
-                        ACT_LAYERS[act_layer],
-                        drop=drop_rate,
-                        attn_drop=attn_drop_rate,
-                        drop_path=drop_path[first + index],
+                        patch_size if stage == 0 else 2,
                     )
-                    for index in range(depths[stage])
                 )
-            )
-            self.pos_block.append(PosConv(embed_dims[stage]))
-            first += depths[stage]
-        self.norm = nn.LayerNorm(embed_dims[-1], eps=1e-6)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+                self.pos_drops.append(nn.Dropout(rates["pos_drop_rate"]))
+                self.blocks.append(
+                    nn.ModuleList(
+                        Block(
+                            embed_dims[stage],
+                            num_heads[stage],
+                            mlp_ratios[stage],
+                            sr_ratios[stage],
+                            _window_size(wss, stage, index),
+                            gelu,
+                            proj_drop=rates["proj_drop_rate"],
+                            attn_drop=attn_drop_rate,
+                            drop_path=drop_path[first + index],
+                            use_fast_path=fast_path,
+                        )
+                        for index in range(depths[stage])
+                    )
+                )
+                self.pos_block.append(PosConv(embed_dims[stage]))
+                first += depths[stage]
+            self.norm = nn.LayerNorm(embed_dims[-1], eps=1e-6)
+            self.head_drop = nn.Dropout(drop_rate)
+            self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         self.apply(_init_weights)
+        if dtype is not None:
+            self.to(dtype)
 
     # Features -------------------------------------------------------------------------------
 
-    def _run_stage(self, stage: int, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x, size = self.patch_embeds[stage](x)
-        x = self.pos_drops[stage](x)
-        for index, block in enumerate(self.blocks[stage]):
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, size, use_reentrant=False)
-            else:
-                x = block(x, size)
-            if index == 0:
-                x = self.pos_block[stage](x, size)
-        return x, size
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images -> (B, tokens, D) normalised last-stage tokens."""
-        x = _channels_last(x)
-        for stage in range(len(self.depths)):
-            x, size = self._run_stage(stage, x)
-            if stage < len(self.depths) - 1:
-                x = tokens_to_map(x, size)
-        return self.norm(x)
+        x, _ = self._run_stages(x, [], len(self.blocks) - 1, False)
+        return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(x.mean(dim=1))
+        """Tokens -> logits (`pre_logits`: the pooled features); tokens as they are without
+        pooling (`global_pool=""`)."""
+        if self.global_pool == "avg":
+            x = x.mean(dim=1)
+        x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @torch.jit.ignore
     def forward_intermediates(
         self,
         x: torch.Tensor,
@@ -164,51 +185,143 @@ class Twins(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Stage outputs as NCHW maps at strides 4, 8, 16, 32 (timm's signature and meaning).
+        """Stage outputs as contiguous NCHW maps at strides 4, 8, 16, 32 (timm's signature and
+        meaning).
 
         `indices`: the last n stages if an int, all if None, else the stage indices to return.
         `norm` applies the final norm to the last stage's map (it is sized for it alone).
         """
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt {output_fmt!r} is not supported; Twins gives 'NCHW'")
-        stages = len(self.depths)
-        take = _take_indices(stages, indices)
-        last = max(take) if stop_early or intermediates_only else stages - 1
-        intermediates = []
-        x = _channels_last(x)
-        for stage in range(last + 1):
-            x, size = self._run_stage(stage, x)
-            if stage == stages - 1:
-                if stage in take:
-                    intermediates.append(tokens_to_map(self.norm(x) if norm else x, size))
-            else:
-                x = tokens_to_map(x, size)
-                if stage in take:
-                    intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return (self.norm(x) if last == stages - 1 else x), intermediates
+        take = _take_indices(len(self.blocks), indices)
+        last = max(take) if stop_early or intermediates_only else len(self.blocks) - 1
+        x, intermediates = self._run_stages(x, take, last, norm)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def _run_stages(
+        self, x: torch.Tensor, take: list[int], last: int, norm: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stages 0 to `last` on images `x`: the output (normalised tokens after the last
+        stage, else a map) and the NCHW maps of the stages in `take`."""
+        intermediates: list[torch.Tensor] = []
+        final = len(self.blocks) - 1
+        # Channels-last images give channels-last patch maps, which are tokens already.
+        x = x.contiguous(memory_format=torch.channels_last)
+        # (TorchScript iterates over module lists only as a whole, and its zip has no strict=.)
+        for stage, (embed, drop, blocks, peg) in enumerate(
+            zip(self.patch_embeds, self.pos_drops, self.blocks, self.pos_block)  # noqa: B905
+        ):
+            if stage <= last:
+                x, size = embed(x)
+                x = drop(x)
+                for index, block in enumerate(blocks):
+                    if torch.jit.is_scripting():
+                        x = block(x, size)
+                    else:
+                        x = self._run_block(block, x, size)
+                    if index == 0:
+                        x = peg(x, size)
+                if stage < final:
+                    x = tokens_to_map(x, size)
+                    if stage in take:
+                        intermediates.append(x.contiguous())
+                else:  # the final norm is sized for the last stage only
+                    normed = self.norm(x)
+                    if stage in take:
+                        tokens = normed if norm else x
+                        intermediates.append(tokens_to_map(tokens, size).contiguous())
+                    x = normed
+        return x, intermediates
+
+    @torch.jit.ignore
+    def _run_block(self, block: nn.Module, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, size, use_reentrant=False)
+        return block(x, size)
 
     # timm-style helpers ---------------------------------------------------------------------
 
-    def reset_classifier(self, num_classes: int) -> None:
+    @torch.jit.ignore
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh head for `num_classes` (0: none, `forward` gives the pooled features);
+        `global_pool` "avg" or "" (no pooling: `forward` gives the tokens)."""
+        num_classes = arguments.check_count("num_classes", num_classes, 0)
+        if global_pool is not None:
+            self.global_pool = arguments.check_choice("global_pool", global_pool, GLOBAL_POOLS)
+            self.model_args["global_pool"] = global_pool
         self.num_classes = num_classes
         self.model_args["num_classes"] = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            _init_weights(self.head)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        _init_weights(self.head)
+        reference = next(self.parameters(), None)  # the new head goes where the model is
+        if reference is not None:
+            self.head.to(reference.device, reference.dtype)
+        self.head.train(self.training)
 
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
+    @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Parameter names the official recipe excludes from weight decay besides biases and
         norm weights: the PEG convolutions."""
         return {name for name, _ in self.named_parameters() if name.startswith("pos_block.")}
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter groups (layer-wise lr decay, `timm.optim.param_groups_layer_decay`):
+        the stem, then each block in order (each stage's patch embedding and PEG with its first
+        block; `coarse`: whole stages), the final norm last; the head is ungrouped."""
+        if coarse:
+            blocks = [(r"^(?:blocks|patch_embeds|pos_block)\.(\d+)", None), (r"^norm", (99999,))]
+        else:
+            blocks = [
+                (r"^blocks\.(\d+)\.(\d+)", None),
+                (r"^(?:patch_embeds|pos_block)\.(\d+)", (0,)),
+                (r"^norm", (99999,)),
+            ]
+        return {"stem": r"^patch_embeds.0", "blocks": blocks}
+
+    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations."""
         self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def set_fast_path(self, enable: bool = True) -> None:
+        """Run blocks through the fused CPU kernels where they apply, or always plain."""
+        for block in self.modules():
+            if isinstance(block, Block):
+                block.use_fast_path = enable
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(
+        self,
+        indices: int | Sequence[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the stages after the last of `indices` (timm's meaning): the model then serves
+        `forward_intermediates` for them. Returns the stage indices taken."""
+        take = _take_indices(len(self.blocks), indices)
+        keep = max(take) + 1
+        pruned_end = keep < len(self.blocks)
+        for name in ("patch_embeds", "pos_drops", "blocks", "pos_block"):
+            setattr(self, name, getattr(self, name)[:keep])
+        self.depths = self.depths[:keep]
+        self.embed_dims = self.embed_dims[:keep]
+        self.feature_info = self.feature_info[:keep]
+        for name in ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios", "wss"):
+            if self.model_args[name] is not None:
+                self.model_args[name] = self.model_args[name][:keep]
+        if prune_norm or pruned_end:
+            self.norm = nn.Identity()  # sized for the last stage only
+        if pruned_end:
+            self.num_features = self.head_hidden_size = self.embed_dims[-1]
+        if prune_head or pruned_end:
+            self.reset_classifier(0, "")
+        return take
 
 
 def _window_size(wss: Sequence[int] | None, stage: int, index: int) -> int | None:
@@ -226,15 +339,9 @@ def _take_indices(stages: int, indices: int | Sequence[int] | None) -> list[int]
         if not 0 < indices <= stages:
             raise ValueError(f"indices={indices}: ask for 1 to {stages} stages")
         return list(range(stages - indices, stages))
-    take = [i % stages for i in indices]
     if any(not -stages <= i < stages for i in indices):
         raise ValueError(f"indices {list(indices)}: stage indices run from 0 to {stages - 1}")
-    return take
-
-
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Images in channels-last order give channels-last patch maps, which are tokens already."""
-    return x.contiguous(memory_format=torch.channels_last)
+    return [i % stages for i in indices]
 
 
 def _init_weights(module: nn.Module) -> None:
