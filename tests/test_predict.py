@@ -248,6 +248,7 @@ def test_bare_weights_of_a_custom_model_need_and_take_model_args(tmp_path):
         ({"crop_pct": 5}, "crop_pct", "crop_pct is the fraction"),
         ({"crop_pct": 0}, "crop_pct", "crop_pct is the fraction"),
         ({"image_size": 0}, "image_size", "image_size must be"),
+        ({"image_size": 16}, "image_size", "takes images of at least 32 pixels a side"),
         ({"topk": 0}, "topk", "topk must be at least 1"),
     ],
 )

@@ -26,6 +26,7 @@ from twins.data.images import IMAGE_EXTENSIONS, open_rgb
 from twins.data.transforms import eval_transform
 from twins.device import select_device
 from twins.errors import TwinsError
+from twins.models import smallest_image_size
 from twins.models.from_weights import model_from_weights
 from twins.weights import load_weights
 
@@ -190,6 +191,13 @@ class Predictor:
         self.preprocessing = prediction_preprocessing(
             weights.metadata.get("preprocessing"), image_size=image_size, crop_pct=crop_pct
         )
+        smallest = smallest_image_size(self.model.arch, self.model.model_args)
+        if self.preprocessing["image_size"] < smallest:
+            raise TwinsError(
+                f"image_size {self.preprocessing['image_size']} is too small for "
+                f"{self.model.arch}: it takes images of at least {smallest} pixels a side",
+                argument="image_size",
+            )
         self.transform = eval_transform(self.preprocessing)
 
     def load(self, path: str | os.PathLike) -> torch.Tensor:

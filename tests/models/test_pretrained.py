@@ -51,3 +51,23 @@ def test_pretrained_true_fetches_the_hub_weights(weights_file, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     twins.create_model("pcpvt_small_v0", pretrained=True, **TINY)
     assert asked == [("timm/twins_pcpvt_small.in1k", "model.safetensors")]
+
+
+def test_pretrained_cfg_takes_the_preprocessing_the_weights_carry(tmp_path):
+    """timm's data helpers then prepare images as the weights were trained for."""
+    import timm.data
+
+    from twins.weights import StateDict, model_metadata, save_weights
+
+    source = twins.create_model("pcpvt_small", num_classes=4, **TINY)
+    preprocessing = {"image_size": 32, "crop_pct": 1.0, "crop_mode": "squash"}
+    preprocessing |= {"interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3}
+    path = tmp_path / "digits.safetensors"
+    save_weights(StateDict(source.state_dict(), model_metadata(source, None, preprocessing)), path)
+    model = twins.create_model("pcpvt_small", pretrained=path, num_classes=4, **TINY)
+    config = timm.data.resolve_data_config(model=model)
+    assert config["input_size"] == (3, 32, 32) and config["crop_pct"] == 1.0
+    assert config["crop_mode"] == "squash" and config["interpolation"] == "bilinear"
+    assert config["mean"] == (0.5, 0.5, 0.5) and model.pretrained_cfg["num_classes"] == 4
+    # Without weights: timm's configuration of its published Twins weights.
+    assert twins.create_model("pcpvt_small", **TINY).pretrained_cfg["crop_pct"] == 0.9

@@ -9,6 +9,7 @@ from twins.models.registry import (
     create_model,
     list_models,
     resolve_name,
+    smallest_image_size,
 )
 from twins.models.twins import Twins
 
@@ -22,4 +23,5 @@ __all__ = [
     "create_model",
     "list_models",
     "resolve_name",
+    "smallest_image_size",
 ]

@@ -118,6 +118,22 @@ def resolve_name(name: str) -> str:
     raise TwinsError(f"unknown model {name!r}: {hint}choose one of {', '.join(VARIANTS)}")
 
 
+def smallest_image_size(name: str, model_args: dict[str, Any] | None = None) -> int:
+    """The smallest input side the variant (with `model_args` over it) takes: each stage's map
+    must hold a spatial-reduction window (sr_ratio tokens across), the last stage one token."""
+    settings = {**VARIANTS[resolve_name(name)], **(model_args or {})}
+    depths, sr_ratios = settings["depths"], settings["sr_ratios"]
+    if isinstance(sr_ratios, (int, float)):
+        sr_ratios = [sr_ratios] * len(depths)
+    stride = int(settings.get("patch_size", 4))
+    smallest = stride
+    for stage, ratio in enumerate(sr_ratios):
+        smallest = max(smallest, stride * int(ratio))
+        if stage < len(sr_ratios) - 1:
+            stride *= 2
+    return max(smallest, stride)
+
+
 def create_model(
     name: str,
     pretrained: str | os.PathLike | bool | None = None,
@@ -177,11 +193,8 @@ def create_model(
         )
     except TwinsError as error:
         raise TwinsError(f"cannot build {arch}: {error}", argument=error.argument) from error
-    model.pretrained_cfg = model.default_cfg = {
-        **PRETRAINED_CFG,
-        "input_size": (model.in_chans, 224, 224),
-        "architecture": arch,
-    }
+    preprocessing = getattr(state_dict, "metadata", {}).get("preprocessing")
+    model.pretrained_cfg = model.default_cfg = _pretrained_cfg(model, arch, preprocessing)
     if state_dict is not None:
         from twins.weights import load_into_model
 
@@ -189,7 +202,28 @@ def create_model(
     return model
 
 
-# twins.weights imports the models package: import it where it is used.
+def _pretrained_cfg(model: Twins, arch: str, preprocessing: dict | None) -> dict[str, Any]:
+    """timm's pretrained config, with the preprocessing the weights say they were made with."""
+    cfg = {
+        **PRETRAINED_CFG,
+        "input_size": (model.in_chans, 224, 224),
+        "architecture": arch,
+        "num_classes": model.num_classes,
+    }
+    if preprocessing:
+        size = int(preprocessing["image_size"])
+        cfg |= {
+            "input_size": (model.in_chans, size, size),
+            "crop_pct": preprocessing["crop_pct"],
+            "crop_mode": preprocessing["crop_mode"],
+            "interpolation": preprocessing["interpolation"],
+            "mean": tuple(preprocessing["mean"]),
+            "std": tuple(preprocessing["std"]),
+        }
+    return cfg
+
+
+# Imported where used: loading weights is not needed to build a model.
 
 
 def _pretrained_state_dict(arch: str, pretrained: str | os.PathLike | bool) -> dict:
@@ -208,5 +242,6 @@ def _download_hub_weights(arch: str) -> str:
     except Exception as error:  # network, proxy or hub errors all end the same way
         raise TwinsError(
             f"cannot download the {arch} weights from {HUB_WEIGHTS[arch]} ({error}): "
-            "download model.safetensors by hand and pass its path as pretrained"
-        ) from None
+            "download model.safetensors by hand and pass its path as pretrained",
+            argument="pretrained",
+        ) from error

@@ -416,27 +416,10 @@ def _check_together(config: TrainConfig) -> None:
     _check_image_size(config)
 
 
-def smallest_image_size(arch: str, model_args: dict[str, Any]) -> int:
-    """The smallest input side the model takes: each stage's map must hold at least one
-    spatial-reduction window (sr_ratio tokens across) and one token at the last stage."""
-    from twins.models import VARIANTS, resolve_name  # imported here: the model zoo pulls torch
-
-    settings = {**VARIANTS[resolve_name(arch)], **model_args}
-    depths = settings["depths"]
-    sr_ratios = settings["sr_ratios"]
-    if isinstance(sr_ratios, (int, float)):
-        sr_ratios = [sr_ratios] * len(depths)
-    stride = int(settings.get("patch_size", 4))
-    smallest = stride
-    for stage, ratio in enumerate(sr_ratios):
-        smallest = max(smallest, stride * int(ratio))
-        if stage < len(sr_ratios) - 1:
-            stride *= 2
-    return max(smallest, stride)
-
-
 def _check_image_size(config: TrainConfig) -> None:
     try:
+        from twins.models import smallest_image_size  # here: the model zoo pulls torch
+
         smallest = smallest_image_size(config.arch, config.model_args)
     except (TwinsError, KeyError, TypeError, ValueError):
         return  # a bad arch or model_args is refused, with its own message, when the model is built
