@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from factories import make_config, write_imagefolder
-from twins.train.config import TrainConfig
+from twins.config import TrainConfig
 
 # Checkpoints written by the seed's own MindSpore training code, with inputs and the logits that
 # code produced (see the README beside them).

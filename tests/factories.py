@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from twins.train.config import TrainConfig, build_config
+from twins.config import TrainConfig, build_config
 
 # One colour per class: learnable in a few steps, whatever the crop or flip.
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40)]

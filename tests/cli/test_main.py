@@ -51,7 +51,7 @@ print(json.dumps(loaded))
 
 
 def test_train_help_lists_the_config_keys(capsys):
-    from twins.train.config import describe_keys
+    from twins.config import describe_keys
 
     assert main(["train", "--help"]) == 0
     assert capsys.readouterr().out.endswith(f"config keys (default):\n{describe_keys()}\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import factories
-from twins.train.config import TrainConfig
+from twins.config import TrainConfig
 
 DATA_DEFAULTS = {
     "num_classes": 2,

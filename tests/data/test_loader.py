@@ -1,6 +1,9 @@
 """build_loader: order and augmentation fixed by (seed, epoch), batching, workers, samplers."""
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +107,24 @@ def test_given_distributed_sampler_sets_order_and_is_reseeded(train_set):
 def test_epoch_seed_is_distinct_per_seed_and_epoch():
     seeds = {derive_seed(seed, epoch) for seed in range(4) for epoch in range(50)}
     assert len(seeds) == 200 and all(0 <= s < 2**63 for s in seeds)
+
+
+def test_a_process_exits_while_its_loader_workers_still_run(image_folder, tmp_path):
+    """Workers ignore SIGTERM (the main process saves first when a scheduler stops a run);
+    a loader never collected must still not keep the process from exiting."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+from factories import make_config
+from twins.data import SafeImageFolder, build_eval_transform, build_loader
+
+config = make_config(num_classes=2, num_parallel_workers=2, batch_size=2)
+folder = SafeImageFolder({str(image_folder / "val")!r}, transform=build_eval_transform(config))
+loader = build_loader(folder, config, train=False)  # persistent workers
+batches = iter(loader)
+next(batches)
+kept = [batches]
+kept.append(kept)  # a cycle: nothing collects it before the interpreter exits
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from twins.config import save_config
 from twins.errors import TwinsError
 from twins.train import KEYS, TrainConfig, build_config, fit, load_config
-from twins.train.config import save_config
 from twins.train.precision import Precision, build_precision, hardware_notice
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -221,7 +221,7 @@ class ReadTracking(TrainConfig):
     def __getattribute__(self, name):
         if name in KEYS:
             caller = sys._getframe(1).f_globals.get("__name__", "")
-            if caller not in ("dataclasses", "twins.train.config"):
+            if caller not in ("dataclasses", "twins.config"):
                 object.__getattribute__(self, "reads").add(name)
         return object.__getattribute__(self, name)
 

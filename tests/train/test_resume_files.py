@@ -11,8 +11,8 @@ import torch
 
 from twins import create_model
 from twins.atomic import save_torch
-from twins.data.transforms import eval_preprocessing
 from twins.errors import TwinsError
+from twins.preprocessing import eval_preprocessing
 from twins.train import build_config, resume
 from twins.train.resume import FORMAT, VERSION, CheckpointFiles, load_checkpoint
 from twins.train.rng import capture_rng, restore_rng

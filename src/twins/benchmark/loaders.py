@@ -15,9 +15,9 @@ import torch
 from timm.data import ImageDataset, create_loader
 
 from twins.benchmark.timing import Timing
+from twins.config import TrainConfig
 from twins.data import SafeImageFolder, build_loader, build_train_transform
 from twins.errors import TwinsError
-from twins.train.config import TrainConfig
 
 
 def image_root(path: str | Path) -> Path:

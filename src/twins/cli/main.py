@@ -134,6 +134,6 @@ def command_line_form(argument: str | None, args: argparse.Namespace) -> str | N
 
 
 def _is_config_key(name: str) -> bool:
-    from twins.train.config import KEYS
+    from twins.config import KEYS
 
     return name.split(".")[0] in KEYS

@@ -25,11 +25,11 @@ CONFIG_KEYS_EPILOG = "config keys (default):"
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Writes the config keys under the help only when the help is printed: the list comes
-    from `twins.train.config`, which a parser built on every run should not import."""
+    from `twins.config`, which a parser built on every run should not import."""
 
     def add_text(self, text: str | None) -> None:
         if text == CONFIG_KEYS_EPILOG:
-            from twins.train.config import describe_keys
+            from twins.config import describe_keys
 
             text = f"{CONFIG_KEYS_EPILOG}\n{describe_keys()}"
         super().add_text(text)

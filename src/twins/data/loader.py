@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import multiprocessing
+import multiprocessing.util
 import os
 import random
 import signal
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from twins.seeds import derive_seed
 
 if TYPE_CHECKING:  # the config is only read here; importing it would tie data to train
-    from twins.train.config import TrainConfig
+    from twins.config import TrainConfig
 
 # Marks the end of the underlying iterator (None marks a batch without readable images).
 _END = object()
@@ -130,6 +133,7 @@ class TwinsDataLoader(DataLoader):
         check_health = getattr(self.dataset, "check_health", None) if self.check_health else None
         in_process = self.num_workers == 0
         batches = super().__iter__()
+        _WORKERS.update(getattr(batches, "_workers", ()))
         unreadable = 0  # batches without a readable image, waiting for a stand-in
         last = None
         while True:
@@ -163,9 +167,31 @@ def _copy(batch: Any) -> Any:
 
 def ignore_stop_signals(worker_id: int) -> None:
     """Loader workers leave SIGTERM and SIGINT to the main process, which finishes its step and
-    saves before it stops (`twins.train.stop`); they end when it ends."""
+    saves before it stops (`twins.train.stop`); they end when it ends (`_end_loader_workers`)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# The worker processes of this process's loaders (see `_end_loader_workers`).
+_WORKERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _end_loader_workers() -> None:
+    """At exit, multiprocessing ends the workers still running with SIGTERM, then waits for
+    them: workers that ignore SIGTERM (those of a loader not yet collected) would be waited for
+    forever. End them first: multiprocessing runs its finalizers before it ends its children."""
+    alive = [process for process in _WORKERS if process.is_alive()]
+    if not alive:
+        return
+    if hasattr(signal, "SIGCHLD"):  # torch reports a worker's death as an error; here it is meant
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for process in alive:
+        process.kill()
+    for process in alive:
+        process.join(timeout=5)
+
+
+multiprocessing.util.Finalize(None, _end_loader_workers, exitpriority=100)
 
 
 def build_loader(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from timm.data import Mixup
 
 if TYPE_CHECKING:  # the config is only read here; importing it would tie data to train
-    from twins.train.config import TrainConfig
+    from twins.config import TrainConfig
 
 
 def build_mixup(config: TrainConfig) -> Mixup | None:

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, ImageOps
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 
+from twins.preprocessing import eval_preprocessing
+
 if TYPE_CHECKING:  # the config is only read here; importing it would tie data to train
-    from twins.train.config import TrainConfig
+    from twins.config import TrainConfig
 
 
 def build_train_transform(config: TrainConfig) -> Any:
@@ -36,23 +38,6 @@ def build_train_transform(config: TrainConfig) -> Any:
     )
     _allow_zero_bit_posterize(transform)
     return transform
-
-
-def eval_preprocessing(config: TrainConfig) -> dict[str, Any]:
-    """How evaluation prepares an image, under timm's pretrained-cfg names; weights files carry
-    it so that whoever uses them prepares images the same way.
-
-    crop_mode "center" resizes the short side to image_size / crop_pct (the official and timm
-    evaluation), "squash" resizes to that square whatever the aspect ratio (the seed's).
-    """
-    return {
-        "image_size": int(config.image_size),
-        "crop_pct": float(config.crop_pct),
-        "crop_mode": "squash" if config.semantics == "seed" else "center",
-        "interpolation": "bicubic" if config.interpolation == "random" else config.interpolation,
-        "mean": list(IMAGENET_DEFAULT_MEAN),
-        "std": list(IMAGENET_DEFAULT_STD),
-    }
 
 
 def eval_transform(preprocessing: Mapping[str, Any]) -> Any:

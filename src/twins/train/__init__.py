@@ -1,7 +1,7 @@
 """Training and evaluation: config, schedule, optimizer and loss, the Trainer, engine,
 checkpoints and resume, the fit loop.
 
-The names below are imported on first use (PEP 562): the config alone (`twins.train.config`,
+The names below are imported on first use (PEP 562): the config alone (`twins.config`,
 what `twins train --help` reads) does not import torch.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from twins.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from twins.train.config import KEYS, TrainConfig, build_config, load_config, save_config
+    from twins.config import KEYS, TrainConfig, build_config, load_config, save_config
     from twins.train.evaluate import evaluate_checkpoint
     from twins.train.fit import build_model, fit
     from twins.train.schedule import lr_schedule
@@ -20,11 +20,11 @@ if TYPE_CHECKING:
 
 # Public name -> the module that defines it.
 _LAZY = {
-    "KEYS": "twins.train.config",
-    "TrainConfig": "twins.train.config",
-    "build_config": "twins.train.config",
-    "load_config": "twins.train.config",
-    "save_config": "twins.train.config",
+    "KEYS": "twins.config",
+    "TrainConfig": "twins.config",
+    "build_config": "twins.config",
+    "load_config": "twins.config",
+    "save_config": "twins.config",
     "evaluate_checkpoint": "twins.train.evaluate",
     "build_model": "twins.train.fit",
     "fit": "twins.train.fit",

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from twins.config import TrainConfig
 from twins.data import SafeImageFolder, build_eval_transform, build_loader
 from twins.errors import TwinsError
 from twins.models.from_weights import model_from_weights
 from twins.models.twins import Twins
 from twins.train import distributed
-from twins.train.config import TrainConfig
 from twins.train.engine import evaluate
 from twins.train.precision import build_precision
 from twins.weights import StateDict, load_weights

@@ -19,12 +19,12 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from twins.config import TrainConfig, save_config
 from twins.data import build_datasets, build_loader, build_mixup
 from twins.errors import TwinsError
 from twins.models import create_model
 from twins.seeds import seed_everything
 from twins.train import distributed, resume
-from twins.train.config import TrainConfig, save_config
 from twins.train.engine import evaluate, train_one_epoch
 from twins.train.lock import lock_output
 from twins.train.metrics import RunLog

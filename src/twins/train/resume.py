@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from twins.atomic import remove_temporaries, save_torch
-from twins.data.transforms import eval_preprocessing
 from twins.errors import TwinsError
+from twins.preprocessing import eval_preprocessing
 from twins.train import distributed
 from twins.train.rng import capture_rng, restore_rng
 from twins.train.state import EpochProgress, TrainState

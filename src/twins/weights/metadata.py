@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from twins.preprocessing import eval_preprocessing
 from twins.weights.state_dict import METADATA_KEYS
 
 # Config keys `eval_preprocessing` reads.
@@ -27,7 +28,7 @@ def model_metadata(
     preprocessing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """{"arch", "model_args", "num_classes", "act_layer", "class_names", "preprocessing"} of a
-    Twins model; `preprocessing` is `twins.data.transforms.eval_preprocessing(config)`."""
+    Twins model; `preprocessing` is `twins.preprocessing.eval_preprocessing(config)`."""
     model_args = dict(getattr(model, "model_args", None) or {})
     return {
         "arch": getattr(model, "arch", None),
@@ -45,10 +46,6 @@ def preprocessing_of_config(config: Mapping[str, Any]) -> dict[str, Any] | None:
     A config older than the `semantics` key was evaluated with a centre crop, which is what
     any semantics but "seed" gives.
     """
-    # Imported here: twins.data loads torchvision's data sets, which reading weights (and
-    # `import twins`) need not pay for.
-    from twins.data.transforms import eval_preprocessing
-
     if any(config.get(key) is None for key in PREPROCESSING_CONFIG_KEYS):
         return None
     semantics = config.get("semantics") or "twins"

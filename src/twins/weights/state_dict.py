@@ -13,7 +13,7 @@ import torch
 #   num_classes    rows of the classifier head
 #   act_layer      "gelu" (exact) or "gelu_tanh" (MindSpore's GELU)
 #   class_names    list of label names, index order
-#   preprocessing  how images are prepared for the model (`twins.data.transforms.eval_preprocessing`:
+#   preprocessing  how images are prepared for the model (`twins.preprocessing.eval_preprocessing`:
 #                  image_size, crop_pct, crop_mode, interpolation, mean, std)
 # Readers add `format`: which reader produced the tensors ("safetensors", "torch", ...).
 METADATA_KEYS = ("arch", "model_args", "num_classes", "act_layer", "class_names", "preprocessing")
