@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from twins.atomic import write_text
 from twins.errors import TwinsError
 
 # seed: the MindSpore seed's training code; official: the released runs of the official code;
@@ -459,12 +460,8 @@ def _check_auto_augment(text: str) -> None:
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the resolved configuration; `load_config(path)` reads back the same values."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, text)
 
 
 def describe_keys() -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from twins.atomic import atomic_path
+
 
 def draw_curves(records: list[dict[str, Any]], path: str | Path) -> None:
     from matplotlib.figure import Figure
@@ -27,6 +29,5 @@ def draw_curves(records: list[dict[str, Any]], path: str | Path) -> None:
         ax.grid(alpha=0.3)
     figure.subplots_adjust(left=0.05, right=0.99, bottom=0.15, top=0.9, wspace=0.22)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=90)
-    tmp.replace(path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=90)

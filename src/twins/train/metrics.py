@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from twins.atomic import write_text
 from twins.train.curves import draw_curves
 
 
@@ -31,9 +32,7 @@ class RunLog:
         self.records = [
             r for r in read_metrics(self.path) if _before_resume(r, resume_epoch, resume_step)
         ]
-        tmp = self.path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
-        tmp.replace(self.path)
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
         from torch.utils.tensorboard import SummaryWriter  # slow import; rank 0 only
 
         self.writer = SummaryWriter(
