@@ -108,23 +108,18 @@ def _fit(
 
     record: dict[str, Any] = dict(saved.get("metrics") or {}) if saved else {}
 
-    def save(within_epoch: bool = False, is_best: bool = False) -> None:
+    def save_within_epoch() -> None:
         state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
-        if within_epoch:
-            checkpoint = resume.within_epoch(trainer, class_names, record)
-            if checkpoint is not None:
-                files.save_last(checkpoint)
-            return
-        checkpoint = resume.checkpoint(trainer, class_names, record)
-        if ctx.is_main:
-            files.save(checkpoint, is_best)
+        checkpoint = resume.within_epoch(trainer, class_names, record)
+        if checkpoint is not None:
+            files.save_last(checkpoint)
 
     def stop_if_asked(within_epoch: bool) -> None:
         number = stop.requested()
         if number is None:
             return
         if within_epoch:
-            save(within_epoch=True)
+            save_within_epoch()
         say(
             f"stopped by {signal_name(number)} after step {state.step}: {files.last} holds the "
             "run; start the same command again to resume it"
@@ -140,7 +135,7 @@ def _fit(
             return
         every = config.save_every_steps
         if every and state.step % every == 0:
-            save(within_epoch=True)
+            save_within_epoch()
         stop_if_asked(within_epoch=True)
 
     progress = ctx.is_main and sys.stderr.isatty()
@@ -163,11 +158,14 @@ def _fit(
                 is_best = record["val_top1"] > state.best_top1
                 state.best_top1 = max(state.best_top1, record["val_top1"])
             state.epoch, state.progress = epoch, EpochProgress()
-            record |= _data_counts((train_loader, val_loader), saved, ctx.device)
+            state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
+            record |= state.data_counts
             # Logged before the checkpoint: a kill between the two repeats the epoch, whose
             # line the resumed run drops and writes again.
             log.log(record)
-            save(is_best=is_best)
+            checkpoint = resume.checkpoint(trainer, class_names, record)
+            if ctx.is_main:
+                files.save(checkpoint, is_best)
             log.end_epoch()
             say(summary(record, config.total_epochs, is_best))
             distributed.barrier()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twins.train.schedule import global_batch
 from twins.train.trainer import Trainer
 
 
@@ -12,9 +13,9 @@ def header(config: Any, trainer: Trainer, ctx: Any, train_set: Any, val_set: Any
     """The lines that open a run: semantics, model, devices, data, batch and lr, epochs."""
     model, schedule = trainer.module, trainer.schedule
     params = sum(p.numel() for p in model.parameters())
-    global_batch = config.batch_size * ctx.world_size * config.accumulation_step
+    batch = global_batch(config, ctx.world_size)
     scaled = (
-        f"base_lr {config.base_lr:g} × {global_batch} / lr_base_size {config.lr_base_size}"
+        f"base_lr {config.base_lr:g} × {batch} / lr_base_size {config.lr_base_size}"
         if config.lr_base_size
         else "base_lr as given"
     )
@@ -25,7 +26,7 @@ def header(config: Any, trainer: Trainer, ctx: Any, train_set: Any, val_set: Any
         f"model: {model.arch}, {params / 1e6:.2f} M parameters, {config.num_classes} classes",
         f"device: {ctx.device} × {ctx.world_size} process(es), {trainer.precision.describe()}",
         f"data: {config.data_url} ({len(train_set)} train, {len(val_set)} val images)",
-        f"batch: global {global_batch} = {config.batch_size} per device × {ctx.world_size} "
+        f"batch: global {batch} = {config.batch_size} per device × {ctx.world_size} "
         f"× {config.accumulation_step} accumulation; peak lr {schedule.peak:.3g} ({scaled})",
         f"epochs: {config.total_epochs}{cooldown}, warmup {config.warmup_length} from "
         f"{config.warmup_lr:g}, {config.lr_scheduler} to min_lr {config.min_lr:g}; "

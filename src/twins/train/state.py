@@ -49,6 +49,7 @@ class TrainState:
     step: int = 0  # optimizer steps taken (applied or skipped) since the run began
     best_top1: float = -math.inf
     nonfinite_run: int = 0  # the latest optimizer steps in a row skipped as non-finite
-    # Images left out as unreadable and converted to RGB, until the checkpoint this run resumed.
+    # Images left out as unreadable and converted to RGB since the run began, as of the latest
+    # checkpoint (counted from the batches the loaders handed out).
     data_counts: dict[str, int] = field(default_factory=dict)
     progress: EpochProgress = field(default_factory=EpochProgress)  # of the current epoch
