@@ -48,17 +48,17 @@ def test_train_takes_overrides_among_its_options(monkeypatch, tmp_path):
 
 @pytest.fixture
 def evaluated(monkeypatch):
-    """The configs `twins eval` evaluates with, and the EMA loads it asks for, without a model."""
+    """The configs `twins eval` evaluates with, and the EMA weights it requires of the file,
+    without a model."""
     seen: dict[str, list] = {"configs": [], "ema_loads": []}
 
-    def evaluate_checkpoint(config, checkpoint):
+    def evaluate_checkpoint(config, checkpoint, *, ema=None):
         seen["configs"].append(config)
+        if ema is not None:
+            seen["ema_loads"].append(ema)
         return RESULT
 
     monkeypatch.setattr("twins.train.evaluate_checkpoint", evaluate_checkpoint)
-    monkeypatch.setattr(
-        "twins.weights.load_weights", lambda path, ema=None: seen["ema_loads"].append(ema)
-    )
     return seen
 
 

@@ -31,7 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from twins.train import evaluate_checkpoint, load_config
     from twins.train.distributed import is_main_process
-    from twins.weights import load_weights
 
     config = load_config(
         args.config,
@@ -40,9 +39,8 @@ def run(args: argparse.Namespace) -> int:
         arch=args.arch,
         with_ema=True if args.ema else None,
     )
-    if args.ema:  # asked for by name: a file without EMA weights is refused, as elsewhere
-        load_weights(args.checkpoint, ema=True)
-    result = evaluate_checkpoint(config, args.checkpoint)
+    # Asked for by name, EMA weights are required: a file without them is refused, as elsewhere.
+    result = evaluate_checkpoint(config, args.checkpoint, ema=True if args.ema else None)
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0
     if args.json:

@@ -24,12 +24,17 @@ from twins.train.precision import build_precision
 from twins.weights import StateDict, load_weights
 
 
-def evaluate_checkpoint(config: TrainConfig, checkpoint: str | Path) -> dict[str, Any]:
+def evaluate_checkpoint(
+    config: TrainConfig, checkpoint: str | Path, *, ema: bool | None = None
+) -> dict[str, Any]:
     """{"top1", "top5" (%), "loss", "images", "arch", "checkpoint"} and, with EMA weights
-    evaluated, "ema": {"top1", "top5", "loss", "images"}."""
+    evaluated, "ema": {"top1", "top5", "loss", "images"}. `ema=True` evaluates the file's EMA
+    weights too and refuses a file without them; None follows the config's `with_ema`, where
+    the file has EMA weights."""
     ctx = distributed.setup(config.device_target)
     try:
         weights = load_weights(checkpoint)
+        ema_weights = _ema_weights(checkpoint, config.with_ema if ema is None else ema, ema)
         model = _model_for(weights, config).to(ctx.device)
         val_set = _val_set(config, weights.metadata.get("class_names"), model.num_classes)
         sampler = distributed.ShardSampler(val_set, ctx.rank, ctx.world_size)
@@ -40,17 +45,25 @@ def evaluate_checkpoint(config: TrainConfig, checkpoint: str | Path) -> dict[str
         if ctx.enabled:
             distributed.check_health_together(val_set, ctx.device)
         result |= {"arch": model.arch, "checkpoint": str(checkpoint)}
-        if config.with_ema and weights.metadata.get("format") == "twins-checkpoint":
-            try:
-                ema_weights = load_weights(checkpoint, ema=True)
-            except TwinsError:  # trained without EMA: nothing more to evaluate
-                ema_weights = None
-            if ema_weights is not None:
-                model.load_state_dict(ema_weights)
-                result["ema"] = evaluate(model, loader, precision, progress=progress, desc="ema")
+        if ema_weights is not None:
+            model.load_state_dict(ema_weights)
+            result["ema"] = evaluate(model, loader, precision, progress=progress, desc="ema")
         return result
     finally:
         distributed.cleanup()
+
+
+def _ema_weights(checkpoint: str | Path, wanted: bool, required: bool | None) -> StateDict | None:
+    """The file's EMA weights when `wanted`; None where it has none, unless they are `required`
+    (asked for by name), which refuses the file."""
+    if not wanted:
+        return None
+    try:
+        return load_weights(checkpoint, ema=True)
+    except TwinsError:
+        if required:
+            raise
+        return None  # trained without EMA: nothing more to evaluate
 
 
 def _model_for(weights: StateDict, config: TrainConfig) -> Twins:
