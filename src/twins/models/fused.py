@@ -17,9 +17,10 @@ chunk's hidden activations.
 
 The kernels are wrapped as custom ops (`twins::linear`, `twins::mlp`, `twins::mlp_backward`)
 with shape functions and their own backward, so torch.compile takes them whole. They serve plain
-CPU tensors in float32 or bfloat16 (`serves`); elsewhere, and for products too small to gain,
-each function here is the plain composition of `F.linear`, `F.gelu` and `+`. When a block may
-use them at all (not under export, tracing, autocast, ...) is `twins.models.fast_path`'s call.
+CPU tensors in float32, or bfloat16 where the CPU has oneDNN's bfloat16 kernels (`serves`);
+elsewhere, and for products too small to gain, each function here is the plain composition of
+`F.linear`, `F.gelu` and `+`. When a block may use them at all (not under export, tracing,
+autocast, ...) is `twins.models.fast_path`'s call.
 """
 
 from __future__ import annotations
@@ -30,7 +31,19 @@ from torch import nn
 
 _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 _ONEDNN_AVAILABLE = _ONEDNN_LINEAR is not None and torch.backends.mkldnn.is_available()
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _onednn_bf16_supported() -> bool:
+    # oneDNN's bfloat16 inner product needs AVX-512 (BF16) or AMX: on an AVX2-only CPU it
+    # refuses to build the primitive, and F.linear (which converts) must serve instead.
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16) if _onednn_bf16_supported() else (torch.float32,)
 
 # Below this many output elements a oneDNN call costs more (about 50 us to set up) than the
 # passes it saves: batch-1 layers of the last stages run faster through F.linear.
@@ -55,8 +68,8 @@ _CHUNKED_TRAINING_ELEMENTS = 1 << 22
 
 
 def serves(x: torch.Tensor) -> bool:
-    """True where the kernels take `x`: oneDNN is there and `x` is a plain float32 or bfloat16
-    CPU tensor (not a subclass, not an fx proxy)."""
+    """True where the kernels take `x`: oneDNN is there and `x` is a plain float32 (or, where
+    supported, bfloat16) CPU tensor (not a subclass, not an fx proxy)."""
     return (
         _ONEDNN_AVAILABLE
         and type(x) is torch.Tensor
