@@ -274,7 +274,8 @@ def check_access(url: str | os.PathLike, write: bool = False) -> None:
             _remote(url, lambda fs, path: fs.info(path), budget=CHECK_RETRY_SECONDS)
     except FileNotFoundError as error:
         raise TwinsError(
-            f"{shown} does not exist in bucket {bucket!r}: check the URL (upload the data first)"
+            f"storage: {shown} does not exist in bucket {bucket!r}: check the URL (upload the "
+            "data first)"
         ) from error
 
 

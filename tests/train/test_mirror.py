@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from factories import EVERY_RANDOM_DRAW
 from twins import storage
 from twins.train import fit, save_config
 from twins.train.metrics import read_metrics
-from twins.train.mirror import staging_folder
+from twins.train.mirror import OutputMirror, staging_folder
 from twins.train.resume import load_checkpoint
 
 FAULTY_TWINS = Path(__file__).with_name("faulty_twins.py")
@@ -167,3 +168,32 @@ def test_a_run_killed_and_resumed_on_another_machine_ends_as_the_unbroken_run(
     assert "Traceback" not in finished.stderr
     assert s3_env.secret not in killed.stdout + killed.stderr + finished.stdout + finished.stderr
     assert_same_as_unbroken(url, unbroken, tmp_path)
+
+
+def test_start_takes_the_newer_of_the_staging_folder_and_the_bucket(
+    s3_prefix, s3_env, cache, imagefolder, tiny_config, tmp_path
+):
+    url = storage.join(s3_prefix, "run")
+    fit(tiny_config(imagefolder, url, epochs=1, cooldown_epochs=0))
+    staged = staging_folder(url)
+    last = staged / "checkpoints" / "last.pt"
+    mirror = OutputMirror(url, say=lambda line: None)
+
+    # Killed between last.pt and its pointer: the checkpoints themselves are compared.
+    storage.remove(storage.join(url, "checkpoints", "LATEST"))
+    before = last.stat().st_mtime_ns
+    mirror.pull()
+    assert last.stat().st_mtime_ns == before  # the same step: the local copy stays
+    assert not list(last.parent.glob(".*"))  # the bucket's copy, compared, is gone
+
+    # Another machine (or a deleted staging folder): the bucket's files come down.
+    shutil.rmtree(staged)
+    mirror.pull()
+    assert last.read_bytes() == storage.read_bytes(storage.join(url, "checkpoints", "last.pt"))
+    assert (staged / "metrics.jsonl").is_file() and (staged / "config.yaml").is_file()
+
+    # The bucket's prefix emptied since the run uploaded: the run starts afresh.
+    for name in storage.list_files(url):
+        storage.remove(storage.join(url, name))
+    mirror.pull()
+    assert not last.exists() and not (staged / "metrics.jsonl").exists()

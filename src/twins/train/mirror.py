@@ -83,7 +83,8 @@ class OutputMirror:
             return
         if local is not None and pointer is None:
             # Killed between last.pt and its pointer: compare the checkpoints themselves.
-            remote = self.local / "checkpoints" / ".bucket-last.pt"
+            # Named as a temporary: one a kill leaves behind is removed, never uploaded.
+            remote = self.local / "checkpoints" / ".last-in-bucket.tmp.pt"
             storage.get_file(storage.join(self.url, LAST), remote)
             newer = (_position(remote) or (-1, -1)) > local
             remote.unlink()
