@@ -49,7 +49,9 @@ def weed_binary() -> Path:
 @dataclass
 class S3Server:
     """One `weed mini` process: `endpoint` (http://127.0.0.1:PORT), `bucket`, `key`, `secret`,
-    and its data `directory`; `environment()` gives the AWS variables a client needs."""
+    and its data `directory`; `environment()` gives the AWS variables a client needs, `url()`
+    an s3:// URL in the bucket; `start()`, `stop(kill=False)` and `restart()` (from the main
+    thread: the server dies with the thread that started it)."""
 
     directory: Path
     bucket: str = BUCKET
@@ -128,6 +130,11 @@ class S3Server:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def restart(self, kill: bool = False) -> None:
+        """`stop(kill)`, then `start()` on the same folder and ports."""
+        self.stop(kill=kill)
+        self.start()
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         import botocore.session

@@ -3,9 +3,9 @@ then train, evaluate and checkpoint epoch after epoch (dinov2's `do_train`, DeiT
 
 Exact resume, and what makes it hold, is `twins.train.resume`. The output folder is locked
 while the run trains (`twins.train.lock`); an output URL is written through a local staging
-folder and uploaded at every checkpoint (`twins.train.mirror`); SIGTERM and Ctrl-C end the run after the current
-optimizer step with last.pt written (`twins.train.stop`). `pretrained` initialises the weights
-of a fresh run only, dropping a head of another size.
+folder, uploaded at every checkpoint (`twins.train.mirror`). SIGTERM and Ctrl-C end the run
+after the current optimizer step with last.pt written (`twins.train.stop`). `pretrained`
+initialises the weights of a fresh run only, dropping a head of another size.
 """
 
 from __future__ import annotations
