@@ -109,7 +109,7 @@ def test_a_run_writes_its_files_to_the_bucket(
 
 
 def test_a_run_killed_where_uploads_failed_uploads_its_newer_files(
-    s3_prefix, s3_env, cache, imagefolder, tiny_config, unbroken, tmp_path, monkeypatch
+    s3_prefix, s3_env, cache, imagefolder, tiny_config, unbroken, tmp_path, monkeypatch, capsys
 ):
     """The server goes down at step 4, the run dies at step 7 with last.pt of step 6 only on the
     local disk; started again on the same machine, it goes on from step 6 and uploads all."""
@@ -135,8 +135,15 @@ def test_a_run_killed_where_uploads_failed_uploads_its_newer_files(
         s3_env.start()
     assert load_checkpoint(staging_folder(url) / "checkpoints" / "last.pt")["global_step"] == 6
     assert bucket_checkpoint(url, "last.pt", tmp_path)["global_step"] == 3
+    # Two uploads failed (the checkpoint of step 6, then at the kill): one warning.
+    printed = capsys.readouterr().out
+    assert printed.count(f"warning: uploading to {url} failed") == 1, printed
+    assert f"the files stay in {staging_folder(url)}" in printed
 
     fit(config)
+    assert "resuming from " + url + "/checkpoints/last.pt within epoch 1 (step 6" in (
+        capsys.readouterr().out
+    )
     assert_same_as_unbroken(url, unbroken, tmp_path)
 
 
