@@ -27,6 +27,7 @@ from typing import Any
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import has_file_allowed_extension
 
+from twins.data import packed
 from twins.data.counted import CountedReads, ImageSample
 from twins.data.images import open_rgb
 from twins.data.transforms import build_eval_transform, build_train_transform
@@ -112,29 +113,62 @@ def _class_folder_files(folder: str) -> list[tuple[str, list[str]]]:
     return found
 
 
-def build_datasets(cfg: Any) -> tuple[SafeImageFolder, SafeImageFolder, list[str]]:
-    """Return (train set, validation set, class names) from `cfg.data_url`.
+def build_datasets(cfg: Any) -> tuple[Any, Any, list[str]]:
+    """Return (train set, validation set, class names) from `cfg.data_url`: an ImageFolder
+    (SafeImageFolder), or a packed data set, local or behind a URL (ShardDataset).
 
-    Reads `data_url` and `num_classes` and, through the transforms, `image_size`, `crop_pct`,
+    Reads `data_url` and `num_classes`; for a packed data set `seed`, `shuffle_block`,
+    `cache_dir` and `cache_size`; and, through the transforms, `image_size`, `crop_pct`,
     `interpolation`, `auto_augment`, `hflip`, `re_prob`, `re_mode`, `re_count`.
     """
-    root = Path(cfg.data_url).expanduser()
-    train = _open_split(root, "train", build_train_transform(cfg))
-    val = _open_split(root, "val", build_eval_transform(cfg))
+    transforms = {"train": build_train_transform(cfg), "val": build_eval_transform(cfg)}
+    splits = open_data(cfg, transforms)
+    train, val = splits["train"], splits["val"]
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
         raise TwinsError(
-            f"class folders of {root / 'train'} and {root / 'val'} differ "
+            f"class folders of {train.root} and {val.root} differ "
             f"(only in train: {_names(only_train)}; only in val: {_names(only_val)}); "
             "give both splits the same class folders"
         )
     if len(train.classes) != cfg.num_classes:
         raise TwinsError(
-            f"{root / 'train'} has {len(train.classes)} class folders but num_classes is "
+            f"{train.root} has {len(train.classes)} class folders but num_classes is "
             f"{cfg.num_classes}; set num_classes={len(train.classes)} or fix the folders"
         )
     return train, val, list(train.classes)
+
+
+def is_packed_data(url: str) -> bool:
+    """Whether `url` is read as a packed data set: a folder holding manifest.json, or a URL
+    (behind which only packed data sets are read)."""
+    return packed.is_remote(url) or packed.is_packed(url)
+
+
+def open_data(cfg: Any, transforms: dict[str, Any]) -> dict[str, Any]:
+    """The splits named in `transforms` (split -> transform) of the data at `cfg.data_url`."""
+    url = cfg.data_url
+    if is_packed_data(url):
+        from twins.data.shards import open_packed
+        from twins.sizes import parse_size
+
+        if not packed.is_packed(url):
+            raise TwinsError(
+                f"{url} holds no packed data set (manifest.json): an ImageFolder is read from "
+                f"a local folder only; pack it with `twins pack IMAGEFOLDER {url}`",
+                argument="data_url",
+            )
+        return open_packed(
+            url,
+            transforms,
+            seed=int(cfg.seed),
+            shuffle_block=int(cfg.shuffle_block),
+            cache_dir=cfg.cache_dir or None,
+            cache_size=parse_size(cfg.cache_size),
+        )
+    root = Path(url).expanduser()
+    return {split: _open_split(root, split, t) for split, t in transforms.items()}
 
 
 def _open_split(root: Path, split: str, transform: Any) -> SafeImageFolder:
