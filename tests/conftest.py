@@ -1,14 +1,16 @@
 """Fixtures shared across the test folders: the record fixtures, tiny image folders and tiny
-training configs (made by `factories`)."""
+training configs (made by `factories`), and a real S3 server (`s3_server`)."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 import torch
 
 from factories import make_config, write_imagefolder
+from s3_server import S3Server
 from twins.config import TrainConfig
 
 # Checkpoints written by the seed's own MindSpore training code, with inputs and the logits that
@@ -52,3 +54,40 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A SeaweedFS S3 server on 127.0.0.1 for the whole session (`s3_server.S3Server`):
+    `endpoint`, `bucket`, `key`, `secret`, `url(*parts)`, `environment()`, `stop(kill=False)`,
+    `start()`. Ended at the end of the session."""
+    server = S3Server(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    yield server
+    server.stop()
+
+
+# Short retries in tests; the outage test sets its own.
+TEST_RETRY_SECONDS = "2"
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> S3Server:
+    """The server, running, with its endpoint and credentials in the AWS variables (and nothing
+    from the user's ~/.aws, no instance-metadata lookups)."""
+    s3_server.start()  # a test that stopped it may have failed before starting it again
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "OBS_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("TWINS_STORAGE_RETRY_SECONDS", TEST_RETRY_SECONDS)
+    return s3_server
+
+
+@pytest.fixture
+def s3_prefix(s3_env) -> str:
+    """`s3://<bucket>/<fresh prefix>`, empty, for one test; the AWS variables set."""
+    return s3_env.url("tests", uuid.uuid4().hex[:12])

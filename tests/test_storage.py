@@ -1,0 +1,209 @@
+"""twins.storage against local folders and a real S3 server (SeaweedFS on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from twins import storage
+from twins.errors import TwinsError
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path) -> str:
+    """A fresh, empty folder: local, or a prefix in the test bucket."""
+    if request.param == "local":
+        return str(tmp_path / "root")
+    return request.getfixturevalue("s3_prefix")
+
+
+def test_files_round_trip(root, tmp_path):
+    blob = storage.join(root, "sub", "blob.bin")
+    data = bytes(range(256)) * 5
+    storage.write_bytes(blob, data)
+
+    assert storage.exists(blob) and not storage.is_dir(blob)
+    assert storage.is_dir(storage.join(root, "sub")) and storage.is_dir(root)
+    assert storage.read_bytes(blob) == data
+    assert storage.read_bytes(blob, 10, 20) == data[10:20]
+    assert storage.read_bytes(blob, 1000) == data[1000:]
+    assert storage.size(blob) == len(data)
+
+    storage.write_bytes(storage.join(root, "a.txt"), b"a")
+    assert storage.list_dir(root) == ["a.txt", "sub"]
+
+    copy = tmp_path / "down" / "copy.bin"
+    storage.get_file(blob, copy)
+    assert copy.read_bytes() == data
+    assert [p.name for p in copy.parent.iterdir()] == ["copy.bin"]  # no temporary left
+    storage.put_file(copy, storage.join(root, "up.bin"))
+    assert storage.read_bytes(storage.join(root, "up.bin")) == data
+
+    storage.remove(blob)
+    storage.remove(blob)  # gone already: fine
+    assert not storage.exists(blob)
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(blob)
+    assert not storage.exists(storage.join(root, "never"))
+
+
+def test_urls():
+    assert storage.join("s3://b/p/", "x", "y.pt") == "s3://b/p/x/y.pt"
+    assert storage.join("/data", "x") == "/data/x"
+    assert storage.is_remote("s3://b/p") and storage.is_remote("obs://b/p")
+    assert not storage.is_remote("/data") and not storage.is_remote("file:///data")
+    assert storage.display("s3://user:secret@bucket/p") == "s3://bucket/p"
+
+
+def test_obs_urls_read_the_same_objects(s3_prefix):
+    storage.write_bytes(storage.join(s3_prefix, "x"), b"seed")
+    obs = s3_prefix.replace("s3://", "obs://", 1)
+    assert storage.read_bytes(storage.join(obs, "x")) == b"seed"
+    assert storage.list_dir(obs) == ["x"]
+    storage.check_access(obs)
+
+
+def test_check_access_passes(s3_prefix):
+    storage.write_bytes(storage.join(s3_prefix, "train", "x"), b"1")
+    storage.check_access(s3_prefix)
+    storage.check_access(storage.join(s3_prefix, "train", "x"))  # one object
+    storage.check_access(s3_prefix, write=True)
+    storage.check_access(storage.join(s3_prefix, "new"), write=True)
+    # The write check leaves no object (SeaweedFS keeps the emptied folder `new`, S3 would not).
+    assert "train" in storage.list_dir(s3_prefix)
+    assert not [name for name in storage.list_dir(s3_prefix) if "check" in name]
+    assert storage.list_dir(storage.join(s3_prefix, "new")) == []
+
+
+def _refusal(url: str, write: bool = False) -> str:
+    started = time.monotonic()
+    with pytest.raises(TwinsError) as refused:
+        storage.check_access(url, write=write)
+    assert time.monotonic() - started < 10
+    message = str(refused.value)
+    assert "\n" not in message
+    return message
+
+
+def test_check_access_names_each_problem(s3_prefix, s3_env, monkeypatch, caplog):
+    storage.write_bytes(storage.join(s3_prefix, "x"), b"1")
+    messages = []
+
+    messages.append(_refusal(storage.join(s3_prefix, "missing")))
+    assert "does not exist" in messages[-1] and "missing" in messages[-1]
+
+    messages.append(_refusal("s3://no-such-bucket-twins/data"))
+    assert "bucket 'no-such-bucket-twins' does not exist" in messages[-1]
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-" + s3_env.secret)
+    messages.append(_refusal(s3_prefix))
+    assert "AWS_SECRET_ACCESS_KEY" in messages[-1]
+    messages.append(_refusal(s3_prefix, write=True))
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unknownkeyid")
+    messages.append(_refusal(s3_prefix))
+    assert "AWS_ACCESS_KEY_ID" in messages[-1]
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_env.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.secret)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+    messages.append(_refusal(s3_prefix))
+    assert "unreachable" in messages[-1] and "check AWS_ENDPOINT_URL" in messages[-1]
+
+    for text in [*messages, caplog.text]:
+        assert s3_env.secret not in text
+
+
+def test_a_wrong_secret_is_refused_by_the_server(s3_prefix, s3_env, monkeypatch):
+    """The server checks credentials: without them it would accept anyone."""
+    storage.write_bytes(storage.join(s3_prefix, "x"), b"1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(TwinsError, match="AWS_SECRET_ACCESS_KEY"):
+        storage.read_bytes(storage.join(s3_prefix, "x"))
+    with pytest.raises(TwinsError, match="AWS_SECRET_ACCESS_KEY"):
+        storage.write_bytes(storage.join(s3_prefix, "y"), b"1")
+
+
+def test_reads_ride_out_an_outage(s3_prefix, s3_env, monkeypatch, caplog):
+    """The server is killed while a thread reads and started again a moment later: every read
+    completes, with one warning for the outage and one line when it is back."""
+    monkeypatch.setenv("TWINS_STORAGE_RETRY_SECONDS", "60")
+    urls = [storage.join(s3_prefix, f"{i}") for i in range(3)]
+    for i, url in enumerate(urls):
+        storage.write_bytes(url, bytes([i]) * 1000)
+    results, failures = [], []
+    reading = threading.Event()
+
+    def read_loop() -> None:
+        try:
+            for n in range(60):
+                results.append(storage.read_bytes(urls[n % 3]) == bytes([n % 3]) * 1000)
+                reading.set()
+                time.sleep(0.05)
+        except Exception as error:  # reported by the assertion below
+            failures.append(error)
+
+    caplog.set_level(logging.WARNING, logger="twins.storage")
+    thread = threading.Thread(target=read_loop)
+    thread.start()
+    assert reading.wait(30)
+    s3_env.stop(kill=True)
+    time.sleep(1.0)
+    s3_env.start()
+    thread.join(60)
+
+    assert not failures and results == [True] * 60
+    lines = [r.getMessage() for r in caplog.records if r.name == "twins.storage"]
+    assert len([line for line in lines if "unreachable" in line]) == 1, lines
+    assert len([line for line in lines if "reachable again" in line]) == 1, lines
+    assert lines[0].startswith(f"storage: {urls[0].rsplit('/', 1)[0]}")
+
+
+def test_retries_end_after_the_budget(s3_prefix, s3_env, monkeypatch):
+    url = storage.join(s3_prefix, "x")
+    storage.write_bytes(url, b"1")
+    monkeypatch.setenv("TWINS_STORAGE_RETRY_SECONDS", "1")
+    s3_env.stop(kill=True)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TwinsError, match="unreachable .* check AWS_ENDPOINT_URL"):
+            storage.read_bytes(url)
+        assert time.monotonic() - started < 5
+    finally:
+        s3_env.start()
+
+
+class _Objects(Dataset):
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def __getitem__(self, index: int):
+        url = self.urls[index]
+        return torch.tensor(list(storage.read_bytes(url))), id(storage.filesystem(url))
+
+
+def test_dataloader_workers_read_with_their_own_filesystem(s3_prefix):
+    urls = [storage.join(s3_prefix, f"{i}.bin") for i in range(8)]
+    for i, url in enumerate(urls):
+        storage.write_bytes(url, bytes([i, i + 1]))
+    parent = id(storage.filesystem(urls[0]))  # made and used before the fork
+    assert storage.read_bytes(urls[0]) == bytes([0, 1])
+
+    loader = DataLoader(
+        _Objects(urls), batch_size=None, num_workers=2, multiprocessing_context="fork"
+    )
+    got = list(loader)
+    assert [data.tolist() for data, _ in got] == [[i, i + 1] for i in range(8)]
+    assert parent not in {filesystem for _, filesystem in got}
