@@ -27,6 +27,7 @@ from typing import Any
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import has_file_allowed_extension
 
+from twins import storage
 from twins.data import packed
 from twins.data.counted import CountedReads, ImageSample
 from twins.data.images import open_rgb
@@ -143,7 +144,7 @@ def build_datasets(cfg: Any) -> tuple[Any, Any, list[str]]:
 def is_packed_data(url: str) -> bool:
     """Whether `url` is read as a packed data set: a folder holding manifest.json, or a URL
     (behind which only packed data sets are read)."""
-    return packed.is_remote(url) or packed.is_packed(url)
+    return storage.is_remote(url) or packed.is_packed(url)
 
 
 def open_data(cfg: Any, transforms: dict[str, Any]) -> dict[str, Any]:
@@ -153,9 +154,10 @@ def open_data(cfg: Any, transforms: dict[str, Any]) -> dict[str, Any]:
         from twins.data.shards import open_packed
         from twins.sizes import parse_size
 
+        storage.check_access(url)
         if not packed.is_packed(url):
             raise TwinsError(
-                f"{url} holds no packed data set (manifest.json): an ImageFolder is read from "
+                f"{storage.display(url)} holds no packed data set (manifest.json): an ImageFolder is read from "
                 f"a local folder only; pack it with `twins pack IMAGEFOLDER {url}`",
                 argument="data_url",
             )

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from twins import storage
 from twins.atomic import atomic_path, remove_temporaries
 from twins.data import packed
 from twins.errors import TwinsError
@@ -68,7 +69,7 @@ def pack(
     or an object-store URL)."""
     source = Path(source).expanduser()
     _check_places(source, output)
-    if not packed.is_remote(output):
+    if not storage.is_remote(output):
         remove_temporaries(packed.local_path(output))  # of a pack killed while writing
     classes, plans = _plan(source, shard_size, resize_short, seed)
     tasks = [task for split in packed.SPLITS for task in plans[split]]
@@ -99,7 +100,7 @@ def pack(
         report.samples[split] = splits[split]["samples"]
     report.shards = len(records)
     report.bytes = sum(r["bytes"] for r in records.values())
-    packed.write_json(packed.join(output, packed.TIMM_INFO), _timm_info(output, splits))
+    packed.write_json(storage.join(output, packed.TIMM_INFO), _timm_info(source.name or "twins", splits))
     manifest = {
         "format": packed.FORMAT,
         "version": packed.VERSION,
@@ -110,12 +111,12 @@ def pack(
         "shard_size": shard_size,
         "splits": splits,
     }
-    packed.write_json(packed.join(output, packed.MANIFEST), manifest)
+    packed.write_json(storage.join(output, packed.MANIFEST), manifest)
     return report
 
 
 def _check_places(source: Path, output: str) -> None:
-    if packed.is_remote(str(source)):
+    if storage.is_remote(str(source)):
         raise TwinsError(
             f"SRC {source} must be a local ImageFolder: download it first", argument="source"
         )
@@ -126,7 +127,7 @@ def _check_places(source: Path, output: str) -> None:
             f"ImageFolder with {source}/train/<class>/<image> and {source}/val/<class>/<image>",
             argument="source",
         )
-    if packed.is_remote(output):
+    if storage.is_remote(output):
         return
     out = packed.local_path(output).resolve()
     if out == source.resolve() or source.resolve() in out.parents:
@@ -239,16 +240,14 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
     """Write one shard and its index (unless a whole one holding `task`'s samples is there);
     returns its manifest record with `kept` saying whether it was already there."""
     output, name = task["output"], task["name"]
-    shard_url, index_url = packed.join(output, name), packed.join(output, packed.index_name(name))
+    shard_url, index_url = storage.join(output, name), storage.join(output, packed.index_name(name))
     kept = _existing(shard_url, index_url, task["inputs"])
     if kept is not None:
         return _record(name, kept, True)
-    if packed.is_remote(output):
+    if storage.is_remote(output):
         with tempfile.TemporaryDirectory(prefix="twins-pack-") as folder:
             local = Path(folder) / name
             index = _write_tar(local, task)
-            from twins import storage
-
             storage.put_file(local, shard_url)
     else:
         with atomic_path(packed.local_path(shard_url)) as temporary:
@@ -295,11 +294,11 @@ def _existing(shard_url: str, index_url: str, inputs: str) -> dict[str, Any] | N
     compared."""
     try:
         index = packed.read_json(index_url)
-        if index.get("inputs") != inputs or packed.size(shard_url) != index["bytes"]:
+        if index.get("inputs") != inputs or storage.size(shard_url) != index["bytes"]:
             return None
     except Exception:  # missing, unreadable or foreign: written anew
         return None
-    if packed.is_remote(shard_url):
+    if storage.is_remote(shard_url):
         return index
     return index if file_sha256(packed.local_path(shard_url)) == index["sha256"] else None
 
@@ -327,11 +326,10 @@ def _remove_stale(output: str, current: set[str]) -> None:
     """Shards and indexes of an earlier pack into `output` that this one did not write."""
     for name in packed.list_names(output):
         if packed.is_packed_name(name) and name not in current:
-            packed.remove(packed.join(output, name))
+            storage.remove(storage.join(output, name))
 
 
-def _timm_info(output: str, splits: dict[str, Any]) -> dict[str, Any]:
-    name = Path(output.rstrip("/")).name or "twins"
+def _timm_info(name: str, splits: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
         "splits": {

@@ -24,12 +24,11 @@ A packed data set is a folder (or an object-store prefix) holding, for each spli
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 from pathlib import Path
 from typing import Any
 
-from twins.atomic import atomic_path
+from twins import storage
 from twins.errors import TwinsError
 
 FORMAT = "twins-shards"
@@ -79,90 +78,31 @@ def tar_end(written: int) -> bytes:
     return b"\0" * (2 * BLOCK + (-end % tarfile.RECORDSIZE))
 
 
-# Where a packed data set lies: a local folder, read with os, or an object-store / fsspec URL,
-# read through twins.storage.
-
-
-def is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
-
-
 def local_path(url: str) -> Path:
-    return Path(url.removeprefix("file://")).expanduser()
-
-
-def join(url: str, name: str) -> str:
-    return f"{url.rstrip('/')}/{name}" if is_remote(url) else str(local_path(url) / name)
-
-
-def read_bytes(url: str, start: int | None = None, end: int | None = None) -> bytes:
-    if is_remote(url):
-        from twins import storage
-
-        return storage.read_bytes(url, start, end)
-    with open(local_path(url), "rb") as file:
-        if start is None:
-            return file.read()
-        file.seek(start)
-        return file.read((end if end is not None else os.path.getsize(file.name)) - start)
-
-
-def write_bytes(url: str, data: bytes) -> None:
-    if is_remote(url):
-        from twins import storage
-
-        storage.write_bytes(url, data)
-        return
-    with atomic_path(local_path(url)) as temporary:
-        temporary.write_bytes(data)
-
-
-def exists(url: str) -> bool:
-    if is_remote(url):
-        from twins import storage
-
-        return storage.exists(url)
-    return local_path(url).exists()
-
-
-def size(url: str) -> int:
-    if is_remote(url):
-        from twins import storage
-
-        return storage.size(url)
-    return local_path(url).stat().st_size
+    """The local path of a plain path or file:// URL."""
+    return Path(storage.local_path(url)).expanduser()
 
 
 def list_names(url: str) -> list[str]:
-    if is_remote(url):
-        from twins import storage
-
-        return storage.list_dir(url) if storage.exists(url) else []
-    folder = local_path(url)
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-
-
-def remove(url: str) -> None:
-    if is_remote(url):
-        from twins import storage
-
-        storage.remove(url)
-    else:
-        local_path(url).unlink(missing_ok=True)
+    """The names under `url`; none when nothing is there yet."""
+    try:
+        return storage.list_dir(url)
+    except FileNotFoundError:
+        return []
 
 
 def read_json(url: str) -> Any:
-    return json.loads(read_bytes(url))
+    return json.loads(storage.read_bytes(url))
 
 
 def write_json(url: str, value: Any) -> None:
-    write_bytes(url, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
+    storage.write_bytes(url, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
 
 
 def is_packed(url: str) -> bool:
     """Whether `url` holds a packed data set (its manifest)."""
     try:
-        return exists(join(url, MANIFEST))
+        return storage.exists(storage.join(url, MANIFEST))
     except TwinsError:
         raise
     except Exception:
@@ -171,12 +111,12 @@ def is_packed(url: str) -> bool:
 
 def read_manifest(url: str) -> dict[str, Any]:
     """The manifest of the packed data set at `url`, checked for format and version."""
-    path = join(url, MANIFEST)
+    path = storage.join(url, MANIFEST)
     try:
         manifest = read_json(path)
     except FileNotFoundError as error:
         raise TwinsError(
-            f"{path} not found: {url} is not a packed data set; make one with "
+            f"{storage.display(path)} not found: {storage.display(url)} is not a packed data set; make one with "
             "`twins pack IMAGEFOLDER OUT`",
             argument="data_url",
         ) from error

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from twins import storage
 from twins.data import packed
 from twins.data.counted import CountedReads, ImageSample
 from twins.data.images import decode_rgb
@@ -98,16 +99,16 @@ class ShardDataset(CountedReads, Dataset):
     def file_name(self, index: int) -> str:
         shard = bisect.bisect_right(self.starts, index) - 1
         name = self.shards[shard]["name"]
-        members = packed.read_json(packed.join(self.url, packed.index_name(name)))["members"]
+        members = packed.read_json(storage.join(self.url, packed.index_name(name)))["members"]
         key, extension, *_, source = members[index - self.starts[shard]]
-        return f"{packed.join(self.url, name)}:{key}{extension} (packed from {source})"
+        return f"{storage.join(self.url, name)}:{key}{extension} (packed from {source})"
 
     def _shard_path(self, shard: int) -> Path:
         name = self.shards[shard]["name"]
         if self.cache is None:
-            if packed.is_remote(self.url):
+            if storage.is_remote(self.url):
                 raise ValueError("a packed data set behind a URL is read through a ShardCache")
-            return packed.local_path(packed.join(self.url, name))
+            return packed.local_path(storage.join(self.url, name))
         block = self._place[shard] // self.shuffle_block
         if block != self._block:  # a new block: hold it and the next, fetch them ahead
             self._block = block
@@ -134,12 +135,12 @@ class ShardDataset(CountedReads, Dataset):
             last = index["members"][-1] if index["members"] else None
             if last is not None and last[2] + last[3] > shard["bytes"]:
                 raise TwinsError(f"the index of shard {name} points past its end; {self._fix}")
-        if packed.is_remote(self.url):
+        if storage.is_remote(self.url):
             sizes = _in_threads(
-                lambda s: _size_or_none(packed.join(self.url, s["name"])), self.shards
+                lambda s: _size_or_none(storage.join(self.url, s["name"])), self.shards
             )
         else:
-            sizes = [_size_or_none(packed.join(self.url, s["name"])) for s in self.shards]
+            sizes = [_size_or_none(storage.join(self.url, s["name"])) for s in self.shards]
         for shard, found in zip(self.shards, sizes, strict=True):
             if found is None:
                 raise TwinsError(f"shard {shard['name']} of {self.url} is missing; {self._fix}")
@@ -164,7 +165,7 @@ def open_packed(
     split is read in the shard-block order of (seed, epoch)."""
     manifest = packed.read_manifest(url)
     cache = None
-    if packed.is_remote(url):
+    if storage.is_remote(url):
         cache = _cache(url, manifest, cache_dir, cache_size, shuffle_block)
     return {
         split: ShardDataset(
@@ -195,13 +196,11 @@ def _cache(
             f"of up to {largest / 1e6:.0f} MB being read and fetched: raise cache_size to at "
             f"least {needed / 1e9:.2f} GB or lower shuffle_block"
         )
-    text = packed.read_bytes(packed.join(url, packed.MANIFEST))
+    text = storage.read_bytes(storage.join(url, packed.MANIFEST))
     name = hashlib.sha256(url.encode() + b"\0" + text).hexdigest()[:16]
 
     def download(shard: str, path: Path) -> None:
-        from twins import storage
-
-        storage.get_file(packed.join(url, shard), path)
+        storage.get_file(storage.join(url, shard), path)
 
     expected = {s["name"]: (s["bytes"], s["sha256"]) for s in shards}
     return ShardCache(folder or default_cache_dir(), name, limit, download, expected)
@@ -220,10 +219,8 @@ def verify_packed(url: str) -> int:
     for split in manifest["splits"]:
         ShardDataset(url, split, manifest=manifest)  # indexes and sizes
         for shard in manifest["splits"][split]["shards"]:
-            location = packed.join(url, shard["name"])
-            if packed.is_remote(url):
-                from twins import storage
-
+            location = storage.join(url, shard["name"])
+            if storage.is_remote(url):
                 with tempfile.TemporaryDirectory(prefix="twins-verify-") as folder:
                     storage.get_file(location, Path(folder) / shard["name"])
                     digest = file_sha256(Path(folder) / shard["name"])
@@ -240,7 +237,7 @@ def verify_packed(url: str) -> int:
 
 def _read_indexes(url: str, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def read(shard: dict[str, Any]) -> dict[str, Any]:
-        location = packed.join(url, shard.get("index") or packed.index_name(shard["name"]))
+        location = storage.join(url, shard.get("index") or packed.index_name(shard["name"]))
         try:
             return packed.read_json(location)
         except FileNotFoundError as error:
@@ -250,7 +247,7 @@ def _read_indexes(url: str, shards: list[dict[str, Any]]) -> list[dict[str, Any]
         except ValueError as error:
             raise TwinsError(f"the index {location} is not JSON: re-run `twins pack`") from error
 
-    return _in_threads(read, shards) if packed.is_remote(url) else [read(s) for s in shards]
+    return _in_threads(read, shards) if storage.is_remote(url) else [read(s) for s in shards]
 
 
 def _in_threads(function: Any, items: list[Any]) -> list[Any]:
@@ -260,7 +257,7 @@ def _in_threads(function: Any, items: list[Any]) -> list[Any]:
 
 def _size_or_none(location: str) -> int | None:
     try:
-        return packed.size(location)
+        return storage.size(location)
     except FileNotFoundError:
         return None
 
