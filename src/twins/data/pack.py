@@ -100,7 +100,9 @@ def pack(
         report.samples[split] = splits[split]["samples"]
     report.shards = len(records)
     report.bytes = sum(r["bytes"] for r in records.values())
-    packed.write_json(storage.join(output, packed.TIMM_INFO), _timm_info(source.name or "twins", splits))
+    packed.write_json(
+        storage.join(output, packed.TIMM_INFO), _timm_info(source.name or "twins", splits)
+    )
     manifest = {
         "format": packed.FORMAT,
         "version": packed.VERSION,
