@@ -51,12 +51,13 @@ def test_shards_hold_every_image_once_with_its_class_in_an_indexed_tar(imagefold
             index = json.loads((packed / shard["index"]).read_text())
             with tarfile.open(packed / shard["name"]) as tar:
                 members = tar.getmembers()
+                labels = [tar.extractfile(m).read() for m in members[1::2]]
             assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 for m in members)
             assert [m.name for m in members] == [
                 f"{key}{ext}" for key, ext, *_ in index["members"] for ext in (ext, ".cls")
             ]
-            for (key, ext, offset, size, target, source), cls in zip(
-                index["members"], members[1::2], strict=True
+            for (key, ext, offset, size, target, source), label in zip(
+                index["members"], labels, strict=True
             ):
                 assert "." not in key and ext == ".png"
                 assert data[offset : offset + size] == (imagefolder / split / source).read_bytes()
