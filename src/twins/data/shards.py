@@ -57,17 +57,18 @@ class ShardDataset(CountedReads, Dataset):
         manifest: dict[str, Any] | None = None,
     ) -> None:
         self.url, self.split, self.transform = url, split, transform
-        self.root = f"{url} ({split})"
+        self.shown = storage.display(url)  # as printed: without any user:password@
+        self.root = f"{self.shown} ({split})"
         manifest = manifest or packed.read_manifest(url)
         if split not in manifest["splits"]:
-            raise TwinsError(f"{url} holds no {split} split: re-run `twins pack`")
+            raise TwinsError(f"{self.shown} holds no {split} split: re-run `twins pack`")
         self.classes = list(manifest["classes"])
         self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
         self.shards = list(manifest["splits"][split]["shards"])
         self.shard_sizes = [shard["samples"] for shard in self.shards]
         self.starts = np.cumsum([0, *self.shard_sizes]).tolist()
         self.cache = cache
-        self._fix = f"re-run `twins pack {manifest.get('source', 'SRC')} {url}`"
+        self._fix = f"re-run `twins pack {manifest.get('source', 'SRC')} {self.shown}`"
         indexes = _read_indexes(url, self.shards)
         self._check(indexes)
         self.offsets = np.concatenate([_column(i, 2) for i in indexes]).astype(np.int64)
@@ -101,7 +102,7 @@ class ShardDataset(CountedReads, Dataset):
         name = self.shards[shard]["name"]
         members = packed.read_json(storage.join(self.url, packed.index_name(name)))["members"]
         key, extension, *_, source = members[index - self.starts[shard]]
-        return f"{storage.join(self.url, name)}:{key}{extension} (packed from {source})"
+        return f"{storage.join(self.shown, name)}:{key}{extension} (packed from {source})"
 
     def _shard_path(self, shard: int) -> Path:
         name = self.shards[shard]["name"]
@@ -129,7 +130,7 @@ class ShardDataset(CountedReads, Dataset):
             )
             if not agrees:
                 raise TwinsError(
-                    f"the index of shard {name} in {self.url} does not match the manifest: the "
+                    f"the index of shard {name} in {self.shown} does not match the manifest: the "
                     f"pack is incomplete or mixed with another; {self._fix}"
                 )
             last = index["members"][-1] if index["members"] else None
@@ -143,10 +144,10 @@ class ShardDataset(CountedReads, Dataset):
             sizes = [_size_or_none(storage.join(self.url, s["name"])) for s in self.shards]
         for shard, found in zip(self.shards, sizes, strict=True):
             if found is None:
-                raise TwinsError(f"shard {shard['name']} of {self.url} is missing; {self._fix}")
+                raise TwinsError(f"shard {shard['name']} of {self.shown} is missing; {self._fix}")
             if found != shard["bytes"]:
                 raise TwinsError(
-                    f"shard {shard['name']} of {self.url} has {found} bytes, the manifest says "
+                    f"shard {shard['name']} of {self.shown} has {found} bytes, the manifest says "
                     f"{shard['bytes']}: it is truncated or altered; {self._fix}"
                 )
 
@@ -228,8 +229,9 @@ def verify_packed(url: str) -> int:
                 digest = file_sha256(packed.local_path(location))
             if digest != shard["sha256"]:
                 raise TwinsError(
-                    f"shard {shard['name']} of {url} does not match its sha256 in the manifest: "
-                    f"it was altered or damaged; re-run `twins pack {source} {url}`"
+                    f"shard {shard['name']} of {storage.display(url)} does not match its sha256 in "
+                    f"the manifest: it was altered or damaged; re-run `twins pack {source} "
+                    f"{storage.display(url)}`"
                 )
             count += 1
     return count
