@@ -151,7 +151,9 @@ class ShardCache:
 
     def _fetch(self, name: str) -> None:
         size, sha256 = self.expected[name]
-        self._make_room(size)
+        for left in self.folder.glob(f".*{name}.*"):  # of a process killed while downloading
+            left.unlink(missing_ok=True)
+        reserved = self._make_room(name, size)
         partial = self.folder / f".{name}.{os.getpid()}.download"
         try:
             self.download(name, partial)
@@ -165,28 +167,61 @@ class ShardCache:
         finally:
             with contextlib.suppress(OSError):
                 partial.unlink()
+            reserved.unlink(missing_ok=True)
 
-    def _make_room(self, size: int) -> None:
-        """Remove the least recently used shards no process holds until `size` more bytes fit."""
-        shards = [p for p in self.root.glob("*/*.tar") if not p.name.startswith(".")]
-        stats = []
-        for path in shards:
-            with contextlib.suppress(OSError):
-                stats.append((path.stat().st_mtime_ns, path.stat().st_size, path))
-        total = sum(s for _, s, _ in stats)
-        for _, nbytes, path in sorted(stats, key=lambda s: s[0]):
-            if total + size <= self.limit:
-                return
-            if path.parent == self.folder and path.name in self._held:
-                continue
-            if _remove_unheld(path):
-                total -= nbytes
-        if total + size > self.limit:
-            logger.warning(
-                "shard cache %s holds %.1f GB in shards being read: over its cache_size limit",
-                self.root,
-                (total + size) / 1e9,
-            )
+    def _make_room(self, name: str, size: int) -> Path:
+        """Remove the least recently used shards no process holds until `size` more bytes fit,
+        counting the downloads under way (their reservations), and reserve them; returns the
+        reservation file. One process at a time, node-wide."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".room.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            total = sum(_reservations(self.root))
+            stats = []
+            for path in self.root.glob("*/*.tar"):
+                with contextlib.suppress(OSError):
+                    info = path.stat()
+                    stats.append((info.st_mtime_ns, info.st_size, path))
+            total += sum(nbytes for _, nbytes, _ in stats)
+            for _, nbytes, path in sorted(stats, key=lambda s: s[0]):
+                if total + size <= self.limit:
+                    break
+                if path.parent == self.folder and path.name in self._held:
+                    continue
+                if _remove_unheld(path):
+                    total -= nbytes
+            if total + size > self.limit:
+                logger.warning(
+                    "shard cache %s holds %.1f GB in shards being read: over its cache_size",
+                    self.root,
+                    (total + size) / 1e9,
+                )
+            reservation = self.folder / f".{name}.{os.getpid()}.{size}.reserved"
+            reservation.touch()
+            return reservation
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _reservations(root: Path) -> list[int]:
+    """The bytes of the downloads under way on this node; those of dead processes removed."""
+    sizes = []
+    for path in root.glob("*/.*.reserved"):
+        try:
+            pid, size = (int(part) for part in path.name.split(".")[-3:-1])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)  # raises when the process is gone
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            continue
+        except PermissionError:  # alive, another user's
+            pass
+        sizes.append(size)
+    return sizes
 
 
 def _remove_unheld(path: Path) -> bool:

@@ -165,15 +165,14 @@ def open_packed(
     a cache at `cache_dir` of at most `cache_size` bytes when `url` is remote. The training
     split is read in the shard-block order of (seed, epoch)."""
     manifest = packed.read_manifest(url)
-    cache = None
-    if storage.is_remote(url):
-        cache = _cache(url, manifest, cache_dir, cache_size, shuffle_block)
+    remote = storage.is_remote(url)
     return {
         split: ShardDataset(
             url,
             split,
             transform,
-            cache=cache,
+            # One per split: each holds the shards of its own window (the folder is shared).
+            cache=_cache(url, manifest, cache_dir, cache_size, shuffle_block) if remote else None,
             seed=seed,
             shuffle_block=shuffle_block,
             shuffled=split == "train",
