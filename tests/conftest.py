@@ -60,7 +60,7 @@ def one_thread():
 def s3_server(tmp_path_factory):
     """A SeaweedFS S3 server on 127.0.0.1 for the whole session (`s3_server.S3Server`):
     `endpoint`, `bucket`, `key`, `secret`, `url(*parts)`, `environment()`, `stop(kill=False)`,
-    `start()`. Ended at the end of the session."""
+    `start()`, `restart(kill=False)`. Ended at the end of the session."""
     server = S3Server(tmp_path_factory.mktemp("seaweedfs"))
     server.start()
     yield server

@@ -10,7 +10,6 @@ as an outage; the process also dies with the test process that started it.
 from __future__ import annotations
 
 import ctypes
-import os
 import random
 import shutil
 import signal
@@ -50,7 +49,9 @@ def weed_binary() -> Path:
 @dataclass
 class S3Server:
     """One `weed mini` process: `endpoint` (http://127.0.0.1:PORT), `bucket`, `key`, `secret`,
-    and its data `directory`; `environment()` gives the AWS variables a client needs."""
+    and its data `directory`; `environment()` gives the AWS variables a client needs, `url()`
+    an s3:// URL in the bucket; `start()`, `stop(kill=False)` and `restart()` (from the main
+    thread: the server dies with the thread that started it)."""
 
     directory: Path
     bucket: str = BUCKET
@@ -113,6 +114,7 @@ class S3Server:
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
+            start_new_session=True,  # Ctrl-C in a terminal is the test run's, not the server's
         )
         log.close()
         self._wait_ready()
@@ -128,6 +130,11 @@ class S3Server:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def restart(self, kill: bool = False) -> None:
+        """`stop(kill)`, then `start()` on the same folder and ports."""
+        self.stop(kill=kill)
+        self.start()
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         import botocore.session
@@ -193,12 +200,16 @@ def _is_free(port: int) -> bool:
     return True
 
 
+try:  # loaded here: the child between fork and exec only calls it
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _LIBC = None
+
+
 def _die_with_parent() -> None:
-    """In the child: SIGKILL when the process that started it ends (Linux), so that no server
-    outlives a test run that was itself killed."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    os.setpgrp()  # Ctrl-C in the terminal is the test run's, not the server's
+    """In the child: SIGKILL when the thread that started it ends (Linux's PR_SET_PDEATHSIG;
+    the tests start the server from their main thread), so that no server outlives a test run
+    that was itself killed."""
+    prctl = getattr(_LIBC, "prctl", None)
+    if prctl is not None:
+        prctl(1, signal.SIGKILL)

@@ -135,7 +135,9 @@ class TrainConfig:
 
     # ===== Run, output and hardware ===== #
     seed: int = _key(0, "int", (0, 2**32 - 1))
-    train_url: str = _key("runs/train", "str", doc="output folder (runs/<recipe name> if unset)")
+    train_url: str = _key(
+        "runs/train", "str", doc="output folder or URL (runs/<recipe name> if unset)"
+    )
     keep_checkpoint_max: int = _key(20, "int", (1, None), doc="epoch checkpoints kept")
     save_every: int = _key(2, "int", (0, None), doc="epoch checkpoint every N epochs, 0 = none")
     save_every_steps: int = _key(

@@ -149,6 +149,31 @@ def list_dir(url: str | os.PathLike) -> list[str]:
     return sorted({entry.rsplit("/", 1)[-1] for entry in entries if entry != own.rstrip("/")})
 
 
+def list_files(url: str | os.PathLike) -> list[str]:
+    """The relative paths (with `/`) of every file beneath `url`, at any depth, sorted; empty
+    when nothing is there."""
+    url = str(url)
+    if not is_remote(url):
+        root = local_path(url)
+        found = []
+        for folder, _, names in os.walk(root):
+            relative = os.path.relpath(folder, root)
+            for name in names:
+                found.append(name if relative == "." else f"{relative}/{name}".replace(os.sep, "/"))
+        return sorted(found)
+    _, own = _protocol_and_path(url)
+    try:
+        entries = _remote(url, lambda fs, path: fs.find(path, detail=True))
+    except FileNotFoundError:
+        return []
+    prefix = own.rstrip("/") + "/"
+    return sorted(
+        name[len(prefix) :]
+        for name, info in entries.items()
+        if info.get("type") != "directory" and name.startswith(prefix) and not name.endswith("/")
+    )
+
+
 def size(url: str | os.PathLike) -> int:
     """The size of a file or object in bytes."""
     url = str(url)
@@ -249,7 +274,8 @@ def check_access(url: str | os.PathLike, write: bool = False) -> None:
             _remote(url, lambda fs, path: fs.info(path), budget=CHECK_RETRY_SECONDS)
     except FileNotFoundError as error:
         raise TwinsError(
-            f"{shown} does not exist in bucket {bucket!r}: check the URL (upload the data first)"
+            f"storage: {shown} does not exist in bucket {bucket!r}: check the URL (upload the "
+            "data first)"
         ) from error
 
 

@@ -17,7 +17,9 @@ Started again on the same output folder, a run resumes from its checkpoints/last
 or Ctrl-C ends it after the current step with last.pt written there. One run at a time
 per output folder. Under torchrun it trains with DDP (NCCL on GPUs, gloo on CPUs);
 batch_size is per device: `torchrun --nproc_per_node=N -m twins train -c CONFIG`.
-Several nodes, SLURM, pre-emption and restarts: docs/distributed.md."""
+Several nodes, SLURM, pre-emption and restarts: docs/distributed.md. An output URL
+(s3://bucket/prefix, obs://...) is written through a local staging folder and uploaded at
+every checkpoint; credentials from the AWS variables: docs/data.md."""
 
 # Stands for the list of config keys at the end of the help (see `_HelpFormatter`).
 CONFIG_KEYS_EPILOG = "config keys (default):"
@@ -51,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--output",
         type=output_folder,
         metavar="DIR",
-        help="output folder (sets train_url; default runs/<recipe>)",
+        help="output folder, or a bucket URL s3://... / obs://... (sets train_url; default "
+        "runs/<recipe>; see docs/data.md)",
     )
     add_overrides(parser)
     parser.set_defaults(func=run)

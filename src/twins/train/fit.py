@@ -2,9 +2,10 @@
 then train, evaluate and checkpoint epoch after epoch (dinov2's `do_train`, DeiT's `main`).
 
 Exact resume, and what makes it hold, is `twins.train.resume`. The output folder is locked
-while the run trains (`twins.train.lock`); SIGTERM and Ctrl-C end the run after the current
-optimizer step with last.pt written (`twins.train.stop`). `pretrained` initialises the weights
-of a fresh run only, dropping a head of another size.
+while the run trains (`twins.train.lock`); an output URL is written through a local staging
+folder, uploaded at every checkpoint (`twins.train.mirror`). SIGTERM and Ctrl-C end the run
+after the current optimizer step with last.pt written (`twins.train.stop`). `pretrained`
+initialises the weights of a fresh run only, dropping a head of another size.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ from twins.train import distributed, resume
 from twins.train.engine import evaluate, train_one_epoch
 from twins.train.lock import lock_output
 from twins.train.metrics import RunLog
+from twins.train.mirror import OutputMirror
 from twins.train.precision import hardware_notice
 from twins.train.report import header, printer, summary
 from twins.train.sample_seeds import SampleSeededDataset
@@ -42,9 +43,21 @@ def fit(config: TrainConfig, *, stop_after_epoch: int | None = None) -> dict[str
     `output`. `stop_after_epoch` ends the process's work after that epoch (1-based) without
     finishing the run, which the same call resumes later (time-limited jobs, tests)."""
     ctx = distributed.setup(config.device_target)
+    mirror = OutputMirror(config.train_url, say=printer(ctx.is_main))
     try:
-        with lock_output(config.train_url, ctx.device), StopSignals() as stop:
-            return _fit(config, ctx, stop, stop_after_epoch)
+        with lock_output(mirror.local, ctx.device), StopSignals() as stop:
+            if ctx.local_rank == 0:  # one process per machine fills its staging folder
+                mirror.pull()
+            distributed.barrier()
+            try:
+                result = _fit(config, ctx, stop, stop_after_epoch, mirror)
+            except BaseException:
+                if ctx.is_main:
+                    mirror.sync()  # what a stop or an error left: the checkpoint of its step
+                raise
+            if ctx.is_main:
+                mirror.finish()
+            return result
     finally:
         distributed.cleanup()
 
@@ -69,9 +82,10 @@ def _fit(
     ctx: distributed.DistContext,
     stop: StopSignals,
     stop_after_epoch: int | None,
+    mirror: OutputMirror,
 ) -> dict[str, Any]:
     say = printer(ctx.is_main)
-    output = Path(config.train_url)
+    output = mirror.local
     files = resume.CheckpointFiles(
         output / "checkpoints", config.keep_checkpoint_max, config.save_every
     )
@@ -104,7 +118,7 @@ def _fit(
     for line in [*filter(None, notices), *header(config, trainer, ctx, train_set, val_set)]:
         say(line)
     if saved:
-        say(resume.describe(saved, files.last))
+        say(resume.describe(saved, mirror.shown(files.last)))
 
     record: dict[str, Any] = dict(saved.get("metrics") or {}) if saved else {}
 
@@ -113,6 +127,7 @@ def _fit(
         checkpoint = resume.within_epoch(trainer, class_names, record)
         if checkpoint is not None:
             files.save_last(checkpoint)
+            mirror.sync()
 
     def stop_if_asked(within_epoch: bool) -> None:
         number = stop.requested()
@@ -121,7 +136,8 @@ def _fit(
         if within_epoch:
             save_within_epoch()
         say(
-            f"stopped by {signal_name(number)} after step {state.step}: {files.last} holds the "
+            f"stopped by {signal_name(number)} after step {state.step}: "
+            f"{mirror.shown(files.last)} holds the "
             "run; start the same command again to resume it"
         )
         raise_stop(number)
@@ -140,6 +156,7 @@ def _fit(
 
     progress = ctx.is_main and sys.stderr.isatty()
     first_epoch = state.epoch
+    shown = mirror.shown(output)
     try:
         for epoch_index in range(first_epoch, config.total_epochs):
             epoch = epoch_index + 1
@@ -167,6 +184,8 @@ def _fit(
             if ctx.is_main:
                 files.save(checkpoint, is_best)
             log.end_epoch()
+            if ctx.is_main:
+                mirror.sync()
             say(summary(record, config.total_epochs, is_best))
             distributed.barrier()
             stop_if_asked(within_epoch=False)
@@ -175,9 +194,9 @@ def _fit(
     finally:
         log.close()
     if first_epoch >= config.total_epochs:
-        say(f"{output} holds a finished run of {config.total_epochs} epochs: nothing to train")
-    say(f"done: best val top-1 {state.best_top1:.2f}%; output in {output}")
-    return {**record, "best_top1": state.best_top1, "output": str(output)}
+        say(f"{shown} holds a finished run of {config.total_epochs} epochs: nothing to train")
+    say(f"done: best val top-1 {state.best_top1:.2f}%; output in {shown}")
+    return {**record, "best_top1": state.best_top1, "output": shown}
 
 
 def _parallel(model: nn.Module, ctx: distributed.DistContext) -> nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twins.storage import display
 from twins.train.schedule import global_batch
 from twins.train.trainer import Trainer
 
@@ -31,7 +32,7 @@ def header(config: Any, trainer: Trainer, ctx: Any, train_set: Any, val_set: Any
         f"epochs: {config.total_epochs}{cooldown}, warmup {config.warmup_length} from "
         f"{config.warmup_lr:g}, {config.lr_scheduler} to min_lr {config.min_lr:g}; "
         f"{schedule.steps_per_epoch} steps per epoch, {schedule.total_steps} in all; "
-        f"output {config.train_url}",
+        f"output {display(config.train_url)}",
     ]
 
 

@@ -160,7 +160,7 @@ def restore(saved: dict[str, Any], trainer: Trainer, notices: list[str]) -> int:
     return progress["samples"]
 
 
-def describe(saved: dict[str, Any], path: Path) -> str:
+def describe(saved: dict[str, Any], path: str | Path) -> str:
     """One line saying where a resumed run goes on from."""
     progress = saved.get("epoch_progress")
     if progress is not None:
