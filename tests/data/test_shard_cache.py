@@ -71,7 +71,7 @@ def test_a_held_shard_is_not_evicted_and_the_rest_stay_within_the_limit(tmp_path
         for name in sorted(store)[1:]:
             cache.path(name)
             cache.release_all_but({name})
-        cached = sorted(p.name for p in (tmp_path / "cache" / "data").glob("*.tar"))
+        cached = sorted(p.name for p in (tmp_path / "cache" / "shards" / "data").glob("*.tar"))
         assert "s0.tar" in cached and len(cached) <= 3
     finally:
         done.set()
@@ -83,5 +83,5 @@ def test_an_altered_download_is_never_used(tmp_path, store):
     cache = make_cache(tmp_path, store)
     with pytest.raises(TwinsError, match="shard s2.tar as downloaded does not match its sha256"):
         cache.path("s2.tar")
-    left = sorted(p.name for p in (tmp_path / "cache" / "data").iterdir())
+    left = sorted(p.name for p in (tmp_path / "cache" / "shards" / "data").iterdir())
     assert left == ["s2.tar.lock"]  # neither the file nor a partial one, nor its reservation

@@ -51,8 +51,8 @@ def test_packed_into_a_bucket_trained_and_resumed_from_it_as_from_a_folder(
     a = load_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[name], b[name]) for name in a)
-    cached = sorted(p.name for p in cache.glob("*/*.tar"))
-    assert len(cached) == 20 and not list(cache.glob("*/.*download"))
+    cached = sorted(p.name for p in cache.glob("shards/*/*.tar"))
+    assert len(cached) == 20 and not list(cache.glob("shards/*/.*download"))
 
 
 def test_the_cache_stays_within_its_size_and_refuses_an_altered_shard(
@@ -66,7 +66,7 @@ def test_the_cache_stays_within_its_size_and_refuses_an_altered_shard(
     train = splits["train"]
     train.set_epoch(0)
     assert all(train[i] is not None for i in range(len(train)))
-    held = sum(p.stat().st_size for p in (tmp_path / "cache").glob("*/*.tar"))
+    held = sum(p.stat().st_size for p in (tmp_path / "cache").glob("shards/*/*.tar"))
     assert 0 < held <= limit
     with pytest.raises(TwinsError, match=r"cache_size 0.00 GB cannot hold the 2 × shuffle_block"):
         open_packed(s3_prefix, {"train": None}, shuffle_block=4, cache_size=limit)
@@ -79,7 +79,7 @@ def test_the_cache_stays_within_its_size_and_refuses_an_altered_shard(
     fresh = ShardDataset(s3_prefix, "train", cache=_cache_of(s3_prefix, tmp_path / "fresh"))
     with pytest.raises(TwinsError, match=f"shard {name} as downloaded does not match its sha256"):
         fresh[fresh.starts[5]]
-    assert not list((tmp_path / "fresh").glob(f"*/{name}"))
+    assert not list((tmp_path / "fresh").glob(f"shards/*/{name}"))
     with pytest.raises(TwinsError, match=f"shard {name} of .* does not match its sha256"):
         verify_packed(s3_prefix)
 

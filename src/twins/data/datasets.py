@@ -154,7 +154,8 @@ def open_data(cfg: Any, transforms: dict[str, Any]) -> dict[str, Any]:
         from twins.data.shards import open_packed
         from twins.sizes import parse_size
 
-        storage.check_access(url)
+        # Reading the manifest says what check_access would (credentials, bucket, endpoint),
+        # in one line, after the normal retries rather than its short start-up ones.
         if not packed.is_packed(url):
             raise TwinsError(
                 f"{storage.display(url)} holds no packed data set (manifest.json): an ImageFolder is read from "

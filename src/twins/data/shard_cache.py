@@ -1,6 +1,6 @@
 """A node's local cache of whole shards of packed data sets read from object storage.
 
-Shards are downloaded whole into `folder/<data set>/` (the data set named by a hash of its URL
+Shards are downloaded whole into `folder/shards/<data set>/` (the data set named by a hash of its URL
 and manifest), to a temporary name, checked against the manifest's sha256, then renamed: a
 partial or altered file is never read. Every process of a node (ranks × loader workers) may
 share the folder: a lock file per shard (`fcntl.flock`) makes one process download it while the
@@ -49,7 +49,7 @@ class ShardCache:
         download: Callable[[str, Path], None],
         expected: dict[str, tuple[int, str]],
     ) -> None:
-        self.root = Path(folder).expanduser()
+        self.root = Path(folder).expanduser() / "shards"
         self.folder = self.root / dataset
         self.limit = limit
         self.download = download
