@@ -18,6 +18,8 @@ from twins.data.datasets import SafeImageFolder
 from twins.data.pack import pack
 from twins.data.shards import ShardDataset, verify_packed
 from twins.errors import TwinsError
+from twins.train import fit
+from twins.train.evaluate import evaluate_checkpoint
 
 
 @pytest.fixture
@@ -104,3 +106,13 @@ def test_an_image_folder_behind_a_url_is_refused_with_the_command_that_packs_it(
         match=r"holds no packed data set .* `twins pack IMAGEFOLDER memory://bucket/imagenet`",
     ):
         build_datasets(config)
+
+
+def test_eval_on_the_packed_data_gives_the_folder_s_numbers(imagefolder, packed_copy, tmp_path):
+    fit(make_config(data_url=str(packed_copy), train_url=str(tmp_path / "run"), epochs=1))
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    on_folder = evaluate_checkpoint(make_config(data_url=str(imagefolder)), best)
+    on_shards = evaluate_checkpoint(make_config(data_url=str(packed_copy)), best)
+    assert on_shards["images"] == on_folder["images"] == 14
+    assert on_shards["top1"] == on_folder["top1"]
+    assert on_shards["loss"] == pytest.approx(on_folder["loss"], rel=1e-6)
