@@ -22,6 +22,14 @@ RECIPE = {"epochs": 2, "batch_size": 8, "num_parallel_workers": 2, "shuffle_bloc
 TIMINGS = ("epoch_seconds", "images_per_s", "output")
 
 
+@pytest.fixture
+def bucket(s3_prefix, monkeypatch) -> str:
+    """A fresh prefix in the bucket; retries as long as a loaded test machine needs (the
+    outages themselves are tested with twins.storage)."""
+    monkeypatch.setenv("TWINS_STORAGE_RETRY_SECONDS", "60")
+    return s3_prefix
+
+
 def records(output: Path) -> list[dict]:
     return [
         {k: v for k, v in r.items() if k not in TIMINGS}
@@ -30,19 +38,19 @@ def records(output: Path) -> list[dict]:
 
 
 def test_packed_into_a_bucket_trained_and_resumed_from_it_as_from_a_folder(
-    imagefolder, s3_prefix, tiny_config, tmp_path
+    imagefolder, bucket, tiny_config, tmp_path
 ):
-    pack(imagefolder, s3_prefix, shard_size=SHARD_SIZE, workers=2)
-    manifest = json.loads(storage.read_bytes(storage.join(s3_prefix, "manifest.json")))
+    pack(imagefolder, bucket, shard_size=SHARD_SIZE, workers=2)
+    manifest = json.loads(storage.read_bytes(storage.join(bucket, "manifest.json")))
     assert manifest["splits"]["train"]["samples"] == 64
-    assert verify_packed(s3_prefix) == 20
+    assert verify_packed(bucket) == 20
     pack(imagefolder, str(tmp_path / "local"), shard_size=SHARD_SIZE, workers=1)
     for shard in manifest["splits"]["train"]["shards"][:2]:
         local = (tmp_path / "local" / shard["name"]).read_bytes()
-        assert storage.read_bytes(storage.join(s3_prefix, shard["name"])) == local
+        assert storage.read_bytes(storage.join(bucket, shard["name"])) == local
 
     cache = tmp_path / "cache"
-    config = tiny_config(s3_prefix, tmp_path / "run", **RECIPE, cache_dir=str(cache))
+    config = tiny_config(bucket, tmp_path / "run", **RECIPE, cache_dir=str(cache))
     fit(config, stop_after_epoch=1)  # the process ends after epoch 1; a second one resumes
     result = fit(config)
     assert result["epoch"] == 2 and result["val_images"] == 14
@@ -56,12 +64,12 @@ def test_packed_into_a_bucket_trained_and_resumed_from_it_as_from_a_folder(
 
 
 def test_the_cache_stays_within_its_size_and_refuses_an_altered_shard(
-    imagefolder, s3_prefix, tmp_path
+    imagefolder, bucket, tmp_path
 ):
-    pack(imagefolder, s3_prefix, shard_size=SHARD_SIZE, workers=1)
+    pack(imagefolder, bucket, shard_size=SHARD_SIZE, workers=1)
     limit = 4 * SHARD_SIZE
     splits = open_packed(
-        s3_prefix, {"train": None}, shuffle_block=1, cache_dir=tmp_path / "cache", cache_size=limit
+        bucket, {"train": None}, shuffle_block=1, cache_dir=tmp_path / "cache", cache_size=limit
     )
     train = splits["train"]
     train.set_epoch(0)
@@ -69,19 +77,19 @@ def test_the_cache_stays_within_its_size_and_refuses_an_altered_shard(
     held = sum(p.stat().st_size for p in (tmp_path / "cache").glob("shards/*/*.tar"))
     assert 0 < held <= limit
     with pytest.raises(TwinsError, match=r"cache_size 0.00 GB cannot hold the 2 × shuffle_block"):
-        open_packed(s3_prefix, {"train": None}, shuffle_block=4, cache_size=limit)
+        open_packed(bucket, {"train": None}, shuffle_block=4, cache_size=limit)
 
     name = "train-000005.tar"
-    original = storage.read_bytes(storage.join(s3_prefix, name))
+    original = storage.read_bytes(storage.join(bucket, name))
     altered = bytearray(original)
     altered[600] ^= 1
-    storage.write_bytes(storage.join(s3_prefix, name), bytes(altered))
-    fresh = ShardDataset(s3_prefix, "train", cache=_cache_of(s3_prefix, tmp_path / "fresh"))
+    storage.write_bytes(storage.join(bucket, name), bytes(altered))
+    fresh = ShardDataset(bucket, "train", cache=_cache_of(bucket, tmp_path / "fresh"))
     with pytest.raises(TwinsError, match=f"shard {name} as downloaded does not match its sha256"):
         fresh[fresh.starts[5]]
     assert not list((tmp_path / "fresh").glob(f"shards/*/{name}"))
     with pytest.raises(TwinsError, match=f"shard {name} of .* does not match its sha256"):
-        verify_packed(s3_prefix)
+        verify_packed(bucket)
 
 
 def _cache_of(url: str, folder: Path):
