@@ -5,7 +5,8 @@ Key names are those of the seed's YAML and argument parser (MindSpore ModelZoo T
 (YAML allows tabs before a comment, PyYAML does not: they are read as spaces). Keys added here:
 `semantics` (whose training math the keys mean: the seed's, the official runs' or this
 toolkit's; docs/recipes.md), `model_args` (create_model overrides), `hflip`, `crop_scale`,
-`lr_base_size` and `layer_decay` (timm's meanings), `eval_every`, `log_every`,
+`lr_base_size` and `layer_decay` (timm's meanings), `shuffle_block`, `cache_dir` and
+`cache_size` (packed data sets, docs/data.md), `eval_every`, `log_every`,
 `save_every_steps` (checkpoints within an epoch) and `max_nonfinite_steps`. A file that does
 not name its semantics is read as the seed's, whose keys these are. Every value is checked for type and range, an unknown key
 is refused with the closest known names, and the resolved configuration is what a run writes
@@ -36,7 +37,7 @@ _NONE_WORDS = ("", "none", "null", "off")
 
 
 def _key(default: Any, kind: str, check: Any = None, doc: str = "", **extra: Any) -> Any:
-    """A config field: its kind (int, float, bool, str, optional_str, pair, mapping), a check
+    """A config field: its kind (int, float, bool, str, optional_str, pair, mapping, size), a check
     (a (low, high) range with inclusive ends, or a tuple of choices) and a one-line meaning."""
     metadata = {"kind": kind, "check": check, "doc": doc, **extra}
     if isinstance(default, (list, dict)):
@@ -63,7 +64,22 @@ class TrainConfig:
     pretrained: str | None = _key(None, "optional_str", doc="weights file to start from")
 
     # ===== Dataset ===== #
-    data_url: str = _key("", "str", doc="folder with train/ and val/ class folders")
+    data_url: str = _key(
+        "",
+        "str",
+        doc="folder with train/ and val/ class folders, or a packed data set (twins pack): "
+        "its folder or URL (s3://...)",
+    )
+    shuffle_block: int = _key(
+        16,
+        "int",
+        (1, None),
+        doc="packed data: shards shuffled together; larger mixes better, needs more cache",
+    )
+    cache_dir: str = _key(
+        "", "str", doc="cache of shards read from a URL ('' = $TWINS_CACHE_DIR or ~/.cache/twins)"
+    )
+    cache_size: str = _key("50GB", "size", doc="size limit of that cache, e.g. 50GB")
     set: str = _key("ImageNet", "str", doc="data set name (informative)")
     num_classes: int = _key(1000, "int", (1, None))
     mix_up: float = _key(0.8, "float", (0.0, None), doc="mixup alpha, 0 = off")
@@ -368,6 +384,16 @@ def _to_optional_str(key: str, value: Any) -> str | None:
     return None if text.strip().lower() in _NONE_WORDS else text
 
 
+def _to_size(key: str, value: Any) -> str:
+    from twins.sizes import parse_size
+
+    try:
+        parse_size(value)
+    except ValueError as error:
+        raise TwinsError(f"{key}: {error}") from error
+    return str(value)
+
+
 def _to_pair(key: str, value: Any) -> list[float]:
     if isinstance(value, str):
         value = value.strip("[]() ").split(",")
@@ -391,6 +417,7 @@ _CONVERTERS = {
     "str": _to_str,
     "optional_str": _to_optional_str,
     "pair": _to_pair,
+    "size": _to_size,
     "mapping": _to_mapping,
 }
 

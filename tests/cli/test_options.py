@@ -38,7 +38,17 @@ def helps(option: str) -> dict[str, str]:
         ("--json", {"models", "eval", "predict", "benchmark"}),
         (
             "--traceback",
-            {"demo", "models", "train", "eval", "predict", "export", "convert", "benchmark"},
+            {
+                "demo",
+                "models",
+                "train",
+                "eval",
+                "predict",
+                "export",
+                "convert",
+                "pack",
+                "benchmark",
+            },
         ),
     ],
 )

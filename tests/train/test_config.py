@@ -233,6 +233,8 @@ READ_ELSEWHERE = {
     "max_nonfinite_steps": "a step skipped as non-finite (test_engine, test_nonfinite)",
     "is_dynamic_loss_scale": "float16 autocast on a GPU without bfloat16 (test_config)",
     "loss_scale": "float16 autocast on a GPU without bfloat16 (test_config)",
+    "cache_dir": "a packed data set behind a URL (test_shards_s3)",
+    "cache_size": "a packed data set (test_shards, test_shards_s3)",
 }
 
 

@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from twins.train.sample_seeds import SampleSeededDataset
-from twins.train.sampler import ResumableSampler
+from twins.train.sampler import ResumableSampler, ShardBlockSampler
 
 
 def shares(size: int, world: int, epoch: int = 0, start: int = 0) -> list[list[int]]:
@@ -78,3 +78,66 @@ def test_each_sample_draws_from_its_own_seed_whatever_came_before():
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     dataset[5]
     assert (random.random(), np.random.rand(), torch.rand(())) == expected
+
+
+SHARD_SIZES = [5, 7, 6, 6, 4, 7]  # 35 samples in 6 shards
+
+
+def block_shares(world: int, epoch: int = 0, start: int = 0, block: int = 2) -> list[list[int]]:
+    samplers = [ShardBlockSampler(SHARD_SIZES, block, rank, world, seed=7) for rank in range(world)]
+    for sampler in samplers:
+        sampler.set_epoch(epoch)
+        sampler.start_at(start)
+    return [list(sampler) for sampler in samplers]
+
+
+def shard_of(index: int) -> int:
+    return next(s for s in range(len(SHARD_SIZES)) if index < sum(SHARD_SIZES[: s + 1]))
+
+
+def test_a_packed_epoch_reads_each_block_of_shards_whole_before_the_next():
+    order = ShardBlockSampler(SHARD_SIZES, 2, seed=7).order()
+    assert sorted(order) == list(range(35))
+    shards = [shard_of(i) for i in order]
+    blocks = []
+    for shard in shards:  # the shards met, block by block: each block's two, then the next two
+        if not blocks or (shard not in blocks[-1] and len(blocks[-1]) == 2):
+            blocks.append([])
+        if shard not in blocks[-1]:
+            blocks[-1].append(shard)
+    assert len(blocks) == 3 and sorted(s for b in blocks for s in b) == list(range(6))
+    assert order != ShardBlockSampler(SHARD_SIZES, 3, seed=7).order()  # the block is part of it
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_two_ranks_with_loader_workers_read_every_training_sample_once(workers):
+    seen = []
+    for rank in range(2):
+        sampler = ShardBlockSampler(SHARD_SIZES, 2, rank, 2, seed=7)
+        sampler.set_epoch(3)
+        loader = DataLoader(range(35), batch_size=4, sampler=sampler, num_workers=workers)
+        seen += [i for batch in loader for i in batch.tolist()]
+    order = ShardBlockSampler(SHARD_SIZES, 2, seed=7)
+    order.set_epoch(3)
+    assert sorted(seen) == sorted(order.order()[:34])  # the uneven tail of one left out
+
+
+def test_a_packed_epoch_resumed_within_goes_on_as_the_unbroken_one():
+    unbroken = block_shares(2, epoch=1)
+    resumed = block_shares(2, epoch=1, start=12)
+    assert [r[6:] for r in unbroken] == resumed
+    assert block_shares(2, epoch=1) != block_shares(2, epoch=2)
+    rest = [i for part in block_shares(3, epoch=1, start=12) for i in part]
+    assert not set(rest) & {i for part in unbroken for i in part[:6]} and len(rest) == 21
+
+
+def test_validation_shards_hold_each_image_once(tmp_path, imagefolder):
+    from twins.data.pack import pack
+    from twins.data.shards import ShardDataset
+    from twins.train.distributed import ShardSampler
+
+    pack(imagefolder, str(tmp_path / "packed"), shard_size=20_000, workers=1)
+    val = ShardDataset(str(tmp_path / "packed"), "val")
+    for world in (2, 3):
+        seen = [i for rank in range(world) for i in ShardSampler(val, rank, world)]
+        assert sorted(seen) == list(range(14))

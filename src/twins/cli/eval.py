@@ -20,7 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML recipe")
     add_checkpoint(parser)
-    parser.add_argument("--data", metavar="DIR", help="data folder holding val/ (sets data_url)")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="data folder holding val/, or a packed data set: its folder or URL (sets data_url)",
+    )
     add_arch(parser, config_key=True)
     add_ema(parser, evaluates_both=True)
     add_json(parser)

@@ -24,7 +24,17 @@ from twins.cli.parser import CommandParser, flags_by_argument
 from twins.errors import TwinsError
 
 # Order of `twins --help`.
-COMMANDS = ["demo", "models", "train", "eval", "predict", "export", "convert", "benchmark"]
+COMMANDS = [
+    "demo",
+    "models",
+    "train",
+    "eval",
+    "predict",
+    "export",
+    "convert",
+    "pack",
+    "benchmark",
+]
 
 # Python arguments (and config keys) set by an option of another name: `--data` sets data_url.
 OPTION_FOR_ARGUMENT = {

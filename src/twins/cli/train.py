@@ -47,7 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML recipe")
     parser.add_argument(
-        "--data", metavar="DIR", help="data folder with train/ and val/ (sets data_url)"
+        "--data",
+        metavar="DIR",
+        help="data folder with train/ and val/, or a packed data set (twins pack): its folder "
+        "or URL (sets data_url)",
     )
     parser.add_argument(
         "--output",

@@ -7,12 +7,8 @@ Broken files do not stop a run: `SafeImageFolder` converts every decodable image
 (`twins.data.images.to_rgb`) and returns `None` for a file it cannot decode. The loader's collate
 (`twins.data.loader.collate_batch`) then refills a training batch with other samples of the same
 batch (so batch size stays fixed) and shortens an evaluation batch (so no image is counted twice).
-Counts of images tried, converted and skipped (every read counts, each epoch again) are kept in
-shared memory, so they include the loader's worker processes: read `dataset.tried`,
-`dataset.converted`, `dataset.skipped`; `dataset.broken_files` lists the unreadable files found
-so far, each once (a warning names each the first time).
-`check_health()` stops the run when most files read so far were broken; `judge_health` is that
-judgement on given counts, for counts summed over several processes.
+The counts of what was read, the broken-file list and the health check are those of every image
+data set (`twins.data.counted`).
 
 Folder links inside a class folder are not followed (torchvision follows them): each leads out
 of the class folder, relabelling images (`train/cat/up -> ..` makes every image a cat, again and
@@ -28,48 +24,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import get_worker_info
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import has_file_allowed_extension
 
+from twins import storage
+from twins.data import packed
+from twins.data.counted import CountedReads, ImageSample
 from twins.data.images import open_rgb
 from twins.data.transforms import build_eval_transform, build_train_transform
 from twins.errors import TwinsError
 
 logger = logging.getLogger(__name__)
 
-# One counter column per process: column 0 is the main process, column 1 + i is loader worker i.
-# One writer per column, so no lock is needed; workers beyond the last column share it.
-_COUNTER_COLUMNS = 65
-_TRIED, _CONVERTED, _SKIPPED = range(3)
 
-# `check_health` judges only after this many reads (or the whole set, when smaller).
-MIN_READS_BEFORE_JUDGING = 256
-
-
-class ImageSample(tuple):
-    """(image, target), which also says whether the file was stored in another mode than RGB:
-    the loader counts the conversions of the batches it hands out, not of those its workers
-    read ahead, so the counts a checkpoint keeps are exact."""
-
-    def __new__(cls, image: Any, target: int, converted: bool) -> ImageSample:
-        sample = super().__new__(cls, (image, target))
-        sample.converted = converted
-        return sample
-
-    def __reduce__(self) -> tuple:
-        return ImageSample, (self[0], self[1], self.converted)
-
-
-class SafeImageFolder(ImageFolder):
+class SafeImageFolder(CountedReads, ImageFolder):
     """ImageFolder that converts every image to RGB and skips (returns None for) broken files."""
 
     def __init__(self, root: str | Path, transform: Any = None) -> None:
         super().__init__(str(root), transform=transform)
-        self._counts = torch.zeros(3, _COUNTER_COLUMNS, dtype=torch.int64).share_memory_()
-        # One flag per file, shared too: each broken file is named once per run, not per epoch.
-        self._broken = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
+        self.init_counts(len(self.samples))
 
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
         # Hidden folders (.ipynb_checkpoints, .DS_Store dirs, ...) are not classes.
@@ -115,56 +88,10 @@ class SafeImageFolder(ImageFolder):
 
     def __getitem__(self, index: int) -> ImageSample | None:
         path, target = self.samples[index]
-        column = _counter_column()
-        self._counts[_TRIED, column] += 1
-        try:
-            image, stored_mode = open_rgb(path)
-        except Exception as error:  # any decoder failure: corrupt, truncated, empty, not an image
-            self._counts[_SKIPPED, column] += 1
-            if not self._broken[index]:
-                self._broken[index] = True
-                logger.warning("skipping unreadable image %s (%s)", path, error)
-            return None
-        converted = stored_mode != "RGB"
-        if converted:
-            self._counts[_CONVERTED, column] += 1
-        if self.transform is not None:
-            image = self.transform(image)
-        return ImageSample(image, target, converted)
+        return self.read_sample(index, target, lambda: open_rgb(path))
 
-    @property
-    def tried(self) -> int:
-        """Images read so far (every epoch counts again), in all processes."""
-        return int(self._counts[_TRIED].sum())
-
-    @property
-    def converted(self) -> int:
-        """Images read so far that were stored in another mode than RGB and converted."""
-        return int(self._counts[_CONVERTED].sum())
-
-    @property
-    def skipped(self) -> int:
-        """Images read so far that could not be decoded and were left out."""
-        return int(self._counts[_SKIPPED].sum())
-
-    @property
-    def broken_files(self) -> list[str]:
-        """Files found unreadable so far, each once."""
-        return [self.samples[i][0] for i in self._broken.nonzero().flatten().tolist()]
-
-    def check_health(self) -> None:
-        """Raise TwinsError when most of the images read so far were unreadable."""
-        judge_health(self.tried, self.skipped, len(self), self.root)
-
-
-def judge_health(tried: int, skipped: int, size: int, root: str | Path) -> None:
-    """Raise TwinsError when more than half of `tried` reads of the data set at `root` (`size`
-    files) were unreadable, once `tried` reaches MIN_READS_BEFORE_JUDGING (or `size`, if fewer)."""
-    if tried >= min(size, MIN_READS_BEFORE_JUDGING) and 2 * skipped > tried:
-        raise TwinsError(
-            f"{skipped} of {tried} images read from {root} could not be decoded; "
-            "repair or remove the broken files (the warnings above name them)"
-        )
+    def file_name(self, index: int) -> str:
+        return self.samples[index][0]
 
 
 def _class_folder_files(folder: str) -> list[tuple[str, list[str]]]:
@@ -187,34 +114,64 @@ def _class_folder_files(folder: str) -> list[tuple[str, list[str]]]:
     return found
 
 
-def _counter_column() -> int:
-    worker = get_worker_info()
-    return 0 if worker is None else 1 + worker.id % (_COUNTER_COLUMNS - 1)
+def build_datasets(cfg: Any) -> tuple[Any, Any, list[str]]:
+    """Return (train set, validation set, class names) from `cfg.data_url`: an ImageFolder
+    (SafeImageFolder), or a packed data set, local or behind a URL (ShardDataset).
 
-
-def build_datasets(cfg: Any) -> tuple[SafeImageFolder, SafeImageFolder, list[str]]:
-    """Return (train set, validation set, class names) from `cfg.data_url`.
-
-    Reads `data_url` and `num_classes` and, through the transforms, `image_size`, `crop_pct`,
+    Reads `data_url` and `num_classes`; for a packed data set `seed`, `shuffle_block`,
+    `cache_dir` and `cache_size`; and, through the transforms, `image_size`, `crop_pct`,
     `interpolation`, `auto_augment`, `hflip`, `re_prob`, `re_mode`, `re_count`.
     """
-    root = Path(cfg.data_url).expanduser()
-    train = _open_split(root, "train", build_train_transform(cfg))
-    val = _open_split(root, "val", build_eval_transform(cfg))
+    transforms = {"train": build_train_transform(cfg), "val": build_eval_transform(cfg)}
+    splits = open_data(cfg, transforms)
+    train, val = splits["train"], splits["val"]
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
         raise TwinsError(
-            f"class folders of {root / 'train'} and {root / 'val'} differ "
+            f"class folders of {train.root} and {val.root} differ "
             f"(only in train: {_names(only_train)}; only in val: {_names(only_val)}); "
             "give both splits the same class folders"
         )
     if len(train.classes) != cfg.num_classes:
         raise TwinsError(
-            f"{root / 'train'} has {len(train.classes)} class folders but num_classes is "
+            f"{train.root} has {len(train.classes)} class folders but num_classes is "
             f"{cfg.num_classes}; set num_classes={len(train.classes)} or fix the folders"
         )
     return train, val, list(train.classes)
+
+
+def is_packed_data(url: str) -> bool:
+    """Whether `url` is read as a packed data set: a folder holding manifest.json, or a URL
+    (behind which only packed data sets are read)."""
+    return storage.is_remote(url) or packed.is_packed(url)
+
+
+def open_data(cfg: Any, transforms: dict[str, Any]) -> dict[str, Any]:
+    """The splits named in `transforms` (split -> transform) of the data at `cfg.data_url`."""
+    url = cfg.data_url
+    if is_packed_data(url):
+        from twins.data.shards import open_packed
+        from twins.sizes import parse_size
+
+        # Reading the manifest says what check_access would (credentials, bucket, endpoint),
+        # in one line, after the normal retries rather than its short start-up ones.
+        if not packed.is_packed(url):
+            raise TwinsError(
+                f"{storage.display(url)} holds no packed data set (manifest.json): an ImageFolder is read from "
+                f"a local folder only; pack it with `twins pack IMAGEFOLDER {url}`",
+                argument="data_url",
+            )
+        return open_packed(
+            url,
+            transforms,
+            seed=int(cfg.seed),
+            shuffle_block=int(cfg.shuffle_block),
+            cache_dir=cfg.cache_dir or None,
+            cache_size=parse_size(cfg.cache_size),
+        )
+    root = Path(url).expanduser()
+    return {split: _open_split(root, split, t) for split, t in transforms.items()}
 
 
 def _open_split(root: Path, split: str, transform: Any) -> SafeImageFolder:

@@ -12,6 +12,7 @@ be decoded raise; the caller decides to skip them.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 
 import numpy as np
@@ -30,6 +31,15 @@ def open_rgb(path: str | os.PathLike) -> tuple[Image.Image, str]:
     with open(path, "rb") as file:
         image = Image.open(file)
         image.load()  # decode now, inside the file's lifetime, so truncation raises here
+    mode = image.mode
+    upright(image)
+    return to_rgb(image), mode
+
+
+def decode_rgb(data: bytes) -> tuple[Image.Image, str]:
+    """`open_rgb` for an image file's bytes (a sample of a packed data set)."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
     mode = image.mode
     upright(image)
     return to_rgb(image), mode

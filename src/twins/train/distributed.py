@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from twins.data.datasets import judge_health
+from twins.data.counted import judge_health
 from twins.device import select_device
 
 
@@ -118,7 +118,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def check_health_together(dataset: Any, device: torch.device) -> None:
-    """Raise TwinsError in every process when most images of `dataset` (a SafeImageFolder) read
+    """Raise TwinsError in every process when most images of `dataset` (a SafeImageFolder or ShardDataset) read
     so far by all processes together were unreadable. A collective: every process must call it
     at the same point (all reach the same optimizer steps; an evaluation pass ends together)."""
     counts = torch.tensor([dataset.tried, dataset.skipped], dtype=torch.float64)

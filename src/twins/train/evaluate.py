@@ -15,6 +15,7 @@ from typing import Any
 
 from twins.config import TrainConfig
 from twins.data import SafeImageFolder, build_eval_transform, build_loader
+from twins.data.datasets import is_packed_data, open_data
 from twins.errors import TwinsError
 from twins.models.from_weights import model_from_weights
 from twins.models.twins import Twins
@@ -93,17 +94,12 @@ def _model_for(weights: StateDict, config: TrainConfig) -> Twins:
 
 
 def _val_set(config: TrainConfig, class_names: list[str] | None, num_classes: int):
-    folder = Path(config.data_url).expanduser() / "val"
-    if not folder.is_dir():
-        raise TwinsError(
-            f"validation folder {folder} not found: expected {folder}/<class>/<image>; "
-            "set data_url",
-            argument="data_url",
-        )
-    try:
-        val_set = SafeImageFolder(folder, transform=build_eval_transform(config))
-    except FileNotFoundError as error:
-        raise TwinsError(f"{str(error).splitlines()[0]}: add images to {folder}") from error
+    if is_packed_data(config.data_url):
+        val_set = open_data(config, {"val": build_eval_transform(config)})["val"]
+        folder = val_set.root
+    else:
+        folder = Path(config.data_url).expanduser() / "val"
+        val_set = _val_folder(config, folder)
     if len(val_set.classes) != num_classes:
         raise TwinsError(
             f"{folder} has {len(val_set.classes)} class folders but the model has {num_classes} "
@@ -115,3 +111,16 @@ def _val_set(config: TrainConfig, class_names: list[str] | None, num_classes: in
             f"(first: {val_set.classes[:3]} vs {list(class_names)[:3]}): use the same class names"
         )
     return val_set
+
+
+def _val_folder(config: TrainConfig, folder: Path) -> SafeImageFolder:
+    if not folder.is_dir():
+        raise TwinsError(
+            f"validation folder {folder} not found: expected {folder}/<class>/<image>; "
+            "set data_url",
+            argument="data_url",
+        )
+    try:
+        return SafeImageFolder(folder, transform=build_eval_transform(config))
+    except FileNotFoundError as error:
+        raise TwinsError(f"{str(error).splitlines()[0]}: add images to {folder}") from error

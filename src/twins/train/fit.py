@@ -32,7 +32,7 @@ from twins.train.mirror import OutputMirror
 from twins.train.precision import hardware_notice
 from twins.train.report import header, printer, summary
 from twins.train.sample_seeds import SampleSeededDataset
-from twins.train.sampler import ResumableSampler
+from twins.train.sampler import training_sampler
 from twins.train.state import EpochProgress
 from twins.train.stop import StopSignals, raise_stop, signal_name
 from twins.train.trainer import Trainer
@@ -215,7 +215,9 @@ def _loaders(config: TrainConfig, ctx: distributed.DistContext, train_set, val_s
     Under DDP the loaders run in lockstep: broken images are judged by the collective check,
     and every process runs as many training steps whatever its broken files."""
     lockstep = ctx.enabled
-    train_sampler = ResumableSampler(train_set, ctx.rank, ctx.world_size, config.seed)
+    train_sampler = training_sampler(
+        train_set, ctx.rank, ctx.world_size, config.seed, config.shuffle_block
+    )
     train_loader = build_loader(
         train_set, config, train=True, sampler=train_sampler, lockstep=lockstep
     )

@@ -54,7 +54,7 @@ MODEL_KEYS = ("arch", "model_args", "num_classes")
 RUN_KEYS = frozenset(
     {"data_url", "train_url", "set", "pretrained", "num_parallel_workers", "device_target"}
     | {"keep_checkpoint_max", "save_every", "save_every_steps", "eval_every", "log_every"}
-    | {"max_nonfinite_steps"}
+    | {"max_nonfinite_steps", "cache_dir", "cache_size"}
 )
 
 

@@ -6,6 +6,9 @@ does with `drop_last`, and the tail that would leave ranks unequal is dropped. A
 b images on each of w processes, exactly the places 0 .. k·b·w − 1 are done, whatever the rank;
 `start_at(k·b·w)` makes the epoch go on from there, so a run stopped within an epoch and
 started again sees the rest of the order the unbroken run saw.
+
+A packed data set is read in blocks of shards (`ShardBlockSampler`, `twins.data.order`): the
+same dealing and resume, over an order that needs only a few shards at a time.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Iterator, Sized
 import torch
 from torch.utils.data import Sampler
 
+from twins.data.order import block_order
 from twins.seeds import derive_seed
 
 
@@ -49,3 +53,33 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.size - self.start) // self.world_size
+
+
+class ShardBlockSampler(ResumableSampler):
+    """`ResumableSampler` over a packed data set: the epoch's order takes the shards (of
+    `shard_sizes` samples) in blocks of `block`, shuffled within each block."""
+
+    def __init__(
+        self,
+        shard_sizes: list[int],
+        block: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(range(sum(shard_sizes)), rank, world_size, seed)
+        self.shard_sizes, self.block = list(shard_sizes), block
+
+    def order(self) -> list[int]:
+        return block_order(self.shard_sizes, self.seed, self.epoch, self.block)
+
+
+def training_sampler(
+    dataset: Sized, rank: int, world_size: int, seed: int, block: int
+) -> ResumableSampler:
+    """The training order of `dataset`: by blocks of shards for a packed data set (it has
+    `shard_sizes`), a full shuffle otherwise."""
+    sizes = getattr(getattr(dataset, "dataset", dataset), "shard_sizes", None)
+    if sizes is not None:
+        return ShardBlockSampler(sizes, block, rank, world_size, seed)
+    return ResumableSampler(dataset, rank, world_size, seed)

@@ -1,0 +1,87 @@
+"""The node-local shard cache shared by several processes: each shard downloaded once, whole,
+and never evicted while a process holds it."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import shutil
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from twins.data.shard_cache import ShardCache
+from twins.errors import TwinsError
+
+SHARD = 10_000
+
+
+@pytest.fixture
+def store(tmp_path) -> dict[str, tuple[int, str]]:
+    """Six shards of SHARD bytes in tmp_path / "store"; name -> (bytes, sha256)."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    expected = {}
+    for number in range(6):
+        data = bytes([number]) * SHARD
+        (folder / f"s{number}.tar").write_bytes(data)
+        expected[f"s{number}.tar"] = (SHARD, hashlib.sha256(data).hexdigest())
+    return expected
+
+
+def copy_and_log(store: Path, log: Path, name: str, path: Path) -> None:
+    with open(log, "a") as file:
+        file.write(name + "\n")
+    shutil.copyfile(store / name, path)
+
+
+def make_cache(tmp_path: Path, expected, limit: int = 10**9) -> ShardCache:
+    download = partial(copy_and_log, tmp_path / "store", tmp_path / "log")
+    return ShardCache(tmp_path / "cache", "data", limit, download, expected)
+
+
+def read_all(cache: ShardCache, names: list[str]) -> list[bytes]:
+    return [cache.path(name).read_bytes()[:1] for name in names]
+
+
+def test_processes_sharing_the_cache_download_each_shard_once(tmp_path, store):
+    cache = make_cache(tmp_path, store)
+    names = sorted(store)
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        results = pool.starmap(read_all, [(cache, names), (cache, names[::-1]), (cache, names)])
+    assert all(sorted(r) == [bytes([n]) for n in range(6)] for r in results)
+    assert sorted((tmp_path / "log").read_text().split()) == names
+
+
+def hold_then_wait(cache: ShardCache, name: str, held, done) -> None:
+    cache.path(name)
+    held.set()
+    done.wait(30)
+
+
+def test_a_held_shard_is_not_evicted_and_the_rest_stay_within_the_limit(tmp_path, store):
+    cache = make_cache(tmp_path, store, limit=3 * SHARD)
+    context = multiprocessing.get_context("fork")
+    held, done = context.Event(), context.Event()
+    holder = context.Process(target=hold_then_wait, args=(cache, "s0.tar", held, done))
+    holder.start()
+    try:
+        assert held.wait(30)
+        for name in sorted(store)[1:]:
+            cache.path(name)
+            cache.release_all_but({name})
+        cached = sorted(p.name for p in (tmp_path / "cache" / "shards" / "data").glob("*.tar"))
+        assert "s0.tar" in cached and len(cached) <= 3
+    finally:
+        done.set()
+        holder.join(30)
+
+
+def test_an_altered_download_is_never_used(tmp_path, store):
+    (tmp_path / "store" / "s2.tar").write_bytes(b"x" * SHARD)
+    cache = make_cache(tmp_path, store)
+    with pytest.raises(TwinsError, match="shard s2.tar as downloaded does not match its sha256"):
+        cache.path("s2.tar")
+    left = sorted(p.name for p in (tmp_path / "cache" / "shards" / "data").iterdir())
+    assert left == ["s2.tar.lock"]  # neither the file nor a partial one, nor its reservation

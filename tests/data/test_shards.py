@@ -1,0 +1,118 @@
+"""A packed data set read by index: the samples an ImageFolder gives, broken images skipped and
+counted, and a manifest that does not match its shards refused at start."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+from PIL import Image
+
+from factories import make_config
+from twins.data import build_datasets
+from twins.data.datasets import SafeImageFolder
+from twins.data.pack import pack
+from twins.data.shards import ShardDataset, verify_packed
+from twins.errors import TwinsError
+from twins.train import fit
+from twins.train.evaluate import evaluate_checkpoint
+
+
+@pytest.fixture
+def packed_copy(imagefolder, tmp_path) -> Path:
+    pack(imagefolder, str(tmp_path / "packed"), shard_size=20_000, workers=1)
+    return tmp_path / "packed"
+
+
+def test_samples_are_those_of_the_image_folder(imagefolder, packed_copy):
+    for split in ("train", "val"):
+        folder = SafeImageFolder(imagefolder / split)
+        by_name = {
+            Path(p).relative_to(imagefolder / split).as_posix(): i
+            for i, (p, _) in enumerate(folder.samples)
+        }
+        shards = ShardDataset(str(packed_copy), split)
+        assert len(shards) == len(folder) and shards.classes == folder.classes
+        for index in range(len(shards)):
+            name = shards.file_name(index).rsplit("(packed from ", 1)[1].rstrip(")")
+            image, target = shards[index]
+            expected, expected_target = folder[by_name[name]]
+            assert target == expected_target
+            assert np.array_equal(np.asarray(image), np.asarray(expected))
+
+
+def test_broken_and_converted_images_in_a_shard_are_counted(make_imagefolder, tmp_path, caplog):
+    data = make_imagefolder(tmp_path / "data", 4, [1, 1])
+    (data / "train" / "class_0" / "broken.png").write_bytes(b"not an image")
+    gray = data / "train" / "class_1" / "0.png"
+    Image.open(gray).convert("L").save(gray)
+    pack(data, str(tmp_path / "packed"))
+    config = make_config(data_url=str(tmp_path / "packed"), num_classes=2)
+    train, val, classes = build_datasets(config)
+    assert isinstance(train, ShardDataset) and classes == ["class_0", "class_1"]
+    with caplog.at_level(logging.WARNING):
+        samples = [train[i] for i in range(len(train))] + [train[i] for i in range(len(train))]
+    assert sum(s is None for s in samples) == 2
+    assert (train.tried, train.skipped, train.converted) == (18, 2, 2)
+    assert (
+        len(train.broken_files) == 1 and "(packed from class_0/broken.png)" in train.broken_files[0]
+    )
+    assert caplog.text.count("skipping unreadable image") == 1
+    assert all(s[0].shape == (3, 32, 32) for s in samples if s is not None)
+
+
+def test_a_shard_that_does_not_match_the_manifest_is_named_with_the_fix(packed_copy):
+    url = str(packed_copy)
+    shard = packed_copy / "train-000003.tar"
+    data = shard.read_bytes()
+    shard.write_bytes(data[:-1024])
+    with pytest.raises(
+        TwinsError,
+        match=r"shard train-000003.tar of .* has \d+ bytes, the manifest says \d+: it is truncated or altered; re-run `twins pack",
+    ):
+        ShardDataset(url, "train")
+    shard.unlink()
+    with pytest.raises(
+        TwinsError, match="shard train-000003.tar of .* is missing; re-run `twins pack"
+    ):
+        ShardDataset(url, "train")
+    altered = bytearray(data)
+    altered[600] ^= 1
+    shard.write_bytes(bytes(altered))
+    ShardDataset(url, "train")  # the same size: only the hashes tell
+    with pytest.raises(TwinsError, match="shard train-000003.tar of .* does not match its sha256"):
+        verify_packed(url)
+    shard.write_bytes(data)
+    index = packed_copy / "val-000001.idx.json"
+    members = json.loads(index.read_text())
+    members["sha256"] = "0" * 64
+    index.write_text(json.dumps(members))
+    with pytest.raises(
+        TwinsError, match="the index of shard val-000001.tar .* does not match the manifest"
+    ):
+        ShardDataset(url, "val")
+
+
+def test_an_image_folder_behind_a_url_is_refused_with_the_command_that_packs_it(image_folder):
+    memory = fsspec.filesystem("memory")
+    memory.put(str(image_folder), "/bucket/imagenet", recursive=True)
+    config = make_config(data_url="memory://bucket/imagenet")
+    with pytest.raises(
+        TwinsError,
+        match=r"holds no packed data set .* `twins pack IMAGEFOLDER memory://bucket/imagenet`",
+    ):
+        build_datasets(config)
+
+
+def test_eval_on_the_packed_data_gives_the_folder_s_numbers(imagefolder, packed_copy, tmp_path):
+    fit(make_config(data_url=str(packed_copy), train_url=str(tmp_path / "run"), epochs=1))
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    on_folder = evaluate_checkpoint(make_config(data_url=str(imagefolder)), best)
+    on_shards = evaluate_checkpoint(make_config(data_url=str(packed_copy)), best)
+    assert on_shards["images"] == on_folder["images"] == 14
+    assert on_shards["top1"] == on_folder["top1"]
+    assert on_shards["loss"] == pytest.approx(on_folder["loss"], rel=1e-6)

@@ -1,0 +1,97 @@
+"""Packed data in an S3 bucket (a real SeaweedFS server): packed into it, trained from it
+through the shard cache, resumed from it, and altered shards refused on download."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from twins import storage
+from twins.data.pack import pack
+from twins.data.shards import ShardDataset, open_packed, verify_packed
+from twins.errors import TwinsError
+from twins.train import fit
+from twins.train.metrics import read_metrics
+from twins.train.resume import load_checkpoint
+
+SHARD_SIZE = 20_000  # 16 training shards and 4 validation shards of the 64 + 14 images
+# The loader in the training process: processes sharing the cache are test_shard_cache's.
+RECIPE = {"epochs": 2, "batch_size": 8, "num_parallel_workers": 0, "shuffle_block": 2}
+TIMINGS = ("epoch_seconds", "images_per_s", "output")
+
+
+@pytest.fixture
+def bucket(s3_prefix, monkeypatch) -> str:
+    """A fresh prefix in the bucket; retries as long as a loaded test machine needs (the
+    outages themselves are tested with twins.storage)."""
+    monkeypatch.setenv("TWINS_STORAGE_RETRY_SECONDS", "60")
+    return s3_prefix
+
+
+def records(output: Path) -> list[dict]:
+    return [
+        {k: v for k, v in r.items() if k not in TIMINGS}
+        for r in read_metrics(output / "metrics.jsonl")
+    ]
+
+
+def test_packed_into_a_bucket_trained_and_resumed_from_it_as_from_a_folder(
+    imagefolder, bucket, tiny_config, tmp_path
+):
+    pack(imagefolder, bucket, shard_size=SHARD_SIZE, workers=2)
+    manifest = json.loads(storage.read_bytes(storage.join(bucket, "manifest.json")))
+    assert manifest["splits"]["train"]["samples"] == 64
+    assert verify_packed(bucket) == 20
+    pack(imagefolder, str(tmp_path / "local"), shard_size=SHARD_SIZE, workers=1)
+    for shard in manifest["splits"]["train"]["shards"][:2]:
+        local = (tmp_path / "local" / shard["name"]).read_bytes()
+        assert storage.read_bytes(storage.join(bucket, shard["name"])) == local
+
+    cache = tmp_path / "cache"
+    config = tiny_config(bucket, tmp_path / "run", **RECIPE, cache_dir=str(cache))
+    fit(config, stop_after_epoch=1)  # the process ends after epoch 1; a second one resumes
+    result = fit(config)
+    assert result["epoch"] == 2 and result["val_images"] == 14
+    fit(tiny_config(tmp_path / "local", tmp_path / "reference", **RECIPE))
+    assert records(tmp_path / "run") == records(tmp_path / "reference")
+    a = load_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    cached = sorted(p.name for p in cache.glob("shards/*/*.tar"))
+    assert len(cached) == 20 and not list(cache.glob("shards/*/.*download"))
+
+
+def test_the_cache_stays_within_its_size_and_refuses_an_altered_shard(
+    imagefolder, bucket, tmp_path
+):
+    pack(imagefolder, bucket, shard_size=SHARD_SIZE, workers=1)
+    limit = 4 * SHARD_SIZE
+    splits = open_packed(
+        bucket, {"train": None}, shuffle_block=1, cache_dir=tmp_path / "cache", cache_size=limit
+    )
+    train = splits["train"]
+    train.set_epoch(0)
+    assert all(train[i] is not None for i in range(len(train)))
+    held = sum(p.stat().st_size for p in (tmp_path / "cache").glob("shards/*/*.tar"))
+    assert 0 < held <= limit
+    with pytest.raises(TwinsError, match=r"cache_size 0.00 GB cannot hold the 2 × shuffle_block"):
+        open_packed(bucket, {"train": None}, shuffle_block=4, cache_size=limit)
+
+    name = "train-000005.tar"
+    original = storage.read_bytes(storage.join(bucket, name))
+    altered = bytearray(original)
+    altered[600] ^= 1
+    storage.write_bytes(storage.join(bucket, name), bytes(altered))
+    fresh = ShardDataset(bucket, "train", cache=_cache_of(bucket, tmp_path / "fresh"))
+    with pytest.raises(TwinsError, match=f"shard {name} as downloaded does not match its sha256"):
+        fresh[fresh.starts[5]]
+    assert not list((tmp_path / "fresh").glob(f"shards/*/{name}"))
+    with pytest.raises(TwinsError, match=f"shard {name} of .* does not match its sha256"):
+        verify_packed(bucket)
+
+
+def _cache_of(url: str, folder: Path):
+    return open_packed(url, {"val": None}, cache_dir=folder, cache_size=10**9)["val"].cache

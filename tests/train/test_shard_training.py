@@ -1,0 +1,80 @@
+"""Training from a packed data set: the same batches with or without loader workers, and a run
+killed within an epoch resumes to the unbroken run's weights bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import twins.train.trainer
+from factories import EVERY_RANDOM_DRAW
+from twins.data import build_datasets, build_loader
+from twins.data.pack import pack
+from twins.train import fit
+from twins.train.resume import load_checkpoint
+from twins.train.sample_seeds import SampleSeededDataset
+from twins.train.sampler import ShardBlockSampler, training_sampler
+
+# Every source of randomness on, 2 epochs of 8 steps, a checkpoint every 3 steps.
+RECIPE = EVERY_RANDOM_DRAW | {"cooldown_epochs": 0, "batch_size": 8, "save_every_steps": 3}
+RECIPE |= {"shuffle_block": 3}
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing in the run catches it."""
+
+
+@pytest.fixture(scope="module")
+def packed(imagefolder, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("packed")
+    pack(imagefolder, str(output), shard_size=20_000, workers=1)  # 16 training shards
+    return output
+
+
+def epoch_batches(config, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    train, _, _ = build_datasets(config)
+    samples = SampleSeededDataset(train, config.seed)
+    sampler = training_sampler(samples, 0, 1, config.seed, config.shuffle_block)
+    assert isinstance(sampler, ShardBlockSampler)
+    loader = build_loader(samples, config, train=True, sampler=sampler)
+    samples.set_epoch(epoch)
+    loader.set_epoch(epoch)
+    return list(loader)
+
+
+def test_the_same_batches_with_and_without_loader_workers(packed, tiny_config, tmp_path):
+    recipe = RECIPE | {"auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.25}
+    alone = epoch_batches(tiny_config(packed, tmp_path, **recipe), 1)
+    workers = epoch_batches(tiny_config(packed, tmp_path, **recipe, num_parallel_workers=2), 1)
+    assert len(alone) == len(workers) == 8
+    for (images, targets), (other_images, other_targets) in zip(alone, workers, strict=True):
+        assert torch.equal(images, other_images) and torch.equal(targets, other_targets)
+
+
+def test_a_run_killed_within_an_epoch_resumes_to_the_unbroken_weights(
+    packed, tiny_config, tmp_path, monkeypatch
+):
+    fit(tiny_config(packed, tmp_path / "unbroken", **RECIPE))
+    config = tiny_config(packed, tmp_path / "run", **RECIPE)
+    real_step, calls = twins.train.trainer.optimizer_step, []
+
+    def dying_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 11:  # within epoch 2, after its checkpoint of step 9
+            raise Killed
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(twins.train.trainer, "optimizer_step", dying_step)
+    with pytest.raises(Killed):
+        fit(config)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 9
+    result = fit(config)
+    assert result["epoch"] == 2 and result["val_images"] == 14
+    a = load_checkpoint(tmp_path / "unbroken" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    for key in ("model", "model_ema"):
+        assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
+    assert a["metrics"]["train_loss"] == b["metrics"]["train_loss"]
