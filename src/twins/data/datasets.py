@@ -4,7 +4,8 @@ Layout (the seed's, and ImageNet's): `data_url/train/<class>/<image>` and
 `data_url/val/<class>/<image>`; class indices follow the sorted folder names.
 
 Broken files do not stop a run: `SafeImageFolder` converts every decodable image to RGB
-(`twins.data.images.to_rgb`) and returns `None` for a file it cannot decode. The loader's collate
+(`twins.data.images`: a PIL image for evaluation, a uint8 tensor for training) and returns
+`None` for a file it cannot decode. The loader's collate
 (`twins.data.loader.collate_batch`) then refills a training batch with other samples of the same
 batch (so batch size stays fixed) and shortens an evaluation batch (so no image is counted twice).
 Counts of images tried, converted and skipped (every read counts, each epoch again) are kept in
@@ -33,8 +34,9 @@ from torch.utils.data import get_worker_info
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import has_file_allowed_extension
 
-from twins.data.images import open_rgb
-from twins.data.transforms import build_eval_transform, build_train_transform
+from twins.data.images import open_rgb, read_rgb_tensor
+from twins.data.train_transform import build_train_transform
+from twins.data.transforms import build_eval_transform
 from twins.errors import TwinsError
 
 logger = logging.getLogger(__name__)
@@ -63,10 +65,19 @@ class ImageSample(tuple):
 
 
 class SafeImageFolder(ImageFolder):
-    """ImageFolder that converts every image to RGB and skips (returns None for) broken files."""
+    """ImageFolder that converts every image to RGB and skips (returns None for) broken files.
 
-    def __init__(self, root: str | Path, transform: Any = None) -> None:
+    `read` decodes a file into (RGB image, mode it was stored in): `open_rgb` (PIL images, the
+    default) or `read_rgb_tensor` (uint8 tensors, what the training transform takes)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Any = None,
+        read: Callable[[str], tuple[Any, str]] = open_rgb,
+    ) -> None:
         super().__init__(str(root), transform=transform)
+        self.read = read
         self._counts = torch.zeros(3, _COUNTER_COLUMNS, dtype=torch.int64).share_memory_()
         # One flag per file, shared too: each broken file is named once per run, not per epoch.
         self._broken = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
@@ -118,7 +129,7 @@ class SafeImageFolder(ImageFolder):
         column = _counter_column()
         self._counts[_TRIED, column] += 1
         try:
-            image, stored_mode = open_rgb(path)
+            image, stored_mode = self.read(path)
         except Exception as error:  # any decoder failure: corrupt, truncated, empty, not an image
             self._counts[_SKIPPED, column] += 1
             if not self._broken[index]:
@@ -199,8 +210,8 @@ def build_datasets(cfg: Any) -> tuple[SafeImageFolder, SafeImageFolder, list[str
     `interpolation`, `auto_augment`, `hflip`, `re_prob`, `re_mode`, `re_count`.
     """
     root = Path(cfg.data_url).expanduser()
-    train = _open_split(root, "train", build_train_transform(cfg))
-    val = _open_split(root, "val", build_eval_transform(cfg))
+    train = _open_split(root, "train", build_train_transform(cfg), read_rgb_tensor)
+    val = _open_split(root, "val", build_eval_transform(cfg), open_rgb)
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
@@ -217,7 +228,7 @@ def build_datasets(cfg: Any) -> tuple[SafeImageFolder, SafeImageFolder, list[str
     return train, val, list(train.classes)
 
 
-def _open_split(root: Path, split: str, transform: Any) -> SafeImageFolder:
+def _open_split(root: Path, split: str, transform: Any, read: Callable) -> SafeImageFolder:
     folder = root / split
     layout = f"expected {root}/train/<class>/<image> and {root}/val/<class>/<image>"
     if not folder.is_dir():
@@ -225,7 +236,7 @@ def _open_split(root: Path, split: str, transform: Any) -> SafeImageFolder:
             f"data folder {folder} not found: {layout}; set data_url", argument="data_url"
         )
     try:
-        return SafeImageFolder(folder, transform=transform)
+        return SafeImageFolder(folder, transform=transform, read=read)
     except FileNotFoundError as error:  # no class folders, or a class folder without images
         message = str(error).splitlines()[0]
         raise TwinsError(f"{message} ({layout}); add images or remove empty folders") from error
