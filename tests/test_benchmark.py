@@ -2,7 +2,6 @@
 
 import json
 import mmap
-import re
 import sys
 
 import pytest

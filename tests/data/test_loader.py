@@ -17,7 +17,9 @@ from twins.seeds import derive_seed
 
 def _epoch(loader):
     """The training batches: ((uint8 images, erasing tables), labels), copied."""
-    return [((images.clone(), erasing.clone()), labels.clone()) for (images, erasing), labels in loader]
+    return [
+        ((images.clone(), erasing.clone()), labels.clone()) for (images, erasing), labels in loader
+    ]
 
 
 def _same(first, second) -> bool:

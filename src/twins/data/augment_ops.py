@@ -43,7 +43,8 @@ _VALUES = np.arange(256)
 
 def auto_contrast(image: torch.Tensor, **_: Any) -> torch.Tensor:
     tables = []
-    for low, high in zip(image.amin(dim=(1, 2)).tolist(), image.amax(dim=(1, 2)).tolist()):
+    lows, highs = image.amin(dim=(1, 2)).tolist(), image.amax(dim=(1, 2)).tolist()
+    for low, high in zip(lows, highs, strict=True):
         if high <= low:
             tables.append(_VALUES)
             continue
@@ -71,11 +72,11 @@ def invert(image: torch.Tensor, **_: Any) -> torch.Tensor:
 
 
 def solarize(image: torch.Tensor, thresh: int, **_: Any) -> torch.Tensor:
-    return _lut(image, np.where(_VALUES < thresh, _VALUES, 255 - _VALUES))
+    return _lut(image, np.where(thresh > _VALUES, _VALUES, 255 - _VALUES))
 
 
 def solarize_add(image: torch.Tensor, add: int, thresh: int = 128, **_: Any) -> torch.Tensor:
-    return _lut(image, np.where(_VALUES < thresh, np.minimum(255, _VALUES + add), _VALUES))
+    return _lut(image, np.where(thresh > _VALUES, np.minimum(255, _VALUES + add), _VALUES))
 
 
 def posterize(image: torch.Tensor, bits_to_keep: int, **_: Any) -> torch.Tensor:
@@ -174,4 +175,3 @@ def tensor_op(name: str, pil_op: Callable) -> Callable:
     if name.startswith("Posterize"):
         return posterize
     return TENSOR_OPS.get(name) or on_pil(pil_op)
-

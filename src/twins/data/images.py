@@ -66,7 +66,7 @@ def read_rgb_tensor(path: str | os.PathLike) -> tuple[torch.Tensor, str]:
 
 
 def _plain_jpeg_mode(data: bytes) -> str | None:
-    """"RGB" or "L" for a complete JPEG that needs no turning; None for anything else.
+    """ "RGB" or "L" for a complete JPEG that needs no turning; None for anything else.
     Pillow reads the header (and checks the size against its decompression-bomb limit)."""
     if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
         return None  # not a JPEG, or truncated: Pillow's rules apply

@@ -151,7 +151,9 @@ class TrainTransform:
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         self.interpolation = interpolation
         self.hflip = hflip
-        self.augment = tensor_augment(auto_augment, image_size, interpolation) if auto_augment else None
+        self.augment = (
+            tensor_augment(auto_augment, image_size, interpolation) if auto_augment else None
+        )
         self.erasing = ErasingDraw(re_prob, re_mode, re_count)
 
     def __call__(self, image: Any) -> tuple[torch.Tensor, torch.Tensor]:
