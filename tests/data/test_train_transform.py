@@ -24,7 +24,10 @@ OP_ARGUMENTS = [
     ("Solarize", (100,)), ("SolarizeAdd", (90,)), ("Color", (1.8,)), ("Color", (0.2,)),
     ("Contrast", (1.8,)), ("Contrast", (0.3,)), ("Brightness", (1.7,)), ("Brightness", (0.2,)),
     ("Sharpness", (1.9,)), ("Sharpness", (0.1,)), ("Desaturate", (0.6,)),
+    ("ShearX", (0.27,)), ("ShearY", (-0.2,)), ("TranslateXRel", (0.4,)),
+    ("TranslateYRel", (-0.33,)), ("TranslateX", (-20.5,)), ("TranslateY", (13.25,)),
 ]  # fmt: skip
+RESAMPLE = [Image.Resampling.BICUBIC, Image.Resampling.BILINEAR, Image.Resampling.NEAREST]
 
 
 def _photo(name: str, size: int = 64) -> Image.Image:
@@ -38,19 +41,23 @@ def _tensor(image: Image.Image) -> torch.Tensor:
 @pytest.mark.parametrize("photo", ["china.jpg", "flower.jpg"])
 @pytest.mark.parametrize(("name", "args"), OP_ARGUMENTS)
 def test_each_tensor_op_gives_pillows_pixels(photo, name, args):
-    # Built on Pillow's own tables, weights and truncation: equal up to float rounding of a
-    # blend (one level at most, on few pixels); on these photos they are exactly equal.
+    # Built on Pillow's own tables, kernels, clamping, fill and truncation: equal up to float
+    # rounding (Pillow interpolates in double, we in float: one level, in a few pixels).
     image = _photo(photo)
-    expected = _tensor(NAME_TO_OP[name](image, *args, **dict(FILL)))
-    out = TENSOR_OPS[name](_tensor(image), *args, **dict(FILL))
-    difference = (out.int() - expected.int()).abs()
-    assert out.dtype == torch.uint8 and difference.max() <= 1
-    assert difference.float().mean() <= 0.01
+    resamples = RESAMPLE if name.startswith(("Shear", "Translate")) else RESAMPLE[:1]
+    for resample in resamples:
+        options = {**FILL, "resample": resample}
+        expected = _tensor(NAME_TO_OP[name](image, *args, **dict(options)))
+        out = TENSOR_OPS[name](_tensor(image), *args, **dict(options))
+        difference = (out.int() - expected.int()).abs()
+        assert out.dtype == torch.uint8 and out.shape == expected.shape
+        assert difference.max() <= 1 and difference.float().mean() <= 0.05, resample
 
 
 def test_augment_draws_the_ops_and_magnitudes_timm_draws():
     """timm's own RandAugment object runs the tensor ops: for one seed, the same ops with the
-    same arguments, and the same image (affine ops run Pillow itself)."""
+    same arguments, and the same image (up to the ops' float rounding, which a second op such
+    as Equalize may carry a few levels further in a few pixels)."""
     text = "rand-m9-mstd0.5-inc1"
     ours, theirs = tensor_augment(text, 64, "bicubic"), timm_augment(text, 64, "bicubic")
     calls = {"ours": [], "timm": []}
@@ -65,7 +72,7 @@ def test_augment_draws_the_ops_and_magnitudes_timm_draws():
             out = ours(_tensor(image))
         with seeded(seed):
             expected = _tensor(theirs(image))
-        assert (out.int() - expected.int()).abs().max() <= 1
+        assert (out.float() - expected.float()).abs().mean() < 0.05
     assert calls["ours"] == calls["timm"] and len(calls["ours"]) > 20
 
 

@@ -3,8 +3,10 @@ reference loaders running the same recipe (random resized crop bicubic, flip, Ra
 `rand-m9-mstd0.5-inc1`, random erasing 0.25 "pixel") with the same output contract (uint8
 batches from the workers; normalisation and erasing on the device, here the CPU).
 
-How it is measured: each round runs every loader over the whole folder once (every full batch,
-fresh workers), alternated, in reversed order every other round. A loader's CPU time is that of
+How it is measured: each round runs every loader for one pass of `batches` full batches (the
+folder read over and over in a shuffled order, so that a small folder still makes a pass long
+enough to hide the start of its fresh workers, as an ImageNet epoch does), alternated, in
+reversed order every other round. A loader's CPU time is that of
 all its processes: the main process's `time.process_time` over the loop (all its threads: the
 batches' hand-over, and the device's share, normalisation and erasing, for both loaders) plus
 the CPU time of the worker processes, which the kernel adds to this process's
@@ -29,6 +31,7 @@ from typing import Any
 
 import torch
 from timm.data import ImageDataset, create_loader
+from torch.utils.data import Dataset
 
 from twins.config import TrainConfig
 from twins.data import SafeImageFolder, build_device_batch, build_loader, build_train_transform
@@ -76,25 +79,52 @@ def recipe(image_size: int, batch_size: int, workers: int) -> TrainConfig:
     )
 
 
-def our_loader(root: Path, config: TrainConfig) -> LoaderUnderTest:
+class Repeated(Dataset):
+    """`dataset` read over and over: item i is item i mod len(dataset), `length` items."""
+
+    def __init__(self, dataset: Dataset, length: int) -> None:
+        self.dataset, self.length = dataset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        return self.dataset[index % len(self.dataset)]
+
+
+class RepeatedImageDataset(ImageDataset):
+    """timm's `ImageDataset` read over and over (its loader factory sets its transform)."""
+
+    def __init__(self, root: Path, length: int) -> None:
+        super().__init__(str(root))
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        return super().__getitem__(index % len(self.reader))
+
+
+def our_loader(root: Path, config: TrainConfig, images: int) -> LoaderUnderTest:
     try:
         dataset = SafeImageFolder(root, build_train_transform(config), read=read_rgb_tensor)
     except FileNotFoundError as error:
         raise TwinsError(f"{error}: data needs class folders of images", argument="data") from error
-    loader = build_loader(dataset, config, train=True)
-    if len(loader) < 1:
+    if len(dataset) < config.batch_size:
         raise TwinsError(
             f"{root} holds {len(dataset)} images, not one full batch of {config.batch_size}: "
             "add images or lower batch_size",
             argument="batch_size",
         )
+    loader = build_loader(Repeated(dataset, images), config, train=True)
     device_batch = build_device_batch(config)
     return LoaderUnderTest(loader, lambda inputs: device_batch(inputs, CPU))
 
 
-def timm_loader(root: Path, config: TrainConfig, workers: int) -> LoaderUnderTest:
+def timm_loader(root: Path, config: TrainConfig, workers: int, images: int) -> LoaderUnderTest:
     loader = create_loader(
-        ImageDataset(str(root)),
+        RepeatedImageDataset(root, images),
         input_size=(3, config.image_size, config.image_size),
         batch_size=config.batch_size,
         is_training=True,
@@ -116,22 +146,24 @@ def timm_loader(root: Path, config: TrainConfig, workers: int) -> LoaderUnderTes
     return LoaderUnderTest(loader, lambda inputs: inputs)  # the prefetcher finished them
 
 
-# Reference loaders by the name `--compare` gives: (folder, config, workers) -> loader.
-REFERENCE_LOADERS: dict[str, Callable[[Path, TrainConfig, int], LoaderUnderTest]] = {
+# Reference loaders by the name `--compare` gives: (folder, config, workers, images per pass).
+REFERENCE_LOADERS: dict[str, Callable[[Path, TrainConfig, int, int], LoaderUnderTest]] = {
     "timm": timm_loader,
 }
 
 
 def build_loaders(
-    root: Path, image_size: int, batch_size: int, workers: int, compare: str | None
+    root: Path, image_size: int, batch_size: int, workers: int, batches: int, compare: str | None
 ) -> tuple[dict[str, LoaderUnderTest], int]:
-    """{name: loader} (ours first, then the reference asked for) and the workers each uses."""
+    """{name: loader} (ours first, then the reference asked for), each pass `batches` batches,
+    and the workers each uses."""
     config = recipe(image_size, batch_size, workers)
-    ours = our_loader(root, config)
+    ours = our_loader(root, config, batches * batch_size)
     loaders = {"ours": ours}
     workers = ours.batches.num_workers  # capped to the CPUs available
     if compare is not None:
-        loaders[compare] = REFERENCE_LOADERS[compare](root, config, workers)
+        reference = REFERENCE_LOADERS[compare]
+        loaders[compare] = reference(root, config, workers, batches * batch_size)
     return loaders, workers
 
 

@@ -41,7 +41,7 @@ class BenchmarkOptions:
     channels_last: bool = False
     compile: bool = False
     warmup: int | None = None  # None: 2 on CPU, 10 on GPU (5 in data mode)
-    iters: int | None = None  # None: 3 on CPU, 20 on GPU (data mode: whole passes instead)
+    iters: int | None = None  # None: 3 on CPU, 20 on GPU (data mode: batches per pass, 16)
     rounds: int = 5
     compare: str | None = None  # "timm" (data mode: a name of REFERENCE_LOADERS)
     data: str | None = None
@@ -84,7 +84,7 @@ def resolve(options: BenchmarkOptions) -> tuple[BenchmarkOptions, torch.device]:
             "device": name,
             "batch_size": options.batch_size or (256 if gpu else 16),
             "warmup": options.warmup if options.warmup is not None else (5 if gpu else 2),
-            "iters": options.iters or (10 if data else 20 if gpu else 3),
+            "iters": options.iters or (16 if data else 20 if gpu else 3),
         }
     )
     return filled, device
@@ -165,8 +165,9 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
 def _data_benchmark(options: BenchmarkOptions) -> dict[str, Any]:
     root = image_root(options.data)
     loaders, workers = build_loaders(
-        root, options.image_size, options.batch_size, options.workers, options.compare
-    )
+        root, options.image_size, options.batch_size, options.workers, options.iters,
+        options.compare,
+    )  # fmt: skip
     passes = measure_loaders(loaders, options.rounds)
     return {"data_root": str(root), "workers": workers, **summarise(passes)}
 

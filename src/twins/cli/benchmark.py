@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--iters",
         type=positive_int,
         metavar="N",
-        help="timed steps per round (default 3 CPU, 20 GPU; data mode: one pass per round)",
+        help="timed steps per round (default 3 CPU, 20 GPU, 16 batches per pass in data mode)",
     )
     parser.add_argument(
         "--rounds", type=positive_int, default=5, metavar="N", help="alternated rounds (median)"
