@@ -56,8 +56,8 @@ def test_each_tensor_op_gives_pillows_pixels(photo, name, args):
 
 def test_augment_draws_the_ops_and_magnitudes_timm_draws():
     """timm's own RandAugment object runs the tensor ops: for one seed, the same ops with the
-    same arguments, and the same image (up to the ops' float rounding, which a second op such
-    as Equalize may carry a few levels further in a few pixels)."""
+    same arguments, and the same image (up to the ops' float rounding: a level in a few pixels,
+    which a second resampling op may carry to two)."""
     text = "rand-m9-mstd0.5-inc1"
     ours, theirs = tensor_augment(text, 64, "bicubic"), timm_augment(text, 64, "bicubic")
     calls = {"ours": [], "timm": []}
@@ -72,7 +72,8 @@ def test_augment_draws_the_ops_and_magnitudes_timm_draws():
             out = ours(_tensor(image))
         with seeded(seed):
             expected = _tensor(theirs(image))
-        assert (out.float() - expected.float()).abs().mean() < 0.05
+        difference = (out.float() - expected.float()).abs()
+        assert difference.max() <= 2 and difference.mean() < 0.25
     assert calls["ours"] == calls["timm"] and len(calls["ours"]) > 20
 
 
