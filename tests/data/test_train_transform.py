@@ -157,3 +157,13 @@ def test_erasing_draws_follow_timms_distribution(make_config):
     assert 0.22 < len(erased) / 2000 < 0.28
     areas = [int(row[2] * row[3]) / 1024 for row in erased]
     assert min(areas) >= 0.015 and max(areas) <= 0.35
+
+
+@pytest.mark.parametrize("text", ["original", "v0r", "3a", "augmix-m5-w3-d2", "rand-m9-n3-inc0"])
+def test_every_auto_augment_timm_knows_runs_on_tensors(make_config, text):
+    transform = build_train_transform(make_config(image_size=32, auto_augment=text))
+    image = _tensor(_photo("flower.jpg", 48))
+    for seed in range(6):
+        with seeded(seed):
+            out, _ = transform(image)
+        assert out.shape == (3, 32, 32) and out.dtype == torch.uint8

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN
 from timm.data.auto_augment import (
+    AugMixAugment,
     augment_and_mix_transform,
     auto_augment_transform,
     rand_augment_transform,
@@ -39,6 +40,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from twins.data.augment_ops import tensor_op
+from twins.data.transforms import posterize
 
 if TYPE_CHECKING:  # the config is only read here; importing it would tie data to train
     from twins.config import TrainConfig
@@ -83,12 +85,16 @@ class _PilAugment:
 
 
 def tensor_augment(text: str, image_size: int, interpolation: str) -> Any:
-    """timm's augment object for `text`, its ops swapped for their tensor versions."""
+    """timm's augment object for `text`, its ops swapped for their tensor versions (AugMix,
+    which mixes PIL images itself, runs on PIL)."""
     augment = timm_augment(text, image_size, interpolation)
     ops = list(getattr(augment, "ops", ()))
     for sub_policy in getattr(augment, "policy", ()):
         ops.extend(sub_policy)
-    if not ops:  # AugMix mixes PIL images itself
+    if isinstance(augment, AugMixAugment):
+        for op in ops:
+            if op.name.startswith("Posterize"):
+                op.aug_fn = posterize  # also for 0 bits kept, which Pillow refuses
         return _PilAugment(augment)
     for op in ops:
         op.aug_fn = tensor_op(op.name, op.aug_fn)
