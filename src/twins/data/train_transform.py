@@ -51,7 +51,7 @@ _RANDOM_INTERPOLATION = (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC)
 _INTERPOLATION = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
-    "nearest": InterpolationMode.NEAREST,
+    "nearest": InterpolationMode.NEAREST_EXACT,  # Pillow's nearest: the pixel under the centre
 }
 
 
