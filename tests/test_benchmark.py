@@ -2,7 +2,6 @@
 
 import json
 import mmap
-import re
 import sys
 
 import pytest
@@ -71,14 +70,27 @@ def _write_jpegs(root, per_class=4):
     write_imagefolder(root, per_class, (0, 0), classes=("cat", "dog"), size=(36, 40), suffix=".jpg")
 
 
-def test_data_mode_compares_loaders(capsys, tmp_path):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_data_mode_reports_images_per_cpu_second_against_timm(capsys, tmp_path, workers):
     _write_jpegs(tmp_path)
-    args = ["--mode", "data", "--data", str(tmp_path), "--workers", "0", "--compare", "timm"]
-    result = _run_json(capsys, *args, *QUICK)
-    assert result["data_root"] == str(tmp_path / "train") and result["workers"] == 0
+    args = ["--mode", "data", "--data", str(tmp_path), "--workers", str(workers)]
+    result = _run_json(capsys, *args, "--compare", "timm", *QUICK, "--iters", "3")
+    assert result["data_root"] == str(tmp_path / "train") and result["workers"] == workers
+    assert set(result["results"]) == {"ours", "timm"} and result["reference"] == "timm"
     for row in result["results"].values():
-        assert row["images_per_s"] > 0 and row["batch_ms"] > 0
-    assert result["ratio"] > 0
+        assert row["images_per_pass"] == 6  # 3 batches of 2 (of the 8 images), each round
+        assert row["images_per_cpu_s"] > 0 and row["images_per_s"] > 0
+        assert len(row["images_per_cpu_s_per_round"]) == 2
+        assert (row["worker_cpu_s_per_pass"] > 0) == (workers > 0)  # the workers' time counts
+    ours, timm = result["images_per_cpu_s"], result["timm_images_per_cpu_s"]
+    assert ours == result["results"]["ours"]["images_per_cpu_s"] > 0 and timm > 0
+    rounds = result["results"]["ours"]["images_per_cpu_s_per_round"]
+    reference = result["results"]["timm"]["images_per_cpu_s_per_round"]
+    assert result["ratios"] == [a / b for a, b in zip(rounds, reference, strict=True)]
+    assert result["ratio"] == pytest.approx(sum(result["ratios"]) / 2)  # median of two
+    assert main(["benchmark", *args, *QUICK[:-1]]) == 0  # the text report, without timm
+    report = capsys.readouterr().out
+    assert "img/CPU-s" in report and "ours" in report and "timm" not in report
 
 
 @pytest.mark.parametrize(
@@ -100,10 +112,11 @@ def test_user_mistakes_are_one_line_errors(capsys, args, message, monkeypatch):
     assert message in capsys.readouterr().err
 
 
-def test_too_few_images_for_two_batches(capsys, tmp_path):
+def test_too_few_images_for_a_batch(capsys, tmp_path):
     _write_jpegs(tmp_path, per_class=1)
-    assert main(["benchmark", "--mode", "data", "--data", str(tmp_path), *QUICK]) == 2
-    assert re.search(r"holds 2 images, under \d+ batches", capsys.readouterr().err)
+    args = ["--mode", "data", "--data", str(tmp_path), *QUICK, "--batch-size", "4"]
+    assert main(["benchmark", *args]) == 2
+    assert "holds 2 images, not one full batch of 4" in capsys.readouterr().err
 
 
 def test_gpu_peaks_come_from_the_datasheet(monkeypatch):

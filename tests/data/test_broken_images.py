@@ -88,8 +88,8 @@ def _sample(dataset, name: str):
 @pytest.mark.parametrize("name", sorted(CONVERTIBLE))
 def test_convertible_files_load_as_rgb_tensors(zoo, name):
     _, train = zoo
-    image, label = _sample(train, name)
-    assert image.shape == (3, 32, 32) and torch.isfinite(image).all()
+    (image, _), label = _sample(train, name)
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
     assert train.classes[label] == "zoo"
 
 
@@ -201,10 +201,11 @@ def test_in_lockstep_a_batch_without_readable_images_gets_a_stand_in(tmp_path, m
     train, _, _ = build_datasets(cfg)
     alone = list(build_loader(train, cfg, train=True, sampler=list(order)))
     assert len(alone) == 1  # one process: the unreadable batch is left out
-    images, labels = alone[0]
+    (images, erasing), labels = alone[0]
     lockstep = list(build_loader(train, cfg, train=True, sampler=list(order), lockstep=True))
     assert len(lockstep) == 2
-    for stand_in in lockstep:
-        assert torch.equal(stand_in[0], images) and torch.equal(stand_in[1], labels)
-    assert lockstep[0][0].data_ptr() != lockstep[1][0].data_ptr()  # a copy, not the same tensor
+    for (stand_in, stand_in_erasing), stand_in_labels in lockstep:
+        assert torch.equal(stand_in, images) and torch.equal(stand_in_labels, labels)
+        assert torch.equal(stand_in_erasing, erasing)
+    assert lockstep[0][0][0].data_ptr() != lockstep[1][0][0].data_ptr()  # a copy
     assert train.classes == ["a", "b"] and labels.tolist() == [1, 1, 1, 1]

@@ -3,6 +3,7 @@
 import shutil
 
 import pytest
+import torch
 
 from twins.data import build_datasets
 from twins.errors import TwinsError
@@ -12,8 +13,9 @@ def test_builds_train_and_val_with_sorted_class_names(make_config, image_folder)
     train, val, names = build_datasets(make_config(data_url=str(image_folder)))
     assert names == ["cat", "dog"]
     assert (len(train), len(val)) == (12, 12)
-    image, label = train[0]
-    assert image.shape == (3, 32, 32) and label == 0
+    (image, erasing), label = train[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and label == 0
+    assert erasing.shape == (1, 5)  # re_count rectangles: top, left, height, width, noise seed
     assert val[11][1] == 1
 
 

@@ -16,12 +16,15 @@ from twins.seeds import derive_seed
 
 
 def _epoch(loader):
-    return [(images.clone(), labels.clone()) for images, labels in loader]
+    """The training batches: ((uint8 images, erasing tables), labels), copied."""
+    return [
+        ((images.clone(), erasing.clone()), labels.clone()) for (images, erasing), labels in loader
+    ]
 
 
 def _same(first, second) -> bool:
     return len(first) == len(second) and all(
-        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        torch.equal(a[0][0], b[0][0]) and torch.equal(a[0][1], b[0][1]) and torch.equal(a[1], b[1])
         for a, b in zip(first, second, strict=True)
     )
 
@@ -63,16 +66,16 @@ def test_batches_do_not_depend_on_or_disturb_the_global_random_state(train_set):
     np.random.seed(123)
     state = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
     batches = []
-    for images, labels in build_loader(dataset, cfg, train=True):
-        batches.append((images.clone(), labels.clone()))
+    for (images, erasing), labels in build_loader(dataset, cfg, train=True):
+        batches.append(((images.clone(), erasing.clone()), labels.clone()))
     assert _same(batches, expected)
     assert torch.equal(torch.get_rng_state(), state[0]) and random.getstate() == state[1]
     assert (np.random.get_state()[1] == state[2]).all()
     # draws of the model between batches (dropout, mixup) leave the batches as they were
     interleaved = []
-    for images, labels in build_loader(dataset, cfg, train=True):
+    for (images, erasing), labels in build_loader(dataset, cfg, train=True):
         torch.rand(7), random.random(), np.random.rand()
-        interleaved.append((images.clone(), labels.clone()))
+        interleaved.append(((images.clone(), erasing.clone()), labels.clone()))
     assert _same(interleaved, expected)
 
 

@@ -1,23 +1,53 @@
-"""Data mode: throughput of the training loader (decode, the seed's train transform with
-RandAugment and random erasing, collate) on a folder of images, ours against timm's loader
-(`timm.data.create_loader` on its `ImageDataset`) running the same transform. Each round starts the loader afresh (training workers are not
-persistent) and times the batches after the first one of each worker, so worker start-up is left
-out and the steady rate is measured."""
+"""Data mode: images per CPU-second of the training loader on a folder of images, ours against
+reference loaders running the same recipe (random resized crop bicubic, flip, RandAugment
+`rand-m9-mstd0.5-inc1`, random erasing 0.25 "pixel") with the same output contract (uint8
+batches from the workers; normalisation and erasing on the device, here the CPU).
+
+How it is measured: each round runs every loader for one pass of `batches` full batches (the
+folder read over and over in a shuffled order, so that a small folder still makes a pass long
+enough to hide the start of its fresh workers, as an ImageNet epoch does), alternated, in
+reversed order every other round. A loader's CPU time is that of
+all its processes: the main process's `time.process_time` over the loop (all its threads: the
+batches' hand-over, and the device's share, normalisation and erasing, for both loaders) plus
+the CPU time of the worker processes, which the kernel adds to this process's
+`RUSAGE_CHILDREN` when they end (at the end of each pass: training workers do not persist).
+Images per CPU-second = images handed out / that CPU time; wall-clock images/s is given too,
+but on a shared machine the CPU time is the steadier figure. The ratio is the median of the
+rounds' ratios.
+
+References, by name (`REFERENCE_LOADERS`): "timm" is `timm.data.create_loader` on timm's
+`ImageDataset` of the same folder, with `use_prefetcher=True` (its `PrefetchLoader` on the CPU).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import resource
+import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from timm.data import ImageDataset, create_loader
+from torch.utils.data import Dataset
 
-from twins.benchmark.timing import Timing
 from twins.config import TrainConfig
-from twins.data import SafeImageFolder, build_loader, build_train_transform
+from twins.data import SafeImageFolder, build_device_batch, build_loader, build_train_transform
+from twins.data.images import decode_rgb_tensor
+from twins.data.transforms import allow_zero_bit_posterize
 from twins.errors import TwinsError
+
+CPU = torch.device("cpu")
+
+
+@dataclasses.dataclass
+class LoaderUnderTest:
+    """Batches of a loader, and what turns one batch's inputs into the model's (on the CPU)."""
+
+    batches: Iterable
+    finish: Callable[[Any], torch.Tensor]
 
 
 def image_root(path: str | Path) -> Path:
@@ -33,60 +63,159 @@ def image_root(path: str | Path) -> Path:
     return root
 
 
-def build_loaders(
-    root: Path, image_size: int, batch_size: int, workers: int, compare_timm: bool
-) -> dict[str, Iterable]:
-    config = dataclasses.replace(
-        TrainConfig(), image_size=image_size, batch_size=batch_size, num_parallel_workers=workers
+def recipe(image_size: int, batch_size: int, workers: int) -> TrainConfig:
+    """The training config whose data keys the benchmark runs (the seed's augmentation)."""
+    return dataclasses.replace(
+        TrainConfig(),
+        image_size=image_size,
+        batch_size=batch_size,
+        num_parallel_workers=workers,
+        interpolation="bicubic",
+        hflip=0.5,
+        auto_augment="rand-m9-mstd0.5-inc1",
+        re_prob=0.25,
+        re_mode="pixel",
+        re_count=1,
     )
+
+
+class Repeated(Dataset):
+    """`dataset` read over and over: item i is item i mod len(dataset), `length` items."""
+
+    def __init__(self, dataset: Dataset, length: int) -> None:
+        self.dataset, self.length = dataset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        return self.dataset[index % len(self.dataset)]
+
+
+class RepeatedImageDataset(ImageDataset):
+    """timm's `ImageDataset` read over and over (its loader factory sets its transform)."""
+
+    def __init__(self, root: Path, length: int) -> None:
+        super().__init__(str(root))
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        return super().__getitem__(index % len(self.reader))
+
+
+def our_loader(root: Path, config: TrainConfig, images: int) -> LoaderUnderTest:
     try:
-        dataset = SafeImageFolder(root, transform=build_train_transform(config))
+        dataset = SafeImageFolder(root, build_train_transform(config), decode=decode_rgb_tensor)
     except FileNotFoundError as error:
         raise TwinsError(f"{error}: data needs class folders of images", argument="data") from error
-    loaders: dict[str, Iterable] = {"ours": build_loader(dataset, config, train=True)}
-    needed = max(1, loaders["ours"].num_workers) + 1  # untimed ones and one timed
-    if len(loaders["ours"]) < needed:
+    if len(dataset) < config.batch_size:
         raise TwinsError(
-            f"{root} holds {len(dataset)} images, under {needed} batches of {batch_size}: "
+            f"{root} holds {len(dataset)} images, not one full batch of {config.batch_size}: "
             "add images or lower batch_size",
             argument="batch_size",
         )
-    if compare_timm:
-        reference = create_loader(
-            ImageDataset(str(root)),
-            input_size=(3, image_size, image_size),
-            batch_size=batch_size,
-            is_training=True,
-            use_prefetcher=False,
-            num_workers=loaders["ours"].num_workers,
-            persistent_workers=False,
-            device=torch.device("cpu"),
-        )
-        # The same transform object as ours (timm's create_transform with the recipe's
-        # arguments, plus the zero-bit posterize recent Pillow needs): the two loaders then
-        # differ in their data set and loader machinery only.
-        reference.dataset.transform = dataset.transform
-        loaders["timm"] = reference
-    return loaders
+    loader = build_loader(Repeated(dataset, images), config, train=True)
+    device_batch = build_device_batch(config)
+    return LoaderUnderTest(loader, lambda inputs: device_batch(inputs, CPU))
 
 
-def time_loaders(loaders: dict[str, Iterable], iters: int, rounds: int) -> dict[str, Timing]:
-    """Seconds per batch over `iters` batches (fewer if the folder is short), alternated."""
-    timings = {name: Timing() for name in loaders}
+def timm_loader(root: Path, config: TrainConfig, workers: int, images: int) -> LoaderUnderTest:
+    loader = create_loader(
+        RepeatedImageDataset(root, images),
+        input_size=(3, config.image_size, config.image_size),
+        batch_size=config.batch_size,
+        is_training=True,
+        use_prefetcher=True,
+        scale=tuple(config.crop_scale),
+        hflip=config.hflip,
+        color_jitter=None,
+        auto_augment=config.auto_augment,
+        interpolation=config.interpolation,
+        re_prob=config.re_prob,
+        re_mode=config.re_mode,
+        re_count=config.re_count,
+        num_workers=workers,
+        persistent_workers=False,
+        device=CPU,
+    )
+    # Recent Pillow refuses timm's 0-bit posterize (RandAugment at magnitude 10).
+    allow_zero_bit_posterize(loader.dataset.transform)
+    return LoaderUnderTest(loader, lambda inputs: inputs)  # the prefetcher finished them
+
+
+# Reference loaders by the name `--compare` gives: (folder, config, workers, images per pass).
+REFERENCE_LOADERS: dict[str, Callable[[Path, TrainConfig, int, int], LoaderUnderTest]] = {
+    "timm": timm_loader,
+}
+
+
+def build_loaders(
+    root: Path, image_size: int, batch_size: int, workers: int, batches: int, compare: str | None
+) -> tuple[dict[str, LoaderUnderTest], int]:
+    """{name: loader} (ours first, then the reference asked for), each pass `batches` batches,
+    and the workers each uses."""
+    config = recipe(image_size, batch_size, workers)
+    ours = our_loader(root, config, batches * batch_size)
+    loaders = {"ours": ours}
+    workers = ours.batches.num_workers  # capped to the CPUs available
+    if compare is not None:
+        reference = REFERENCE_LOADERS[compare]
+        loaders[compare] = reference(root, config, workers, batches * batch_size)
+    return loaders, workers
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_pass(loader: LoaderUnderTest) -> dict[str, float]:
+    """One pass over the loader: images, CPU seconds of all its processes, wall seconds."""
+    children, own, wall = _children_cpu_s(), time.process_time(), time.perf_counter()
+    images = 0
+    for inputs, targets in loader.batches:
+        loader.finish(inputs)
+        images += len(targets)
+    own, wall = time.process_time() - own, time.perf_counter() - wall
+    workers = _children_cpu_s() - children  # the pass's workers have ended: counted
+    return {"images": images, "cpu_s": own + workers, "worker_cpu_s": workers, "wall_s": wall}
+
+
+def measure_loaders(loaders: dict[str, LoaderUnderTest], rounds: int) -> dict[str, list[dict]]:
+    """Per loader, one measured pass per round, after one unmeasured pass each (file cache)."""
+    for loader in loaders.values():
+        measure_pass(loader)
+    passes: dict[str, list[dict]] = {name: [] for name in loaders}
     names = list(loaders)
     for round_index in range(rounds):
         for name in names if round_index % 2 == 0 else reversed(names):
-            batches = iter(loaders[name])
-            # Untimed: worker start-up and the batches the workers made meanwhile, one each.
-            for _ in range(max(1, getattr(loaders[name], "num_workers", 0))):
-                next(batches)
-            timed = 0
-            start = time.perf_counter()
-            for _ in range(iters):
-                if next(batches, None) is None:
-                    break
-                timed += 1
-            elapsed = time.perf_counter() - start
-            timings[name].seconds_per_step.append(elapsed / max(timed, 1))
-            del batches  # stops the workers before the other loader runs
-    return timings
+            passes[name].append(measure_pass(loaders[name]))
+    return passes
+
+
+def summarise(passes: dict[str, list[dict]]) -> dict[str, Any]:
+    """Per-loader rates (medians over the rounds) and the ratio of ours to the reference."""
+    results = {}
+    rates = {}
+    for name, runs in passes.items():
+        rates[name] = [run["images"] / max(run["cpu_s"], 1e-9) for run in runs]
+        results[name] = {
+            "images_per_cpu_s": statistics.median(rates[name]),
+            "images_per_s": statistics.median(run["images"] / run["wall_s"] for run in runs),
+            "cpu_s_per_pass": statistics.median(run["cpu_s"] for run in runs),
+            "worker_cpu_s_per_pass": statistics.median(run["worker_cpu_s"] for run in runs),
+            "images_per_pass": runs[0]["images"],
+            "images_per_cpu_s_per_round": rates[name],
+        }
+    summary: dict[str, Any] = {"results": results}
+    summary["images_per_cpu_s"] = results["ours"]["images_per_cpu_s"]
+    reference = next((name for name in passes if name != "ours"), None)
+    summary["reference"] = reference
+    if reference is None:
+        return {**summary, "ratio": None, "ratios": None}
+    ratios = [a / b for a, b in zip(rates["ours"], rates[reference], strict=True)]
+    summary[f"{reference}_images_per_cpu_s"] = results[reference]["images_per_cpu_s"]
+    return {**summary, "ratio": statistics.median(ratios), "ratios": ratios}

@@ -15,12 +15,15 @@ def format_report(result: dict[str, Any]) -> str:
         f"{result['model']} {result['mode']} on {result['device']} ({where}): {', '.join(flags)}"
     ]
     if result["mode"] == "data":
-        lines.append(f"loader on {result['data_root']}, {result['workers']} workers")
-        lines.append(f"{'':6} {'images/s':>10} {'ms/batch':>10} {'img/s/worker':>13}")
+        lines.append(
+            f"training loader on {result['data_root']}, {result['workers']} workers; CPU time "
+            "of all the loader's processes, normalisation and erasing included"
+        )
+        lines.append(f"{'':6} {'img/CPU-s':>10} {'images/s':>10} {'CPU s/pass':>11}")
         for name, row in result["results"].items():
             lines.append(
-                f"{name:6} {row['images_per_s']:10.1f} {row['batch_ms']:10.1f} "
-                f"{row['images_per_s_per_worker']:13.1f}"
+                f"{name:6} {row['images_per_cpu_s']:10.1f} {row['images_per_s']:10.1f} "
+                f"{row['cpu_s_per_pass']:11.2f}"
             )
     else:
         peak = result["peak_tflops"]
@@ -41,8 +44,11 @@ def format_report(result: dict[str, Any]) -> str:
             )
     if result["ratio"] is not None:
         rounds = " ".join(f"{r:.2f}" for r in result["ratios"])
+        data = result["mode"] == "data"
+        reference = result.get("reference") or "timm"
         lines.append(
-            f"ours / timm: {result['ratio']:.2f}x images/s "
+            f"ours / {reference}: {result['ratio']:.2f}x "
+            f"{'images per CPU-second' if data else 'images/s'} "
             f"(median of {len(result['ratios'])} alternated rounds: {rounds})"
         )
     for name, profile in (result.get("profile") or {}).items():

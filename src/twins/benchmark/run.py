@@ -11,7 +11,13 @@ from typing import Any
 import torch
 
 from twins.benchmark.hardware import PeakMemory, device_name, peak_tflops
-from twins.benchmark.loaders import build_loaders, image_root, time_loaders
+from twins.benchmark.loaders import (
+    REFERENCE_LOADERS,
+    build_loaders,
+    image_root,
+    measure_loaders,
+    summarise,
+)
 from twins.benchmark.profile import profile_steps
 from twins.benchmark.steps import make_step, timm_twin
 from twins.benchmark.timing import Timing, alternate, round_ratios
@@ -35,9 +41,9 @@ class BenchmarkOptions:
     channels_last: bool = False
     compile: bool = False
     warmup: int | None = None  # None: 2 on CPU, 10 on GPU (5 in data mode)
-    iters: int | None = None  # None: 3 on CPU, 20 on GPU (10 batches in data mode)
+    iters: int | None = None  # None: 3 on CPU, 20 on GPU (data mode: batches per pass, 16)
     rounds: int = 5
-    compare: str | None = None  # "timm"
+    compare: str | None = None  # "timm" (data mode: a name of REFERENCE_LOADERS)
     data: str | None = None
     workers: int = 4
     threads: int | None = None
@@ -51,8 +57,11 @@ def resolve(options: BenchmarkOptions) -> tuple[BenchmarkOptions, torch.device]:
         raise TwinsError(f"unknown mode {options.mode!r}: use one of {', '.join(MODES)}")
     if options.precision not in PRECISIONS:
         raise TwinsError(f"unknown precision {options.precision!r}: use {', '.join(PRECISIONS)}")
-    if options.compare not in (None, "timm"):
-        raise TwinsError(f"cannot compare with {options.compare!r}: only timm is supported")
+    references = REFERENCE_LOADERS if options.mode == "data" else ("timm",)
+    if options.compare is not None and options.compare not in references:
+        raise TwinsError(
+            f"cannot compare with {options.compare!r}: use one of {', '.join(references)}"
+        )
     device = select_device(options.device or "auto")
     name = device.type
     if options.mode == "data" and not options.data:
@@ -75,7 +84,7 @@ def resolve(options: BenchmarkOptions) -> tuple[BenchmarkOptions, torch.device]:
             "device": name,
             "batch_size": options.batch_size or (256 if gpu else 16),
             "warmup": options.warmup if options.warmup is not None else (5 if gpu else 2),
-            "iters": options.iters or (10 if data else 20 if gpu else 3),
+            "iters": options.iters or (16 if data else 20 if gpu else 3),
         }
     )
     return filled, device
@@ -155,21 +164,12 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
 
 def _data_benchmark(options: BenchmarkOptions) -> dict[str, Any]:
     root = image_root(options.data)
-    loaders = build_loaders(
-        root, options.image_size, options.batch_size, options.workers, options.compare == "timm"
-    )
-    workers = loaders["ours"].num_workers
-    timings = time_loaders(loaders, options.iters, options.rounds)
-    results = {}
-    for name, timing in timings.items():
-        images_per_s = options.batch_size / timing.median
-        results[name] = {
-            "images_per_s": images_per_s,
-            "batch_ms": timing.median * 1e3,
-            "images_per_s_per_worker": images_per_s / max(workers, 1),
-            "batch_ms_per_round": [t * 1e3 for t in timing.seconds_per_step],
-        }
-    return {"data_root": str(root), "workers": workers, "results": results, **_ratio(timings)}
+    loaders, workers = build_loaders(
+        root, options.image_size, options.batch_size, options.workers, options.iters,
+        options.compare,
+    )  # fmt: skip
+    passes = measure_loaders(loaders, options.rounds)
+    return {"data_root": str(root), "workers": workers, **summarise(passes)}
 
 
 def _ratio(timings: dict[str, Timing]) -> dict[str, Any]:

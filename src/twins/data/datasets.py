@@ -30,18 +30,29 @@ from torchvision.datasets.folder import has_file_allowed_extension
 from twins import storage
 from twins.data import packed
 from twins.data.counted import CountedReads, ImageSample
-from twins.data.images import open_rgb
-from twins.data.transforms import build_eval_transform, build_train_transform
+from twins.data.images import decode_rgb, decoder_for
+from twins.data.train_transform import build_train_transform
+from twins.data.transforms import build_eval_transform
 from twins.errors import TwinsError
 
 logger = logging.getLogger(__name__)
 
 
 class SafeImageFolder(CountedReads, ImageFolder):
-    """ImageFolder that converts every image to RGB and skips (returns None for) broken files."""
+    """ImageFolder that converts every image to RGB and skips (returns None for) broken files.
 
-    def __init__(self, root: str | Path, transform: Any = None) -> None:
+    `decode` turns a file's bytes into (RGB image, mode it was stored in): `decode_rgb` (PIL
+    images, the default) or `decode_rgb_tensor` (uint8 tensors, what the training transform
+    takes); `twins.data.images.decoder_for` chooses by split."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Any = None,
+        decode: Callable[[bytes], tuple[Any, str]] = decode_rgb,
+    ) -> None:
         super().__init__(str(root), transform=transform)
+        self.decode = decode
         self.init_counts(len(self.samples))
 
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
@@ -88,10 +99,15 @@ class SafeImageFolder(CountedReads, ImageFolder):
 
     def __getitem__(self, index: int) -> ImageSample | None:
         path, target = self.samples[index]
-        return self.read_sample(index, target, lambda: open_rgb(path))
+        return self.read_sample(index, target, lambda: self.decode(_read_bytes(path)))
 
     def file_name(self, index: int) -> str:
         return self.samples[index][0]
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
 
 
 def _class_folder_files(folder: str) -> list[tuple[str, list[str]]]:
@@ -158,8 +174,9 @@ def open_data(cfg: Any, transforms: dict[str, Any]) -> dict[str, Any]:
         # in one line, after the normal retries rather than its short start-up ones.
         if not packed.is_packed(url):
             raise TwinsError(
-                f"{storage.display(url)} holds no packed data set (manifest.json): an ImageFolder is read from "
-                f"a local folder only; pack it with `twins pack IMAGEFOLDER {url}`",
+                f"{storage.display(url)} holds no packed data set (manifest.json): an "
+                "ImageFolder is read from a local folder only; pack it with "
+                f"`twins pack IMAGEFOLDER {url}`",
                 argument="data_url",
             )
         return open_packed(
@@ -182,7 +199,7 @@ def _open_split(root: Path, split: str, transform: Any) -> SafeImageFolder:
             f"data folder {folder} not found: {layout}; set data_url", argument="data_url"
         )
     try:
-        return SafeImageFolder(folder, transform=transform)
+        return SafeImageFolder(folder, transform=transform, decode=decoder_for(split))
     except FileNotFoundError as error:  # no class folders, or a class folder without images
         message = str(error).splitlines()[0]
         raise TwinsError(f"{message} ({layout}); add images or remove empty folders") from error

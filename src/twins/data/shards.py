@@ -3,7 +3,7 @@
 `ShardDataset(url, split)` reads the manifest and every shard's index at start (offsets, sizes
 and classes, kept as arrays), checks them against each other and the shards, and then serves
 `dataset[i]` by reading sample i's image bytes from its shard and decoding them as an image
-file would be (`twins.data.images.decode_rgb`): it returns what `SafeImageFolder` returns, with
+file would be (`twins.data.images.decoder_for` the split): it returns what `SafeImageFolder` returns, with
 the same counts, broken-file handling and health check (`twins.data.counted`), so the per-sample
 seeds, the loader, Mixup and exact resume work unchanged. Samples are numbered shard after shard
 in the manifest's order.
@@ -17,26 +17,21 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
 from twins import storage
 from twins.data import packed
 from twins.data.counted import CountedReads, ImageSample
-from twins.data.images import decode_rgb
+from twins.data.images import decode_rgb, decoder_for
 from twins.data.order import shard_sequence
 from twins.data.shard_cache import ShardCache
 from twins.errors import TwinsError
-
-
-def decode(data: bytes) -> tuple[Image.Image, str]:
-    """A sample's image bytes as (upright RGB image, stored mode): one place to change how."""
-    return decode_rgb(data)
 
 
 class ShardDataset(CountedReads, Dataset):
@@ -50,13 +45,14 @@ class ShardDataset(CountedReads, Dataset):
         split: str,
         transform: Any = None,
         *,
+        decode: Callable[[bytes], tuple[Any, str]] = decode_rgb,
         cache: ShardCache | None = None,
         seed: int = 0,
         shuffle_block: int = 1,
         shuffled: bool = False,
         manifest: dict[str, Any] | None = None,
     ) -> None:
-        self.url, self.split, self.transform = url, split, transform
+        self.url, self.split, self.transform, self.decode = url, split, transform, decode
         self.shown = storage.display(url)  # as printed: without any user:password@
         self.root = f"{self.shown} ({split})"
         manifest = manifest or packed.read_manifest(url)
@@ -95,7 +91,7 @@ class ShardDataset(CountedReads, Dataset):
         with open(self._shard_path(shard), "rb") as file:
             file.seek(start)
             data = file.read(size)
-        return self.read_sample(index, int(self.targets[index]), lambda: decode(data))
+        return self.read_sample(index, int(self.targets[index]), lambda: self.decode(data))
 
     def file_name(self, index: int) -> str:
         shard = bisect.bisect_right(self.starts, index) - 1
@@ -171,6 +167,7 @@ def open_packed(
             url,
             split,
             transform,
+            decode=decoder_for(split),
             # One per split: each holds the shards of its own window (the folder is shared).
             cache=_cache(url, manifest, cache_dir, cache_size, shuffle_block) if remote else None,
             seed=seed,

@@ -1,9 +1,10 @@
-"""Image transforms of the seed's ImageNet recipe, built with timm's transform factory.
+"""Evaluation transforms, built with timm's transform factory, and the 0-bit posterize fix for
+timm's PIL augmentations.
 
-Train: random resized crop (`crop_scale`, the seed's 0.08-1 by default; `interpolation`), horizontal flip (`hflip`),
-RandAugment (`auto_augment`, e.g. "rand-m9-mstd0.5-inc1"), to tensor, ImageNet normalisation,
-random erasing (`re_prob`, `re_mode`, `re_count`). No colour jitter, as in the seed.
-Eval: resize the short side to floor(image_size / crop_pct), centre crop `image_size`.
+Eval: resize the short side to floor(image_size / crop_pct) (squash to that square under the
+seed's semantics), centre crop `image_size`, ImageNet normalisation: PIL images in, float
+tensors out, the same for evaluation and `twins predict`.
+Train: `twins.data.train_transform` (uint8 tensors; normalisation and erasing on the device).
 """
 
 from __future__ import annotations
@@ -12,32 +13,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data import create_transform
 
 from twins.preprocessing import eval_preprocessing
 
 if TYPE_CHECKING:  # the config is only read here; importing it would tie data to train
     from twins.config import TrainConfig
-
-
-def build_train_transform(config: TrainConfig) -> Any:
-    """Random training transform from the config's augmentation keys."""
-    transform = create_transform(
-        input_size=config.image_size,
-        is_training=True,
-        scale=tuple(config.crop_scale),
-        hflip=float(config.hflip),
-        color_jitter=None,
-        auto_augment=config.auto_augment or None,
-        interpolation=config.interpolation,
-        mean=IMAGENET_DEFAULT_MEAN,
-        std=IMAGENET_DEFAULT_STD,
-        re_prob=float(config.re_prob),
-        re_mode=config.re_mode,
-        re_count=int(config.re_count),
-    )
-    _allow_zero_bit_posterize(transform)
-    return transform
 
 
 def eval_transform(preprocessing: Mapping[str, Any]) -> Any:
@@ -72,7 +53,7 @@ def posterize(image: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
     return ImageOps.posterize(image, bits_to_keep)
 
 
-def _allow_zero_bit_posterize(transform: Any) -> None:
+def allow_zero_bit_posterize(transform: Any) -> None:
     """Give the posterize ops of timm's RandAugment / AutoAugment / AugMix the op above."""
     for step in getattr(transform, "transforms", ()):
         ops = list(getattr(step, "ops", ()))

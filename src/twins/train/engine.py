@@ -1,6 +1,8 @@
 """One training epoch and one evaluation pass (the thin engine of DeiT's `engine.py`).
 
-Training: each batch through Mixup/CutMix (whole batches) and the `Trainer`; `accumulation_step`
+Training: each batch finished on the device (`device_batch`: the loader's uint8 images
+normalised and erased there, as timm's prefetcher does), then through Mixup/CutMix (whole
+batches) and the `Trainer`; `accumulation_step`
 micro-batches per optimizer step (DDP synchronises only on the last). Before each batch the
 global random states (drop path, Mixup) are reseeded from (seed, epoch, rank, batch), so the
 draws do not depend on where the run was resumed. An epoch can start part way through, from
@@ -34,6 +36,7 @@ def train_one_epoch(
     trainer: Trainer,
     loader: Any,
     *,
+    device_batch: Callable[[Any, torch.device], torch.Tensor] | None = None,
     mixup: Callable | None = None,
     log: Callable[[dict], None] | None = None,
     after_step: Callable[[Trainer, bool], None] | None = None,
@@ -64,7 +67,10 @@ def train_one_epoch(
         if index == group_start:
             group_loss = torch.zeros((), device=device, dtype=torch.float64)
         seed_everything(derive_seed(batch_seed, index))
-        inputs = inputs.to(device, non_blocking=True)
+        if device_batch is None:
+            inputs = inputs.to(device, non_blocking=True)
+        else:
+            inputs = device_batch(inputs, device)
         targets = targets.to(device, non_blocking=True)
         if mixup is not None:
             inputs, targets = mixup(inputs, targets)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from twins.config import TrainConfig, save_config
-from twins.data import build_datasets, build_loader, build_mixup
+from twins.data import build_datasets, build_device_batch, build_loader, build_mixup
 from twins.errors import TwinsError
 from twins.models import create_model
 from twins.seeds import seed_everything
@@ -108,6 +108,7 @@ def _fit(
     samples_done = resume.restore(saved, trainer, notices) if saved else 0
     state = trainer.state
     mixup = build_mixup(config)
+    device_batch = build_device_batch(config)
     if mixup is not None and config.batch_size % 2:
         raise TwinsError(f"mixup/cutmix need an even batch_size, not {config.batch_size}")
 
@@ -165,8 +166,8 @@ def _fit(
             train_loader.sampler.start_at(samples_done)
             samples_done = 0
             stats = train_one_epoch(
-                trainer, train_loader, mixup=mixup, log=log.log, after_step=after_step,
-                progress=progress,
+                trainer, train_loader, device_batch=device_batch, mixup=mixup, log=log.log,
+                after_step=after_step, progress=progress,
             )  # fmt: skip
             record = _epoch_record(epoch, stats, trainer, ctx.world_size)
             is_best = False

@@ -1,0 +1,296 @@
+"""timm's RandAugment / AutoAugment image ops on uint8 tensors (3 x H x W): the pixels Pillow
+computes.
+
+Each function takes the arguments timm's op takes (`timm.data.auto_augment.NAME_TO_OP`: the
+level arguments, then `fillcolor` and `resample`), so timm's own `AugmentOp` and `RandAugment`
+objects run them: the choice of ops, their probabilities and magnitudes are timm's draws.
+
+- Lookup-table ops (AutoContrast, Equalize, Invert, Posterize, Solarize, SolarizeAdd,
+  Contrast, Brightness) build Pillow's table: exact.
+- Color and Sharpness blend with Pillow's degenerate image (its integer RGB-to-L weights, its
+  3 x 3 SMOOTH kernel with the border kept, rounded) and truncate as Pillow's blend does.
+- Shears and translations (ShearX/Y, TranslateX/Y, TranslateX/YRel) sample where Pillow's
+  `Image.transform(size, AFFINE, matrix)` samples: pixel centres through the same matrix, its
+  bicubic kernel (a = -1; or its bilinear / nearest rule), neighbours clamped at the border,
+  `fillcolor` where the source point falls outside, clipped and truncated. They move pixels
+  along one axis, so each output row (column) is one gather and a 4-tap sum: a level off in a
+  few pixels (float rounding), about twice as fast as Pillow at 224 px.
+- Rotate and the blurs of the "3a" policies run Pillow itself on the tensor's pixels
+  (`on_pil`): a rotation is not separable, and `grid_sample`'s bicubic kernel (a = -0.75)
+  would change the pixels by a level or two for a few percent of the time per image.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+_BICUBIC = Image.Resampling.BICUBIC
+_BILINEAR = Image.Resampling.BILINEAR
+_NEAREST = Image.Resampling.NEAREST
+
+
+def _lut(image: torch.Tensor, lut: np.ndarray) -> torch.Tensor:
+    """Map each channel through its own 256-entry table (`lut`: 3 x 256, or 256 for all), with
+    Pillow's `point` on each channel plane (faster than indexing in torch or NumPy)."""
+    tables = np.broadcast_to(np.asarray(lut, dtype=np.uint8), (image.shape[0], 256))
+    height, width = image.shape[1:]
+    planes = image.contiguous().numpy()
+    out = np.empty_like(planes)
+    for channel, (plane, table) in enumerate(zip(planes, tables, strict=True)):
+        pil = Image.frombuffer("L", (width, height), plane, "raw", "L", 0, 1)
+        out[channel] = np.asarray(pil.point(table.tolist()))
+    return torch.from_numpy(out)
+
+
+_VALUES = np.arange(256)
+
+
+def auto_contrast(image: torch.Tensor, **_: Any) -> torch.Tensor:
+    tables = []
+    lows, highs = image.amin(dim=(1, 2)).tolist(), image.amax(dim=(1, 2)).tolist()
+    for low, high in zip(lows, highs, strict=True):
+        if high <= low:
+            tables.append(_VALUES)
+            continue
+        scale = 255.0 / (high - low)
+        tables.append(np.clip((_VALUES * scale - low * scale).astype(np.int64), 0, 255))
+    return _lut(image, np.stack(tables))
+
+
+def equalize(image: torch.Tensor, **_: Any) -> torch.Tensor:
+    tables = []
+    for channel in image.numpy():
+        histogram = np.bincount(channel.ravel(), minlength=256)
+        used = histogram[histogram > 0]
+        step = int(used.sum() - used[-1]) // 255 if len(used) > 1 else 0
+        if not step:
+            tables.append(_VALUES)
+            continue
+        before = np.cumsum(histogram) - histogram  # pixels below each value
+        tables.append(np.minimum((step // 2 + before) // step, 255))
+    return _lut(image, np.stack(tables))
+
+
+def invert(image: torch.Tensor, **_: Any) -> torch.Tensor:
+    return 255 - image
+
+
+def solarize(image: torch.Tensor, thresh: int, **_: Any) -> torch.Tensor:
+    return _lut(image, np.where(thresh > _VALUES, _VALUES, 255 - _VALUES))
+
+
+def solarize_add(image: torch.Tensor, add: int, thresh: int = 128, **_: Any) -> torch.Tensor:
+    return _lut(image, np.where(thresh > _VALUES, np.minimum(255, _VALUES + add), _VALUES))
+
+
+def posterize(image: torch.Tensor, bits_to_keep: int, **_: Any) -> torch.Tensor:
+    """Also for 0 bits kept: a black image (`twins.data.transforms.posterize`)."""
+    if bits_to_keep >= 8:
+        return image
+    if bits_to_keep <= 0:
+        return torch.zeros_like(image)
+    return image & (0xFF << (8 - bits_to_keep)) & 0xFF
+
+
+def _gray(image: torch.Tensor) -> torch.Tensor:
+    """Pillow's RGB to L: integer ITU-R 601-2 weights, rounded."""
+    r, g, b = image.int()
+    return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
+
+
+def _blend(degenerate: torch.Tensor, image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Pillow's `Image.blend(degenerate, image, factor)`: float, clipped, truncated."""
+    out = degenerate.float() + factor * (image.float() - degenerate.float())
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+def color(image: torch.Tensor, factor: float, **_: Any) -> torch.Tensor:
+    return _blend(_gray(image).expand_as(image), image, factor)
+
+
+def _blend_table(degenerate: int, factor: float) -> np.ndarray:
+    """`_blend` with a constant degenerate image, as a table."""
+    values = np.float32(degenerate) + np.float32(factor) * (_VALUES.astype(np.float32) - degenerate)
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
+def contrast(image: torch.Tensor, factor: float, **_: Any) -> torch.Tensor:
+    mean = int(_gray(image).double().mean().item() + 0.5)
+    return _lut(image, _blend_table(mean, factor))
+
+
+def brightness(image: torch.Tensor, factor: float, **_: Any) -> torch.Tensor:
+    return _lut(image, _blend_table(0, factor))
+
+
+def sharpness(image: torch.Tensor, factor: float, **_: Any) -> torch.Tensor:
+    """Blend with Pillow's SMOOTH filter ([[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13, rounded;
+    the outermost rows and columns kept)."""
+    height, width = image.shape[1:]
+    if height < 3 or width < 3:
+        return image.clone()
+    wide = image.short()
+    rows = wide[:, :-2] + wide[:, 1:-1] + wide[:, 2:]
+    box = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]
+    smooth = wide.clone()
+    smooth[:, 1:-1, 1:-1] = (box + 4 * wide[:, 1:-1, 1:-1] + 6).div(13, rounding_mode="floor")
+    return _blend(smooth, image, factor)
+
+
+def desaturate(image: torch.Tensor, factor: float, **_: Any) -> torch.Tensor:
+    return color(image, min(1.0, max(0.0, 1.0 - factor)))
+
+
+# ----- affine ops: Pillow's `Image.transform(size, AFFINE, matrix)` on tensors -----
+
+
+def _resample(kwargs: dict) -> int:
+    """The interpolation, drawn as timm draws it where it is a choice (interpolation random)."""
+    resample = kwargs.get("resample", _BICUBIC)
+    if isinstance(resample, (list, tuple)):
+        resample = random.choice(resample)
+    return resample
+
+
+def _fill(image: torch.Tensor, kwargs: dict) -> list[int]:
+    fill = kwargs.get("fillcolor", (128, 128, 128))
+    return [fill] * image.shape[0] if isinstance(fill, int) else list(fill)
+
+
+def _bicubic_weights(d: torch.Tensor) -> list[torch.Tensor]:
+    """Pillow's bicubic (Geometry.c): cubic convolution with a = -1, taps at -1, 0, 1, 2."""
+    return [-d + 2 * d**2 - d**3, 1 - 2 * d**2 + d**3, d + d**2 - d**3, -(d**2) + d**3]
+
+
+def _fill_outside(out: torch.Tensor, outside: torch.Tensor, fill: list[int]) -> torch.Tensor:
+    for channel, value in zip(out, fill, strict=True):
+        channel.masked_fill_(outside, value)
+    return out
+
+
+def _shift_rows(image: torch.Tensor, shift: torch.Tensor, resample: int, fill: list[int]):
+    """Output pixel x of row y reads the row at x + shift[y] (Pillow's coordinates: pixel
+    centres at x + 0.5), neighbours clamped at the ends, `fill` where the source falls outside.
+
+    One gather per row brings the row's taps together (the row from its first tap on, padded
+    with copies of its end pixels); each tap is then a slice of it."""
+    channels, height, width = image.shape
+    position = torch.arange(width).view(1, width) + 0.5 + shift.view(height, 1)
+    outside = (position < 0) | (position >= width)
+    pad = int(shift.abs().max().ceil()) + 3
+    padded = torch.cat(
+        [image[:, :, :1].expand(-1, -1, pad), image, image[:, :, -1:].expand(-1, -1, pad)], dim=2
+    )
+    if resample == _NEAREST:  # Pillow reads the pixel the point falls in
+        first, taps, weights = (shift + 0.5).floor(), 1, None
+    else:
+        first = shift.floor()
+        d = (shift - first).float().view(height, 1)
+        if resample == _BILINEAR:
+            taps, weights = 2, [1 - d, d]
+        else:
+            first, taps, weights = first - 1, 4, _bicubic_weights(d)
+    starts = torch.arange(height) * (width + 2 * pad) + pad + first.long()
+    index = (starts.view(height, 1) + torch.arange(width + taps - 1).view(1, -1)).flatten()
+    # NumPy's take gathers several times faster than torch's index_select here.
+    rows = np.take(padded.reshape(channels, -1).numpy(), index.numpy(), axis=1)
+    rows = torch.from_numpy(rows).view(channels, height, width + taps - 1)
+    if weights is None:
+        return _fill_outside(rows.contiguous(), outside, fill)
+    rows = rows.float()
+    out = rows[:, :, :width] * weights[0]
+    for tap in range(1, taps):
+        out.add_(rows[:, :, tap : tap + width] * weights[tap])
+    # Pillow clips, then converts to UINT8 by truncation.
+    return _fill_outside(out.clamp_(0, 255).to(torch.uint8), outside, fill)
+
+
+def _affine(image: torch.Tensor, matrix: tuple, kwargs: dict) -> torch.Tensor:
+    """Pillow's affine transform along one axis (shears and translations): the output pixel
+    centre (x + .5, y + .5) reads the source at (x + .5 + b (y + .5) + c, y + .5) or at
+    (x + .5, y + .5 + d (x + .5) + f)."""
+    _, b, c, d, _, f = matrix
+    resample, fill = _resample(kwargs), _fill(image, kwargs)
+    _, height, width = image.shape
+    if d == 0 and f == 0:  # along rows
+        shift = b * (torch.arange(height, dtype=torch.float64) + 0.5) + c
+        return _shift_rows(image, shift, resample, fill)
+    shift = d * (torch.arange(width, dtype=torch.float64) + 0.5) + f
+    out = _shift_rows(image.transpose(1, 2).contiguous(), shift, resample, fill)
+    return out.transpose(1, 2).contiguous()
+
+
+def shear_x(image: torch.Tensor, factor: float, **kwargs: Any) -> torch.Tensor:
+    return _affine(image, (1, factor, 0, 0, 1, 0), kwargs)
+
+
+def shear_y(image: torch.Tensor, factor: float, **kwargs: Any) -> torch.Tensor:
+    return _affine(image, (1, 0, 0, factor, 1, 0), kwargs)
+
+
+def translate_x_rel(image: torch.Tensor, pct: float, **kwargs: Any) -> torch.Tensor:
+    return _affine(image, (1, 0, pct * image.shape[2], 0, 1, 0), kwargs)
+
+
+def translate_y_rel(image: torch.Tensor, pct: float, **kwargs: Any) -> torch.Tensor:
+    return _affine(image, (1, 0, 0, 0, 1, pct * image.shape[1]), kwargs)
+
+
+def translate_x_abs(image: torch.Tensor, pixels: float, **kwargs: Any) -> torch.Tensor:
+    return _affine(image, (1, 0, pixels, 0, 1, 0), kwargs)
+
+
+def translate_y_abs(image: torch.Tensor, pixels: float, **kwargs: Any) -> torch.Tensor:
+    return _affine(image, (1, 0, 0, 0, 1, pixels), kwargs)
+
+
+def on_pil(op: Callable) -> Callable:
+    """A PIL op as a tensor op (for the ops that have no tensor version)."""
+
+    def tensor_op(image: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+        return torch.from_numpy(np.array(op(pil, *args, **kwargs))).permute(2, 0, 1)
+
+    return tensor_op
+
+
+# timm's op names (`timm.data.auto_augment.NAME_TO_OP`) to their tensor versions.
+TENSOR_OPS: dict[str, Callable] = {
+    "AutoContrast": auto_contrast,
+    "Equalize": equalize,
+    "Invert": invert,
+    "Posterize": posterize,
+    "PosterizeIncreasing": posterize,
+    "PosterizeOriginal": posterize,
+    "Solarize": solarize,
+    "SolarizeIncreasing": solarize,
+    "SolarizeAdd": solarize_add,
+    "Color": color,
+    "ColorIncreasing": color,
+    "Contrast": contrast,
+    "ContrastIncreasing": contrast,
+    "Brightness": brightness,
+    "BrightnessIncreasing": brightness,
+    "Sharpness": sharpness,
+    "SharpnessIncreasing": sharpness,
+    "Desaturate": desaturate,
+    "ShearX": shear_x,
+    "ShearY": shear_y,
+    "TranslateX": translate_x_abs,
+    "TranslateY": translate_y_abs,
+    "TranslateXRel": translate_x_rel,
+    "TranslateYRel": translate_y_rel,
+}
+
+
+def tensor_op(name: str, pil_op: Callable) -> Callable:
+    """The tensor version of timm's op `name`; `pil_op` run on PIL where there is none."""
+    if name.startswith("Posterize"):
+        return posterize
+    return TENSOR_OPS.get(name) or on_pil(pil_op)
