@@ -14,7 +14,7 @@ import twins
 from twins.cli.main import main
 from twins.errors import TwinsError
 from twins.export import export, export_onnx, export_pt2, exported_metadata
-from twins.weights import StateDict, load_weights, save_weights
+from twins.weights import StateDict, load_weights, model_metadata, save_weights
 
 # Two-stage models keep the traces short; the SVT one has LSA and GSA blocks in both stages.
 TINY = {
@@ -291,3 +291,19 @@ def test_full_size_onnx_matches_pytorch(tmp_path, arch):
     path = tmp_path / f"{arch}.onnx"
     result = export_onnx(model, path, image_size=224)
     assert max(result.differences.values()) < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("format", "name", "told"),
+    [("onnx", "model.pt2", "model.onnx (or format 'pt2'"), ("pt2", "m.bin", "m.pt2")],
+)
+def test_an_export_named_for_another_format_is_refused(tmp_path, capsys, format, name, told):
+    path = tmp_path / "weights.safetensors"
+    model = _tiny("pcpvt_small")
+    save_weights(StateDict(model.state_dict(), model_metadata(model)), path)
+    argv = ["export", "--checkpoint", str(path), "--format", format, "-o", str(tmp_path / name)]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{format} exports are *.{format} files" in line and told in line
+    assert line.endswith("(command line: --output)")
+    assert not (tmp_path / name).exists()

@@ -41,6 +41,8 @@ from twins.weights.metadata import from_strings, to_strings
 from twins.weights.save import check_destination
 
 EXPORT_FORMATS = ("onnx", "pt2", "safetensors")
+# The extension each export format's files carry (readers and other tools go by it).
+EXTENSIONS = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
 MIN_SIDE = 64
 MAX_SIDE = 8192
 # Relative tolerance (max |difference| / max |logit|) of an export against eager PyTorch.
@@ -215,6 +217,21 @@ def exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return from_strings({prop.key: prop.value for prop in model.metadata_props})
 
 
+def check_extension(output: str | os.PathLike, format: str) -> None:
+    """Refuse a file name whose extension says another format than the one written."""
+    suffix = Path(output).suffix.lower()
+    if suffix == EXTENSIONS[format]:
+        return
+    named = next((name for name, ext in EXTENSIONS.items() if ext == suffix), None)
+    instead = f" (or format {named!r}, which its name says)" if named else ""
+    raise TwinsError(
+        f"{output}: {format} exports are *{EXTENSIONS[format]} files, not "
+        f"{suffix or 'files without an extension'}: name it "
+        f"{Path(output).with_suffix(EXTENSIONS[format])}{instead}",
+        argument="output",
+    )
+
+
 def export(
     checkpoint: str | os.PathLike,
     format: str,
@@ -236,6 +253,7 @@ def export(
             f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}",
             argument="format",
         )
+    check_extension(output, format)
     if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral):
         raise TwinsError(
             f"image_size must be a whole number, not {image_size!r}", argument="image_size"

@@ -24,7 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_checkpoint(parser)
     parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="file to write, named as its format: .onnx, .pt2 or .safetensors",
+    )
     add_arch(parser)
     add_model_args(parser)
     add_ema(parser)
