@@ -139,3 +139,21 @@ def test_nan_or_integer_weights_are_not_converted(tmp_path):
     with pytest.raises(TwinsError, match="dtype head.weight torch.int32 in file"):
         convert(tmp_path / "int.pth", tmp_path / "int.safetensors", arch="pcpvt_small")
     assert not list(tmp_path.glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth", ".ckpt"])
+def test_a_destination_that_cannot_be_written_is_one_line(tmp_path, capsys, suffix):
+    source = tmp_path / "w.pth"
+    torch.save(tiny_model("pcpvt").state_dict(), source)
+    folder = tmp_path / f"folder{suffix}"  # a folder, even one named like a weights file
+    folder.mkdir()
+    unwritable = "/proc/twins_weights" + suffix  # open() there fails: no file can be made
+    for destination in (tmp_path, folder, unwritable, source / f"w{suffix}"):
+        assert main(["convert", str(source), str(destination)]) == 2, destination
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4 and all(line.startswith("twins: error: ") for line in lines)
+    assert f"{tmp_path} is a folder: name the file to write in it, e.g. {tmp_path}/w." in lines[0]
+    assert f"{folder} is a folder: name the file to write in it" in lines[1]
+    assert f"cannot write {unwritable}" in lines[2] and "choose a folder you may write" in lines[2]
+    assert "a file stands where a folder is needed" in lines[3]
+    assert sorted(p.name for p in folder.iterdir()) == []

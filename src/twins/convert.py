@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from twins.errors import TwinsError
 from twins.models.from_weights import model_from_weights
 from twins.weights import (
     StateDict,
@@ -52,6 +54,12 @@ def convert(
     `arch` and `model_args` describe the model where the source does not (see
     `twins.models.from_weights`).
     """
+    if Path(destination).is_dir():
+        example = Path(destination) / f"{Path(source).stem}.safetensors"
+        raise TwinsError(
+            f"{destination} is a folder: name the file to write in it, e.g. {example}",
+            argument="destination",
+        )
     destination_format = format_for_path(destination)
     check_destination(source, destination)
     weights = load_weights(source, ema=ema, arch=arch)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from twins.atomic import atomic_path
+from twins.atomic import save_torch
 from twins.errors import TwinsError
 from twins.weights.metadata import preprocessing_of_config
 from twins.weights.state_dict import METADATA_KEYS, StateDict
@@ -161,5 +161,4 @@ def write_torch(
     }
     if described:
         setattr(plain, METADATA_ATTRIBUTE, described)
-    with atomic_path(path) as temporary:
-        torch.save(plain, temporary)
+    save_torch(plain, path)
