@@ -27,10 +27,6 @@ from twins.weights import (
 )
 from twins.weights.save import check_destination
 
-# Metadata keys named when a destination format cannot keep them (num_classes and model_args
-# are implied by the tensors and the arch).
-REPORTED_KEYS = ("arch", "act_layer", "class_names", "preprocessing")
-
 
 @dataclass
 class Conversion:
@@ -38,7 +34,6 @@ class Conversion:
     destination_format: str
     tensors: int
     metadata: dict = field(default_factory=dict)
-    dropped_metadata: list[str] = field(default_factory=list)
 
 
 def convert(
@@ -75,7 +70,4 @@ def convert(
         check_values(weights)  # no model to compare with: Twins weights are all float, finite
     written = StateDict(weights, metadata)
     save_weights(written, destination)
-    dropped = []
-    if not destination_format.keeps_metadata:
-        dropped = sorted(key for key in REPORTED_KEYS if metadata.get(key))
-    return Conversion(source_format, destination_format.name, len(written), metadata, dropped)
+    return Conversion(source_format, destination_format.name, len(written), metadata)

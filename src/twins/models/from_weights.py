@@ -19,6 +19,7 @@ import torch
 from twins.errors import TwinsError
 from twins.models.registry import VARIANTS, create_model, resolve_name
 from twins.models.twins import Twins
+from twins.notes import note
 from twins.weights import load_into_model, mismatches
 from twins.weights.state_dict import head_classes
 
@@ -80,7 +81,7 @@ def model_arguments(
     constructor arguments that win over what the file says or its shapes tell (num_heads and
     wss of a model with custom widths, for files without metadata).
     """
-    name, kwargs, unseen = _arguments(weights, arch, model_args)
+    name, kwargs, unseen, _ = _arguments(weights, arch, model_args)
     if unseen is not None:
         raise unseen
     return name, kwargs
@@ -94,7 +95,7 @@ def model_from_weights(
 ) -> Twins:
     """Build the model the weights describe (see `model_arguments`), check the weights against
     it before allocating it, load them strictly and return it in eval mode."""
-    name, kwargs, unseen = _arguments(weights, arch, model_args)
+    name, kwargs, unseen, defaulted = _arguments(weights, arch, model_args)
     argument = "model_args" if model_args else "arch"
     # Whether the weights fit at all is judged first: head counts and windows change no shape.
     stages = len(kwargs["embed_dims"])
@@ -115,6 +116,13 @@ def model_from_weights(
         )
     if unseen is not None:
         raise unseen
+    if defaulted:
+        values = ", ".join(f"{key} {list(kwargs[key])}" for key in defaulted)
+        note(
+            f"the weights do not record {' or '.join(defaulted)} (no trace in the tensors): "
+            f"using {resolve_name(name)}'s {values}; if the model had others, pass model_args="
+            f"{{'{defaulted[0]}': [...]}} (--model-args on the command line)"
+        )
     model = create_model(name, **kwargs)
     load_into_model(model, weights)
     return model.eval()
@@ -122,8 +130,10 @@ def model_from_weights(
 
 def _arguments(
     weights: Mapping[str, torch.Tensor], arch: str | None, model_args: Mapping[str, Any] | None
-) -> tuple[str, dict[str, Any], TwinsError | None]:
-    """(arch, kwargs, the error to raise for arguments the weights cannot tell, or None)."""
+) -> tuple[str, dict[str, Any], TwinsError | None, list[str]]:
+    """(arch, kwargs, the error to raise for arguments the weights cannot tell, or None, and
+    the arguments the weights cannot tell that were set to the variant's, for a model of
+    other widths than the variant's: a choice to tell the user of)."""
     metadata = getattr(weights, "metadata", {})  # a plain state dict says nothing
     name = arch or metadata.get("arch")
     if not name:
@@ -148,8 +158,16 @@ def _arguments(
         if metadata.get("act_layer"):
             kwargs["act_layer"] = metadata["act_layer"]
     kwargs.update(model_args or {})
-    unseen = None if described else _unseen_arguments(canonical, kwargs)
-    return name, kwargs, unseen
+    if described:
+        return name, kwargs, None, []
+    unseen = _unseen_arguments(canonical, kwargs)
+    defaulted = []
+    if list(kwargs["embed_dims"]) != list(VARIANTS[canonical]["embed_dims"]):
+        for key in UNSEEN_PER_STAGE:
+            if key not in kwargs and VARIANTS[canonical].get(key) is not None:
+                kwargs[key] = list(VARIANTS[canonical][key])
+                defaulted.append(key)
+    return name, kwargs, unseen, defaulted
 
 
 def _same_variant(arch: str, described: str | None) -> bool:

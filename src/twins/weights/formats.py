@@ -1,5 +1,6 @@
-"""The weights file formats: the one table of their names, extensions and what they keep, and
-which format a file holds, judged by its first bytes rather than its name."""
+"""The weights file formats: the one table of their names and extensions (each keeps the tensors
+and the metadata that describes their model), and which format a file holds, judged by its
+first bytes rather than its name."""
 
 from __future__ import annotations
 
@@ -15,15 +16,14 @@ class WeightsFormat:
     name: str
     suffixes: tuple[str, ...]  # extensions that choose this format when writing
     description: str
-    keeps_metadata: bool  # whether the file carries `twins.weights.metadata` besides the tensors
 
 
 FORMATS: dict[str, WeightsFormat] = {
     kind.name: kind
     for kind in (
-        WeightsFormat("safetensors", (".safetensors",), "safetensors", True),
-        WeightsFormat("torch", (".pth", ".pt"), "PyTorch state dict", True),
-        WeightsFormat("mindspore", (".ckpt",), "MindSpore checkpoint", False),
+        WeightsFormat("safetensors", (".safetensors",), "safetensors"),
+        WeightsFormat("torch", (".pth", ".pt"), "PyTorch state dict"),
+        WeightsFormat("mindspore", (".ckpt",), "MindSpore checkpoint"),
     )
 }
 
