@@ -36,8 +36,9 @@ from torch import nn
 from twins.atomic import atomic_path
 from twins.errors import TwinsError
 from twins.models.from_weights import model_from_weights
-from twins.weights import METADATA_KEYS, StateDict, load_weights, model_metadata, save_weights
+from twins.weights import StateDict, load_weights, model_metadata, save_weights
 from twins.weights.metadata import from_strings, to_strings
+from twins.weights.pt2 import METADATA_FILE, pt2_metadata
 from twins.weights.save import check_destination
 
 EXPORT_FORMATS = ("onnx", "pt2", "safetensors")
@@ -49,8 +50,6 @@ MAX_SIDE = 8192
 TOLERANCE = 1e-4
 # The smallest image_size to trace at: the checks run at image_size - 24 (see `check_shapes`).
 MIN_TRACE_SIDE = MIN_SIDE + 24
-# The `.pt2` extra file (`torch.export.save(extra_files=...)`) holding the metadata as JSON.
-PT2_METADATA_FILE = "twins_metadata.json"
 
 
 @dataclass
@@ -171,7 +170,7 @@ def export_pt2(
         ) from error
     metadata = json.dumps(model_metadata(model, class_names, preprocessing))
     with atomic_path(path) as temporary:
-        torch.export.save(program, temporary, extra_files={PT2_METADATA_FILE: metadata})
+        torch.export.save(program, temporary, extra_files={METADATA_FILE: metadata})
     result = ExportResult(Path(path), "pt2")
     if check:
         loaded = torch.export.load(os.fspath(path)).module()
@@ -204,10 +203,7 @@ def exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata an ONNX or `.pt2` export carries (empty when it has none)."""
     path = Path(path)
     if zipfile.is_zipfile(path):  # a .pt2 archive: read its extra file, not the whole program
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith(f"/extra/{PT2_METADATA_FILE}")]
-            written = json.loads(archive.read(names[0])) if names else {}
-        return {key: written[key] for key in METADATA_KEYS if written.get(key) is not None}
+        return pt2_metadata(path)
     import onnx
 
     try:

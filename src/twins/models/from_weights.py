@@ -1,4 +1,5 @@
-"""The model a set of weights was made for, built and with the weights in it.
+"""The model a set of weights was made for, built and with the weights in it; `load_model`,
+the model a file describes.
 
 The architecture comes from the weights' metadata (`arch`, `model_args`) or, for files that
 carry none, from the named variant with the shapes the tensors give: embed_dims, depths,
@@ -10,6 +11,7 @@ model is built, so a small file that implies a huge model is refused at no cost.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -17,10 +19,10 @@ from typing import Any
 import torch
 
 from twins.errors import TwinsError
-from twins.models.registry import VARIANTS, create_model, resolve_name
+from twins.models.registry import VARIANTS, create_model, pretrained_cfg, resolve_name
 from twins.models.twins import Twins
 from twins.notes import note
-from twins.weights import load_into_model, mismatches
+from twins.weights import load_into_model, load_weights, mismatches
 from twins.weights.state_dict import head_classes
 
 BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.")
@@ -125,7 +127,31 @@ def model_from_weights(
         )
     model = create_model(name, **kwargs)
     load_into_model(model, weights)
+    metadata = getattr(weights, "metadata", {})
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg(
+        model, metadata.get("preprocessing"), metadata.get("class_names")
+    )
     return model.eval()
+
+
+def load_model(
+    path: str | os.PathLike,
+    ema: bool = False,
+    *,
+    arch: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+) -> Twins:
+    """The model a file describes, with its weights, ready for `eval()`: the way back from any
+    file this toolkit writes (training checkpoints, `.pth`, `.safetensors`, `.ckpt`, `.pt2`).
+
+    `ema=True` takes a training checkpoint's EMA weights (a file without them is refused).
+    The model's `pretrained_cfg` (timm's) carries the preprocessing its images need and the
+    class names (`label_names`), so `timm.data.resolve_data_config(model=model)` prepares
+    images as training evaluated them. `arch` and `model_args` describe the model where the
+    file does not (official or timm weights, see `model_from_weights`).
+    """
+    weights = load_weights(path, ema=ema, arch=arch)
+    return model_from_weights(weights, arch, model_args=model_args)
 
 
 def _arguments(
