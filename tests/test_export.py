@@ -14,7 +14,7 @@ import twins
 from twins.cli.main import main
 from twins.errors import TwinsError
 from twins.export import export, export_onnx, export_pt2, exported_metadata
-from twins.weights import StateDict, load_weights, save_weights
+from twins.weights import StateDict, load_weights, model_metadata, save_weights
 
 # Two-stage models keep the traces short; the SVT one has LSA and GSA blocks in both stages.
 TINY = {
@@ -265,11 +265,40 @@ def test_export_mistakes_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.parametrize("image_size", [0, 87, 8200])
+@pytest.mark.parametrize("image_size", [0, 8200])
 def test_a_trace_size_that_cannot_work_is_refused_first(tmp_path, image_size):
     with pytest.raises(TwinsError, match="image_size") as error:
         export(tmp_path / "missing.safetensors", "onnx", tmp_path / "m.onnx", image_size=image_size)
     assert error.value.argument == "image_size" and "--" not in str(error.value)
+
+
+def _trained_at_32(path):
+    """Weights of a model trained on 32 px images, as training describes them."""
+    torch.manual_seed(0)
+    model = twins.create_model(
+        "pcpvt_small", num_classes=4, embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8),
+        depths=(1, 1, 1, 1),
+    ).eval()  # fmt: skip
+    preprocessing = {**PREPROCESSING, "image_size": 32, "crop_pct": 1.0}
+    save_weights(StateDict(model.state_dict(), model_metadata(model, None, preprocessing)), path)
+    return model
+
+
+def test_a_model_trained_at_32_px_exports_and_runs_at_32(tmp_path, capsys):
+    weights = tmp_path / "digits.safetensors"
+    model = _trained_at_32(weights)
+    path = tmp_path / "digits.pt2"
+    argv = ["export", "--checkpoint", str(weights), "--format", "pt2", "-o", str(path)]
+    assert main([*argv, "--image-size", "32"]) == 0
+    assert "checked input 1x3x32x32" in capsys.readouterr().out
+    program = torch.export.load(str(path)).module()  # its guards on: they admit 32 and one image
+    for shape in [(1, 3, 32, 32), (2, 3, 32, 45), (3, 3, 71, 100), (1, 3, 224, 224)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            assert _relative(program(x).numpy(), model(x).numpy()) < 1e-5, shape
+    assert main([*argv, "--image-size", "16"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "image_size 16 is below the smallest input pcpvt_small takes: use 32" in line
 
 
 def test_export_never_writes_over_its_checkpoint(tmp_path):
@@ -291,3 +320,19 @@ def test_full_size_onnx_matches_pytorch(tmp_path, arch):
     path = tmp_path / f"{arch}.onnx"
     result = export_onnx(model, path, image_size=224)
     assert max(result.differences.values()) < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("format", "name", "told"),
+    [("onnx", "model.pt2", "model.onnx (or format 'pt2'"), ("pt2", "m.bin", "m.pt2")],
+)
+def test_an_export_named_for_another_format_is_refused(tmp_path, capsys, format, name, told):
+    path = tmp_path / "weights.safetensors"
+    model = _tiny("pcpvt_small")
+    save_weights(StateDict(model.state_dict(), model_metadata(model)), path)
+    argv = ["export", "--checkpoint", str(path), "--format", format, "-o", str(tmp_path / name)]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{format} exports are *.{format} files" in line and told in line
+    assert line.endswith("(command line: --output)")
+    assert not (tmp_path / name).exists()

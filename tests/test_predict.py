@@ -227,17 +227,19 @@ def test_gifs_are_found_in_folders_and_globs(tmp_path):
     assert found == [tmp_path / "animation.gif"] and missing == []
 
 
-def test_bare_weights_of_a_custom_model_need_and_take_model_args(tmp_path):
+def test_bare_weights_of_a_custom_model_need_and_take_model_args(tmp_path, caplog):
     best = tmp_path / "best.pt"
-    _training_checkpoint(best, _config())
-    bare = tmp_path / "bare.ckpt"  # MindSpore files hold tensors only
-    convert(best, bare)
+    model = _training_checkpoint(best, _config())
+    bare = tmp_path / "bare.pth"
+    torch.save(model.state_dict(), bare)  # as the official release: tensors only
     photos = _photos(tmp_path / "photos", count=1)
     with pytest.raises(TwinsError, match="model_args") as error:
         predict(bare, photos, arch="pcpvt_small")
     assert error.value.argument == "model_args"
     run = predict(bare, photos, arch="pcpvt_small", model_args={"num_heads": [1, 2, 4, 8]})
     assert run.predictions and run.preprocessing["image_size"] == 224  # the file says nothing
+    (said,) = [r.getMessage() for r in caplog.records if "preprocessing" in r.getMessage()]
+    assert said.startswith(f"{bare} says nothing of its preprocessing: using 224 px, crop 0.875")
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Twins vision transformers (Chu et al., NeurIPS 2021): Twins-PCPVT and Twins-SVT in PyTorch.
 
-`create_model`, `list_models` and `load_weights` are imported on first use (PEP 562), so that
+`create_model`, `list_models`, `load_model` and `load_weights` are imported on first use (PEP 562), so that
 importing a light part of the package, such as the command line's parsers, does not import
 torch.
 """
@@ -13,15 +13,17 @@ from twins.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from twins.models import create_model, list_models
+    from twins.models.from_weights import load_model
     from twins.weights import load_weights
 
-__all__ = ["create_model", "list_models", "load_weights"]
+__all__ = ["create_model", "list_models", "load_model", "load_weights"]
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _LAZY = {
     "create_model": "twins.models",
     "list_models": "twins.models",
+    "load_model": "twins.models.from_weights",
     "load_weights": "twins.weights",
 }
 

@@ -32,6 +32,9 @@ _FIXES = {
     errno.EPERM: "choose a folder you may write to",
     errno.ENOTDIR: "a file stands where a folder is needed: choose another path",
     errno.EEXIST: "a file stands where a folder is needed: choose another path",
+    errno.EISDIR: "a folder stands there: name a file",
+    # /proc, /sys and some mounts take no new files: open() says "No such file or directory".
+    errno.ENOENT: "that folder takes no new files: choose a folder you may write to",
 }
 
 
@@ -40,6 +43,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` for the caller to write; on success it is flushed to
     disk and replaces `path`, on error it is removed."""
     target = Path(path)
+    if target.is_dir():
+        raise TwinsError(
+            f"cannot write {target}: it is a folder; name the file to write (e.g. a file in it)"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -70,8 +77,10 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """`torch.save(obj)` to `path` atomically."""
     import torch
 
-    with atomic_path(path) as temporary:
-        torch.save(obj, temporary)
+    # Through a Python file object: torch.save on a path opens it in C++ and reports a failure
+    # as a RuntimeError, not as the OSError that says what the user can fix.
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        torch.save(obj, file)
 
 
 def remove_temporaries(folder: str | os.PathLike) -> None:

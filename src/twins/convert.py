@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from twins.errors import TwinsError
 from twins.models.from_weights import model_from_weights
 from twins.weights import (
     StateDict,
@@ -25,10 +27,6 @@ from twins.weights import (
 )
 from twins.weights.save import check_destination
 
-# Metadata keys named when a destination format cannot keep them (num_classes and model_args
-# are implied by the tensors and the arch).
-REPORTED_KEYS = ("arch", "act_layer", "class_names", "preprocessing")
-
 
 @dataclass
 class Conversion:
@@ -36,7 +34,6 @@ class Conversion:
     destination_format: str
     tensors: int
     metadata: dict = field(default_factory=dict)
-    dropped_metadata: list[str] = field(default_factory=list)
 
 
 def convert(
@@ -52,6 +49,12 @@ def convert(
     `arch` and `model_args` describe the model where the source does not (see
     `twins.models.from_weights`).
     """
+    if Path(destination).is_dir():
+        example = Path(destination) / f"{Path(source).stem}.safetensors"
+        raise TwinsError(
+            f"{destination} is a folder: name the file to write in it, e.g. {example}",
+            argument="destination",
+        )
     destination_format = format_for_path(destination)
     check_destination(source, destination)
     weights = load_weights(source, ema=ema, arch=arch)
@@ -67,7 +70,4 @@ def convert(
         check_values(weights)  # no model to compare with: Twins weights are all float, finite
     written = StateDict(weights, metadata)
     save_weights(written, destination)
-    dropped = []
-    if not destination_format.keeps_metadata:
-        dropped = sorted(key for key in REPORTED_KEYS if metadata.get(key))
-    return Conversion(source_format, destination_format.name, len(written), metadata, dropped)
+    return Conversion(source_format, destination_format.name, len(written), metadata)

@@ -1,15 +1,17 @@
 """Deployment exports: ONNX (checked in onnxruntime), torch.export `.pt2`, safetensors weights.
 
-ONNX and `.pt2` graphs take any batch, height and width (>= 64 pixels): they are traced by
+ONNX and `.pt2` graphs take any batch, height and width from the model's smallest input side
+(`twins.models.smallest_image_size`: 32 pixels for the variants) up: they are traced by
 `torch.export` with symbolic sizes, so the padding and masking of SVT's windows follow the
 input size instead of being frozen at the size used for tracing. Symbolic sizes are treated
 "size-obliviously" (torch.fx.experimental._config.backed_size_oblivious) so that a derived size
 that happens to be 1 at some input (one window per row, a 1x1 last stage) is not baked in.
 
-A `.pt2` program keeps torch.export's input guards; one of them, batch > 1, comes from a
-memory-layout choice in torch's convolution and not from the computation: run single images
-with `torch.export.load(path).module(check_guards=False)` (the tests check it gives the same
-logits). ONNX graphs carry no such guards.
+While tracing, torch's fake convolution picks its output's memory layout from the input's
+strides, which asks whether sizes are 1: the answers became guards that held the batch above
+1 and the sides at 64 pixels and more (the last stage's map above 1x1), though the layout
+changes no value. The layout choice is left out while tracing (`_traced_sizes`), so a `.pt2`
+program's guards are the declared ranges only: it runs a single image, and the smallest one.
 
 Every export carries the model's metadata (`twins.weights.metadata`: arch, model_args, class
 names, and the preprocessing its images need): ONNX in `metadata_props` (one JSON value per
@@ -19,11 +21,12 @@ key), `.pt2` as the extra file `twins_metadata.json`, safetensors in its metadat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import numbers
 import os
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,20 +38,21 @@ from torch import nn
 
 from twins.atomic import atomic_path
 from twins.errors import TwinsError
+from twins.models import smallest_image_size
 from twins.models.from_weights import model_from_weights
-from twins.weights import METADATA_KEYS, StateDict, load_weights, model_metadata, save_weights
+from twins.weights import StateDict, load_weights, model_metadata, save_weights
 from twins.weights.metadata import from_strings, to_strings
+from twins.weights.pt2 import METADATA_FILE, pt2_metadata
 from twins.weights.save import check_destination
 
 EXPORT_FORMATS = ("onnx", "pt2", "safetensors")
-MIN_SIDE = 64
+# The extension each export format's files carry (readers and other tools go by it).
+EXTENSIONS = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
 MAX_SIDE = 8192
+# The largest image_size to trace at: tracing adds 64 pixels (see `trace_input`).
+MAX_TRACE_SIDE = MAX_SIDE - 64
 # Relative tolerance (max |difference| / max |logit|) of an export against eager PyTorch.
 TOLERANCE = 1e-4
-# The smallest image_size to trace at: the checks run at image_size - 24 (see `check_shapes`).
-MIN_TRACE_SIDE = MIN_SIDE + 24
-# The `.pt2` extra file (`torch.export.save(extra_files=...)`) holding the metadata as JSON.
-PT2_METADATA_FILE = "twins_metadata.json"
 
 
 @dataclass
@@ -64,16 +68,44 @@ def trace_input(image_size: int) -> torch.Tensor:
     return torch.randn(2, 3, image_size + 32, image_size + 64)
 
 
-def check_shapes(image_size: int) -> list[tuple[int, int, int, int]]:
+def smallest_side(model: nn.Module) -> int:
+    """The smallest input side the model takes, the lower bound of the exported sizes."""
+    return smallest_image_size(model.arch, model.model_args)
+
+
+def uneven_shape(image_size: int, smallest: int) -> tuple[int, int, int, int]:
+    """A batch of 3 of unequal sides, near `image_size`, whose window grids need padding."""
+    return (3, 3, max(smallest, image_size - 24), image_size + 40)
+
+
+def check_shapes(image_size: int, smallest: int) -> list[tuple[int, int, int, int]]:
     """Shapes the exports are checked at: square, and one whose window grids need padding."""
-    return [(1, 3, image_size, image_size), (3, 3, image_size - 24, image_size + 40)]
+    return [(1, 3, image_size, image_size), uneven_shape(image_size, smallest)]
 
 
-def dynamic_shapes() -> dict:
+def dynamic_shapes(smallest: int) -> dict:
     batch = torch.export.Dim("batch", min=1, max=4096)
-    height = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
-    width = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
+    height = torch.export.Dim("height", min=smallest, max=MAX_SIDE)
+    width = torch.export.Dim("width", min=smallest, max=MAX_SIDE)
     return {"x": {0: batch, 2: height, 3: width}}
+
+
+@contextlib.contextmanager
+def _traced_sizes() -> Iterator[None]:
+    """Trace with symbolic sizes that nothing but the computation constrains (see the module
+    notes): size-oblivious, and without the convolutions' memory-layout choice."""
+    choose_layout = torch._C._conv_determine_backend_memory_format
+    torch._C._conv_determine_backend_memory_format = _keep_layout
+    try:
+        with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+            yield
+    finally:
+        torch._C._conv_determine_backend_memory_format = choose_layout
+
+
+def _keep_layout(*args: Any) -> None:
+    """No memory format to convert a fake convolution's output to."""
+    return None
 
 
 def relative_difference(result: np.ndarray, reference: np.ndarray) -> float:
@@ -102,14 +134,14 @@ def export_onnx(
     """ONNX with dynamic batch, height and width, carrying the model's metadata; checked in
     onnxruntime against PyTorch."""
     model = _prepare(model)
-    with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+    with _traced_sizes():
         program = torch.onnx.export(
             model,
             (trace_input(image_size),),
             dynamo=True,
             input_names=["images"],
             output_names=["logits"],
-            dynamic_shapes=dynamic_shapes(),
+            dynamic_shapes=dynamic_shapes(smallest_side(model)),
             verbose=False,
         )
     program.model.metadata_props.update(
@@ -119,7 +151,8 @@ def export_onnx(
         program.save(temporary)
     result = ExportResult(Path(path), "onnx")
     if check:
-        result.differences = check_onnx(model, path, check_shapes(image_size))
+        shapes = check_shapes(image_size, smallest_side(model))
+        result.differences = check_onnx(model, path, shapes)
         _check(result.differences, "ONNX")
     return result
 
@@ -152,13 +185,13 @@ def export_pt2(
     check: bool = True,
 ) -> ExportResult:
     """A `torch.export` program with dynamic sizes, carrying the model's metadata;
-    `torch.export.load(path).module()` runs it (with `check_guards=False` for a batch of one,
-    see the module notes)."""
+    `torch.export.load(path).module()` runs it."""
     model = _prepare(model)
+    smallest = smallest_side(model)
     try:
-        with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+        with _traced_sizes():
             program = torch.export.export(
-                model, (trace_input(image_size),), dynamic_shapes=dynamic_shapes()
+                model, (trace_input(image_size),), dynamic_shapes=dynamic_shapes(smallest)
             )
     except Exception as error:  # torch.export fails in many ways, each pages long
         what = getattr(model, "arch", None) or type(model).__name__
@@ -168,13 +201,12 @@ def export_pt2(
             f"{reason}); torch's full report is kept as this error's cause"
         ) from error
     metadata = json.dumps(model_metadata(model, class_names, preprocessing))
-    with atomic_path(path) as temporary:
-        torch.export.save(program, temporary, extra_files={PT2_METADATA_FILE: metadata})
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        torch.export.save(program, file, extra_files={METADATA_FILE: metadata})
     result = ExportResult(Path(path), "pt2")
     if check:
         loaded = torch.export.load(os.fspath(path)).module()
-        # The program keeps torch.export's runtime checks; check at shapes they admit.
-        shapes = [trace_input(image_size).shape, (3, 3, image_size - 24, image_size + 40)]
+        shapes = [(1, 3, smallest, smallest), uneven_shape(image_size, smallest)]
         for shape in shapes:
             images = torch.randn(shape)
             with torch.no_grad():
@@ -202,10 +234,7 @@ def exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata an ONNX or `.pt2` export carries (empty when it has none)."""
     path = Path(path)
     if zipfile.is_zipfile(path):  # a .pt2 archive: read its extra file, not the whole program
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith(f"/extra/{PT2_METADATA_FILE}")]
-            written = json.loads(archive.read(names[0])) if names else {}
-        return {key: written[key] for key in METADATA_KEYS if written.get(key) is not None}
+        return pt2_metadata(path)
     import onnx
 
     try:
@@ -213,6 +242,21 @@ def exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as error:  # onnx raises its own DecodeError types for files it cannot parse
         raise TwinsError(f"{path}: neither a .pt2 archive nor an ONNX model") from error
     return from_strings({prop.key: prop.value for prop in model.metadata_props})
+
+
+def check_extension(output: str | os.PathLike, format: str) -> None:
+    """Refuse a file name whose extension says another format than the one written."""
+    suffix = Path(output).suffix.lower()
+    if suffix == EXTENSIONS[format]:
+        return
+    named = next((name for name, ext in EXTENSIONS.items() if ext == suffix), None)
+    instead = f" (or format {named!r}, which its name says)" if named else ""
+    raise TwinsError(
+        f"{output}: {format} exports are *{EXTENSIONS[format]} files, not "
+        f"{suffix or 'files without an extension'}: name it "
+        f"{Path(output).with_suffix(EXTENSIONS[format])}{instead}",
+        argument="output",
+    )
 
 
 def export(
@@ -236,19 +280,28 @@ def export(
             f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}",
             argument="format",
         )
+    check_extension(output, format)
     if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral):
         raise TwinsError(
             f"image_size must be a whole number, not {image_size!r}", argument="image_size"
         )
-    if not MIN_TRACE_SIDE <= image_size <= MAX_SIDE - 64:
+    if not 1 <= image_size <= MAX_TRACE_SIDE:
         raise TwinsError(
-            f"image_size {image_size} cannot be traced and checked: use {MIN_TRACE_SIDE} to "
-            f"{MAX_SIDE - 64} (the export then takes any side from {MIN_SIDE} to {MAX_SIDE})",
+            f"image_size {image_size} cannot be traced and checked: use the model's smallest "
+            f"input side (32 for the variants) to {MAX_TRACE_SIDE}",
             argument="image_size",
         )
     check_destination(checkpoint, output)
     weights = load_weights(checkpoint, ema=ema, arch=arch)
     model = model_from_weights(weights, arch, model_args=model_args)
+    smallest = smallest_side(model)
+    if format != "safetensors" and image_size < smallest:
+        raise TwinsError(
+            f"image_size {image_size} is below the smallest input {model.arch} takes: use "
+            f"{smallest} to {MAX_TRACE_SIDE} (the export then takes any side from {smallest} "
+            f"to {MAX_SIDE})",
+            argument="image_size",
+        )
     described = {
         "class_names": weights.metadata.get("class_names"),
         "preprocessing": weights.metadata.get("preprocessing"),

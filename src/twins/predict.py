@@ -28,6 +28,7 @@ from twins.device import select_device
 from twins.errors import TwinsError
 from twins.models import smallest_image_size
 from twins.models.from_weights import model_from_weights
+from twins.notes import note
 from twins.weights import load_weights
 
 # The official evaluation (DeiT's), for weights that do not say how they were evaluated.
@@ -188,9 +189,17 @@ class Predictor:
         self.class_names = class_names_for(
             weights.metadata.get("class_names"), self.model.num_classes
         )
+        described = weights.metadata.get("preprocessing")
         self.preprocessing = prediction_preprocessing(
-            weights.metadata.get("preprocessing"), image_size=image_size, crop_pct=crop_pct
+            described, image_size=image_size, crop_pct=crop_pct
         )
+        if described is None and (image_size is None or crop_pct is None):
+            note(
+                f"{checkpoint} says nothing of its preprocessing: using "
+                f"{self.preprocessing['image_size']} px, crop {self.preprocessing['crop_pct']} "
+                "(bicubic, ImageNet mean and std); pass image_size and crop_pct (--image-size, "
+                "--crop-pct) if the model was trained otherwise"
+            )
         smallest = smallest_image_size(self.model.arch, self.model.model_args)
         if self.preprocessing["image_size"] < smallest:
             raise TwinsError(

@@ -20,7 +20,6 @@ def test_the_written_out_choices_are_the_library_ones():
     import twins.export
 
     assert export.FORMATS == twins.export.EXPORT_FORMATS
-    assert export.MIN_SIDE == twins.export.MIN_SIDE
     assert benchmark.MODES == twins.benchmark.MODES
     assert benchmark.PRECISIONS == twins.benchmark.PRECISIONS
 

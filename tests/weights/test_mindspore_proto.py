@@ -2,11 +2,18 @@
 
 import zlib
 
+import numpy as np
 import pytest
 import torch
 
 from twins.errors import TwinsError
-from twins.weights.mindspore_proto import CRC_MARK, checkpoint_message, read_tags, write_tags
+from twins.weights.mindspore_proto import (
+    CRC_MARK,
+    checkpoint_message,
+    read_checkpoint,
+    read_tags,
+    write_tags,
+)
 
 
 def test_round_trip_keeps_dtypes_shapes_and_values(tmp_path):
@@ -117,3 +124,25 @@ def test_seed_checkpoints_read_completely(seed_fixtures):
     assert pcpvt["global_step"].tolist() == [1] and pcpvt["global_step"].dtype == torch.int32
     assert pcpvt["model.head.weight"].shape == (10, 64)
     assert pcpvt["adam_m.model.head.weight"].shape == pcpvt["model.head.weight"].shape
+
+
+def test_strings_are_written_as_mindspore_writes_and_reads_them(tmp_path):
+    """As `save_checkpoint(append_dict={"name": "text"})` writes a string: type "str", dims [0],
+    NumPy's unicode bytes; `load_checkpoint` gives it back as `str(np.frombuffer(content,
+    "U<n>")[0])`, which is what is checked here."""
+    text = '{"arch": "svt_small", "labels": ["Å", "猫"]}'
+    path = tmp_path / "described.ckpt"
+    write_tags({"model.w": torch.randn(2)}, path, strings={"twins_metadata": text})
+    message = checkpoint_message()()
+    message.ParseFromString(path.read_bytes())
+    entry = message.value[1]
+    assert (entry.tag, entry.tensor.tensor_type, list(entry.tensor.dims)) == (
+        "twins_metadata",
+        "str",
+        [0],
+    )
+    content = entry.tensor.tensor_content
+    assert content == np.array(text).tobytes()  # what MindSpore's writer stores
+    assert str(np.frombuffer(content, f"U{len(content) // 4}")[0]) == text  # and its reader
+    tensors, strings = read_checkpoint(path)
+    assert list(tensors) == ["model.w"] and strings == {"twins_metadata": text}

@@ -2,12 +2,14 @@
 name."""
 
 import json
+import os
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from seed_models import tiny_model
+from twins.cli.main import main
 from twins.errors import TwinsError
 from twins.weights import StateDict, detect_format, load_weights, save_weights
 
@@ -86,3 +88,15 @@ def test_damaged_safetensors_is_refused(tmp_path):
 def test_unknown_destination_extension_is_refused(tmp_path):
     with pytest.raises(TwinsError, match="unknown weights extension '.onnx'"):
         save_weights({"head.weight": torch.zeros(1)}, tmp_path / "model.onnx")
+
+
+def test_every_written_weights_file_gets_the_same_mode(tmp_path):
+    source = tmp_path / "source.pth"
+    torch.save(tiny_model("pcpvt").state_dict(), source)
+    written = [tmp_path / f"w{suffix}" for suffix in (".safetensors", ".pth", ".ckpt")]
+    for path in written:
+        assert main(["convert", str(source), str(path)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {path.suffix: oct(path.stat().st_mode & 0o777) for path in written}
+    assert modes == dict.fromkeys(modes, oct(0o666 & ~umask))  # 0o644 under the usual umask

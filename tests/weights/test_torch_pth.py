@@ -9,6 +9,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models.twins import Twins
 
 import twins
+from twins.cli.main import main
 from twins.errors import TwinsError
 from twins.weights import load_weights
 
@@ -107,13 +108,17 @@ class _Exploit:
         return (os.system, ("touch pwned",))
 
 
-def test_files_that_would_run_code_are_refused(tmp_path, monkeypatch):
+def test_files_that_would_run_code_are_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pth"
     torch.save({"model": {}, "payload": _Exploit()}, path)
-    with pytest.raises(TwinsError, match="cannot be read as a PyTorch weights file"):
+    with pytest.raises(TwinsError, match=r"evil.pth: refused, it holds Python objects"):
         load_weights(path)
-    assert not (tmp_path / "pwned").exists()
+    assert main(["convert", str(path), str(tmp_path / "w.safetensors")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "GLOBAL posix.system" in line and "state_dict()" in line
+    assert "weights_only" not in line  # torch's advice to load it anyway is not passed on
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "w.safetensors").exists()
 
 
 def test_files_without_twins_weights_are_refused(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from twins.cli.options import add_arch, add_ema, add_model_args, weights_file
 
@@ -14,9 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="convert weights between .pth, MindSpore .ckpt and .safetensors",
         description="Convert weights. SRC may be an official or timm .pth, a training "
         "checkpoint of this toolkit, a MindSpore .ckpt of the seed, or a .safetensors file "
-        "(judged by content). DST's extension picks the format: .safetensors (with metadata), "
-        ".pth / .pt (official-layout state dict), .ckpt (the seed's MindSpore layout). With "
-        "--arch the weights are checked against that model and described in DST's metadata.",
+        "(judged by content). DST's extension picks the format: .safetensors, .pth / .pt "
+        "(official-layout state dict), .ckpt (the seed's MindSpore layout); each keeps the "
+        "model's description (arch, model_args, GELU, classes, preprocessing). With --arch the "
+        "weights are checked against that model and described in DST's metadata.",
     )
     parser.add_argument("source", type=weights_file, metavar="SRC", help="weights file to read")
     parser.add_argument(
@@ -43,15 +43,4 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {args.destination}: {result.tensors} tensors, {result.source_format} -> "
         f"{result.destination_format}, {described}"
     )
-    if result.dropped_metadata:
-        kept = ", ".join(
-            f"{key}={result.metadata[key]}"
-            for key in result.dropped_metadata
-            if key != "class_names"
-        )
-        print(
-            f"note: {result.destination_format} files hold tensors only; not stored: "
-            f"{', '.join(result.dropped_metadata)}" + (f" ({kept})" if kept else ""),
-            file=sys.stderr,
-        )
     return 0

@@ -6,10 +6,9 @@ import argparse
 
 from twins.cli.options import add_arch, add_checkpoint, add_ema, add_model_args, positive_int
 
-# `twins.export.EXPORT_FORMATS` and `MIN_SIDE`, written out so that building this parser does
-# not import torch (a test keeps them equal).
+# `twins.export.EXPORT_FORMATS`, written out so that building this parser does not import torch
+# (a test keeps them equal).
 FORMATS = ("onnx", "pt2", "safetensors")
-MIN_SIDE = 64
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,14 +16,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export a model to ONNX, torch.export (.pt2) or safetensors",
         description="Export the model of a weights file (any format `twins convert` reads). "
-        f"ONNX and .pt2 take any batch, height and width (>= {MIN_SIDE} px) and are checked "
+        "ONNX and .pt2 take any batch, height and width from the model's smallest input (32 px "
+        "for the variants) up, and are checked "
         "against PyTorch (ONNX in onnxruntime) before the command reports success; run a .pt2 "
-        "on a single image with torch.export.load(path).module(check_guards=False). "
+        "with torch.export.load(path).module(). "
         "safetensors holds the weights only, with the metadata that rebuilds the model.",
     )
     add_checkpoint(parser)
     parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="file to write, named as its format: .onnx, .pt2 or .safetensors",
+    )
     add_arch(parser)
     add_model_args(parser)
     add_ema(parser)

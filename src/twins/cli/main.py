@@ -8,7 +8,8 @@ loads the export stack.
 
 A user mistake (`twins.errors.TwinsError`) ends the command with one line on stderr and exit
 status 2; when the error names the argument its fix is about, the line ends with the flag that
-sets it. `--traceback` (anywhere on the line) or `TWINS_DEBUG=1` prints the full traceback with
+sets it. Notes (`twins.notes`: defaults used where a file does not say) are printed as
+`twins: note: ...` lines on stderr. `--traceback` (anywhere on the line) or `TWINS_DEBUG=1` prints the full traceback with
 the chain of causes instead. Any other exception is a bug and keeps Python's traceback.
 """
 
@@ -22,6 +23,7 @@ import traceback
 
 from twins.cli.parser import CommandParser, flags_by_argument
 from twins.errors import TwinsError
+from twins.notes import shown_on
 
 # Order of `twins --help`.
 COMMANDS = [
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit:  # argparse ends --help, --version and usage errors this way
         return exit.code if isinstance(exit.code, int) else int(exit.code is not None)
     try:
-        return int(args.func(args) or 0)
+        with shown_on(sys.stderr):
+            return int(args.func(args) or 0)
     except TwinsError as error:
         if args.traceback or debugging():
             traceback.print_exception(error)

@@ -1,4 +1,5 @@
-"""The model a set of weights was made for, built and with the weights in it.
+"""The model a set of weights was made for, built and with the weights in it; `load_model`,
+the model a file describes.
 
 The architecture comes from the weights' metadata (`arch`, `model_args`) or, for files that
 carry none, from the named variant with the shapes the tensors give: embed_dims, depths,
@@ -10,6 +11,7 @@ model is built, so a small file that implies a huge model is refused at no cost.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -17,9 +19,10 @@ from typing import Any
 import torch
 
 from twins.errors import TwinsError
-from twins.models.registry import VARIANTS, create_model, resolve_name
+from twins.models.registry import VARIANTS, create_model, pretrained_cfg, resolve_name
 from twins.models.twins import Twins
-from twins.weights import load_into_model, mismatches
+from twins.notes import note
+from twins.weights import load_into_model, load_weights, mismatches
 from twins.weights.state_dict import head_classes
 
 BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.")
@@ -80,7 +83,7 @@ def model_arguments(
     constructor arguments that win over what the file says or its shapes tell (num_heads and
     wss of a model with custom widths, for files without metadata).
     """
-    name, kwargs, unseen = _arguments(weights, arch, model_args)
+    name, kwargs, unseen, _ = _arguments(weights, arch, model_args)
     if unseen is not None:
         raise unseen
     return name, kwargs
@@ -94,7 +97,7 @@ def model_from_weights(
 ) -> Twins:
     """Build the model the weights describe (see `model_arguments`), check the weights against
     it before allocating it, load them strictly and return it in eval mode."""
-    name, kwargs, unseen = _arguments(weights, arch, model_args)
+    name, kwargs, unseen, defaulted = _arguments(weights, arch, model_args)
     argument = "model_args" if model_args else "arch"
     # Whether the weights fit at all is judged first: head counts and windows change no shape.
     stages = len(kwargs["embed_dims"])
@@ -115,15 +118,48 @@ def model_from_weights(
         )
     if unseen is not None:
         raise unseen
+    if defaulted:
+        values = ", ".join(f"{key} {list(kwargs[key])}" for key in defaulted)
+        note(
+            f"the weights do not record {' or '.join(defaulted)} (no trace in the tensors): "
+            f"using {resolve_name(name)}'s {values}; if the model had others, pass model_args="
+            f"{{'{defaulted[0]}': [...]}} (--model-args on the command line)"
+        )
     model = create_model(name, **kwargs)
     load_into_model(model, weights)
+    metadata = getattr(weights, "metadata", {})
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg(
+        model, metadata.get("preprocessing"), metadata.get("class_names")
+    )
     return model.eval()
+
+
+def load_model(
+    path: str | os.PathLike,
+    ema: bool = False,
+    *,
+    arch: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+) -> Twins:
+    """The model a file describes, with its weights, ready for `eval()`: the way back from any
+    file this toolkit writes (training checkpoints, `.pth`, `.safetensors`, `.ckpt`, `.pt2`).
+
+    `ema=True` takes a training checkpoint's EMA weights (a file without them is refused).
+    The model's `pretrained_cfg` (timm's) carries the preprocessing its images need and the
+    class names (`label_names`), so `timm.data.resolve_data_config(model=model)` prepares
+    images as training evaluated them. `arch` and `model_args` describe the model where the
+    file does not (official or timm weights, see `model_from_weights`).
+    """
+    weights = load_weights(path, ema=ema, arch=arch)
+    return model_from_weights(weights, arch, model_args=model_args)
 
 
 def _arguments(
     weights: Mapping[str, torch.Tensor], arch: str | None, model_args: Mapping[str, Any] | None
-) -> tuple[str, dict[str, Any], TwinsError | None]:
-    """(arch, kwargs, the error to raise for arguments the weights cannot tell, or None)."""
+) -> tuple[str, dict[str, Any], TwinsError | None, list[str]]:
+    """(arch, kwargs, the error to raise for arguments the weights cannot tell, or None, and
+    the arguments the weights cannot tell that were set to the variant's, for a model of
+    other widths than the variant's: a choice to tell the user of)."""
     metadata = getattr(weights, "metadata", {})  # a plain state dict says nothing
     name = arch or metadata.get("arch")
     if not name:
@@ -148,8 +184,16 @@ def _arguments(
         if metadata.get("act_layer"):
             kwargs["act_layer"] = metadata["act_layer"]
     kwargs.update(model_args or {})
-    unseen = None if described else _unseen_arguments(canonical, kwargs)
-    return name, kwargs, unseen
+    if described:
+        return name, kwargs, None, []
+    unseen = _unseen_arguments(canonical, kwargs)
+    defaulted = []
+    if list(kwargs["embed_dims"]) != list(VARIANTS[canonical]["embed_dims"]):
+        for key in UNSEEN_PER_STAGE:
+            if key not in kwargs and VARIANTS[canonical].get(key) is not None:
+                kwargs[key] = list(VARIANTS[canonical][key])
+                defaulted.append(key)
+    return name, kwargs, unseen, defaulted
 
 
 def _same_variant(arch: str, described: str | None) -> bool:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from twins.errors import TwinsError
 from twins.models.twins import Twins
+from twins.notes import note
 
 _PCPVT = {
     "embed_dims": (64, 128, 320, 512),
@@ -78,6 +80,19 @@ OVERRIDES = (
 )
 # Arguments that say how to build and run the model, not what it is (not kept in model_args).
 BUILD_OPTIONS = ("fast_path", "device", "dtype", "img_size")
+# The recorded `model_args` of a pretrained file that `create_model` takes where the caller
+# gives none: what the weights were made for (the rates are the caller's training choice).
+RECORDED_SHAPE = (
+    "embed_dims",
+    "num_heads",
+    "mlp_ratios",
+    "depths",
+    "sr_ratios",
+    "wss",
+    "in_chans",
+    "patch_size",
+    "act_layer",
+)
 
 # timm's pretrained config of its Twins models (the published weights' preprocessing), so that
 # timm's data helpers (`timm.data.resolve_data_config(model=model)`) treat ours alike.
@@ -150,10 +165,12 @@ def create_model(
     name: a variant (`list_models()`) or an alias (`pcpvt_small_v0`, `alt_gvt_small`,
         `twins_svt_small`, ...).
     pretrained: a weights file in any format `twins.load_weights` reads, or True for the
-        published ImageNet-1k weights (downloaded from the Hugging Face hub). A head whose
-        class count differs from `num_classes` is left freshly initialised. Weights trained
-        with the tanh GELU (the seed's MindSpore checkpoints) select `act_layer="gelu_tanh"`
-        unless `act_layer` is given.
+        published ImageNet-1k weights (downloaded from the Hugging Face hub). The shape the file
+        records (its `model_args`: widths, heads, depths, windows, GELU, ...) is used where the
+        overrides do not give it. A head whose class count differs from `num_classes` is left
+        freshly initialised, and a note says so (`twins.load_model` gives back the model a file
+        describes, head included). Weights trained with the tanh GELU (the seed's MindSpore
+        checkpoints) select `act_layer="gelu_tanh"` unless `act_layer` is given.
     fast_path: fused CPU kernels where they apply (default: on, unless the environment says
         TWINS_FAST_PATH=0); False runs the plain layers everywhere. Same parameters either way.
     device, dtype: where and in which type the parameters are made ("meta": shapes only).
@@ -179,9 +196,10 @@ def create_model(
                 argument="device",
             )
         state_dict = _pretrained_state_dict(arch, pretrained)
-        act_layer = getattr(state_dict, "metadata", {}).get("act_layer")
-        if act_layer and "act_layer" not in overrides:
-            overrides["act_layer"] = act_layer
+        metadata = getattr(state_dict, "metadata", {})
+        overrides = {**_recorded_shape(arch, metadata), **overrides}
+        if metadata.get("act_layer") and "act_layer" not in overrides:
+            overrides["act_layer"] = metadata["act_layer"]
     try:
         model = Twins(
             **{**VARIANTS[arch], **overrides},
@@ -193,34 +211,71 @@ def create_model(
         )
     except TwinsError as error:
         raise TwinsError(f"cannot build {arch}: {error}", argument=error.argument) from error
-    preprocessing = getattr(state_dict, "metadata", {}).get("preprocessing")
-    model.pretrained_cfg = model.default_cfg = _pretrained_cfg(model, arch, preprocessing)
+    metadata = getattr(state_dict, "metadata", {})
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg(model, metadata.get("preprocessing"))
     if state_dict is not None:
         from twins.weights import load_into_model
 
+        _note_replaced_head(state_dict, model.num_classes)
         load_into_model(model, state_dict, drop_mismatched_head=True)
     return model
 
 
-def _pretrained_cfg(model: Twins, arch: str, preprocessing: dict | None) -> dict[str, Any]:
-    """timm's pretrained config, with the preprocessing the weights say they were made with."""
+def pretrained_cfg(
+    model: Twins,
+    preprocessing: Mapping[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """timm's pretrained config of `model`, with the preprocessing (`twins.preprocessing`) and
+    class names (timm's `label_names`) its weights say they were made with."""
     cfg = {
         **PRETRAINED_CFG,
         "input_size": (model.in_chans, 224, 224),
-        "architecture": arch,
+        "architecture": model.arch,
         "num_classes": model.num_classes,
     }
-    if preprocessing:
-        size = int(preprocessing["image_size"])
+    if isinstance(preprocessing, Mapping) and preprocessing:
+        size = int(preprocessing.get("image_size", 224))
         cfg |= {
             "input_size": (model.in_chans, size, size),
-            "crop_pct": preprocessing["crop_pct"],
-            "crop_mode": preprocessing["crop_mode"],
-            "interpolation": preprocessing["interpolation"],
-            "mean": tuple(preprocessing["mean"]),
-            "std": tuple(preprocessing["std"]),
+            "crop_pct": preprocessing.get("crop_pct", cfg["crop_pct"]),
+            "crop_mode": preprocessing.get("crop_mode", "center"),
+            "interpolation": preprocessing.get("interpolation", cfg["interpolation"]),
+            "mean": tuple(preprocessing.get("mean", cfg["mean"])),
+            "std": tuple(preprocessing.get("std", cfg["std"])),
         }
+    if class_names and len(class_names) == model.num_classes:
+        cfg["label_names"] = tuple(class_names)
     return cfg
+
+
+def _recorded_shape(arch: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The shape arguments a pretrained file records for `arch` (none when it records another
+    variant: its tensors then do not fit, and loading says so)."""
+    recorded = metadata.get("model_args")
+    named = metadata.get("arch")
+    if not isinstance(recorded, Mapping):
+        return {}
+    try:
+        if named is not None and resolve_name(str(named)) != arch:
+            return {}
+    except TwinsError:  # a name this toolkit does not know: not this variant
+        return {}
+    return {key: recorded[key] for key in RECORDED_SHAPE if recorded.get(key) is not None}
+
+
+def _note_replaced_head(state_dict: Mapping[str, torch.Tensor], num_classes: int) -> None:
+    head = state_dict.get("head.weight")
+    classes = None if head is None else int(head.shape[0])
+    if classes is None or classes == num_classes:
+        return
+    instead = (
+        f"a new {num_classes}-class head (pass num_classes={classes} to keep it, or use "
+        "twins.load_model)"
+        if num_classes
+        else "no head, as num_classes=0 asks"
+    )
+    note(f"pretrained: the file's {classes}-class head dropped; {instead}")
 
 
 # Imported where used: loading weights is not needed to build a model.

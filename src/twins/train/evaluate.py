@@ -34,7 +34,7 @@ def evaluate_checkpoint(
     the file has EMA weights."""
     ctx = distributed.setup(config.device_target)
     try:
-        weights = load_weights(checkpoint)
+        weights = load_weights(checkpoint, arch=config.arch)  # tells PCPVT from SVT in a .ckpt
         ema_weights = _ema_weights(checkpoint, config.with_ema if ema is None else ema, ema)
         model = _model_for(weights, config).to(ctx.device)
         val_set = _val_set(config, weights.metadata.get("class_names"), model.num_classes)

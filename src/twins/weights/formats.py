@@ -1,5 +1,6 @@
-"""The weights file formats: the one table of their names, extensions and what they keep, and
-which format a file holds, judged by its first bytes rather than its name."""
+"""The weights file formats: the one table of their names and extensions (each keeps the tensors
+and the metadata that describes their model), and which format a file holds, judged by its
+first bytes rather than its name."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twins.errors import TwinsError
+from twins.weights.pt2 import is_pt2
 
 
 @dataclass(frozen=True)
@@ -15,15 +17,14 @@ class WeightsFormat:
     name: str
     suffixes: tuple[str, ...]  # extensions that choose this format when writing
     description: str
-    keeps_metadata: bool  # whether the file carries `twins.weights.metadata` besides the tensors
 
 
 FORMATS: dict[str, WeightsFormat] = {
     kind.name: kind
     for kind in (
-        WeightsFormat("safetensors", (".safetensors",), "safetensors", True),
-        WeightsFormat("torch", (".pth", ".pt"), "PyTorch state dict", True),
-        WeightsFormat("mindspore", (".ckpt",), "MindSpore checkpoint", False),
+        WeightsFormat("safetensors", (".safetensors",), "safetensors"),
+        WeightsFormat("torch", (".pth", ".pt"), "PyTorch state dict"),
+        WeightsFormat("mindspore", (".ckpt",), "MindSpore checkpoint"),
     )
 }
 
@@ -41,7 +42,8 @@ def format_for_path(path: str | os.PathLike) -> WeightsFormat:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """The file's format: "safetensors", "torch" (torch.save zip or legacy pickle) or "mindspore"."""
+    """The file's format: "safetensors", "torch" (torch.save zip or legacy pickle), "mindspore"
+    or "pt2" (a torch.export program, read for its weights)."""
     path = Path(path)
     if path.is_dir():
         raise TwinsError(
@@ -58,6 +60,9 @@ def detect_format(path: str | os.PathLike) -> str:
     header_bytes = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
     if len(head) > 8 and head[8:9] == b"{" and 8 + header_bytes <= size:
         return "safetensors"
+    # torch.export.save: a zip archive that says it is a pt2 program.
+    if head.startswith(b"PK\x03\x04") and is_pt2(path):
+        return "pt2"
     # torch.save: a zip archive (since torch 1.6) or a bare pickle (protocol 2+) before that.
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return "torch"
@@ -66,5 +71,6 @@ def detect_format(path: str | os.PathLike) -> str:
         return "mindspore"
     raise TwinsError(
         f"{path}: not a weights file this toolkit reads; expected safetensors, a PyTorch "
-        ".pth/.pt (torch.save) or a MindSpore .ckpt"
+        ".pth/.pt (torch.save), a MindSpore .ckpt or a .pt2 program (for an ONNX model, use "
+        "the weights it was exported from)"
     )

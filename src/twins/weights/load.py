@@ -9,6 +9,7 @@ from twins.errors import TwinsError
 from twins.weights.formats import detect_format
 from twins.weights.mindspore import read_mindspore
 from twins.weights.mindspore_layout import network_name
+from twins.weights.pt2 import read_pt2
 from twins.weights.safetensors_io import read_safetensors
 from twins.weights.state_dict import StateDict, head_classes
 from twins.weights.torch_pth import read_torch
@@ -17,7 +18,8 @@ from twins.weights.torch_pth import read_torch
 def load_weights(
     path: str | os.PathLike, *, ema: bool | None = None, arch: str | None = None
 ) -> StateDict:
-    """Read official/timm `.pth`, our training checkpoints, MindSpore `.ckpt` or `.safetensors`.
+    """Read official/timm `.pth`, our training checkpoints, MindSpore `.ckpt`, `.safetensors` or
+    the weights of a `.pt2` program.
 
     The format is judged from the content. `ema=True` takes a training checkpoint's EMA weights
     (raw weights otherwise). `arch` helps only where a file cannot tell PCPVT from SVT.
@@ -34,6 +36,8 @@ def load_weights(
         weights = read_safetensors(path)
     elif kind == "torch":
         weights = read_torch(path, ema=ema)
+    elif kind == "pt2":
+        weights = read_pt2(path)
     else:
         weights = read_mindspore(path, arch)
     if not any(network_name(name) == name for name in weights):

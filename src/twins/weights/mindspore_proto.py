@@ -11,6 +11,9 @@ them (mindspore/ccsrc/utils/checkpoint.proto, mindspore/train/serialization.py):
 Content is raw little-endian C-order bytes; a scalar has `dims = [0]`; a tensor over 512 MiB is
 split into consecutive values with the same tag; newer versions may end the file with the
 17-byte trailer `b"crc_num"` + CRC-32 of everything before it (10 bytes, big-endian).
+A string (what `save_checkpoint(append_dict={"name": "text"})` stores beside the parameters,
+and `load_checkpoint` gives back as a Python str) has `tensor_type = "str"`, `dims = [0]` and
+the text as NumPy's unicode bytes: UTF-32, little-endian, no byte-order mark.
 The message classes are built at run time from a descriptor, so protobuf does all decoding.
 """
 
@@ -51,6 +54,8 @@ DTYPES: dict[str, torch.dtype] = {
     "Bool": torch.bool,
 }
 TYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+STRING_TYPE = "str"
+STRING_ENCODING = "utf-32-le"
 
 
 @functools.cache
@@ -121,7 +126,14 @@ def _tensor_shape(dims: list[int], content_bytes: int, itemsize: int) -> tuple[i
 def read_tags(
     path: str | os.PathLike, keep: Callable[[str], bool] | None = None
 ) -> dict[str, torch.Tensor]:
-    """All tensors of a MindSpore checkpoint by tag, or those whose tag `keep` accepts.
+    """All tensors of a MindSpore checkpoint by tag, or those whose tag `keep` accepts."""
+    return read_checkpoint(path, keep)[0]
+
+
+def read_checkpoint(
+    path: str | os.PathLike, keep: Callable[[str], bool] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors by tag, or those whose tag `keep` accepts; every string entry by tag).
 
     Every entry's byte count is checked against its shape and type before any tensor is made.
     """
@@ -141,12 +153,14 @@ def read_tags(
             groups.append((value.tag, [value.tensor]))
 
     tensors: dict[str, torch.Tensor] = {}
+    strings: dict[str, str] = {}
     for tag, parts in groups:
-        if tag in tensors:
+        if tag in tensors or tag in strings:
             raise TwinsError(f"{path}: entry {tag!r} appears twice; the file is corrupted")
         type_name = parts[-1].tensor_type
         wanted = keep is None or keep(tag)
-        if type_name == "str" and not wanted:
+        if type_name == STRING_TYPE:
+            strings[tag] = _string(tag, b"".join(part.tensor_content for part in parts), path)
             continue
         if type_name not in DTYPES or any(part.tensor_type != type_name for part in parts):
             raise TwinsError(
@@ -175,7 +189,17 @@ def read_tags(
             continue
         content = bytearray(b"".join(part.tensor_content for part in parts))
         tensors[tag] = torch.frombuffer(content, dtype=dtype).reshape(shape)
-    return tensors
+    return tensors, strings
+
+
+def _string(tag: str, content: bytes, path: str | os.PathLike) -> str:
+    try:
+        # NumPy pads unicode arrays with NUL characters, which are no part of the text.
+        return content.decode(STRING_ENCODING).rstrip("\0")
+    except UnicodeDecodeError as error:
+        raise TwinsError(
+            f"{path}: string entry {tag!r} is not UTF-32 text; the file is corrupted"
+        ) from error
 
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -187,11 +211,16 @@ def write_tags(
     tensors: Mapping[str, torch.Tensor],
     path: str | os.PathLike,
     *,
+    strings: Mapping[str, str] | None = None,
     crc: bool = False,
     slice_bytes: int = SLICE_BYTES,
 ) -> None:
-    """Write tensors as a MindSpore checkpoint, one `Checkpoint` message per value as MindSpore
-    does; with `crc` append the trailer that MindSpore 2.x checks (older versions cannot read it)."""
+    """Write tensors, then `strings`, as a MindSpore checkpoint, one `Checkpoint` message per
+    value as MindSpore does (strings as its `append_dict` strings); with `crc` append the
+    trailer that MindSpore 2.x checks (older versions cannot read it)."""
+    shared = sorted(set(strings or {}) & set(tensors))
+    if shared:
+        raise TwinsError(f"{shared[0]}: a string entry cannot have a tensor's name")
     message_class = checkpoint_message()
     checksum = 0
     with atomic_path(path) as temporary, open(temporary, "wb") as file:
@@ -211,5 +240,15 @@ def write_tags(
                 blob = message.SerializeToString()
                 checksum = zlib.crc32(blob, checksum)
                 file.write(blob)
+        for tag, text in (strings or {}).items():
+            message = message_class()
+            value = message.value.add()
+            value.tag = tag
+            value.tensor.dims.append(0)
+            value.tensor.tensor_type = STRING_TYPE
+            value.tensor.tensor_content = text.encode(STRING_ENCODING)
+            blob = message.SerializeToString()
+            checksum = zlib.crc32(blob, checksum)
+            file.write(blob)
         if crc:
             file.write(CRC_MARK + checksum.to_bytes(10, "big"))

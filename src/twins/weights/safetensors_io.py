@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from twins.atomic import atomic_path
 from twins.errors import TwinsError
@@ -37,7 +37,8 @@ def write_safetensors(
     metadata: Mapping[str, Any] | None = None,
 ) -> None:
     plain = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
+    content = save(plain, metadata={"format": "pt", **to_strings(metadata or {})})
+    # Written here rather than by `save_file`, which makes its own temporary file of mode 0600:
+    # the file gets the mode every other file gets (0644 under the usual umask).
     with atomic_path(path) as temporary:
-        save_file(
-            plain, os.fspath(temporary), metadata={"format": "pt", **to_strings(metadata or {})}
-        )
+        temporary.write_bytes(content)

@@ -24,10 +24,10 @@ def save_weights(
 ) -> str:
     """Write atomically; returns the format written (`twins.weights.formats.FORMATS`).
 
-    `metadata` (default: `state_dict.metadata` when it has one) is kept by `.safetensors` and
-    `.pth` / `.pt` (a bare official-layout state dict); `.ckpt` is the seed's MindSpore layout
-    (`model.` prefix, gamma/beta, separate q/k/v) that MindSpore's `load_checkpoint` reads, and
-    holds tensors only.
+    `metadata` (default: `state_dict.metadata` when it has one) is kept by every format:
+    `.safetensors`, `.pth` / `.pt` (a bare official-layout state dict) and `.ckpt` (the seed's
+    MindSpore layout, `model.` prefix, gamma/beta, separate q/k/v, that MindSpore's
+    `load_checkpoint` reads, with the metadata in a string entry).
     """
     kind = format_for_path(path).name
     if metadata is None:
@@ -37,7 +37,7 @@ def save_weights(
     elif kind == "torch":
         write_torch(state_dict, path, metadata)
     else:
-        write_mindspore(state_dict, path)
+        write_mindspore(state_dict, path, metadata)
     return kind
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
+import re
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -25,7 +27,7 @@ from typing import Any
 
 import torch
 
-from twins.atomic import atomic_path
+from twins.atomic import save_torch
 from twins.errors import TwinsError
 from twins.weights.metadata import preprocessing_of_config
 from twins.weights.state_dict import METADATA_KEYS, StateDict
@@ -52,12 +54,26 @@ def load_torch_object(path: str | os.PathLike) -> Any:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise TwinsError(
+            f"{path}: refused, it holds Python objects ({_unsupported(error)}) that loading "
+            "would build or run, not only tensors and plain values; use a file of weights only, "
+            "e.g. torch.save(model.state_dict(), path) from wherever the model can be built"
+        ) from error
     except Exception as error:  # any failure to unpickle a user's file is a bad file, not a bug
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TwinsError(
             f"{path}: cannot be read as a PyTorch weights file ({reason}); it may be truncated, "
             "or hold Python objects other than tensors and plain values"
         ) from error
+
+
+def _unsupported(error: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler refused ("GLOBAL posix.system"), without the rest of
+    its message, which advises loading the file with weights_only=False: never to be followed
+    for a file from elsewhere."""
+    found = re.search(r"(GLOBAL [\w.]+)", str(error))
+    return found.group(1) if found else "not a plain value"
 
 
 def is_training_checkpoint(path: str | os.PathLike) -> bool:
@@ -145,5 +161,4 @@ def write_torch(
     }
     if described:
         setattr(plain, METADATA_ATTRIBUTE, described)
-    with atomic_path(path) as temporary:
-        torch.save(plain, temporary)
+    save_torch(plain, path)
