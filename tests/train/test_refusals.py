@@ -71,6 +71,7 @@ def test_train_refuses_a_mistake_in_one_line(files, capsys, tmp_path, mistake):
     message = refusal(capsys, ["train", *recipe, *overrides])
     for word in words:
         assert word in message
+    assert not (tmp_path / "new").exists()  # a refused start leaves no output folder behind
 
 
 def test_train_refuses_missing_or_broken_inputs(files, capsys, tmp_path):
@@ -87,6 +88,13 @@ def test_train_refuses_missing_or_broken_inputs(files, capsys, tmp_path):
     assert "not a weights file" in message
     message = refusal(capsys, ["train", *recipe, f"pretrained={files / 'svt.pth'}"])
     assert "do not fit pcpvt_small" in message and "the file was made for" in message
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"  # a folder the user made stays, without a lock file
+    kept.mkdir()
+    refusal(
+        capsys, ["train", "-c", str(files / "recipe.yaml"), "--output", str(kept), "num_classes=5"]
+    )
+    assert list(kept.iterdir()) == []
 
 
 def test_train_refuses_an_output_folder_of_another_model(files, capsys):
