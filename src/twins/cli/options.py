@@ -141,10 +141,9 @@ def add_device(parser: argparse.ArgumentParser, *, names: tuple[str, ...] = DEVI
     )
 
 
-def add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json", action="store_true", help="print JSON (one object per line) instead of text"
-    )
+def add_json(parser: argparse.ArgumentParser, *, prints: str = "one JSON object") -> None:
+    """`--json`; `prints` says what the command then writes to stdout."""
+    parser.add_argument("--json", action="store_true", help=f"print JSON instead of text; {prints}")
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:
