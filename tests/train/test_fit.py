@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from factories import EVERY_RANDOM_DRAW
+from factories import EVERY_RANDOM_DRAW, write_imagefolder
 from twins import create_model
 from twins.atomic import save_torch
 from twins.cli.main import main
@@ -171,3 +171,24 @@ def test_a_data_set_salted_with_broken_files_trains_and_reports_them(
     assert len(warned) == 3  # each file named once, not once per epoch
     for name in ("empty.png", "notes.jpg", "cut.png"):
         assert any(name in message for message in warned)
+
+
+def test_gifs_train_and_files_not_images_are_counted_and_named(tmp_path, tiny_config, capsys):
+    data = write_imagefolder(tmp_path / "data", 8, (2, 2, 2, 2))
+    write_imagefolder(tmp_path / "gifs", 8, (1, 1, 1, 1), suffix=".gif", seed=1)
+    for gif in (tmp_path / "gifs").rglob("*.gif"):  # GIFs beside the PNGs, one class each
+        gif.rename(data / gif.relative_to(tmp_path / "gifs").with_name(f"g{gif.name}"))
+    (data / "train" / "class_0" / "notes.txt").write_text("where the photos came from")
+    (data / "train" / "class_1" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (data / "val" / "labels.json").write_text("{}")
+    fit(tiny_config(data, tmp_path / "run", epochs=1, batch_size=16))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("data:"))
+    assert line == (
+        f"data: {data} (64 train, 12 val images; 3 files not images left out "
+        "(e.g. train/class_0/notes.txt, train/class_1/.DS_Store))"
+    )
+    recipe = tmp_path / "run" / "config.yaml"
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    assert main(["eval", "-c", str(recipe), "--checkpoint", str(best)]) == 0
+    out = capsys.readouterr().out
+    assert "(12 images; 1 file not an image left out (e.g. val/labels.json))" in out

@@ -15,6 +15,7 @@ from typing import Any
 
 from twins.config import TrainConfig
 from twins.data import SafeImageFolder, build_eval_transform, build_loader
+from twins.data.datasets import describe_left_out
 from twins.errors import TwinsError
 from twins.models.from_weights import model_from_weights
 from twins.models.twins import Twins
@@ -27,7 +28,8 @@ from twins.weights import StateDict, load_weights
 def evaluate_checkpoint(
     config: TrainConfig, checkpoint: str | Path, *, ema: bool | None = None
 ) -> dict[str, Any]:
-    """{"top1", "top5" (%), "loss", "images", "arch", "checkpoint"} and, with EMA weights
+    """{"top1", "top5" (%), "loss", "images", "arch", "checkpoint", "left_out" (the files of the
+    validation folder that are not images, counted and named: "" when none)} and, with EMA weights
     evaluated, "ema": {"top1", "top5", "loss", "images"}. `ema=True` evaluates the file's EMA
     weights too and refuses a file without them; None follows the config's `with_ema`, where
     the file has EMA weights."""
@@ -45,6 +47,7 @@ def evaluate_checkpoint(
         if ctx.enabled:
             distributed.check_health_together(val_set, ctx.device)
         result |= {"arch": model.arch, "checkpoint": str(checkpoint)}
+        result["left_out"] = describe_left_out([val_set], Path(config.data_url).expanduser())
         if ema_weights is not None:
             model.load_state_dict(ema_weights)
             result["ema"] = evaluate(model, loader, precision, progress=progress, desc="ema")

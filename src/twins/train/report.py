@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twins.data.datasets import describe_left_out
 from twins.train.schedule import global_batch
 from twins.train.trainer import Trainer
 
@@ -21,11 +22,13 @@ def header(config: Any, trainer: Trainer, ctx: Any, train_set: Any, val_set: Any
     )
     never = config.cooldown_epochs and config.semantics != "twins"
     cooldown = f" (its {config.cooldown_epochs} cooldown epochs never run)" if never else ""
+    left_out = describe_left_out([train_set, val_set], config.data_url)
     return [
         f"semantics: {config.semantics} (docs/recipes.md)",
         f"model: {model.arch}, {params / 1e6:.2f} M parameters, {config.num_classes} classes",
         f"device: {ctx.device} × {ctx.world_size} process(es), {trainer.precision.describe()}",
-        f"data: {config.data_url} ({len(train_set)} train, {len(val_set)} val images)",
+        f"data: {config.data_url} ({len(train_set)} train, {len(val_set)} val images"
+        + (f"; {left_out})" if left_out else ")"),
         f"batch: global {batch} = {config.batch_size} per device × {ctx.world_size} "
         f"× {config.accumulation_step} accumulation; peak lr {schedule.peak:.3g} ({scaled})",
         f"epochs: {config.total_epochs}{cooldown}, warmup {config.warmup_length} from "
