@@ -97,6 +97,18 @@ def test_train_refuses_missing_or_broken_inputs(files, capsys, tmp_path):
     assert list(kept.iterdir()) == []
 
 
+def test_train_refuses_an_output_folder_inside_the_data_set(files, capsys, make_imagefolder):
+    data = make_imagefolder(files / "data", 2, [1, 1, 1, 1])
+    before = sorted(data.rglob("*"))
+    recipe = ["train", "-c", str(files / "recipe.yaml"), "--data", str(data)]
+    message = refusal(capsys, [*recipe, "--output", str(data / "train")])
+    assert f"is inside the data set's train/ folder {data / 'train'}" in message
+    assert message.endswith("(command line: --output)")
+    message = refusal(capsys, [*recipe, "--output", str(data / "val" / "class_0" / "run")])
+    assert "is inside the data set's val/ folder" in message
+    assert sorted(data.rglob("*")) == before  # nothing written into the data set
+
+
 def test_train_refuses_an_output_folder_of_another_model(files, capsys):
     recipe = ["-c", str(files / "recipe.yaml"), "--output", str(files / "run")]
     message = refusal(capsys, ["train", *recipe, "model_args.depths=[2,1,1,1]"])

@@ -41,12 +41,32 @@ def fit(config: TrainConfig, *, stop_after_epoch: int | None = None) -> dict[str
     """Train per `config`; returns the last epoch's record (val_top1, ...) plus `best_top1` and
     `output`. `stop_after_epoch` ends the process's work after that epoch (1-based) without
     finishing the run, which the same call resumes later (time-limited jobs, tests)."""
+    check_output_outside_data(config.train_url, config.data_url)
     ctx = distributed.setup(config.device_target)
     try:
         with lock_output(config.train_url, ctx.device), StopSignals() as stop:
             return _fit(config, ctx, stop, stop_after_epoch)
     finally:
         distributed.cleanup()
+
+
+def check_output_outside_data(train_url: str, data_url: str) -> None:
+    """Refuse an output folder inside the data set's train/ or val/ folder: its checkpoints/ and
+    tensorboard/ would become classes (or files of one) there, and the next run would fail on
+    them. Anywhere else is harmless (ImageFolder reads only train/ and val/), the data set
+    inside the output folder too (`twins demo` keeps it in `DIR/data`). URLs are not compared."""
+    if "://" in train_url or "://" in data_url:
+        return
+    output = Path(train_url).expanduser().resolve()
+    data = Path(data_url).expanduser().resolve()
+    for split in ("train", "val"):
+        if output.is_relative_to(data / split):
+            raise TwinsError(
+                f"output folder {train_url} is inside the data set's {split}/ folder "
+                f"{data / split}: its files would become a class there; give an output folder "
+                f"outside {data / 'train'} and {data / 'val'}",
+                argument="train_url",
+            )
 
 
 def build_model(config: TrainConfig, pretrained: str | None = None, **overrides: Any) -> nn.Module:
