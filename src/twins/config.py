@@ -199,6 +199,12 @@ def load_config(
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise TwinsError(
+            f"{path} is a folder, not a config file: give a YAML recipe (configs/*.yaml), or "
+            f"a run's resolved config, {path / 'config.yaml'}",
+            argument="config",
+        )
     if not path.is_file():
         raise TwinsError(
             f"config file {path} not found: give the path of an existing YAML file",

@@ -78,6 +78,9 @@ def test_train_refuses_missing_or_broken_inputs(files, capsys, tmp_path):
     recipe = ["-c", str(files / "recipe.yaml"), "--output", str(tmp_path / "new")]
     message = refusal(capsys, ["train", "-c", str(tmp_path / "missing.yaml")])
     assert "not found" in message and "-c" in message
+    message = refusal(capsys, ["train", "-c", str(files / "run")])
+    assert f"{files / 'run'} is a folder, not a config file" in message
+    assert f"{files / 'run' / 'config.yaml'}" in message and "(command line: --config)" in message
     message = refusal(capsys, ["train", "-c", str(files / "broken.yaml")])
     assert "not valid YAML" in message and "line" in message
     message = refusal(capsys, ["train", *recipe, "--data", str(tmp_path / "nowhere")])
