@@ -14,7 +14,7 @@ from twins import create_model
 from twins.atomic import save_torch
 from twins.cli.main import main
 from twins.errors import TwinsError
-from twins.train import evaluate_checkpoint, fit
+from twins.train import evaluate_checkpoint, fit, lr_schedule
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 
@@ -107,6 +107,12 @@ def test_seed_recipe_runs_unchanged_with_data_and_size_overrides(
     out = capsys.readouterr().out
     notices = [line for line in out.splitlines() if line.startswith("notice:")]
     assert len(notices) == 1 and "Ascend" in notices[0]
+    assert (
+        "\nsemantics: seed, the MindSpore seed's training: tanh GELU, Adam without bias correction, "
+        "its label smoothing, square (squash) eval resize (docs/recipes.md)\n"
+    ) in out
+    # the seed's cosine tops at base_lr + min_lr, the rate its first step after warmup runs at
+    assert "peak lr 0.00101 (base_lr as given + min_lr 1e-05, the seed's cosine offset)" in out
     assert load_checkpoint(output / "checkpoints" / "last.pt")["meta"]["arch"] == "pcpvt_small"
 
 
@@ -192,3 +198,24 @@ def test_gifs_train_and_files_not_images_are_counted_and_named(tmp_path, tiny_co
     assert main(["eval", "-c", str(recipe), "--checkpoint", str(best)]) == 0
     out = capsys.readouterr().out
     assert "(12 images; 1 file not an image left out (e.g. val/labels.json))" in out
+
+
+def test_logged_lr_is_the_heads_and_a_climbing_cosine_is_announced(
+    imagefolder, tiny_config, tmp_path, capsys
+):
+    # 2e-3 x 16 / 1024 puts the peak (3.125e-5) under min_lr (1e-4): the "cosine" climbs.
+    config = tiny_config(imagefolder, tmp_path / "run", epochs=2, layer_decay=0.5)
+    config.lr_base_size = 1024
+    fit(config)
+    out = capsys.readouterr().out
+    notice = [line for line in out.splitlines() if line.startswith("notice:")]
+    assert notice == [
+        "notice: the peak lr 3.13e-05 (base_lr 0.002 × 16 / lr_base_size 1024) is below min_lr "
+        "0.0001, so the cosine climbs to min_lr: lower min_lr or raise base_lr"
+    ]
+    schedule = lr_schedule(config, 4)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert len(records) == 10 and records[-1]["step"] == 8
+    for record in records:  # the rate at lr scale 1 (the head's), not the deepest-decayed group's
+        assert record["lr"] == schedule(record["step"] - 1)
+    assert f"lr {schedule(7):.2e}" in out.splitlines()[-2]

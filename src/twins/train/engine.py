@@ -88,7 +88,7 @@ def train_one_epoch(
             window_loss = done.window_sum.item() / done.window_steps
             if log is not None:
                 log({"kind": "step", "epoch": epoch, "step": state.step}
-                    | {"train_loss": window_loss, "lr": trainer.optimizer.param_groups[0]["lr"]})  # fmt: skip
+                    | {"train_loss": window_loss, "lr": trainer.applied_lr})  # fmt: skip
             done.window_sum.zero_()
             done.window_steps = 0
             if progress:

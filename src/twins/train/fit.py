@@ -261,7 +261,7 @@ def _epoch_record(epoch: int, stats: dict[str, Any], trainer: Trainer, world: in
         "epoch": epoch,
         "step": trainer.state.step,
         "train_loss": stats["train_loss"],
-        "lr": trainer.optimizer.param_groups[0]["lr"],
+        "lr": trainer.applied_lr,
         "skipped_steps": stats["skipped_steps"],
         "epoch_seconds": round(stats["seconds"], 3),
         "images_per_s": round(stats["trained_images"] * world / stats["seconds"], 1),

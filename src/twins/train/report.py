@@ -20,22 +20,43 @@ def header(config: Any, trainer: Trainer, ctx: Any, train_set: Any, val_set: Any
         if config.lr_base_size
         else "base_lr as given"
     )
+    if schedule.top != schedule.peak:
+        scaled += f" + min_lr {config.min_lr:g}, the seed's cosine offset"
     never = config.cooldown_epochs and config.semantics != "twins"
     cooldown = f" (its {config.cooldown_epochs} cooldown epochs never run)" if never else ""
     left_out = describe_left_out([train_set, val_set], config.data_url)
-    return [
-        f"semantics: {config.semantics} (docs/recipes.md)",
+    lines = [
+        f"semantics: {config.semantics}{_brings(config)} (docs/recipes.md)",
         f"model: {model.arch}, {params / 1e6:.2f} M parameters, {config.num_classes} classes",
         f"device: {ctx.device} × {ctx.world_size} process(es), {trainer.precision.describe()}",
         f"data: {config.data_url} ({len(train_set)} train, {len(val_set)} val images"
         + (f"; {left_out})" if left_out else ")"),
         f"batch: global {batch} = {config.batch_size} per device × {ctx.world_size} "
-        f"× {config.accumulation_step} accumulation; peak lr {schedule.peak:.3g} ({scaled})",
+        f"× {config.accumulation_step} accumulation; peak lr {schedule.top:.3g} ({scaled})",
         f"epochs: {config.total_epochs}{cooldown}, warmup {config.warmup_length} from "
         f"{config.warmup_lr:g}, {config.lr_scheduler} to min_lr {config.min_lr:g}; "
         f"{schedule.steps_per_epoch} steps per epoch, {schedule.total_steps} in all; "
         f"output {config.train_url}",
     ]
+    if schedule.climbs:
+        lines.append(
+            f"notice: the peak lr {schedule.peak:.3g} ({scaled}) is below min_lr "
+            f"{config.min_lr:g}, so the cosine climbs to min_lr: lower min_lr or raise base_lr"
+        )
+    return lines
+
+
+def _brings(config: Any) -> str:
+    """What the seed's semantics change beyond the schedule (docs/recipes.md has them all)."""
+    if config.semantics != "seed":
+        return ""
+    brings = []
+    if config.model_args.get("act_layer", "gelu_tanh") == "gelu_tanh":
+        brings.append("tanh GELU")
+    if config.optimizer != "sgd":
+        brings.append("Adam without bias correction")
+    brings += ["its label smoothing", "square (squash) eval resize"]
+    return ", the MindSpore seed's training: " + ", ".join(brings)
 
 
 def summary(record: dict[str, Any], total_epochs: int, is_best: bool) -> str:
