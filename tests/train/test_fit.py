@@ -219,3 +219,44 @@ def test_logged_lr_is_the_heads_and_a_climbing_cosine_is_announced(
     for record in records:  # the rate at lr scale 1 (the head's), not the deepest-decayed group's
         assert record["lr"] == schedule(record["step"] - 1)
     assert f"lr {schedule(7):.2e}" in out.splitlines()[-2]
+
+
+def test_best_is_the_better_of_raw_and_ema_and_each_file_is_read_once(
+    tmp_path, tiny_config, capsys
+):
+    data = write_imagefolder(tmp_path / "data")
+    (data / "val" / "class_0" / "broken.png").write_bytes(b"not a png")
+    # A high rate and a quick EMA: the raw weights are wrong after epoch 1 (0%) where their EMA
+    # is right (100%); later epochs reach 100% raw, which is no better.
+    config = tiny_config(
+        data,
+        tmp_path / "run",
+        epochs=3,
+        warmup_length=0,
+        base_lr=2e-2,
+        with_ema=True,
+        ema_decay=0.9,
+    )
+    result = fit(config)
+    out = capsys.readouterr().out
+    epochs = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert (epochs[0]["val_top1"], epochs[0]["ema_val_top1"]) == (0.0, 100.0)
+    assert epochs[0]["images_skipped"] == 1  # the broken file, read once for both models
+    assert [r["val_images"] for r in epochs] == [r["ema_val_images"] for r in epochs] == [14] * 3
+    assert result["best_top1"] == 100.0 and result["best_weights"] == "ema"
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert (best["epoch"], best["best_weights"]) == (1, "ema")
+    assert all(torch.equal(best["model"][k], best["model_ema"][k]) for k in best["model"])
+    assert "*best (EMA)*" in out.splitlines()[-4]
+    assert out.splitlines()[-1].startswith(
+        "done: best val top-1 100.00% (EMA weights, in checkpoints/best.pt); last epoch val "
+        f"top-1 {epochs[-1]['val_top1']:.2f}%, EMA {epochs[-1]['ema_val_top1']:.2f}%"
+    )
+    # best.pt's model is what scored: eval reports the same, with or without --ema
+    recipe, file = str(tmp_path / "run" / "config.yaml"), str(tmp_path / "run/checkpoints/best.pt")
+    assert main(["eval", "-c", recipe, "--checkpoint", file, "--json", "with_ema=false"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == 100.0
+    assert main(["eval", "-c", recipe, "--checkpoint", file, "--json", "--ema"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    assert reported["images"] == reported["ema"]["images"] == 14
+    assert reported["ema"]["top1"] == 100.0

@@ -25,11 +25,11 @@ from twins.errors import TwinsError
 from twins.models import create_model
 from twins.seeds import seed_everything
 from twins.train import distributed, resume
-from twins.train.engine import evaluate, train_one_epoch
+from twins.train.engine import evaluate_models, train_one_epoch
 from twins.train.lock import lock_output
 from twins.train.metrics import RunLog
 from twins.train.precision import hardware_notice
-from twins.train.report import header, printer, summary
+from twins.train.report import done_line, header, printer, summary
 from twins.train.sample_seeds import SampleSeededDataset
 from twins.train.sampler import ResumableSampler
 from twins.train.state import EpochProgress
@@ -175,8 +175,10 @@ def _fit(
             is_best = False
             if epoch % config.eval_every == 0 or epoch == config.total_epochs:
                 record |= _evaluate(trainer, val_loader, val_set, ctx, progress)
-                is_best = record["val_top1"] > state.best_top1
-                state.best_top1 = max(state.best_top1, record["val_top1"])
+                score, weights = _best_of(record)
+                is_best = score > state.best_top1
+                if is_best:
+                    state.best_top1, state.best_weights = score, weights
             state.epoch, state.progress = epoch, EpochProgress()
             state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
             record |= state.data_counts
@@ -187,7 +189,7 @@ def _fit(
             if ctx.is_main:
                 files.save(checkpoint, is_best)
             log.end_epoch()
-            say(summary(record, config.total_epochs, is_best))
+            say(summary(record, config.total_epochs, is_best and state.best_weights))
             distributed.barrier()
             stop_if_asked(within_epoch=False)
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -196,8 +198,13 @@ def _fit(
         log.close()
     if first_epoch >= config.total_epochs:
         say(f"{output} holds a finished run of {config.total_epochs} epochs: nothing to train")
-    say(f"done: best val top-1 {state.best_top1:.2f}%; output in {output}")
-    return {**record, "best_top1": state.best_top1, "output": str(output)}
+    say(done_line(record, state, output))
+    return {
+        **record,
+        "best_top1": state.best_top1,
+        "best_weights": state.best_weights,
+        "output": str(output),
+    }
 
 
 def _parallel(model: nn.Module, ctx: distributed.DistContext) -> nn.Module:
@@ -231,14 +238,23 @@ def _loaders(config: TrainConfig, ctx: distributed.DistContext, train_set, val_s
 
 
 def _evaluate(trainer: Trainer, val_loader, val_set, ctx, progress: bool) -> dict[str, Any]:
-    val = evaluate(trainer.module, val_loader, trainer.precision, progress=progress)
+    """val_* of the raw weights and ema_val_* of the EMA weights, in one pass over the
+    validation set (each batch through both), so each image and broken file is read once."""
+    models = {"val": trainer.module}
+    if trainer.ema is not None:
+        models["ema_val"] = trainer.ema.module
+    results = evaluate_models(models, val_loader, trainer.precision, progress=progress)
     if ctx.enabled:
         distributed.check_health_together(val_set, ctx.device)
-    record = {f"val_{k}": v for k, v in val.items()}
-    if trainer.ema is not None:
-        ema = evaluate(trainer.ema.module, val_loader, trainer.precision, progress=progress)
-        record |= {f"ema_val_{k}": v for k, v in ema.items()}
-    return record
+    return {f"{name}_{k}": v for name, result in results.items() for k, v in result.items()}
+
+
+def _best_of(record: dict[str, Any]) -> tuple[float, str]:
+    """The epoch's score for best.pt and the weights that made it: the better val top-1 of the
+    raw ("raw") and the EMA ("ema") weights; the raw ones on a tie."""
+    if record.get("ema_val_top1", -math.inf) > record["val_top1"]:
+        return record["ema_val_top1"], "ema"
+    return record["val_top1"], "raw"
 
 
 def _data_counts(loaders: tuple, saved: dict | None, device: torch.device) -> dict[str, int]:

@@ -59,8 +59,8 @@ def _brings(config: Any) -> str:
     return ", the MindSpore seed's training: " + ", ".join(brings)
 
 
-def summary(record: dict[str, Any], total_epochs: int, is_best: bool) -> str:
-    """The one line that closes an epoch."""
+def summary(record: dict[str, Any], total_epochs: int, best: str | bool) -> str:
+    """The one line that closes an epoch; `best`: the weights ("raw", "ema") of a new best."""
     text = (
         f"epoch {record['epoch']}/{total_epochs}  loss {record['train_loss']:.4f}  "
         f"lr {record['lr']:.2e}"
@@ -77,7 +77,19 @@ def summary(record: dict[str, Any], total_epochs: int, is_best: bool) -> str:
         text += f"  {record['skipped_steps']} non-finite steps skipped"
     if record.get("images_skipped"):
         text += f"  {record['images_skipped']} unreadable images left out so far"
-    return text + ("  *best*" if is_best else "")
+    return text + ({"ema": "  *best (EMA)*"}.get(best, "  *best*") if best else "")
+
+
+def done_line(record: dict[str, Any], state: Any, output: Any) -> str:
+    """The line that ends a run: the best val top-1 and its weights (what best.pt holds), and
+    the last epoch's raw and EMA top-1."""
+    weights = "EMA weights" if state.best_weights == "ema" else "raw weights"
+    text = f"done: best val top-1 {state.best_top1:.2f}% ({weights}, in checkpoints/best.pt)"
+    if "ema_val_top1" in record:
+        text += (
+            f"; last epoch val top-1 {record['val_top1']:.2f}%, EMA {record['ema_val_top1']:.2f}%"
+        )
+    return text + f"; output in {output}"
 
 
 def printer(enabled: bool) -> Callable[[str], None]:
