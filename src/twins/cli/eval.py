@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{result['arch']} on {config.data_url}/val: top-1 {result['top1']:.2f}%  "
         f"top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  ({result['images']} images"
-        + (f"; {result['left_out']})" if result["left_out"] else ")")
+        + (f"; {result['left_out']})" if result.get("left_out") else ")")
     )
     if "ema" in result:
         ema = result["ema"]
