@@ -38,8 +38,8 @@ from twins.train.trainer import Trainer
 
 
 def fit(config: TrainConfig, *, stop_after_epoch: int | None = None) -> dict[str, Any]:
-    """Train per `config`; returns the last epoch's record (val_top1, ...) plus `best_top1` and
-    `output`. `stop_after_epoch` ends the process's work after that epoch (1-based) without
+    """Train per `config`; returns the last epoch's record (val_top1, ...) plus `best_top1`,
+    `best_weights` ("raw" or "ema": which scored it; best.pt holds them) and `output`. `stop_after_epoch` ends the process's work after that epoch (1-based) without
     finishing the run, which the same call resumes later (time-limited jobs, tests)."""
     check_output_outside_data(config.train_url, config.data_url)
     ctx = distributed.setup(config.device_target)
