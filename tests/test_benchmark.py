@@ -63,6 +63,10 @@ def test_svt_without_comparison_and_text_report(capsys):
     assert main(["benchmark", *args]) == 0
     report = capsys.readouterr().out
     assert "svt_small infer on cpu" in report and "ours" in report and "timm" not in report
+    # a tiny model's work in units that show it (not "0.00 GMACs ... 0.0 GFLOP")
+    work = re.search(r"([\d.]+) ([kMG]?)MACs per image forward \(([\d.]+) ([kMG]?)FLOP", report)
+    assert work is not None, report
+    assert float(work[1]) >= 1 and float(work[3]) >= 1 and work[2] == work[4] == "M"
 
 
 def _write_jpegs(root, per_class=4):

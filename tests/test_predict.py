@@ -93,10 +93,19 @@ def test_cli_prints_readable_lists_and_json(tmp_path, images, capsys):
     assert out[0].endswith("image0.png") and out[1].lstrip().startswith("1. ")
     assert len(out) == 5 and out[4].startswith("skipped") and "broken.jpg" in out[4]
     assert main([*base, "--json", str(images / "*.png")]) == 0
-    result = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 1  # one object, as the help says
+    result = json.loads(printed)
     assert len(result["predictions"]) == 3 and result["failures"] == []
     assert {entry["label"] for entry in result["predictions"][0]["top"]} == {"cat", "dog", "bird"}
     assert main([*base, str(images / "broken.jpg")]) == 1
+
+
+def test_json_help_says_what_is_printed(capsys):
+    assert main(["predict", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "print JSON instead of text; one object: predictions" in text
+    assert "per line" not in text
 
 
 def test_nothing_to_predict_is_a_clear_error(tmp_path):

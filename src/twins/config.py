@@ -217,6 +217,12 @@ def load_config(
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise TwinsError(
+            f"{path} is a folder, not a config file: give a YAML recipe (configs/*.yaml), or "
+            f"a run's resolved config, {path / 'config.yaml'}",
+            argument="config",
+        )
     if not path.is_file():
         raise TwinsError(
             f"config file {path} not found: give the path of an existing YAML file",
@@ -227,7 +233,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise TwinsError(f"{path} is not UTF-8 text: save the YAML file as UTF-8") from error
     try:
-        values = yaml.safe_load(untab_comments(text))
+        values = yaml.load(untab_comments(text), Loader=_UniqueKeyLoader)  # noqa: S506 (safe)
+    except DuplicateKeyError as error:
+        raise TwinsError(f"{path}: {error}: keep one of them") from error
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         if mark is None:
@@ -244,6 +252,28 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise TwinsError(f"{path} must hold `key: value` lines, not a {type(values).__name__}")
     return values
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that names one key twice (PyYAML keeps the last silently)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                continue  # an unhashable key: the base class refuses it
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise DuplicateKeyError(
+                    f"key {key!r} is given twice, on lines {lines[key]} and {line}"
+                )
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 # White space that holds a tab, before a comment that follows a value or starts the line.

@@ -6,6 +6,7 @@ import timm
 import torch
 
 import twins
+from twins.errors import TwinsError
 
 NAMES = twins.list_models()
 
@@ -31,6 +32,30 @@ def test_any_input_size(name, size, small_model):
         logits = model(torch.randn(1, 3, *size))
     assert logits.shape == (1, 1000)
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((3, 64, 64), r"takes \(N, 3, H, W\) images, not .* \[3, 64, 64\]: add the batch axis"),
+        ((1, 1, 64, 64), r"not a tensor of shape \[1, 1, 64, 64\]: give images with 3 channels"),
+        ((1, 3, 31, 64), "at least 32 x 32 pixels, not 31 x 64: resize or pad them"),
+        ((2, 3, 64, 16), "at least 32 x 32 pixels, not 64 x 16"),
+    ],
+)
+def test_inputs_the_model_cannot_take_are_named(shape, message, small_model):
+    model = small_model("svt_small").eval()
+    for run in (model, model.forward_features, model.forward_intermediates):
+        with pytest.raises(ValueError, match=message):
+            run(torch.randn(shape))
+    scripted = torch.jit.script(model)
+    with pytest.raises(Exception, match=message):  # TorchScript re-raises as its own error
+        scripted(torch.randn(shape))
+
+
+def test_features_only_points_to_forward_intermediates():
+    with pytest.raises(TwinsError, match=r"model.forward_intermediates\(x, intermediates_"):
+        twins.create_model("pcpvt_small", features_only=True)
 
 
 def _timm_pair(name: str):

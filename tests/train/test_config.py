@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from twins.cli.main import main
 from twins.config import save_config
 from twins.errors import TwinsError
 from twins.train import KEYS, TrainConfig, build_config, fit, load_config
@@ -197,6 +198,21 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(TwinsError, match="key: value"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("arch: pcpvt_small\nepochs: 3\nbatch_size: 8\nepochs: 5\n")
+    assert main(["train", "-c", str(recipe), "--output", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0
+    assert "key 'epochs' is given twice, on lines 2 and 4" in error
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "nested.yaml").write_text(
+        "model_args:\n  depths: [1, 1, 1, 1]\n  depths: [2, 2, 2, 2]\n"
+    )
+    with pytest.raises(TwinsError, match="'depths' is given twice, on lines 2 and 3"):
+        load_config(tmp_path / "nested.yaml")
 
 
 def test_seed_flags_accept_its_parser_spellings():

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from factories import EVERY_RANDOM_DRAW
+from factories import EVERY_RANDOM_DRAW, write_imagefolder
 from twins import create_model
 from twins.atomic import save_torch
 from twins.cli.main import main
 from twins.errors import TwinsError
-from twins.train import evaluate_checkpoint, fit
+from twins.train import evaluate_checkpoint, fit, lr_schedule
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 
@@ -107,6 +107,12 @@ def test_seed_recipe_runs_unchanged_with_data_and_size_overrides(
     out = capsys.readouterr().out
     notices = [line for line in out.splitlines() if line.startswith("notice:")]
     assert len(notices) == 1 and "Ascend" in notices[0]
+    assert (
+        "\nsemantics: seed, the MindSpore seed's training: tanh GELU, Adam without bias correction, "
+        "its label smoothing, square (squash) eval resize (docs/recipes.md)\n"
+    ) in out
+    # the seed's cosine tops at base_lr + min_lr, the rate its first step after warmup runs at
+    assert "peak lr 0.00101 (base_lr as given + min_lr 1e-05, the seed's cosine offset)" in out
     assert load_checkpoint(output / "checkpoints" / "last.pt")["meta"]["arch"] == "pcpvt_small"
 
 
@@ -171,3 +177,86 @@ def test_a_data_set_salted_with_broken_files_trains_and_reports_them(
     assert len(warned) == 3  # each file named once, not once per epoch
     for name in ("empty.png", "notes.jpg", "cut.png"):
         assert any(name in message for message in warned)
+
+
+def test_gifs_train_and_files_not_images_are_counted_and_named(tmp_path, tiny_config, capsys):
+    data = write_imagefolder(tmp_path / "data", 8, (2, 2, 2, 2))
+    write_imagefolder(tmp_path / "gifs", 8, (1, 1, 1, 1), suffix=".gif", seed=1)
+    for gif in (tmp_path / "gifs").rglob("*.gif"):  # GIFs beside the PNGs, one class each
+        gif.rename(data / gif.relative_to(tmp_path / "gifs").with_name(f"g{gif.name}"))
+    (data / "train" / "class_0" / "notes.txt").write_text("where the photos came from")
+    (data / "train" / "class_1" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (data / "val" / "labels.json").write_text("{}")
+    fit(tiny_config(data, tmp_path / "run", epochs=1, batch_size=16))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("data:"))
+    assert line == (
+        f"data: {data} (64 train, 12 val images; 3 files not images left out "
+        "(e.g. train/class_0/notes.txt, train/class_1/.DS_Store))"
+    )
+    recipe = tmp_path / "run" / "config.yaml"
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    assert main(["eval", "-c", str(recipe), "--checkpoint", str(best)]) == 0
+    out = capsys.readouterr().out
+    assert "(12 images; 1 file not an image left out (e.g. val/labels.json))" in out
+
+
+def test_logged_lr_is_the_heads_and_a_climbing_cosine_is_announced(
+    imagefolder, tiny_config, tmp_path, capsys
+):
+    # 2e-3 x 16 / 1024 puts the peak (3.125e-5) under min_lr (1e-4): the "cosine" climbs.
+    config = tiny_config(imagefolder, tmp_path / "run", epochs=2, layer_decay=0.5)
+    config.lr_base_size = 1024
+    fit(config)
+    out = capsys.readouterr().out
+    notice = [line for line in out.splitlines() if line.startswith("notice:")]
+    assert notice == [
+        "notice: the peak lr 3.13e-05 (base_lr 0.002 × 16 / lr_base_size 1024) is below min_lr "
+        "0.0001, so the cosine climbs to min_lr: lower min_lr or raise base_lr"
+    ]
+    schedule = lr_schedule(config, 4)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert len(records) == 10 and records[-1]["step"] == 8
+    for record in records:  # the rate at lr scale 1 (the head's), not the deepest-decayed group's
+        assert record["lr"] == schedule(record["step"] - 1)
+    assert f"lr {schedule(7):.2e}" in out.splitlines()[-2]
+
+
+def test_best_is_the_better_of_raw_and_ema_and_each_file_is_read_once(
+    tmp_path, tiny_config, capsys
+):
+    data = write_imagefolder(tmp_path / "data")
+    (data / "val" / "class_0" / "broken.png").write_bytes(b"not a png")
+    # A high rate and a quick EMA: the raw weights are wrong after epoch 1 (0%) where their EMA
+    # is right (100%); later epochs reach 100% raw, which is no better.
+    config = tiny_config(
+        data,
+        tmp_path / "run",
+        epochs=3,
+        warmup_length=0,
+        base_lr=2e-2,
+        with_ema=True,
+        ema_decay=0.9,
+    )
+    result = fit(config)
+    out = capsys.readouterr().out
+    epochs = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert (epochs[0]["val_top1"], epochs[0]["ema_val_top1"]) == (0.0, 100.0)
+    assert epochs[0]["images_skipped"] == 1  # the broken file, read once for both models
+    assert [r["val_images"] for r in epochs] == [r["ema_val_images"] for r in epochs] == [14] * 3
+    assert result["best_top1"] == 100.0 and result["best_weights"] == "ema"
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert (best["epoch"], best["best_weights"]) == (1, "ema")
+    assert all(torch.equal(best["model"][k], best["model_ema"][k]) for k in best["model"])
+    assert "*best (EMA)*" in out.splitlines()[-4]
+    assert out.splitlines()[-1].startswith(
+        "done: best val top-1 100.00% (EMA weights, in checkpoints/best.pt); last epoch val "
+        f"top-1 {epochs[-1]['val_top1']:.2f}%, EMA {epochs[-1]['ema_val_top1']:.2f}%"
+    )
+    # best.pt's model is what scored: eval reports the same, with or without --ema
+    recipe, file = str(tmp_path / "run" / "config.yaml"), str(tmp_path / "run/checkpoints/best.pt")
+    assert main(["eval", "-c", recipe, "--checkpoint", file, "--json", "with_ema=false"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == 100.0
+    assert main(["eval", "-c", recipe, "--checkpoint", file, "--json", "--ema"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    assert reported["images"] == reported["ema"]["images"] == 14
+    assert reported["ema"]["top1"] == 100.0

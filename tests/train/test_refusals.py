@@ -71,12 +71,16 @@ def test_train_refuses_a_mistake_in_one_line(files, capsys, tmp_path, mistake):
     message = refusal(capsys, ["train", *recipe, *overrides])
     for word in words:
         assert word in message
+    assert not (tmp_path / "new").exists()  # a refused start leaves no output folder behind
 
 
 def test_train_refuses_missing_or_broken_inputs(files, capsys, tmp_path):
     recipe = ["-c", str(files / "recipe.yaml"), "--output", str(tmp_path / "new")]
     message = refusal(capsys, ["train", "-c", str(tmp_path / "missing.yaml")])
     assert "not found" in message and "-c" in message
+    message = refusal(capsys, ["train", "-c", str(files / "run")])
+    assert f"{files / 'run'} is a folder, not a config file" in message
+    assert f"{files / 'run' / 'config.yaml'}" in message and "(command line: --config)" in message
     message = refusal(capsys, ["train", "-c", str(files / "broken.yaml")])
     assert "not valid YAML" in message and "line" in message
     message = refusal(capsys, ["train", *recipe, "--data", str(tmp_path / "nowhere")])
@@ -87,6 +91,25 @@ def test_train_refuses_missing_or_broken_inputs(files, capsys, tmp_path):
     assert "not a weights file" in message
     message = refusal(capsys, ["train", *recipe, f"pretrained={files / 'svt.pth'}"])
     assert "do not fit pcpvt_small" in message and "the file was made for" in message
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"  # a folder the user made stays, without a lock file
+    kept.mkdir()
+    refusal(
+        capsys, ["train", "-c", str(files / "recipe.yaml"), "--output", str(kept), "num_classes=5"]
+    )
+    assert list(kept.iterdir()) == []
+
+
+def test_train_refuses_an_output_folder_inside_the_data_set(files, capsys, make_imagefolder):
+    data = make_imagefolder(files / "data", 2, [1, 1, 1, 1])
+    before = sorted(data.rglob("*"))
+    recipe = ["train", "-c", str(files / "recipe.yaml"), "--data", str(data)]
+    message = refusal(capsys, [*recipe, "--output", str(data / "train")])
+    assert f"is inside the data set's train/ folder {data / 'train'}" in message
+    assert message.endswith("(command line: --output)")
+    message = refusal(capsys, [*recipe, "--output", str(data / "val" / "class_0" / "run")])
+    assert "is inside the data set's val/ folder" in message
+    assert sorted(data.rglob("*")) == before  # nothing written into the data set
 
 
 def test_train_refuses_an_output_folder_of_another_model(files, capsys):

@@ -28,8 +28,8 @@ def format_report(result: dict[str, Any]) -> str:
     else:
         peak = result["peak_tflops"]
         lines.append(
-            f"{result['gmacs_per_image']:.2f} GMACs per image forward "
-            f"({result['gflops_per_image']:.1f} GFLOP per image per step); peak "
+            f"{_count(result['gmacs_per_image'], 'MACs')} per image forward "
+            f"({_count(result['gflops_per_image'], 'FLOP')} per image per step); peak "
             + (f"{peak:.3g} TFLOP/s ({result['peak_source']})" if peak else result["peak_source"])
         )
         lines.append(
@@ -62,6 +62,15 @@ def format_report(result: dict[str, Any]) -> str:
                 f"{entry['calls_per_step']:6.0f}x  {_shorten(entry['name'])}"
             )
     return "\n".join(lines)
+
+
+def _count(billions: float, unit: str) -> str:
+    """A count given in billions, to 3 significant figures with the prefix that fits (a tiny
+    model's MFLOP would read 0.0 GFLOP)."""
+    for prefix, scale in (("G", 1.0), ("M", 1e-3), ("k", 1e-6)):
+        if billions >= scale:
+            return f"{billions / scale:.3g} {prefix}{unit}"
+    return f"{billions * 1e9:.3g} {unit}"
 
 
 def _shorten(name: str, width: int = 90) -> str:

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{result['arch']} on {config.data_url}/val: top-1 {result['top1']:.2f}%  "
-        f"top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  ({result['images']} images)"
+        f"top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  ({result['images']} images"
+        + (f"; {result['left_out']})" if result.get("left_out") else ")")
     )
     if "ema" in result:
         ema = result["ema"]

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "224x224 forward pass (counted by torch's FlopCounterMode, reported as the paper does), "
         "window sizes (SVT) and the aliases accepted for it.",
     )
-    add_json(parser)
+    add_json(parser, prints="one object per model, one a line")
     parser.set_defaults(func=run)
 
 

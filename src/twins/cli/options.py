@@ -5,7 +5,9 @@ The EMA rule: `--ema` names the EMA weights a training checkpoint keeps (a run t
 `with_ema=true`). `predict`, `export` and `convert` make one thing from one set of weights, so
 there it takes the EMA weights instead of the raw ones; `eval` reports both, as training's own
 evaluation does, so there it means `with_ema=true` (the config key `eval` reads otherwise).
-Either way, a file without EMA weights given `--ema` is refused.
+Either way, a file without EMA weights given `--ema` is refused. A run's best.pt already holds
+the weights that scored best as its model (`best_weights` says raw or ema), so it needs no
+`--ema`.
 
 This module imports argparse and pathlib only: every command's parser is built from it on every
 run, `twins --help` included.
@@ -141,10 +143,9 @@ def add_device(parser: argparse.ArgumentParser, *, names: tuple[str, ...] = DEVI
     )
 
 
-def add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json", action="store_true", help="print JSON (one object per line) instead of text"
-    )
+def add_json(parser: argparse.ArgumentParser, *, prints: str = "one JSON object") -> None:
+    """`--json`; `prints` says what the command then writes to stdout."""
+    parser.add_argument("--json", action="store_true", help=f"print JSON instead of text; {prints}")
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:

@@ -50,7 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="crop fraction in (0, 1] (default: the weights file's, else 0.875)",
     )
     add_device(parser)
-    add_json(parser)
+    add_json(
+        parser,
+        prints="one object: predictions (image, top: index, label, probability), failures, "
+        "preprocessing",
+    )
     parser.set_defaults(func=run)
 
 

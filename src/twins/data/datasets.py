@@ -1,7 +1,9 @@
 """Train and validation data sets: class folders read with torchvision's ImageFolder.
 
 Layout (the seed's, and ImageNet's): `data_url/train/<class>/<image>` and
-`data_url/val/<class>/<image>`; class indices follow the sorted folder names.
+`data_url/val/<class>/<image>`; class indices follow the sorted folder names. Images are the
+files with an extension of `twins.data.images.IMAGE_EXTENSIONS` (GIFs too, as `predict` reads
+them); the other files found (notes, .DS_Store, ...) are listed in `dataset.left_out`.
 
 Broken files do not stop a run: `SafeImageFolder` converts every decodable image to RGB
 (`twins.data.images.to_rgb`) and returns `None` for a file it cannot decode. The loader's collate
@@ -25,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import has_file_allowed_extension
 
 from twins import storage
 from twins.data import packed
 from twins.data.counted import CountedReads, ImageSample
-from twins.data.images import decode_rgb, decoder_for
+from twins.data.images import decode_rgb, decoder_for, is_image_file
 from twins.data.train_transform import build_train_transform
 from twins.data.transforms import build_eval_transform
 from twins.errors import TwinsError
@@ -51,45 +52,43 @@ class SafeImageFolder(CountedReads, ImageFolder):
         transform: Any = None,
         decode: Callable[[bytes], tuple[Any, str]] = decode_rgb,
     ) -> None:
-        super().__init__(str(root), transform=transform)
+        self.left_out: list[str] = []  # files found that are not images, each once
+        super().__init__(str(root), transform=transform, is_valid_file=is_image_file)
         self.decode = decode
         self.init_counts(len(self.samples))
 
     def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
         # Hidden folders (.ipynb_checkpoints, .DS_Store dirs, ...) are not classes.
-        with os.scandir(directory) as entries:
-            classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+        with os.scandir(directory) as scan:
+            entries = list(scan)
+        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+        self.left_out += sorted(e.path for e in entries if e.is_file())
         if not classes:
             raise FileNotFoundError(f"no class folders in {directory}")
         return classes, {name: index for index, name in enumerate(classes)}
 
-    @staticmethod
     def make_dataset(
+        self,
         directory: str | Path,
         class_to_idx: dict[str, int],
         extensions: tuple[str, ...] | None = None,
         is_valid_file: Callable[[str], bool] | None = None,
         allow_empty: bool = False,
     ) -> list[tuple[str, int]]:
-        """torchvision's (path, class index) list, in its order, without following folder links
-        inside class folders."""
-        if (extensions is None) == (is_valid_file is None):
-            raise ValueError("give either extensions or is_valid_file")
-        if is_valid_file is None:
-
-            def is_valid_file(path: str) -> bool:
-                return has_file_allowed_extension(path, extensions)
-
+        """torchvision's (path, class index) list of the image files, in its order, without
+        following folder links inside class folders; the other files go to `left_out`."""
         samples: list[tuple[str, int]] = []
         empty = []
         for name in sorted(class_to_idx):
             folder = os.path.join(os.path.expanduser(directory), name)
-            found = [
-                (os.path.join(root, file), class_to_idx[name])
-                for root, files in sorted(_class_folder_files(folder))
-                for file in sorted(files)
-                if is_valid_file(os.path.join(root, file))
-            ]
+            found = []
+            for root, files in sorted(_class_folder_files(folder)):
+                for file in sorted(files):
+                    path = os.path.join(root, file)
+                    if is_image_file(path):
+                        found.append((path, class_to_idx[name]))
+                    else:
+                        self.left_out.append(path)
             if not found:
                 empty.append(name)
             samples += found
@@ -203,6 +202,18 @@ def _open_split(root: Path, split: str, transform: Any) -> SafeImageFolder:
     except FileNotFoundError as error:  # no class folders, or a class folder without images
         message = str(error).splitlines()[0]
         raise TwinsError(f"{message} ({layout}); add images or remove empty folders") from error
+
+
+def describe_left_out(datasets: list[Any], root: str | Path, shown: int = 2) -> str:
+    """ "N files not images left out (e.g. train/cat/notes.txt)" for the files of `datasets`
+    that are not images (paths relative to `root`); "" when there are none."""
+    paths = [
+        os.path.relpath(path, root) for data in datasets for path in getattr(data, "left_out", ())
+    ]
+    if not paths:
+        return ""
+    count = f"{len(paths)} files not images" if len(paths) > 1 else "1 file not an image"
+    return f"{count} left out (e.g. {', '.join(paths[:shown])})"
 
 
 def _names(names: list[str], shown: int = 5) -> str:

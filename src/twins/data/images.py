@@ -31,6 +31,12 @@ from torchvision.io import ImageReadMode, decode_jpeg
 # Extensions of the files searched for as images; a GIF is read as its first frame.
 IMAGE_EXTENSIONS = (*IMG_EXTENSIONS, ".gif")
 
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether `path` has one of IMAGE_EXTENSIONS (any case): the files read as images."""
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
 # Modes holding one 16- or 32-bit integer channel (16-bit PNG / TIFF grayscale).
 _WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 

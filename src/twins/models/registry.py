@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from twins.errors import TwinsError
-from twins.models.twins import Twins
+from twins.models.twins import Twins, smallest_side
 from twins.notes import note
 
 _PCPVT = {
@@ -140,13 +140,7 @@ def smallest_image_size(name: str, model_args: dict[str, Any] | None = None) -> 
     depths, sr_ratios = settings["depths"], settings["sr_ratios"]
     if isinstance(sr_ratios, (int, float)):
         sr_ratios = [sr_ratios] * len(depths)
-    stride = int(settings.get("patch_size", 4))
-    smallest = stride
-    for stage, ratio in enumerate(sr_ratios):
-        smallest = max(smallest, stride * int(ratio))
-        if stage < len(sr_ratios) - 1:
-            stride *= 2
-    return max(smallest, stride)
+    return smallest_side(int(settings.get("patch_size", 4)), sr_ratios)
 
 
 def create_model(
@@ -180,6 +174,12 @@ def create_model(
     """
     del img_size  # no position embedding: nothing depends on the input size
     arch = resolve_name(name)
+    if overrides.pop("features_only", False):
+        raise TwinsError(
+            "features_only is timm's wrapper, not an argument of Twins: take the four stage "
+            "maps with model.forward_intermediates(x, intermediates_only=True)",
+            argument="features_only",
+        )
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         valid = ", ".join([*OVERRIDES, *BUILD_OPTIONS])

@@ -104,6 +104,7 @@ class Twins(nn.Module):
         }
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self.smallest_side = smallest_side(patch_size, sr_ratios)
         self.depths = tuple(depths)
         self.embed_dims = embed_dims
         self.num_features = self.head_hidden_size = embed_dims[-1]
@@ -203,6 +204,7 @@ class Twins(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Stages 0 to `last` on images `x`: the output (normalised tokens after the last
         stage, else a map) and the NCHW maps of the stages in `take`."""
+        check_input(x, self.in_chans, self.smallest_side)
         intermediates: list[torch.Tensor] = []
         final = len(self.blocks) - 1
         # Channels-last images give channels-last patch maps, which are tokens already.
@@ -322,6 +324,50 @@ class Twins(nn.Module):
         if prune_head or pruned_end:
             self.reset_classifier(0, "")
         return take
+
+
+def smallest_side(patch_size: int, sr_ratios: Sequence[int]) -> int:
+    """The smallest input side a model takes: each stage's map must hold a spatial-reduction
+    window (sr_ratio tokens across), the last stage one token."""
+    stride = int(patch_size)
+    smallest = stride
+    for stage, ratio in enumerate(sr_ratios):
+        smallest = max(smallest, stride * int(ratio))
+        if stage < len(sr_ratios) - 1:
+            stride *= 2
+    return max(smallest, stride)
+
+
+@torch.fx.wrap  # a leaf of fx graphs: its branches are on the input's shape
+def check_input(x: torch.Tensor, in_chans: int, smallest: int) -> None:
+    """Refuse what the layers would fail on with an opaque message: not (N, C, H, W), another
+    channel count, or a side under the smallest the model takes. Shape reads only."""
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        fix = "give a batch: N x C x H x W"
+        if x.dim() == 3:
+            fix = "add the batch axis with x.unsqueeze(0)"
+        elif x.dim() == 4:
+            fix = "give images with " + str(in_chans) + " channels"
+        raise ValueError(
+            "Twins takes (N, "
+            + str(in_chans)
+            + ", H, W) images, not a tensor of shape "
+            + str(list(x.shape))
+            + ": "
+            + fix
+        )
+    if x.shape[2] < smallest or x.shape[3] < smallest:
+        raise ValueError(
+            "this model takes images of at least "
+            + str(smallest)
+            + " x "
+            + str(smallest)
+            + " pixels, not "
+            + str(x.shape[2])
+            + " x "
+            + str(x.shape[3])
+            + ": resize or pad them"
+        )
 
 
 def _window_size(wss: Sequence[int] | None, stage: int, index: int) -> int | None:

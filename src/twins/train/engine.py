@@ -94,7 +94,7 @@ def train_one_epoch(
             window_loss = done.window_sum.item() / done.window_steps
             if log is not None:
                 log({"kind": "step", "epoch": epoch, "step": state.step}
-                    | {"train_loss": window_loss, "lr": trainer.optimizer.param_groups[0]["lr"]})  # fmt: skip
+                    | {"train_loss": window_loss, "lr": trainer.applied_lr})  # fmt: skip
             done.window_sum.zero_()
             done.window_steps = 0
             if progress:
@@ -116,38 +116,57 @@ def train_one_epoch(
     }
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module, loader, precision: Precision, *, progress: bool = False, desc: str = "eval"
 ) -> dict[str, Any]:
     """Top-1 / top-5 accuracy (%), mean cross entropy and the number of images, over every
     process's shard. Top-5 is top-k with k = min(5, classes)."""
-    model.eval()
+    return evaluate_models({desc: model}, loader, precision, progress=progress, desc=desc)[desc]
+
+
+@torch.no_grad()
+def evaluate_models(
+    models: dict[str, nn.Module],
+    loader,
+    precision: Precision,
+    *,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[str, dict[str, Any]]:
+    """`evaluate` of several models (the raw and the EMA weights) in one pass over `loader`:
+    each batch goes through every model, so every image (and every broken file) is read once."""
+    for model in models.values():
+        model.eval()
     device = precision.device
-    # Sums of loss, top-1 hits, top-5 hits and images, in float64 so counts stay exact.
-    totals = torch.zeros(4, dtype=torch.float64, device=device)
+    # Per model: sums of loss, top-1 hits, top-5 hits and images, in float64 so counts stay exact.
+    totals = torch.zeros(len(models), 4, dtype=torch.float64, device=device)
     bar = tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
     for inputs, targets in bar:
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
-        with precision.autocast():
-            logits = model(inputs)
-        logits = logits.float()
-        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets[:, None])
-        totals += torch.stack(
-            [
-                F.cross_entropy(logits, targets, reduction="sum").double(),
-                hits[:, 0].sum().double(),
-                hits.any(dim=1).sum().double(),
-                totals.new_tensor(targets.shape[0]),
-            ]
-        )
-    loss_sum, top1, top5, count = all_reduce_sum(totals).tolist()
-    if count == 0:
-        raise TwinsError("the validation set is empty: put images in the val/ class folders")
-    return {
-        "top1": 100.0 * top1 / count,
-        "top5": 100.0 * top5 / count,
-        "loss": loss_sum / count,
-        "images": int(count),
-    }
+        for row, model in enumerate(models.values()):
+            with precision.autocast():
+                logits = model(inputs)
+            logits = logits.float()
+            hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets[:, None])
+            totals[row] += torch.stack(
+                [
+                    F.cross_entropy(logits, targets, reduction="sum").double(),
+                    hits[:, 0].sum().double(),
+                    hits.any(dim=1).sum().double(),
+                    totals.new_tensor(targets.shape[0]),
+                ]
+            )
+    results = {}
+    for name, (loss_sum, top1, top5, count) in zip(
+        models, all_reduce_sum(totals).tolist(), strict=True
+    ):
+        if count == 0:
+            raise TwinsError("the validation set is empty: put images in the val/ class folders")
+        results[name] = {
+            "top1": 100.0 * top1 / count,
+            "top5": 100.0 * top5 / count,
+            "loss": loss_sum / count,
+            "images": int(count),
+        }
+    return results

@@ -3,24 +3,26 @@
 The model is the one the file describes (its metadata, else `arch` with the file's shapes), in
 any format `twins.load_weights` reads. Under torchrun each process takes a disjoint shard and
 the sums are reduced, so every image counts once; broken images are judged on the counts of all
-processes together after the model's pass (an EMA pass rereads the same files), so that all
-stop or none does. With `with_ema` the EMA weights of a training checkpoint are evaluated too.
+processes together after the pass, so that all stop or none does. With `with_ema` the EMA
+weights of a training checkpoint are evaluated too, in the same pass (each batch through both
+models), so each file is read and counted once.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 from typing import Any
 
 from twins.config import TrainConfig
 from twins.data import SafeImageFolder, build_eval_transform, build_loader
-from twins.data.datasets import is_packed_data, open_data
+from twins.data.datasets import describe_left_out, is_packed_data, open_data
 from twins.errors import TwinsError
 from twins.models.from_weights import model_from_weights
 from twins.models.twins import Twins
 from twins.train import distributed
-from twins.train.engine import evaluate
+from twins.train.engine import evaluate_models
 from twins.train.precision import build_precision
 from twins.weights import StateDict, load_weights
 
@@ -28,7 +30,8 @@ from twins.weights import StateDict, load_weights
 def evaluate_checkpoint(
     config: TrainConfig, checkpoint: str | Path, *, ema: bool | None = None
 ) -> dict[str, Any]:
-    """{"top1", "top5" (%), "loss", "images", "arch", "checkpoint"} and, with EMA weights
+    """{"top1", "top5" (%), "loss", "images", "arch", "checkpoint", "left_out" (the files of the
+    validation folder that are not images, counted and named: "" when none)} and, with EMA weights
     evaluated, "ema": {"top1", "top5", "loss", "images"}. `ema=True` evaluates the file's EMA
     weights too and refuses a file without them; None follows the config's `with_ema`, where
     the file has EMA weights."""
@@ -42,13 +45,18 @@ def evaluate_checkpoint(
         loader = build_loader(val_set, config, train=False, sampler=sampler, lockstep=ctx.enabled)
         precision = build_precision(config, ctx.device)
         progress = ctx.is_main and sys.stderr.isatty()
-        result: dict[str, Any] = evaluate(model, loader, precision, progress=progress)
+        models = {"raw": model}
+        if ema_weights is not None:
+            models["ema"] = copy.deepcopy(model)
+            models["ema"].load_state_dict(ema_weights)
+        results = evaluate_models(models, loader, precision, progress=progress)
         if ctx.enabled:
             distributed.check_health_together(val_set, ctx.device)
+        result: dict[str, Any] = results["raw"]
         result |= {"arch": model.arch, "checkpoint": str(checkpoint)}
-        if ema_weights is not None:
-            model.load_state_dict(ema_weights)
-            result["ema"] = evaluate(model, loader, precision, progress=progress, desc="ema")
+        result["left_out"] = describe_left_out([val_set], Path(config.data_url).expanduser())
+        if "ema" in results:
+            result["ema"] = results["ema"]
         return result
     finally:
         distributed.cleanup()

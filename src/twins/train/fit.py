@@ -25,12 +25,12 @@ from twins.errors import TwinsError
 from twins.models import create_model
 from twins.seeds import seed_everything
 from twins.train import distributed, resume
-from twins.train.engine import evaluate, train_one_epoch
+from twins.train.engine import evaluate_models, train_one_epoch
 from twins.train.lock import lock_output
 from twins.train.metrics import RunLog
 from twins.train.mirror import OutputMirror
 from twins.train.precision import hardware_notice
-from twins.train.report import header, printer, summary
+from twins.train.report import done_line, header, printer, summary
 from twins.train.sample_seeds import SampleSeededDataset
 from twins.train.sampler import training_sampler
 from twins.train.state import EpochProgress
@@ -39,9 +39,11 @@ from twins.train.trainer import Trainer
 
 
 def fit(config: TrainConfig, *, stop_after_epoch: int | None = None) -> dict[str, Any]:
-    """Train per `config`; returns the last epoch's record (val_top1, ...) plus `best_top1` and
-    `output`. `stop_after_epoch` ends the process's work after that epoch (1-based) without
-    finishing the run, which the same call resumes later (time-limited jobs, tests)."""
+    """Train per `config`; returns the last epoch's record (val_top1, ...) plus `best_top1`,
+    `best_weights` ("raw" or "ema": which scored it; best.pt holds them) and `output`.
+    `stop_after_epoch` ends the process's work after that epoch (1-based) without finishing the
+    run, which the same call resumes later (time-limited jobs, tests)."""
+    check_output_outside_data(config.train_url, config.data_url)
     ctx = distributed.setup(config.device_target)
     mirror = OutputMirror(config.train_url, say=printer(ctx.is_main))
     try:
@@ -60,6 +62,25 @@ def fit(config: TrainConfig, *, stop_after_epoch: int | None = None) -> dict[str
             return result
     finally:
         distributed.cleanup()
+
+
+def check_output_outside_data(train_url: str, data_url: str) -> None:
+    """Refuse an output folder inside the data set's train/ or val/ folder: its checkpoints/ and
+    tensorboard/ would become classes (or files of one) there, and the next run would fail on
+    them. Anywhere else is harmless (ImageFolder reads only train/ and val/), the data set
+    inside the output folder too (`twins demo` keeps it in `DIR/data`). URLs are not compared."""
+    if "://" in train_url or "://" in data_url:
+        return
+    output = Path(train_url).expanduser().resolve()
+    data = Path(data_url).expanduser().resolve()
+    for split in ("train", "val"):
+        if output.is_relative_to(data / split):
+            raise TwinsError(
+                f"output folder {train_url} is inside the data set's {split}/ folder "
+                f"{data / split}: its files would become a class there; give an output folder "
+                f"outside {data / 'train'} and {data / 'val'}",
+                argument="train_url",
+            )
 
 
 def build_model(config: TrainConfig, pretrained: str | None = None, **overrides: Any) -> nn.Module:
@@ -173,8 +194,10 @@ def _fit(
             is_best = False
             if epoch % config.eval_every == 0 or epoch == config.total_epochs:
                 record |= _evaluate(trainer, val_loader, val_set, ctx, progress)
-                is_best = record["val_top1"] > state.best_top1
-                state.best_top1 = max(state.best_top1, record["val_top1"])
+                score, weights = _best_of(record)
+                is_best = score > state.best_top1
+                if is_best:
+                    state.best_top1, state.best_weights = score, weights
             state.epoch, state.progress = epoch, EpochProgress()
             state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
             record |= state.data_counts
@@ -187,7 +210,7 @@ def _fit(
             log.end_epoch()
             if ctx.is_main:
                 mirror.sync()
-            say(summary(record, config.total_epochs, is_best))
+            say(summary(record, config.total_epochs, is_best and state.best_weights))
             distributed.barrier()
             stop_if_asked(within_epoch=False)
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -196,8 +219,13 @@ def _fit(
         log.close()
     if first_epoch >= config.total_epochs:
         say(f"{shown} holds a finished run of {config.total_epochs} epochs: nothing to train")
-    say(f"done: best val top-1 {state.best_top1:.2f}%; output in {shown}")
-    return {**record, "best_top1": state.best_top1, "output": shown}
+    say(done_line(record, state, shown))
+    return {
+        **record,
+        "best_top1": state.best_top1,
+        "best_weights": state.best_weights,
+        "output": shown,
+    }
 
 
 def _parallel(model: nn.Module, ctx: distributed.DistContext) -> nn.Module:
@@ -233,14 +261,23 @@ def _loaders(config: TrainConfig, ctx: distributed.DistContext, train_set, val_s
 
 
 def _evaluate(trainer: Trainer, val_loader, val_set, ctx, progress: bool) -> dict[str, Any]:
-    val = evaluate(trainer.module, val_loader, trainer.precision, progress=progress)
+    """val_* of the raw weights and ema_val_* of the EMA weights, in one pass over the
+    validation set (each batch through both), so each image and broken file is read once."""
+    models = {"val": trainer.module}
+    if trainer.ema is not None:
+        models["ema_val"] = trainer.ema.module
+    results = evaluate_models(models, val_loader, trainer.precision, progress=progress)
     if ctx.enabled:
         distributed.check_health_together(val_set, ctx.device)
-    record = {f"val_{k}": v for k, v in val.items()}
-    if trainer.ema is not None:
-        ema = evaluate(trainer.ema.module, val_loader, trainer.precision, progress=progress)
-        record |= {f"ema_val_{k}": v for k, v in ema.items()}
-    return record
+    return {f"{name}_{k}": v for name, result in results.items() for k, v in result.items()}
+
+
+def _best_of(record: dict[str, Any]) -> tuple[float, str]:
+    """The epoch's score for best.pt and the weights that made it: the better val top-1 of the
+    raw ("raw") and the EMA ("ema") weights; the raw ones on a tie."""
+    if record.get("ema_val_top1", -math.inf) > record["val_top1"]:
+        return record["ema_val_top1"], "ema"
+    return record["val_top1"], "raw"
 
 
 def _data_counts(loaders: tuple, saved: dict | None, device: torch.device) -> dict[str, int]:
@@ -263,7 +300,7 @@ def _epoch_record(epoch: int, stats: dict[str, Any], trainer: Trainer, world: in
         "epoch": epoch,
         "step": trainer.state.step,
         "train_loss": stats["train_loss"],
-        "lr": trainer.optimizer.param_groups[0]["lr"],
+        "lr": trainer.applied_lr,
         "skipped_steps": stats["skipped_steps"],
         "epoch_seconds": round(stats["seconds"], 3),
         "images_per_s": round(stats["trained_images"] * world / stats["seconds"], 1),

@@ -31,9 +31,12 @@ LOCK_NAME = ".lock"
 
 @contextlib.contextmanager
 def lock_output(folder: str | Path, device: torch.device) -> Iterator[None]:
-    """Hold the lock of `folder` (created if missing) for the block; refuse if another run does."""
+    """Hold the lock of `folder` (created if missing) for the block; refuse if another run does.
+    A block that fails before writing anything there (a bad data folder) leaves no folder
+    holding only the lock: what the lock made is removed again."""
     folder = Path(folder)
     handle, holder = None, None
+    made = [path for path in (folder / LOCK_NAME, folder, *folder.parents) if not path.exists()]
     if distributed.is_main_process():
         handle, holder = _acquire(folder)
     # Every process learns whether the main process got the lock.
@@ -48,9 +51,23 @@ def lock_output(folder: str | Path, device: torch.device) -> Iterator[None]:
         )
     try:
         yield
+    except BaseException:
+        if handle is not None:
+            _remove_if_only_the_lock(folder, made)
+        raise
     finally:
         if handle is not None:
             os.close(handle)  # closing drops the lock
+
+
+def _remove_if_only_the_lock(folder: Path, made: list[Path]) -> None:
+    """Remove the lock file and the folders `made` for it, when the folder holds nothing else."""
+    if folder / LOCK_NAME not in made or os.listdir(folder) != [LOCK_NAME]:
+        return
+    with contextlib.suppress(OSError):
+        (folder / LOCK_NAME).unlink()
+        for path in made[1:]:
+            path.rmdir()  # deepest first; stops at the first folder that is not empty
 
 
 def _acquire(folder: Path) -> tuple[int | None, str | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twins.data.datasets import describe_left_out
 from twins.storage import display
 from twins.train.schedule import global_batch
 from twins.train.trainer import Trainer
@@ -20,24 +21,47 @@ def header(config: Any, trainer: Trainer, ctx: Any, train_set: Any, val_set: Any
         if config.lr_base_size
         else "base_lr as given"
     )
+    if schedule.top != schedule.peak:
+        scaled += f" + min_lr {config.min_lr:g}, the seed's cosine offset"
     never = config.cooldown_epochs and config.semantics != "twins"
     cooldown = f" (its {config.cooldown_epochs} cooldown epochs never run)" if never else ""
-    return [
-        f"semantics: {config.semantics} (docs/recipes.md)",
+    left_out = describe_left_out([train_set, val_set], config.data_url)
+    lines = [
+        f"semantics: {config.semantics}{_brings(config)} (docs/recipes.md)",
         f"model: {model.arch}, {params / 1e6:.2f} M parameters, {config.num_classes} classes",
         f"device: {ctx.device} × {ctx.world_size} process(es), {trainer.precision.describe()}",
-        f"data: {config.data_url} ({len(train_set)} train, {len(val_set)} val images)",
+        f"data: {display(config.data_url)} ({len(train_set)} train, {len(val_set)} val images"
+        + (f"; {left_out})" if left_out else ")"),
         f"batch: global {batch} = {config.batch_size} per device × {ctx.world_size} "
-        f"× {config.accumulation_step} accumulation; peak lr {schedule.peak:.3g} ({scaled})",
+        f"× {config.accumulation_step} accumulation; peak lr {schedule.top:.3g} ({scaled})",
         f"epochs: {config.total_epochs}{cooldown}, warmup {config.warmup_length} from "
         f"{config.warmup_lr:g}, {config.lr_scheduler} to min_lr {config.min_lr:g}; "
         f"{schedule.steps_per_epoch} steps per epoch, {schedule.total_steps} in all; "
         f"output {display(config.train_url)}",
     ]
+    if schedule.climbs:
+        lines.append(
+            f"notice: the peak lr {schedule.peak:.3g} ({scaled}) is below min_lr "
+            f"{config.min_lr:g}, so the cosine climbs to min_lr: lower min_lr or raise base_lr"
+        )
+    return lines
 
 
-def summary(record: dict[str, Any], total_epochs: int, is_best: bool) -> str:
-    """The one line that closes an epoch."""
+def _brings(config: Any) -> str:
+    """What the seed's semantics change beyond the schedule (docs/recipes.md has them all)."""
+    if config.semantics != "seed":
+        return ""
+    brings = []
+    if config.model_args.get("act_layer", "gelu_tanh") == "gelu_tanh":
+        brings.append("tanh GELU")
+    if config.optimizer != "sgd":
+        brings.append("Adam without bias correction")
+    brings += ["its label smoothing", "square (squash) eval resize"]
+    return ", the MindSpore seed's training: " + ", ".join(brings)
+
+
+def summary(record: dict[str, Any], total_epochs: int, best: str | bool) -> str:
+    """The one line that closes an epoch; `best`: the weights ("raw", "ema") of a new best."""
     text = (
         f"epoch {record['epoch']}/{total_epochs}  loss {record['train_loss']:.4f}  "
         f"lr {record['lr']:.2e}"
@@ -54,7 +78,19 @@ def summary(record: dict[str, Any], total_epochs: int, is_best: bool) -> str:
         text += f"  {record['skipped_steps']} non-finite steps skipped"
     if record.get("images_skipped"):
         text += f"  {record['images_skipped']} unreadable images left out so far"
-    return text + ("  *best*" if is_best else "")
+    return text + ({"ema": "  *best (EMA)*"}.get(best, "  *best*") if best else "")
+
+
+def done_line(record: dict[str, Any], state: Any, output: Any) -> str:
+    """The line that ends a run: the best val top-1 and its weights (what best.pt holds), and
+    the last epoch's raw and EMA top-1."""
+    weights = "EMA weights" if state.best_weights == "ema" else "raw weights"
+    text = f"done: best val top-1 {state.best_top1:.2f}% ({weights}, in checkpoints/best.pt)"
+    if "ema_val_top1" in record:
+        text += (
+            f"; last epoch val top-1 {record['val_top1']:.2f}%, EMA {record['ema_val_top1']:.2f}%"
+        )
+    return text + f"; output in {output}"
 
 
 def printer(enabled: bool) -> Callable[[str], None]:

@@ -19,10 +19,14 @@ on the CPU or on GPUs with deterministic kernels. What makes it hold:
 A checkpoint is a dict of plain types and tensors (`torch.load(weights_only=True)` opens it):
     {"format": "twins-checkpoint", "version": 1, "model", "model_ema", "meta", "optimizer",
      "scaler", "rng", "data": {"seed", "epoch"}, "config", "metrics" (the last epoch's record),
-     "epoch" (epochs done), "global_step", "best_top1", "nonfinite_run", "data_counts",
+     "epoch" (epochs done), "global_step", "best_top1", "best_weights" ("raw" or "ema": which
+     weights scored best_top1), "nonfinite_run", "data_counts",
      "epoch_progress" (only within an epoch: "epoch", "batches", "samples", "world_size",
      "batch_size", "ranks" (every process's EpochProgress row))}
-best.pt keeps what using the weights needs, not the optimizer. `meta` describes the model and
+best.pt keeps what using the weights needs, not the optimizer: it is written at the epoch whose
+better val top-1 of the raw and the EMA weights is the run's highest, and its "model" holds the
+weights that scored it (the EMA weights where "best_weights" is "ema"; "model_ema" holds them
+too), so every reader of "model" (eval, predict, export, load_model) gets them. `meta` describes the model and
 how evaluation prepares its images, so the weights can be used without the config.
 """
 
@@ -46,7 +50,7 @@ from twins.weights import model_metadata
 FORMAT = "twins-checkpoint"
 VERSION = 1
 _BEST_KEYS = ("format", "version", "model", "model_ema", "meta", "epoch", "global_step")
-_BEST_KEYS += ("config", "best_top1", "metrics")
+_BEST_KEYS += ("config", "best_top1", "best_weights", "metrics")
 
 # Config keys that make another model: a checkpoint with other values is another run.
 MODEL_KEYS = ("arch", "model_args", "num_classes")
@@ -82,6 +86,7 @@ def checkpoint(
         "epoch": state.epoch,
         "global_step": state.step,
         "best_top1": state.best_top1,
+        "best_weights": state.best_weights,
         "nonfinite_run": state.nonfinite_run,
         "data_counts": dict(state.data_counts),
     }
@@ -142,6 +147,7 @@ def restore(saved: dict[str, Any], trainer: Trainer, notices: list[str]) -> int:
         epoch=saved["epoch"],
         step=saved["global_step"],
         best_top1=saved.get("best_top1", -math.inf),
+        best_weights=saved.get("best_weights", "raw"),
         nonfinite_run=saved.get("nonfinite_run", 0),
         data_counts=dict(saved.get("data_counts") or {}),
     )
@@ -258,7 +264,7 @@ def check_finite(state_dict: dict[str, torch.Tensor], what: str) -> None:
 
 class CheckpointFiles:
     """The checkpoint files of one output folder: last.pt (for resuming), best.pt (highest val
-    top-1), epoch_NNNN.pt every `save_every` epochs, the newest `keep_checkpoint_max` kept.
+    top-1 of the raw or EMA weights, those weights as "model"), epoch_NNNN.pt every `save_every` epochs, the newest `keep_checkpoint_max` kept.
     Only the main process writes."""
 
     def __init__(self, folder: str | Path, keep_max: int, save_every: int) -> None:
@@ -281,7 +287,10 @@ class CheckpointFiles:
         epochs, then last.pt. last.pt goes last: a run killed before it is written redoes the
         epoch from the previous last.pt and writes the others again."""
         if is_best:
-            save_torch({k: saved[k] for k in _BEST_KEYS if k in saved}, self.best)
+            best = {k: saved[k] for k in _BEST_KEYS if k in saved}
+            if saved.get("best_weights") == "ema":  # the weights that scored, where all look
+                best["model"] = saved["model_ema"]
+            save_torch(best, self.best)
         epoch = saved["epoch"]
         if self.save_every and epoch % self.save_every == 0:
             save_torch(saved, self.epoch_path(epoch))

@@ -56,6 +56,20 @@ class LrSchedule:
         """The optimizer steps this run trains."""
         return (self.trained_epochs - self.start_epoch) * self.steps_per_epoch
 
+    @property
+    def top(self) -> float:
+        """The highest rate of the schedule: `peak`, but `peak + min_lr` under the seed's
+        cosine, whose offset puts its top above the warmup's end."""
+        if self.semantics == "seed" and self.policy != "constant_lr":
+            return self.peak + self.min_lr
+        return self.peak
+
+    @property
+    def climbs(self) -> bool:
+        """Whether the cosine climbs instead of decaying: a peak below `min_lr` (possible when
+        `lr_base_size` scales `base_lr` down), under the semantics that decay to `min_lr`."""
+        return self.semantics != "seed" and self.policy != "constant_lr" and self.peak < self.min_lr
+
     def __call__(self, step: int) -> float:
         at = self.start_epoch * self.steps_per_epoch + step  # steps since the schedule began
         if self.semantics == "official":

@@ -63,6 +63,12 @@ class Trainer:
         """The learning rate of the next optimizer step."""
         return self.schedule(self.state.step)
 
+    @property
+    def applied_lr(self) -> float:
+        """The rate the last optimizer step used at lr scale 1: under `layer_decay`, the head's
+        (the other groups ran at their `lr_scale` times it). What the logs report."""
+        return self.schedule(max(self.state.step - 1, 0))
+
     def step(self, images: torch.Tensor, targets: torch.Tensor) -> float:
         """One optimizer step on one batch; returns the batch's loss before the update."""
         if not self.model.training:
