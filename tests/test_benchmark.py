@@ -2,6 +2,7 @@
 
 import json
 import mmap
+import re
 import sys
 
 import pytest

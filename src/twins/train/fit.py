@@ -13,12 +13,14 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from twins import storage
 from twins.config import TrainConfig, save_config
 from twins.data import build_datasets, build_device_batch, build_loader, build_mixup
 from twins.errors import TwinsError
@@ -69,7 +71,7 @@ def check_output_outside_data(train_url: str, data_url: str) -> None:
     tensorboard/ would become classes (or files of one) there, and the next run would fail on
     them. Anywhere else is harmless (ImageFolder reads only train/ and val/), the data set
     inside the output folder too (`twins demo` keeps it in `DIR/data`). URLs are not compared."""
-    if "://" in train_url or "://" in data_url:
+    if storage.is_remote(train_url) or storage.is_remote(data_url):
         return
     output = Path(train_url).expanduser().resolve()
     data = Path(data_url).expanduser().resolve()
