@@ -48,7 +48,8 @@ def read_all(cache: ShardCache, names: list[str]) -> list[bytes]:
 def test_processes_sharing_the_cache_download_each_shard_once(tmp_path, store):
     cache = make_cache(tmp_path, store)
     names = sorted(store)
-    with multiprocessing.get_context("fork").Pool(3) as pool:
+    # spawn: a forked pool can hang on locks that threads of earlier tests held at the fork
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
         results = pool.starmap(read_all, [(cache, names), (cache, names[::-1]), (cache, names)])
     assert all(sorted(r) == [bytes([n]) for n in range(6)] for r in results)
     assert sorted((tmp_path / "log").read_text().split()) == names

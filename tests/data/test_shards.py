@@ -62,7 +62,8 @@ def test_broken_and_converted_images_in_a_shard_are_counted(make_imagefolder, tm
         len(train.broken_files) == 1 and "(packed from class_0/broken.png)" in train.broken_files[0]
     )
     assert caplog.text.count("skipping unreadable image") == 1
-    assert all(s[0].shape == (3, 32, 32) for s in samples if s is not None)
+    # the training split: a uint8 image and its random-erasing table (applied on the device)
+    assert all(s[0][0].shape == (3, 32, 32) for s in samples if s is not None)
 
 
 def test_a_shard_that_does_not_match_the_manifest_is_named_with_the_fix(packed_copy):

@@ -49,8 +49,12 @@ def test_the_same_batches_with_and_without_loader_workers(packed, tiny_config, t
     alone = epoch_batches(tiny_config(packed, tmp_path, **recipe), 1)
     workers = epoch_batches(tiny_config(packed, tmp_path, **recipe, num_parallel_workers=2), 1)
     assert len(alone) == len(workers) == 8
-    for (images, targets), (other_images, other_targets) in zip(alone, workers, strict=True):
-        assert torch.equal(images, other_images) and torch.equal(targets, other_targets)
+    # a training batch: ((uint8 images, random-erasing table), targets)
+    for ((images, erasing), targets), ((other_images, other_erasing), other_targets) in zip(
+        alone, workers, strict=True
+    ):
+        assert torch.equal(images, other_images) and torch.equal(erasing, other_erasing)
+        assert torch.equal(targets, other_targets)
 
 
 def test_a_run_killed_within_an_epoch_resumes_to_the_unbroken_weights(

@@ -172,6 +172,10 @@ class TrainTransform:
             mode = random.choice(_RANDOM_INTERPOLATION)
         else:
             mode = _INTERPOLATION[self.interpolation]
+        # timm's draw rounds a tiny image's crop to 0 rows or columns (Pillow then refuses to
+        # resize it): keep at least one, inside the image.
+        height, width = max(1, height), max(1, width)
+        top, left = min(top, image.shape[-2] - height), min(left, image.shape[-1] - width)
         crop = image[:, top : top + height, left : left + width]
         out = F.resize(crop, list(self.size), interpolation=mode, antialias=True)
         if self.hflip > 0 and torch.rand(1) < self.hflip:
