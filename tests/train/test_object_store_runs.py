@@ -162,6 +162,7 @@ def torchrun_environment(**extra: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 9 torchrun launches of 2 processes on a loaded machine
 def test_torchrun_from_and_to_a_bucket_killed_at_random_steps_ends_as_the_unbroken_run(
     imagefolder, bucket, tmp_path
 ):
