@@ -156,3 +156,28 @@ def test_cpu_peak_memory_resets_to_the_current_size():
     memory.reset()
     assert memory.kind == "RSS"
     assert memory.read_mib() <= _resident_mib() + 1 < start + 100
+
+
+def test_data_mode_on_packed_data_local_against_timms_wds_reader_and_in_a_bucket(
+    capsys, tmp_path, s3_prefix, monkeypatch
+):
+    from twins.data.pack import pack
+
+    write_imagefolder(tmp_path / "images", 4, (1, 1), classes=("cat", "dog"), size=(36, 40))
+    pack(tmp_path / "images", str(tmp_path / "packed"), shard_size=2_000, workers=1)
+    args = ["--mode", "data", "--workers", "1", *QUICK, "--iters", "3"]
+    local = _run_json(capsys, "--data", str(tmp_path / "packed"), "--compare", "timm", *args)
+    assert local["data_kind"] == "packed" and local["reference"] == "timm"
+    for row in local["results"].values():
+        assert row["images_per_pass"] == 6 and row["images_per_cpu_s"] > 0
+        assert row["first_pass_images_per_cpu_s"] > 0 and row["worker_cpu_s_per_pass"] > 0
+    assert local["timm_images_per_cpu_s"] == local["results"]["timm"]["images_per_cpu_s"]
+
+    pack(tmp_path / "images", s3_prefix, shard_size=2_000, workers=1)
+    monkeypatch.setenv("TWINS_CACHE_DIR", str(tmp_path / "cache"))
+    remote = _run_json(capsys, "--data", s3_prefix, *args)
+    assert remote["data_kind"] == "packed" and remote["data_root"] == s3_prefix
+    assert set(remote["results"]) == {"ours"} and remote["images_per_cpu_s"] > 0
+    shards = json.loads((tmp_path / "packed" / "manifest.json").read_text())["splits"]["train"]
+    downloaded = {p.name for p in (tmp_path / "cache").glob("shards/*/train-*.tar")}
+    assert downloaded == {shard["name"] for shard in shards["shards"]}  # read from the bucket

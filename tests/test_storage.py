@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import gc
 import logging
 import socket
 import threading
@@ -191,7 +193,9 @@ class _Objects(Dataset):
 
     def __getitem__(self, index: int):
         url = self.urls[index]
-        return torch.tensor(list(storage.read_bytes(url))), id(storage.filesystem(url))
+        data = storage.read_bytes(url)
+        gc.collect()  # whatever of the parent's the worker has dropped is collected now
+        return torch.tensor(list(data)), id(storage.filesystem(url))
 
 
 def test_dataloader_workers_read_with_their_own_filesystem(s3_prefix):
@@ -207,3 +211,9 @@ def test_dataloader_workers_read_with_their_own_filesystem(s3_prefix):
     got = list(loader)
     assert [data.tolist() for data, _ in got] == [[i, i + 1] for i in range(8)]
     assert parent not in {filesystem for _, filesystem in got}
+    # The parent's pooled connection still answers: a worker that closed its copy of the socket
+    # would have taken it off the epoll instance both share, and this read would hang.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(storage.read_bytes, urls[3])
+        assert answer.result(timeout=20) == bytes([3, 4])
+    assert id(storage.filesystem(urls[0])) == parent

@@ -17,7 +17,11 @@ warning when a store becomes unreachable and one line when it answers again. Per
 object raises FileNotFoundError.
 
 Filesystem objects are made per process (never one made before a fork: a forked DataLoader
-worker must not share the parent's network session) and outside fsspec's instance cache.
+worker must not share the parent's network session) and outside fsspec's instance cache. A
+forked child keeps its parent's filesystems referenced, unused, for its whole life: closing or
+collecting them there would close the child's copies of the parent's pooled sockets, and
+asyncio's close unregisters each from the epoll instance that parent and child share, so the
+parent would wait forever on its next answer over that connection.
 """
 
 from __future__ import annotations
@@ -285,6 +289,7 @@ _filesystems: dict[tuple, Any] = {}
 _filesystems_lock = threading.Lock()
 _unreachable: set[str] = set()  # stores in a retry episode
 _unreachable_lock = threading.Lock()
+_inherited: list[Any] = []  # a fork child's copies of its parent's filesystems, never closed
 
 
 def filesystem(url: str | os.PathLike) -> Any:
@@ -294,18 +299,31 @@ def filesystem(url: str | os.PathLike) -> Any:
 
 
 def _filesystem(protocol: str, obs: bool = False) -> Any:
-    # Keyed by process (a fork gets its own) and by the settings botocore reads, hashed, so
-    # that changed credentials make a new client.
+    # Keyed by the settings botocore reads, hashed, so that changed credentials make a new
+    # client; a fork child starts with none (`_after_fork_in_child`).
     settings = "\0".join(os.environ.get(name, "") for name in _CREDENTIAL_VARIABLES)
-    key = (os.getpid(), protocol, obs, hashlib.sha256(settings.encode()).hexdigest())
+    key = (protocol, obs, hashlib.sha256(settings.encode()).hexdigest())
     with _filesystems_lock:
         fs = _filesystems.get(key)
         if fs is None:
-            for old in [k for k in _filesystems if k[0] != os.getpid()]:
-                del _filesystems[old]  # made before a fork: the parent's, never closed here
             fs = _make_filesystem(protocol, obs)
             _filesystems[key] = fs
         return fs
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: set the parent's filesystems aside, alive and unused (see the module's
+    docstring), and take fresh locks (a parent's thread may have held one at the fork). fsspec
+    itself gives the child a new IO loop (`fsspec.asyn.reset_after_fork`)."""
+    global _filesystems_lock, _unreachable_lock
+    _inherited.extend(_filesystems.values())
+    _filesystems.clear()
+    _unreachable.clear()
+    _filesystems_lock = threading.Lock()
+    _unreachable_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _make_filesystem(protocol: str, obs: bool) -> Any:

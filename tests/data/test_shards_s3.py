@@ -18,8 +18,8 @@ from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 
 SHARD_SIZE = 20_000  # 16 training shards and 4 validation shards of the 64 + 14 images
-# The loader in the training process: processes sharing the cache are test_shard_cache's.
-RECIPE = {"epochs": 2, "batch_size": 8, "num_parallel_workers": 0, "shuffle_block": 2}
+# Two loader workers, forked after the training process has used its own S3 connections.
+RECIPE = {"epochs": 2, "batch_size": 8, "num_parallel_workers": 2, "shuffle_block": 2}
 TIMINGS = ("epoch_seconds", "images_per_s", "output")
 
 

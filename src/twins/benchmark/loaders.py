@@ -15,8 +15,15 @@ Images per CPU-second = images handed out / that CPU time; wall-clock images/s i
 but on a shared machine the CPU time is the steadier figure. The ratio is the median of the
 rounds' ratios.
 
+`--data` may also be a packed data set (`twins pack`): a local folder or a URL (s3://...). Ours
+then reads `ShardDataset` (through the node's shard cache for a URL) with the same transform. The
+first, unmeasured pass is reported too (`first_pass_images_per_cpu_s`): with a fresh cache
+(TWINS_CACHE_DIR) it is the pass that downloads the shards, the later ones read them locally.
+
 References, by name (`REFERENCE_LOADERS`): "timm" is `timm.data.create_loader` on timm's
-`ImageDataset` of the same folder, with `use_prefetcher=True` (its `PrefetchLoader` on the CPU).
+`ImageDataset` of the same folder, with `use_prefetcher=True` (its `PrefetchLoader` on the CPU);
+for a local packed folder it is the same loader on timm's `wds/` reader of the shards
+(`create_dataset("wds/...")`, streaming them; `repeats` makes the pass as long).
 """
 
 from __future__ import annotations
@@ -30,11 +37,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.data import ImageDataset, create_loader
+from timm.data import ImageDataset, create_dataset, create_loader
 from torch.utils.data import Dataset
 
+from twins import storage
 from twins.config import TrainConfig
-from twins.data import SafeImageFolder, build_device_batch, build_loader, build_train_transform
+from twins.data import (
+    SafeImageFolder,
+    build_device_batch,
+    build_loader,
+    build_train_transform,
+    packed,
+)
 from twins.data.images import decode_rgb_tensor
 from twins.data.transforms import allow_zero_bit_posterize
 from twins.errors import TwinsError
@@ -48,6 +62,11 @@ class LoaderUnderTest:
 
     batches: Iterable
     finish: Callable[[Any], torch.Tensor]
+
+
+def is_packed_source(data: str) -> bool:
+    """Whether `--data` names a packed data set (a URL is read only as one)."""
+    return storage.is_remote(data) or packed.is_packed(data)
 
 
 def image_root(path: str | Path) -> Path:
@@ -122,9 +141,52 @@ def our_loader(root: Path, config: TrainConfig, images: int) -> LoaderUnderTest:
     return LoaderUnderTest(loader, lambda inputs: device_batch(inputs, CPU))
 
 
+def our_packed_loader(url: str, config: TrainConfig, images: int) -> LoaderUnderTest:
+    from twins.data.shards import open_packed
+
+    if not packed.is_packed(url):
+        raise TwinsError(f"{storage.display(url)} holds no packed data set", argument="data")
+    manifest = packed.read_manifest(url)
+    largest = max(s["bytes"] for s in manifest["splits"]["train"]["shards"])
+    dataset = open_packed(
+        url,
+        {"train": build_train_transform(config)},
+        cache_dir=config.cache_dir or None,
+        # Every shard may be read at any time (the pass is a shuffle of the whole set).
+        cache_size=max(2 * largest, sum(s["bytes"] for s in manifest["splits"]["train"]["shards"])),
+    )["train"]
+    dataset.set_epoch(0)
+    loader = build_loader(Repeated(dataset, images), config, train=True)
+    device_batch = build_device_batch(config)
+    return LoaderUnderTest(loader, lambda inputs: device_batch(inputs, CPU))
+
+
 def timm_loader(root: Path, config: TrainConfig, workers: int, images: int) -> LoaderUnderTest:
+    return _timm_create_loader(RepeatedImageDataset(root, images), config, workers)
+
+
+def timm_wds_loader(url: str, config: TrainConfig, workers: int, images: int) -> LoaderUnderTest:
+    if storage.is_remote(url):
+        raise TwinsError(
+            "--compare timm on packed data reads a local packed folder (timm's wds/ reader)",
+            argument="compare",
+        )
+    samples = packed.read_manifest(url)["splits"]["train"]["samples"]
+    dataset = create_dataset(
+        "wds/twins",
+        root=str(url),
+        split="train",
+        is_training=True,
+        batch_size=config.batch_size,
+        repeats=max(1, -(-images // samples)),
+        num_samples=images,
+    )
+    return _timm_create_loader(dataset, config, workers)
+
+
+def _timm_create_loader(dataset: Any, config: TrainConfig, workers: int) -> LoaderUnderTest:
     loader = create_loader(
-        RepeatedImageDataset(root, images),
+        dataset,
         input_size=(3, config.image_size, config.image_size),
         batch_size=config.batch_size,
         is_training=True,
@@ -150,20 +212,32 @@ def timm_loader(root: Path, config: TrainConfig, workers: int, images: int) -> L
 REFERENCE_LOADERS: dict[str, Callable[[Path, TrainConfig, int, int], LoaderUnderTest]] = {
     "timm": timm_loader,
 }
+# The same names on packed data: (packed folder, config, workers, images per pass).
+PACKED_REFERENCE_LOADERS: dict[str, Callable[[str, TrainConfig, int, int], LoaderUnderTest]] = {
+    "timm": timm_wds_loader,
+}
 
 
 def build_loaders(
-    root: Path, image_size: int, batch_size: int, workers: int, batches: int, compare: str | None
+    data: str | Path,
+    image_size: int,
+    batch_size: int,
+    workers: int,
+    batches: int,
+    compare: str | None,
 ) -> tuple[dict[str, LoaderUnderTest], int]:
     """{name: loader} (ours first, then the reference asked for), each pass `batches` batches,
-    and the workers each uses."""
+    and the workers each uses. `data` is a folder of images or a packed data set."""
     config = recipe(image_size, batch_size, workers)
-    ours = our_loader(root, config, batches * batch_size)
+    is_packed = is_packed_source(str(data))
+    source = str(data) if is_packed else image_root(data)
+    images = batches * batch_size
+    ours = (our_packed_loader if is_packed else our_loader)(source, config, images)
     loaders = {"ours": ours}
     workers = ours.batches.num_workers  # capped to the CPUs available
     if compare is not None:
-        reference = REFERENCE_LOADERS[compare]
-        loaders[compare] = reference(root, config, workers, batches * batch_size)
+        reference = (PACKED_REFERENCE_LOADERS if is_packed else REFERENCE_LOADERS)[compare]
+        loaders[compare] = reference(source, config, workers, images)
     return loaders, workers
 
 
@@ -185,29 +259,31 @@ def measure_pass(loader: LoaderUnderTest) -> dict[str, float]:
 
 
 def measure_loaders(loaders: dict[str, LoaderUnderTest], rounds: int) -> dict[str, list[dict]]:
-    """Per loader, one measured pass per round, after one unmeasured pass each (file cache)."""
-    for loader in loaders.values():
-        measure_pass(loader)
+    """Per loader, one measured pass per round, after a first pass each (file and shard
+    caches), kept apart under "first"."""
+    firsts = {name: measure_pass(loader) for name, loader in loaders.items()}
     passes: dict[str, list[dict]] = {name: [] for name in loaders}
     names = list(loaders)
     for round_index in range(rounds):
         for name in names if round_index % 2 == 0 else reversed(names):
             passes[name].append(measure_pass(loaders[name]))
-    return passes
+    return {name: [firsts[name], *runs] for name, runs in passes.items()}
 
 
 def summarise(passes: dict[str, list[dict]]) -> dict[str, Any]:
     """Per-loader rates (medians over the rounds) and the ratio of ours to the reference."""
     results = {}
     rates = {}
-    for name, runs in passes.items():
+    for name, (first, *runs) in passes.items():
         rates[name] = [run["images"] / max(run["cpu_s"], 1e-9) for run in runs]
         results[name] = {
+            "first_pass_images_per_cpu_s": first["images"] / max(first["cpu_s"], 1e-9),
+            "first_pass_images_per_s": first["images"] / first["wall_s"],
             "images_per_cpu_s": statistics.median(rates[name]),
             "images_per_s": statistics.median(run["images"] / run["wall_s"] for run in runs),
             "cpu_s_per_pass": statistics.median(run["cpu_s"] for run in runs),
             "worker_cpu_s_per_pass": statistics.median(run["worker_cpu_s"] for run in runs),
-            "images_per_pass": runs[0]["images"],
+            "images_per_pass": first["images"],
             "images_per_cpu_s_per_round": rates[name],
         }
     summary: dict[str, Any] = {"results": results}

@@ -10,11 +10,13 @@ from typing import Any
 
 import torch
 
+from twins import storage
 from twins.benchmark.hardware import PeakMemory, device_name, peak_tflops
 from twins.benchmark.loaders import (
     REFERENCE_LOADERS,
     build_loaders,
     image_root,
+    is_packed_source,
     measure_loaders,
     summarise,
 )
@@ -163,13 +165,15 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
 
 
 def _data_benchmark(options: BenchmarkOptions) -> dict[str, Any]:
-    root = image_root(options.data)
+    source = options.data if is_packed_source(options.data) else str(image_root(options.data))
     loaders, workers = build_loaders(
-        root, options.image_size, options.batch_size, options.workers, options.iters,
+        source, options.image_size, options.batch_size, options.workers, options.iters,
         options.compare,
     )  # fmt: skip
     passes = measure_loaders(loaders, options.rounds)
-    return {"data_root": str(root), "workers": workers, **summarise(passes)}
+    kind = "packed" if is_packed_source(source) else "folder"
+    return {"data_root": storage.display(source), "data_kind": kind, "workers": workers,
+            **summarise(passes)}  # fmt: skip
 
 
 def _ratio(timings: dict[str, Timing]) -> dict[str, Any]:

@@ -65,7 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("timm",),
         help="also time timm's implementation (data mode: timm's loader, same recipe)",
     )
-    parser.add_argument("--data", metavar="DIR", help="data mode: folder of class folders")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="data mode: folder of class folders, or packed data (folder or s3:// URL)",
+    )
     parser.add_argument(
         "--workers", type=non_negative_int, default=4, metavar="N", help="data mode: loader workers"
     )
