@@ -40,7 +40,7 @@ def test_short_run_learns_and_leaves_the_guide_outputs(imagefolder, tiny_config,
     assert list((output / "tensorboard").glob("events.out.tfevents.*"))
     assert {p.name for p in (output / "checkpoints").iterdir()} >= {"last.pt", "best.pt"}
     best = load_checkpoint(output / "checkpoints" / "best.pt")
-    assert best["best_top1"] == max(r["val_top1"] for r in epochs)
+    assert best["best_score"] == max(r["val_top1"] for r in epochs)
     assert best["meta"]["class_names"] == ["class_0", "class_1", "class_2", "class_3"]
 
 

@@ -33,7 +33,7 @@ import os
 import random
 import signal
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,9 +55,12 @@ def available_cpus() -> int:
     return max(1, (cpus or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def collate_batch(samples: list[Any], refill: bool) -> tuple[Any, int, int]:
-    """Stack samples, leaving out the None of unreadable files; returns (batch, unreadable
-    images, images converted to RGB), the batch None when no sample was readable.
+def collate_batch(
+    samples: list[Any], refill: bool, stack: Callable[[list[tuple]], Any] = default_collate
+) -> tuple[Any, int, int]:
+    """Stack samples (with `stack`, the task's), leaving out the None of unreadable files;
+    returns (batch, unreadable images, images converted to RGB), the batch None when no sample
+    was readable.
 
     With `refill`, the missing places are filled by repeating readable samples of the same batch,
     so a training batch keeps its size (mixup needs an even batch; DDP ranks stay in step).
@@ -69,7 +72,7 @@ def collate_batch(samples: list[Any], refill: bool) -> tuple[Any, int, int]:
         return None, skipped, converted
     if refill:
         readable += [readable[i % len(readable)] for i in range(skipped)]
-    return default_collate([tuple(sample) for sample in readable]), skipped, converted
+    return stack([tuple(sample) for sample in readable]), skipped, converted
 
 
 class _RandomStates:
@@ -162,7 +165,11 @@ class TwinsDataLoader(DataLoader):
 
 
 def _copy(batch: Any) -> Any:
-    return [_copy(item) for item in batch] if isinstance(batch, (list, tuple)) else batch.clone()
+    if isinstance(batch, (list, tuple)):
+        return [_copy(item) for item in batch]
+    if isinstance(batch, dict):
+        return {key: _copy(value) for key, value in batch.items()}
+    return batch.clone() if isinstance(batch, torch.Tensor) else batch
 
 
 def ignore_stop_signals(worker_id: int) -> None:
@@ -201,6 +208,7 @@ def build_loader(
     sampler: Sampler | None = None,
     epoch: int = 0,
     lockstep: bool = False,
+    stack: Callable[[list[tuple]], Any] = default_collate,
 ) -> TwinsDataLoader:
     """Loader for `dataset`: shuffled, refilled and last partial batch dropped when `train`.
 
@@ -208,6 +216,8 @@ def build_loader(
     and `seed`. A given `sampler` (e.g. DistributedSampler) replaces the shuffle.
     `lockstep` (one of several DDP processes): the caller judges broken files over all
     processes, and a training batch without readable images gets a stand-in, not left out.
+    `stack` makes a batch of the readable samples (the task's: fixed-size tensors are stacked,
+    images of different sizes kept in lists).
     """
     workers = max(0, min(int(config.num_parallel_workers), available_cpus()))
     return TwinsDataLoader(
@@ -216,7 +226,7 @@ def build_loader(
         shuffle=train and sampler is None,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=functools.partial(collate_batch, refill=train),
+        collate_fn=functools.partial(collate_batch, refill=train, stack=stack),
         pin_memory=torch.cuda.is_available(),
         drop_last=train,
         persistent_workers=workers > 0 and not train,

@@ -1,8 +1,8 @@
 """One training epoch and one evaluation pass (the thin engine of DeiT's `engine.py`).
 
-Training: each batch finished on the device (`device_batch`: the loader's uint8 images
-normalised and erased there, as timm's prefetcher does), then through Mixup/CutMix (whole
-batches) and the `Trainer`; `accumulation_step`
+Training: each batch moved to and finished on the device (`to_device`, the task's: for
+classification the loader's uint8 images normalised and erased there, as timm's prefetcher
+does), then through Mixup/CutMix (whole batches) and the `Trainer`; `accumulation_step`
 micro-batches per optimizer step (DDP synchronises only on the last). Before each batch the
 global random states (drop path, Mixup) are reseeded from (seed, epoch, rank, batch), so the
 draws do not depend on where the run was resumed. An epoch can start part way through, from
@@ -36,7 +36,7 @@ def train_one_epoch(
     trainer: Trainer,
     loader: Any,
     *,
-    device_batch: Callable[[Any, torch.device], torch.Tensor] | None = None,
+    to_device: Callable[[Any, Any, torch.device], tuple[Any, Any]] | None = None,
     mixup: Callable | None = None,
     log: Callable[[dict], None] | None = None,
     after_step: Callable[[Trainer, bool], None] | None = None,
@@ -67,16 +67,16 @@ def train_one_epoch(
         if index == group_start:
             group_loss = torch.zeros((), device=device, dtype=torch.float64)
         seed_everything(derive_seed(batch_seed, index))
-        if device_batch is None:
+        if to_device is None:
             inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
         else:
-            inputs = device_batch(inputs, device)
-        targets = targets.to(device, non_blocking=True)
+            inputs, targets = to_device(inputs, targets, device)
         if mixup is not None:
             inputs, targets = mixup(inputs, targets)
         loss = trainer.backward(inputs, targets, micro_batches=group_size, sync=last_in_group)
         group_loss += loss / group_size
-        done.images += inputs.shape[0]
+        done.images += len(inputs)  # a tensor's rows, or a list of images of different sizes
         done.batches = index + 1
         bar.update()
         if not last_in_group:

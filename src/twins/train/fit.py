@@ -22,12 +22,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from twins import storage
 from twins.config import TrainConfig, save_config
-from twins.data import build_datasets, build_device_batch, build_loader, build_mixup
+from twins.data import build_loader
 from twins.errors import TwinsError
 from twins.models import create_model
 from twins.seeds import seed_everything
+from twins.tasks import Task, task_for
 from twins.train import distributed, resume
-from twins.train.engine import evaluate_models, train_one_epoch
+from twins.train.engine import train_one_epoch
 from twins.train.lock import lock_output
 from twins.train.metrics import RunLog
 from twins.train.mirror import OutputMirror
@@ -41,8 +42,10 @@ from twins.train.trainer import Trainer
 
 
 def fit(config: TrainConfig, *, stop_after_epoch: int | None = None) -> dict[str, Any]:
-    """Train per `config`; returns the last epoch's record (val_top1, ...) plus `best_top1`,
-    `best_weights` ("raw" or "ema": which scored it; best.pt holds them) and `output`.
+    """Train per `config`; returns the last epoch's record (val_top1, ...) plus `best_score`
+    (the best val score of the task: top-1, mIoU, box AP), the same under its own name
+    (`best_top1`, ...), `best_weights` ("raw" or "ema": which scored it; best.pt holds them)
+    and `output`.
     `stop_after_epoch` ends the process's work after that epoch (1-based) without finishing the
     run, which the same call resumes later (time-limited jobs, tests)."""
     check_output_outside_data(config.train_url, config.data_url)
@@ -114,7 +117,8 @@ def _fit(
     )
     saved, notices = resume.find(files, config, ctx.device)  # the run's last.pt, or None
 
-    train_set, val_set, class_names = build_datasets(config)  # first: fail fast on a bad folder
+    task = task_for(config)
+    train_set, val_set, class_names = task.datasets(config)  # first: fail fast on a bad folder
     seed_everything(config.seed)  # the same initial weights on every rank and every try
     # A resumed run takes its activation from the checkpoint: `pretrained` may have chosen it.
     act_layer = ((saved or {}).get("meta") or {}).get("act_layer")
@@ -124,14 +128,20 @@ def _fit(
         **({"act_layer": act_layer} if act_layer else {}),
     ).to(ctx.device)
     train_samples = SampleSeededDataset(train_set, config.seed)
-    train_loader, val_loader = _loaders(config, ctx, train_samples, val_set)
+    train_loader, val_loader = _loaders(config, ctx, task, train_samples, val_set)
     steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_step)
-    trainer = Trainer(config, _parallel(model, ctx), steps_per_epoch, world_size=ctx.world_size)
+    trainer = Trainer(
+        config,
+        _parallel(model, ctx),
+        steps_per_epoch,
+        world_size=ctx.world_size,
+        criterion=task.criterion(config),
+    )
     trainer.state.epoch = config.start_epoch
     samples_done = resume.restore(saved, trainer, notices) if saved else 0
     state = trainer.state
-    mixup = build_mixup(config)
-    device_batch = build_device_batch(config)
+    mixup = task.batch_mix(config)
+    to_device = task.to_device(config)
     if mixup is not None and config.batch_size % 2:
         raise TwinsError(f"mixup/cutmix need an even batch_size, not {config.batch_size}")
 
@@ -189,17 +199,17 @@ def _fit(
             train_loader.sampler.start_at(samples_done)
             samples_done = 0
             stats = train_one_epoch(
-                trainer, train_loader, device_batch=device_batch, mixup=mixup, log=log.log,
+                trainer, train_loader, to_device=to_device, mixup=mixup, log=log.log,
                 after_step=after_step, progress=progress,
             )  # fmt: skip
             record = _epoch_record(epoch, stats, trainer, ctx.world_size)
             is_best = False
             if epoch % config.eval_every == 0 or epoch == config.total_epochs:
-                record |= _evaluate(trainer, val_loader, val_set, ctx, progress)
-                score, weights = _best_of(record)
-                is_best = score > state.best_top1
+                record |= _evaluate(task, trainer, val_loader, val_set, ctx, progress)
+                score, weights = _best_of(record, task.score)
+                is_best = score > state.best_score
                 if is_best:
-                    state.best_top1, state.best_weights = score, weights
+                    state.best_score, state.best_weights = score, weights
             state.epoch, state.progress = epoch, EpochProgress()
             state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
             record |= state.data_counts
@@ -212,7 +222,7 @@ def _fit(
             log.end_epoch()
             if ctx.is_main:
                 mirror.sync()
-            say(summary(record, config.total_epochs, is_best and state.best_weights))
+            say(summary(record, config.total_epochs, is_best and state.best_weights, task.shown))
             distributed.barrier()
             stop_if_asked(within_epoch=False)
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -221,10 +231,11 @@ def _fit(
         log.close()
     if first_epoch >= config.total_epochs:
         say(f"{shown} holds a finished run of {config.total_epochs} epochs: nothing to train")
-    say(done_line(record, state, shown))
+    say(done_line(record, state, shown, task.score, task.score_label))
     return {
         **record,
-        "best_top1": state.best_top1,
+        "best_score": state.best_score,
+        f"best_{task.score}": state.best_score,
         "best_weights": state.best_weights,
         "output": shown,
     }
@@ -240,7 +251,9 @@ def _parallel(model: nn.Module, ctx: distributed.DistContext) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def _loaders(config: TrainConfig, ctx: distributed.DistContext, train_set, val_set) -> tuple:
+def _loaders(
+    config: TrainConfig, ctx: distributed.DistContext, task: Task, train_set, val_set
+) -> tuple:
     """Training batches in an order from (seed, epoch) dealt to the processes, full batches
     only, resumable within an epoch; validation shards that together hold every image once.
     Under DDP the loaders run in lockstep: broken images are judged by the collective check,
@@ -250,10 +263,14 @@ def _loaders(config: TrainConfig, ctx: distributed.DistContext, train_set, val_s
         train_set, ctx.rank, ctx.world_size, config.seed, config.shuffle_block
     )
     train_loader = build_loader(
-        train_set, config, train=True, sampler=train_sampler, lockstep=lockstep
-    )
+        train_set, config, train=True, sampler=train_sampler, lockstep=lockstep,
+        stack=task.collate(train=True),
+    )  # fmt: skip
     val_sampler = distributed.ShardSampler(val_set, ctx.rank, ctx.world_size)
-    val_loader = build_loader(val_set, config, train=False, sampler=val_sampler, lockstep=lockstep)
+    val_loader = build_loader(
+        val_set, config, train=False, sampler=val_sampler, lockstep=lockstep,
+        stack=task.collate(train=False),
+    )  # fmt: skip
     if len(train_loader) == 0:
         raise TwinsError(
             f"{len(train_set)} training images make no full batch of {config.batch_size} per "
@@ -262,24 +279,27 @@ def _loaders(config: TrainConfig, ctx: distributed.DistContext, train_set, val_s
     return train_loader, val_loader
 
 
-def _evaluate(trainer: Trainer, val_loader, val_set, ctx, progress: bool) -> dict[str, Any]:
+def _evaluate(
+    task: Task, trainer: Trainer, val_loader, val_set, ctx, progress: bool
+) -> dict[str, Any]:
     """val_* of the raw weights and ema_val_* of the EMA weights, in one pass over the
     validation set (each batch through both), so each image and broken file is read once."""
     models = {"val": trainer.module}
     if trainer.ema is not None:
         models["ema_val"] = trainer.ema.module
-    results = evaluate_models(models, val_loader, trainer.precision, progress=progress)
+    results = task.evaluate(models, val_loader, trainer.precision, progress=progress)
     if ctx.enabled:
         distributed.check_health_together(val_set, ctx.device)
     return {f"{name}_{k}": v for name, result in results.items() for k, v in result.items()}
 
 
-def _best_of(record: dict[str, Any]) -> tuple[float, str]:
-    """The epoch's score for best.pt and the weights that made it: the better val top-1 of the
-    raw ("raw") and the EMA ("ema") weights; the raw ones on a tie."""
-    if record.get("ema_val_top1", -math.inf) > record["val_top1"]:
-        return record["ema_val_top1"], "ema"
-    return record["val_top1"], "raw"
+def _best_of(record: dict[str, Any], score: str) -> tuple[float, str]:
+    """The epoch's score for best.pt and the weights that made it: the better val `score` (the
+    task's: top-1, mIoU, box AP) of the raw ("raw") and the EMA ("ema") weights; the raw ones
+    on a tie."""
+    if record.get(f"ema_val_{score}", -math.inf) > record[f"val_{score}"]:
+        return record[f"ema_val_{score}"], "ema"
+    return record[f"val_{score}"], "raw"
 
 
 def _data_counts(loaders: tuple, saved: dict | None, device: torch.device) -> dict[str, int]:

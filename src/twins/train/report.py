@@ -60,19 +60,25 @@ def _brings(config: Any) -> str:
     return ", the MindSpore seed's training: " + ", ".join(brings)
 
 
-def summary(record: dict[str, Any], total_epochs: int, best: str | bool) -> str:
-    """The one line that closes an epoch; `best`: the weights ("raw", "ema") of a new best."""
+def summary(
+    record: dict[str, Any],
+    total_epochs: int,
+    best: str | bool,
+    shown: tuple[str, ...] = ("top1", "top5", "loss"),
+) -> str:
+    """The one line that closes an epoch; `best`: the weights ("raw", "ema") of a new best;
+    `shown`: the task's validation results on it, its score first."""
     text = (
         f"epoch {record['epoch']}/{total_epochs}  loss {record['train_loss']:.4f}  "
         f"lr {record['lr']:.2e}"
     )
-    if "val_top1" in record:
-        text += (
-            f"  val top1 {record['val_top1']:.2f}  top5 {record['val_top5']:.2f}  "
-            f"loss {record['val_loss']:.4f}"
+    values = [(key, record[f"val_{key}"]) for key in shown if f"val_{key}" in record]
+    if values:
+        text += "  val " + "  ".join(
+            f"{key} {value:.4f}" if key == "loss" else f"{key} {value:.2f}" for key, value in values
         )
-    if "ema_val_top1" in record:
-        text += f"  ema top1 {record['ema_val_top1']:.2f}"
+    if shown and f"ema_val_{shown[0]}" in record:
+        text += f"  ema {shown[0]} {record[f'ema_val_{shown[0]}']:.2f}"
     text += f"  {record['epoch_seconds']:.1f}s  {record['images_per_s']:.0f} img/s"
     if record["skipped_steps"]:
         text += f"  {record['skipped_steps']} non-finite steps skipped"
@@ -81,14 +87,17 @@ def summary(record: dict[str, Any], total_epochs: int, best: str | bool) -> str:
     return text + ({"ema": "  *best (EMA)*"}.get(best, "  *best*") if best else "")
 
 
-def done_line(record: dict[str, Any], state: Any, output: Any) -> str:
-    """The line that ends a run: the best val top-1 and its weights (what best.pt holds), and
-    the last epoch's raw and EMA top-1."""
+def done_line(
+    record: dict[str, Any], state: Any, output: Any, score: str = "top1", label: str = "top-1"
+) -> str:
+    """The line that ends a run: the best val score (the task's `score`, called `label`) and
+    its weights (what best.pt holds), and the last epoch's raw and EMA score."""
     weights = "EMA weights" if state.best_weights == "ema" else "raw weights"
-    text = f"done: best val top-1 {state.best_top1:.2f}% ({weights}, in checkpoints/best.pt)"
-    if "ema_val_top1" in record:
+    text = f"done: best val {label} {state.best_score:.2f}% ({weights}, in checkpoints/best.pt)"
+    if f"ema_val_{score}" in record:
         text += (
-            f"; last epoch val top-1 {record['val_top1']:.2f}%, EMA {record['ema_val_top1']:.2f}%"
+            f"; last epoch val {label} {record[f'val_{score}']:.2f}%, "
+            f"EMA {record[f'ema_val_{score}']:.2f}%"
         )
     return text + f"; output in {output}"
 

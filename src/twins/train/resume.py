@@ -19,12 +19,12 @@ on the CPU or on GPUs with deterministic kernels. What makes it hold:
 A checkpoint is a dict of plain types and tensors (`torch.load(weights_only=True)` opens it):
     {"format": "twins-checkpoint", "version": 1, "model", "model_ema", "meta", "optimizer",
      "scaler", "rng", "data": {"seed", "epoch"}, "config", "metrics" (the last epoch's record),
-     "epoch" (epochs done), "global_step", "best_top1", "best_weights" ("raw" or "ema": which
-     weights scored best_top1), "nonfinite_run", "data_counts",
+     "epoch" (epochs done), "global_step", "best_score" (the best val score: the task's, top-1 for
+     classification), "best_weights" ("raw" or "ema": which weights scored it), "nonfinite_run", "data_counts",
      "epoch_progress" (only within an epoch: "epoch", "batches", "samples", "world_size",
      "batch_size", "ranks" (every process's EpochProgress row))}
 best.pt keeps what using the weights needs, not the optimizer: it is written at the epoch whose
-better val top-1 of the raw and the EMA weights is the run's highest, and its "model" holds the
+better val score of the raw and the EMA weights is the run's highest, and its "model" holds the
 weights that scored it (the EMA weights where "best_weights" is "ema"; "model_ema" holds them
 too), so every reader of "model" (eval, predict, export, load_model) gets them. `meta` describes the model and
 how evaluation prepares its images, so the weights can be used without the config.
@@ -50,7 +50,7 @@ from twins.weights import model_metadata
 FORMAT = "twins-checkpoint"
 VERSION = 1
 _BEST_KEYS = ("format", "version", "model", "model_ema", "meta", "epoch", "global_step")
-_BEST_KEYS += ("config", "best_top1", "best_weights", "metrics")
+_BEST_KEYS += ("config", "best_score", "best_weights", "metrics")
 
 # Config keys that make another model: a checkpoint with other values is another run.
 MODEL_KEYS = ("arch", "model_args", "num_classes")
@@ -85,7 +85,7 @@ def checkpoint(
         "metrics": record,
         "epoch": state.epoch,
         "global_step": state.step,
-        "best_top1": state.best_top1,
+        "best_score": state.best_score,
         "best_weights": state.best_weights,
         "nonfinite_run": state.nonfinite_run,
         "data_counts": dict(state.data_counts),
@@ -146,7 +146,7 @@ def restore(saved: dict[str, Any], trainer: Trainer, notices: list[str]) -> int:
     trainer.state = TrainState(
         epoch=saved["epoch"],
         step=saved["global_step"],
-        best_top1=saved.get("best_top1", -math.inf),
+        best_score=saved.get("best_score", saved.get("best_top1", -math.inf)),
         best_weights=saved.get("best_weights", "raw"),
         nonfinite_run=saved.get("nonfinite_run", 0),
         data_counts=dict(saved.get("data_counts") or {}),

@@ -47,8 +47,8 @@ class EpochProgress:
 class TrainState:
     epoch: int = 0  # epochs finished
     step: int = 0  # optimizer steps taken (applied or skipped) since the run began
-    best_top1: float = -math.inf
-    best_weights: str = "raw"  # which weights scored best_top1 (and best.pt holds): raw or ema
+    best_score: float = -math.inf  # the best val score (the task's: top-1, mIoU, box AP)
+    best_weights: str = "raw"  # which weights scored best_score (and best.pt holds): raw or ema
     nonfinite_run: int = 0  # the latest optimizer steps in a row skipped as non-finite
     # Images left out as unreadable and converted to RGB since the run began, as of the latest
     # checkpoint (counted from the batches the loaders handed out).

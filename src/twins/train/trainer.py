@@ -1,7 +1,8 @@
 """`Trainer`: one optimizer step of a config's recipe around a model.
 
 It holds what a step needs — the optimizer (`twins.train.optim`), the learning rate schedule
-(`twins.train.schedule`), the loss (`twins.train.loss`), global-norm clipping, the precision
+(`twins.train.schedule`), the task's criterion (`twins.tasks`: for classification the loss of
+`twins.train.loss`), global-norm clipping, the precision
 (`twins.train.precision`), the EMA of the weights — and the run's `TrainState`, so the fit loop,
 the fixture replays and a user's own loop all train through the same code. A step whose
 gradients are not finite is skipped and counted, as the seed's loss-scale cell skips an
@@ -19,7 +20,8 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from twins.errors import TwinsError
-from twins.train.loss import build_loss
+from twins.tasks import task_for
+from twins.tasks.base import Criterion
 from twins.train.optim import build_optimizer, set_lr
 from twins.train.precision import Precision, build_precision
 from twins.train.schedule import lr_schedule
@@ -30,7 +32,10 @@ class Trainer:
     """`Trainer(config, model, steps_per_epoch)`; `model` may be wrapped in DDP.
 
     `step(images, targets)` runs one optimizer step and returns its loss (the loss of the
-    forward pass before the update); targets are class indices or soft targets (N x K).
+    forward pass before the update); targets are what the task's criterion takes (for
+    classification class indices or soft targets, N x K). `criterion(model, inputs, targets)`
+    gives the loss, or a dict of losses whose "loss" is the total (the parts of the last
+    batch are kept in `loss_parts`); default: the config's task's.
     `lr` is the rate the next step uses. For accumulation over micro-batches, call
     `backward` per micro-batch and `apply` once.
     """
@@ -43,6 +48,7 @@ class Trainer:
         *,
         world_size: int | None = None,
         precision: Precision | None = None,
+        criterion: Criterion | None = None,
     ) -> None:
         self.config = config
         self.model = model
@@ -51,7 +57,8 @@ class Trainer:
         self.precision = precision or build_precision(config, device)
         self.optimizer = build_optimizer(self.module, config, device)
         self.schedule = lr_schedule(config, steps_per_epoch, world_size=world_size)
-        self.loss = build_loss(config)
+        self.criterion = criterion or task_for(config).criterion(config)
+        self.loss_parts: dict[str, float] = {}
         self.ema = ModelEmaV3(self.module, decay=config.ema_decay) if config.with_ema else None
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.clip = config.clip_global_norm_value or math.inf
@@ -87,7 +94,10 @@ class Trainer:
         context = contextlib.nullcontext() if sync or no_sync is None else no_sync()
         with context:
             with self.precision.autocast():
-                loss = self.loss(self.model(images), targets)
+                loss = self.criterion(self.model, images, targets)
+            if isinstance(loss, dict):
+                self.loss_parts = {name: part.detach() for name, part in loss.items()}
+                loss = loss["loss"]
             share = loss / micro_batches
             scaler = self.precision.scaler
             (scaler.scale(share) if scaler is not None else share).backward()
