@@ -7,7 +7,11 @@ Key names are those of the seed's YAML and argument parser (MindSpore ModelZoo T
 toolkit's; docs/recipes.md), `model_args` (create_model overrides), `hflip`, `crop_scale`,
 `lr_base_size` and `layer_decay` (timm's meanings), `shuffle_block`, `cache_dir` and
 `cache_size` (packed data sets, docs/data.md), `eval_every`, `log_every`,
-`save_every_steps` (checkpoints within an epoch) and `max_nonfinite_steps`. A file that does
+`save_every_steps` (checkpoints within an epoch) and `max_nonfinite_steps`; for the dense
+recipes (docs/recipes.md, "Dense recipes"), `task`, the mmcv schedules' `max_iters`,
+`warmup_iters`, `warmup_ratio`, `poly_power` and `lr_steps`, `no_decay_keys`, `aux_loss_weight`
+and the data pipeline's `img_scale`, `ratio_range`, `crop_size`, `cat_max_ratio`,
+`reduce_zero_label`, `ignore_index`, `scale_policy` and `pad_divisor`. A file that does
 not name its semantics is read as the seed's, whose keys these are. Every value is checked for type and range, an unknown key
 is refused with the closest known names, and the resolved configuration is what a run writes
 to its output folder as `config.yaml`.
@@ -32,12 +36,20 @@ from twins.errors import TwinsError
 # twins: this toolkit's per-step schedule (docs/recipes.md has the table).
 SEMANTICS = ("seed", "official", "twins")
 
+# What a config trains: its `arch` must be a model of that task (twins.dense.registry.task_of).
+TASKS = ("classify", "segment", "detect")
+
+# The learning rate policies of mmcv 1.2 (the dense recipes): they warm up by `warmup_iters`
+# with `warmup_ratio`, where the cosine ones warm up by `warmup_length` epochs from `warmup_lr`.
+MMCV_POLICIES = ("poly_lr", "step_lr")
+
 # What a YAML file or override may say for "no value".
 _NONE_WORDS = ("", "none", "null", "off")
 
 
 def _key(default: Any, kind: str, check: Any = None, doc: str = "", **extra: Any) -> Any:
-    """A config field: its kind (int, float, bool, str, optional_str, pair, mapping, size), a check
+    """A config field: its kind (int, float, bool, str, optional_str, pair, int_pair, int_list,
+    optional_str_list, mapping, size), a check
     (a (low, high) range with inclusive ends, or a tuple of choices) and a one-line meaning."""
     metadata = {"kind": kind, "check": check, "doc": doc, **extra}
     if isinstance(default, (list, dict)):
@@ -58,8 +70,13 @@ class TrainConfig:
         doc="whose training math the keys mean (docs/recipes.md)",
     )
 
-    # ===== Architecture ===== #
-    arch: str = _key("pcpvt_small", "str", doc="model name or alias (twins models)")
+    # ===== Task and architecture ===== #
+    task: str = _key("classify", "str", TASKS, doc="what arch does; it must be a model of it")
+    arch: str = _key(
+        "pcpvt_small",
+        "str",
+        doc="model name or alias (twins models), a dense one as <head>_<variant>",
+    )
     model_args: dict = _key({}, "mapping", doc="create_model overrides, e.g. {depths: [1,1,1,1]}")
     pretrained: str | None = _key(None, "optional_str", doc="weights file to start from")
 
@@ -99,6 +116,34 @@ class TrainConfig:
         [0.08, 1.0], "pair", (0.0, 1.0), doc="random resized crop area range (timm's scale)"
     )
 
+    # ===== Dense data pipeline (task segment or detect; mmseg / mmdet names) ===== #
+    img_scale: list = _key(
+        [2048, 512],
+        "int_pair",
+        (1, None),
+        doc="keep-ratio resize: [long, short] side caps, for training and evaluation",
+    )
+    ratio_range: list = _key(
+        [0.5, 2.0], "pair", (0.01, None), doc="segment: training rescales img_scale by U(low, high)"
+    )
+    crop_size: list = _key(
+        [512, 512], "int_pair", (1, None), doc="segment: training crop [height, width]"
+    )
+    cat_max_ratio: float = _key(
+        0.75, "float", (0.0, 1.0), doc="segment: most of a crop one class may cover (1 = off)"
+    )
+    reduce_zero_label: bool = _key(
+        False, "bool", doc="segment: label 0 is ignored and the others shift down (ADE20K)"
+    )
+    ignore_index: int = _key(255, "int", (0, 255), doc="segment: label value left out of loss")
+    scale_policy: str = _key(
+        "single",
+        "str",
+        ("single", "detr"),
+        doc="detect: training resize, img_scale (1x) or DETR's multi-scale with crop (3x)",
+    )
+    pad_divisor: int = _key(32, "int", (1, None), doc="detect: images padded to a multiple")
+
     # ===== Learning rate policy ===== #
     optimizer: str = _key("adamw", "str", ("adamw", "sgd"))
     base_lr: float = _key(1e-3, "float", (0.0, None), positive=True)
@@ -110,8 +155,28 @@ class TrainConfig:
     )
     warmup_lr: float = _key(1e-6, "float", (0.0, None))
     min_lr: float = _key(1e-5, "float", (0.0, None))
-    lr_scheduler: str = _key("cosine_lr", "str", ("cosine_lr", "constant_lr"))
-    warmup_length: int = _key(5, "int", (0, None), doc="warmup epochs")
+    lr_scheduler: str = _key(
+        "cosine_lr",
+        "str",
+        ("cosine_lr", "constant_lr", *MMCV_POLICIES),
+        doc="poly_lr and step_lr: mmcv's, warmed up by warmup_iters",
+    )
+    warmup_length: int = _key(5, "int", (0, None), doc="warmup epochs (cosine_lr, constant_lr)")
+    max_iters: int = _key(
+        0, "int", (0, None), doc="train N iterations (poly_lr), 0 = count in epochs"
+    )
+    warmup_iters: int = _key(
+        0, "int", (0, None), doc="poly_lr, step_lr: linear warmup iterations, 0 = none"
+    )
+    warmup_ratio: float = _key(
+        0.001, "float", (0.0, 1.0), positive=True, doc="warmup starts at this times the lr"
+    )
+    poly_power: float = _key(
+        1.0, "float", (0.0, None), positive=True, doc="poly_lr: (1 - i / max_iters) ** power"
+    )
+    lr_steps: list = _key(
+        [], "int_list", (1, None), doc="step_lr: epochs after which the lr is multiplied by 0.1"
+    )
 
     # ===== Network training ===== #
     amp_level: str = _key("O0", "str", ("O0", "O1", "O2", "O3"))
@@ -125,6 +190,15 @@ class TrainConfig:
     cooldown_epochs: int = _key(10, "int", (0, None), doc="epochs at min_lr after `epochs`")
     label_smoothing: float = _key(0.1, "float", (0.0, 0.99))
     weight_decay: float = _key(0.05, "float", (0.0, None))
+    no_decay_keys: list | None = _key(
+        None,
+        "optional_str_list",
+        doc="null: no decay for biases, norms and pos_block; a list: for the parameters whose "
+        "names contain one of these (mmcv's custom_keys), [] = decay all",
+    )
+    aux_loss_weight: float = _key(
+        0.4, "float", (0.0, None), doc="segment: weight of the auxiliary head's loss"
+    )
     momentum: float = _key(0.9, "float", (0.0, 0.999), doc="SGD momentum")
     batch_size: int = _key(128, "int", (1, None), doc="per device")
     accumulation_step: int = _key(1, "int", (1, None))
@@ -139,14 +213,24 @@ class TrainConfig:
         "runs/train", "str", doc="output folder or URL (runs/<recipe name> if unset)"
     )
     keep_checkpoint_max: int = _key(20, "int", (1, None), doc="epoch checkpoints kept")
-    save_every: int = _key(2, "int", (0, None), doc="epoch checkpoint every N epochs, 0 = none")
+    save_every: int = _key(
+        2,
+        "int",
+        (0, None),
+        doc="kept checkpoint every N epochs (iterations with max_iters), 0 = none",
+    )
     save_every_steps: int = _key(
         0, "int", (0, None), doc="also update last.pt every N steps within an epoch, 0 = off"
     )
     max_nonfinite_steps: int = _key(
         20, "int", (0, None), doc="stop after N steps in a row with NaN/inf loss, 0 = never"
     )
-    eval_every: int = _key(1, "int", (1, None), doc="evaluate every N epochs (and at the end)")
+    eval_every: int = _key(
+        1,
+        "int",
+        (1, None),
+        doc="evaluate every N epochs (iterations with max_iters), and at the end",
+    )
     log_every: int = _key(50, "int", (1, None), doc="metrics.jsonl line every N steps")
     num_parallel_workers: int = _key(8, "int", (0, None), doc="data loader workers per process")
     device_target: str = _key("auto", "str", ("auto", "GPU", "CPU", "Ascend"))
@@ -155,10 +239,17 @@ class TrainConfig:
     def total_epochs(self) -> int:
         """The epochs the run trains: `epochs` under the seed's and the official semantics
         (their schedules declare `cooldown_epochs` but their training loops never reach them),
-        `epochs + cooldown_epochs` under this toolkit's (the cooldown held at `min_lr`)."""
-        if self.semantics == "twins":
+        `epochs + cooldown_epochs` under this toolkit's (the cooldown held at `min_lr`); mmcv's
+        policies have no cooldown. A run that counts iterations (`max_iters`) has no epochs."""
+        if self.semantics == "twins" and self.lr_scheduler not in MMCV_POLICIES:
             return self.epochs + self.cooldown_epochs
         return self.epochs
+
+    @property
+    def counts_iterations(self) -> bool:
+        """Whether the run is `max_iters` iterations long (mmseg's IterBasedRunner): then
+        `eval_every` and `save_every` count iterations and `epochs` is not read."""
+        return self.max_iters > 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -432,6 +523,37 @@ def _to_pair(key: str, value: Any) -> list[float]:
     return [_to_float(key, v) for v in value]
 
 
+def _to_int_pair(key: str, value: Any) -> list[int]:
+    if isinstance(value, str):
+        value = value.strip("[]() ").split(",")
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _bad_type(key, value, "two integers like [512, 512]")
+    return [_to_int(key, v) for v in value]
+
+
+def _to_int_list(key: str, value: Any) -> list[int]:
+    if isinstance(value, str):
+        value = [v for v in value.strip("[]() ").split(",") if v.strip()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise _bad_type(key, value, "a list of integers like [8, 11]")
+    return [_to_int(key, v) for v in value]
+
+
+def _to_optional_str_list(key: str, value: Any) -> list[str] | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+        return None
+    if isinstance(value, str):
+        value = value.strip("[]() ").split(",")
+    if not isinstance(value, (list, tuple)):
+        raise _bad_type(key, value, "a list of names like [pos_block, norm]")
+    names = [_to_str(key, v).strip() for v in value]
+    if not all(names):
+        raise TwinsError(f"{key}={value!r} holds an empty name, which every name contains: drop it")
+    return names
+
+
 def _to_mapping(key: str, value: Any) -> dict:
     if value is None:
         return {}
@@ -447,6 +569,9 @@ _CONVERTERS = {
     "str": _to_str,
     "optional_str": _to_optional_str,
     "pair": _to_pair,
+    "int_pair": _to_int_pair,
+    "int_list": _to_int_list,
+    "optional_str_list": _to_optional_str_list,
     "size": _to_size,
     "mapping": _to_mapping,
 }
@@ -473,10 +598,74 @@ def _check_together(config: TrainConfig) -> None:
         raise TwinsError(f"crop_scale {config.crop_scale} must be [low, high] with low <= high")
     if config.auto_augment is not None:
         _check_auto_augment(config.auto_augment)
+    _check_schedule(config)
+    if config.ratio_range[0] > config.ratio_range[1]:
+        raise TwinsError(f"ratio_range {config.ratio_range} must be [low, high] with low <= high")
+    if config.no_decay_keys is not None and config.layer_decay:
+        raise TwinsError(
+            "layer_decay makes timm's groups, with their own no-decay rule: "
+            "set no_decay_keys to null, or layer_decay to 0"
+        )
+    _check_task(config)
     _check_image_size(config)
 
 
+def _check_schedule(config: TrainConfig) -> None:
+    """The warmup and length keys of the policy chosen: those of the others are refused rather
+    than silently unread."""
+    policy = config.lr_scheduler
+    if policy in MMCV_POLICIES and config.warmup_length:
+        raise TwinsError(
+            f"warmup_length counts epochs of the cosine policies; {policy} warms up by "
+            f"warmup_iters (with warmup_ratio): set warmup_length to 0"
+        )
+    if policy not in MMCV_POLICIES and config.warmup_iters:
+        raise TwinsError(
+            f"warmup_iters belongs to poly_lr and step_lr; {policy} warms up by "
+            "warmup_length epochs: set warmup_iters to 0"
+        )
+    if config.max_iters:
+        if policy != "poly_lr":
+            raise TwinsError(
+                f"max_iters counts the run in iterations, which poly_lr does; {policy} counts "
+                "epochs: set lr_scheduler to poly_lr, or max_iters to 0"
+            )
+        if config.start_epoch:
+            raise TwinsError("a run of max_iters iterations has no epochs: set start_epoch to 0")
+        if config.warmup_iters > config.max_iters:
+            raise TwinsError(
+                f"warmup_iters {config.warmup_iters} exceeds max_iters {config.max_iters}: "
+                "shorten it"
+            )
+    steps = config.lr_steps
+    if steps and policy != "step_lr":
+        raise TwinsError(f"lr_steps belongs to step_lr, not {policy}: set lr_steps to []")
+    if policy == "step_lr":
+        if not steps:
+            raise TwinsError("step_lr needs lr_steps, the epochs to decay after, e.g. [8, 11]")
+        if sorted(set(steps)) != steps or steps[-1] > config.epochs:
+            raise TwinsError(
+                f"lr_steps {steps} must rise and end within the run's {config.epochs} epochs"
+            )
+
+
+def _check_task(config: TrainConfig) -> None:
+    try:
+        from twins.dense.registry import task_of  # here: the model registry pulls torch
+
+        task = task_of(config.arch)
+    except (TwinsError, KeyError, ValueError):
+        return  # a bad arch is refused, with its own message, when the model is built
+    if task != config.task:
+        raise TwinsError(
+            f"arch {config.arch} is a {task} model, but task is {config.task}: set task: {task}, "
+            f"or give a {config.task} model as arch"
+        )
+
+
 def _check_image_size(config: TrainConfig) -> None:
+    if config.task != "classify":
+        return  # dense models take any size their pipeline gives them
     try:
         from twins.models import smallest_image_size  # here: the model zoo pulls torch
 

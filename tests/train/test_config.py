@@ -252,6 +252,20 @@ READ_ELSEWHERE = {
     "cache_dir": "a packed data set behind a URL (test_shards_s3)",
     "cache_size": "a packed data set (test_shards, test_shards_s3)",
 }
+# Keys of the dense tasks, read by their data pipelines, losses and the task dispatch of the
+# fit loop, not by a classification run (the recipes that set them: tests/train/test_dense_recipes).
+READ_ELSEWHERE |= {
+    "task": "the fit loop's choice of the task's data set, loss and evaluation",
+    "aux_loss_weight": "the segmentation loss",
+    "img_scale": "the dense data pipelines",
+    "ratio_range": "the segmentation training pipeline",
+    "crop_size": "the segmentation training pipeline",
+    "cat_max_ratio": "the segmentation training pipeline",
+    "reduce_zero_label": "the segmentation data sets",
+    "ignore_index": "the segmentation data sets, loss and metrics",
+    "scale_policy": "the detection training pipeline",
+    "pad_divisor": "the detection pipelines",
+}
 
 
 def test_every_config_key_is_read_by_what_builds_the_run(imagefolder, tiny_config, tmp_path):

@@ -160,3 +160,106 @@ def test_global_batch_scales_the_peak_with_processes_and_accumulation():
     values |= {"batch_size": 64, "accumulation_step": 2}
     schedule = lr_schedule(build_config(values), 10, world_size=4)  # 64 × 4 × 2 = 512
     assert schedule.peak == pytest.approx(5e-4) and schedule(0) == pytest.approx(5e-4)
+
+
+# ----- The dense recipes: mmcv 1.2's poly and step policies with their iteration warmup ----- #
+
+UPERNET_LOGS = json.loads((FIXTURES / "official_logs" / "upernet_lr.json").read_text())
+LOG_NAMES = {"pcpvt_s": "pcpvt_small", "pcpvt_b": "pcpvt_base", "pcpvt_l": "pcpvt_large"}
+LOG_NAMES |= {"svt_s": "svt_small", "svt_b": "svt_base", "svt_l": "svt_large"}
+ADE20K_TRAIN_IMAGES = 20210
+
+
+@pytest.mark.parametrize("log_name", sorted(LOG_NAMES))
+def test_upernet_schedule_is_its_released_log_at_every_logged_iteration(log_name):
+    """The lr logged at `iter` is the one of step `iter - 1`, rounded to 5 decimals."""
+    log = UPERNET_LOGS[log_name]
+    config = load_config(CONFIGS / "dense" / f"upernet_{LOG_NAMES[log_name]}_ade20k.yaml")
+    schedule = lr_schedule(config, 1264, world_size=8)
+    assert len(log["train_iter"]) == 3190 and schedule.total_steps == 160_000
+    for iteration, logged in zip(log["train_iter"], log["lr"], strict=True):
+        rate = schedule(iteration - 1)
+        assert round(rate, 5) == logged or abs(rate - logged) <= 5e-6, iteration
+    # It evaluates where the log evaluated: every eval_every iterations, the last at the end.
+    assert log["val_iter"] == list(range(config.eval_every, config.max_iters + 1, 16_000))
+    assert config.save_every == config.eval_every == 16_000
+
+
+@pytest.mark.parametrize("log_name", sorted(LOG_NAMES))
+def test_upernet_global_batch_is_the_one_the_logs_epoch_counter_shows(log_name):
+    """mmseg's epoch counter is the data pass under way: images seen / ADE20K's 20,210
+    training images, plus one; 8 processes of `batch_size` images make a step."""
+    config = load_config(CONFIGS / "dense" / f"upernet_{LOG_NAMES[log_name]}_ade20k.yaml")
+    log = UPERNET_LOGS[log_name]
+    images_per_step = 8 * config.batch_size
+    assert log["val_epoch"] == [
+        i * images_per_step // ADE20K_TRAIN_IMAGES + 1 for i in log["val_iter"]
+    ]
+    twice = [i * 2 * images_per_step // ADE20K_TRAIN_IMAGES + 1 for i in log["val_iter"]]
+    assert log["val_epoch"] != twice  # the counter tells a batch from its double
+
+
+def dense_recipe(name: str) -> object:
+    return load_config(CONFIGS / "dense" / f"{name}.yaml")
+
+
+def test_an_iteration_recipe_ignores_steps_per_epoch():
+    config = dense_recipe("upernet_svt_small_ade20k")
+    schedules = [lr_schedule(config, spe, world_size=w) for spe, w in [(1, 1), (1264, 8), (7, 4)]]
+    steps = [0, 1, 749, 1499, 1500, 1501, 80_000, 159_999]
+    assert len({tuple(s(step) for step in steps) for s in schedules}) == 1
+    assert {s.total_steps for s in schedules} == {160_000}
+
+
+def test_poly_with_warmup_scales_the_poly_rate_of_the_same_iteration():
+    """mmcv: the warmup multiplies the regular (poly) rate of that iteration, not the peak."""
+    schedule = lr_schedule(dense_recipe("upernet_pcpvt_base_ade20k"), 100)
+    peak, warmup, ratio = 6e-5, 1500, 1e-6
+
+    def poly(i):
+        return peak * (1 - i / 160_000)
+
+    for i in (0, 1, 700, 1499):
+        assert schedule(i) == pytest.approx(poly(i) * (1 - (1 - i / warmup) * (1 - ratio)))
+    assert schedule(0) == pytest.approx(peak * ratio)
+    assert schedule(1500) == pytest.approx(poly(1500)) and schedule(159_999) == poly(159_999)
+    assert schedule(1499) < poly(1499) < schedule(1500) * (1 + 1e-3)
+
+
+def test_semantic_fpn_poly_decays_with_power_0_9_to_min_lr_without_warmup():
+    schedule = lr_schedule(dense_recipe("semantic_fpn_svt_base_ade20k"), 100)
+    peak, low = 1e-4, 1e-6
+    assert schedule.total_steps == 80_000 and schedule(0) == peak
+    for i in (1, 20_000, 40_000, 79_999):
+        assert schedule(i) == pytest.approx((peak - low) * (1 - i / 80_000) ** 0.9 + low)
+    assert schedule(79_999) > low
+
+
+@pytest.mark.parametrize(
+    ("recipe", "steps", "epochs"),
+    [("retinanet_pcpvt_small_coco_1x", (8, 11), 12), ("maskrcnn_svt_base_coco_3x", (27, 33), 36)],
+)
+def test_step_recipes_count_epochs_with_steps_per_epoch(recipe, steps, epochs):
+    config = dense_recipe(recipe)
+    peak = config.base_lr
+    for per_epoch in (600, 7330):  # a short warmup-spanning epoch and COCO's 117k / 16
+        schedule = lr_schedule(config, per_epoch, world_size=8)
+        assert schedule.total_steps == epochs * per_epoch
+        for i in (0, 250, 499):  # the warmup: 0.001 x peak, linearly up
+            assert schedule(i) == pytest.approx(peak * (1 - (1 - i / 500) * (1 - 0.001)))
+        assert schedule(500) == peak
+        first, second = (s * per_epoch for s in steps)
+        assert schedule(first - 1) == peak and schedule(first) == pytest.approx(peak * 0.1)
+        assert schedule(second - 1) == pytest.approx(peak * 0.1)
+        assert schedule(second) == pytest.approx(peak * 0.01)
+        assert schedule(epochs * per_epoch - 1) == pytest.approx(peak * 0.01)
+
+
+def test_a_warmup_longer_than_an_epoch_warms_up_the_stepped_rate():
+    """mmcv's step policy warms up from the rate of the iteration's epoch, decayed or not."""
+    values = {"semantics": "official", "lr_scheduler": "step_lr", "lr_steps": [1], "epochs": 3}
+    values |= {"warmup_length": 0, "warmup_iters": 10, "warmup_ratio": 0.5, "base_lr": 1e-3}
+    schedule = lr_schedule(build_config(values), 4)
+    assert schedule(2) == pytest.approx(1e-3 * (1 - 0.8 * 0.5))
+    assert schedule(6) == pytest.approx(1e-4 * (1 - 0.4 * 0.5))
+    assert schedule(10) == pytest.approx(1e-4)

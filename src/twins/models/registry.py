@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from twins.errors import TwinsError
 from twins.models.twins import Twins, smallest_side
@@ -146,18 +147,21 @@ def smallest_image_size(name: str, model_args: dict[str, Any] | None = None) -> 
 def create_model(
     name: str,
     pretrained: str | os.PathLike | bool | None = None,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     *,
     fast_path: bool | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     img_size: int | tuple[int, int] | None = None,
     **overrides: Any,
-) -> Twins:
-    """Build a Twins variant.
+) -> nn.Module:
+    """Build a Twins variant, or a dense model over one.
 
     name: a variant (`list_models()`) or an alias (`pcpvt_small_v0`, `alt_gvt_small`,
-        `twins_svt_small`, ...).
+        `twins_svt_small`, ...); or a dense model `<head>_<variant>` (`upernet_svt_small`,
+        `maskrcnn_pcpvt_small`: `twins.dense.registry`), built by its head's builder with the
+        arguments given (`num_classes` default: the official data set's, ADE20K 150, COCO 80).
+    num_classes: the classes of the head (default 1000 for a classifier).
     pretrained: a weights file in any format `twins.load_weights` reads, or True for the
         published ImageNet-1k weights (downloaded from the Hugging Face hub). The shape the file
         records (its `model_args`: widths, heads, depths, windows, GELU, ...) is used where the
@@ -173,7 +177,16 @@ def create_model(
         `pos_drop_rate`, `proj_drop_rate` (default: `drop_rate`) and `global_pool`.
     """
     del img_size  # no position embedding: nothing depends on the input size
+    from twins.dense.registry import create_dense_model, split_dense_name  # imports this module
+
+    if split_dense_name(name) is not None:
+        build = {"fast_path": fast_path, "device": device, "dtype": dtype}
+        build = {key: value for key, value in build.items() if value is not None}
+        if pretrained:
+            build["pretrained"] = pretrained
+        return create_dense_model(name, num_classes, **build, **overrides)
     arch = resolve_name(name)
+    num_classes = 1000 if num_classes is None else num_classes
     if overrides.pop("features_only", False):
         raise TwinsError(
             "features_only is timm's wrapper, not an argument of Twins: take the four stage "

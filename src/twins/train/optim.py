@@ -5,12 +5,16 @@ biases and normalisation weights (every 1-D parameter) and the model's `no_weigh
 (the PEG convolutions `pos_block.*`) get no weight decay; the seed's `get_param_groups` makes
 the same two groups. With `layer_decay`, timm's `param_groups_layer_decay` makes the groups
 instead (one per layer of the model's `group_matcher`, each with its `lr_scale`), as timm's
-fine-tuning recipes do. The AdamW is MindSpore's `AdamWeightDecay` (no bias correction) under
+fine-tuning recipes do. A config's `no_decay_keys` (the dense recipes) replaces that rule with
+mmcv's `paramwise_cfg=dict(custom_keys={key: dict(decay_mult=0.)})`: no decay for exactly the
+parameters whose full names contain one of the keys, every other one decayed, BatchNorm
+weights and biases included; an empty list decays every parameter. The AdamW is MindSpore's `AdamWeightDecay` (no bias correction) under
 the seed's semantics, torch's elsewhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,9 +23,16 @@ from torch import nn
 from twins.train.adam_weight_decay import AdamWeightDecay
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 0.0) -> list[dict]:
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    layer_decay: float = 0.0,
+    no_decay_keys: list[str] | None = None,
+) -> list[dict]:
     """Decayed weights, then parameters without decay; with `layer_decay`, timm's per-layer
-    groups (each with `lr_scale`)."""
+    groups (each with `lr_scale`); with `no_decay_keys`, mmcv's substring rule."""
+    if no_decay_keys is not None:
+        return _split(model, weight_decay, lambda name, _: any(k in name for k in no_decay_keys))
     skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     if layer_decay:
         from timm.optim import param_groups_layer_decay
@@ -29,14 +40,16 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 0.0
         return param_groups_layer_decay(
             model, weight_decay=weight_decay, no_weight_decay_list=skip, layer_decay=layer_decay
         )
+    return _split(model, weight_decay, lambda name, param: param.ndim <= 1 or name in skip)
+
+
+def _split(model: nn.Module, weight_decay: float, exempt: Callable) -> list[dict]:
+    """Two groups of the trained parameters: the decayed, then those `exempt(name, param)`."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim <= 1 or name in skip:
-            no_decay.append(param)
-        else:
-            decay.append(param)
+        (no_decay if exempt(name, param) else decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -46,7 +59,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 0.0
 def build_optimizer(model: nn.Module, config: Any, device: torch.device) -> torch.optim.Optimizer:
     """`config` is a TrainConfig. The learning rate is set from the schedule before every step
     (times each group's `lr_scale` under layer decay)."""
-    groups = param_groups(model, config.weight_decay, config.layer_decay)
+    groups = param_groups(model, config.weight_decay, config.layer_decay, config.no_decay_keys)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.base_lr, momentum=config.momentum)
     if config.semantics == "seed":

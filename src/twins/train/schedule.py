@@ -20,6 +20,16 @@ counted from the run's first step), so a resumed run needs no schedule state. `p
 
 `constant_lr` keeps `peak` after the same warmup. A run that starts with `start_epoch > 0`
 continues each schedule from there.
+
+The dense recipes use mmcv 1.2's `LrUpdaterHook`s (`mmcv/runner/hooks/lr_updater.py`), the same
+under every semantics, with the lr set before each iteration `i` (0-based):
+- `poly_lr` (PolyLrUpdaterHook, by iteration): `(peak - min_lr) (1 - i / N) ** poly_power +
+  min_lr` over N = `max_iters` iterations; a run counted in epochs has N = epochs × steps.
+- `step_lr` (StepLrUpdaterHook, by epoch): `peak × 0.1 ** k`, k the number of `lr_steps` epochs
+  done (mmcv's default gamma, which every recipe keeps).
+- the linear warmup of both, over the first `warmup_iters` iterations, scales the rate the
+  policy gives at that same iteration: `regular(i) × (1 - (1 - i / W)(1 - warmup_ratio))`.
+A run counted in iterations (`max_iters`) does not use `steps_per_epoch`.
 """
 
 from __future__ import annotations
@@ -29,6 +39,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch.distributed as dist
+
+from twins.config import MMCV_POLICIES
+
+# StepLrUpdaterHook's default gamma, which every official recipe keeps.
+STEP_GAMMA = 0.1
 
 
 @dataclass(frozen=True)
@@ -43,24 +58,31 @@ class LrSchedule:
     steps_per_epoch: int
     start_epoch: int = 0
     policy: str = "cosine_lr"
+    max_iters: int = 0  # > 0: the run counts iterations (poly_lr)
+    warmup_iters: int = 0  # mmcv's warmup (poly_lr, step_lr)
+    warmup_ratio: float = 0.001
+    power: float = 1.0
+    lr_steps: tuple[int, ...] = ()
 
     @property
     def trained_epochs(self) -> int:
         """Epochs of the schedule the run trains (from epoch 0, whatever its start_epoch)."""
-        if self.semantics == "twins":
+        if self.semantics == "twins" and self.policy not in MMCV_POLICIES:
             return self.epochs + self.cooldown_epochs
         return self.epochs
 
     @property
     def total_steps(self) -> int:
         """The optimizer steps this run trains."""
+        if self.max_iters:
+            return self.max_iters
         return (self.trained_epochs - self.start_epoch) * self.steps_per_epoch
 
     @property
     def top(self) -> float:
         """The highest rate of the schedule: `peak`, but `peak + min_lr` under the seed's
         cosine, whose offset puts its top above the warmup's end."""
-        if self.semantics == "seed" and self.policy != "constant_lr":
+        if self.semantics == "seed" and self.policy == "cosine_lr":
             return self.peak + self.min_lr
         return self.peak
 
@@ -68,10 +90,17 @@ class LrSchedule:
     def climbs(self) -> bool:
         """Whether the cosine climbs instead of decaying: a peak below `min_lr` (possible when
         `lr_base_size` scales `base_lr` down), under the semantics that decay to `min_lr`."""
-        return self.semantics != "seed" and self.policy != "constant_lr" and self.peak < self.min_lr
+        decays = self.policy == "poly_lr" or (
+            self.policy == "cosine_lr" and self.semantics != "seed"
+        )
+        return decays and self.peak < self.min_lr
 
     def __call__(self, step: int) -> float:
+        if self.max_iters:
+            return self._mmcv(step)
         at = self.start_epoch * self.steps_per_epoch + step  # steps since the schedule began
+        if self.policy in MMCV_POLICIES:
+            return self._mmcv(at)
         if self.semantics == "official":
             return self._official(at // self.steps_per_epoch)
         return self._per_step(at)
@@ -91,6 +120,18 @@ class LrSchedule:
             cosine = 0.5 * (1 + math.cos(math.pi * (step - warmup) / decay))
             rate = self.min_lr + (self.peak - self.min_lr) * cosine
         return max(rate, self.min_lr) if self.semantics == "seed" else rate
+
+    def _mmcv(self, step: int) -> float:
+        if self.policy == "poly_lr":
+            length = self.max_iters or self.epochs * self.steps_per_epoch
+            coeff = (1 - step / length) ** self.power
+            rate = (self.peak - self.min_lr) * coeff + self.min_lr
+        else:
+            epoch = step // self.steps_per_epoch
+            rate = self.peak * STEP_GAMMA ** sum(epoch >= s for s in self.lr_steps)
+        if step < self.warmup_iters:
+            rate *= 1 - (1 - step / self.warmup_iters) * (1 - self.warmup_ratio)
+        return rate
 
     def _official(self, epoch: int) -> float:
         t = max(epoch - 1, 0)  # stepped after each epoch with the number of the epoch done
@@ -130,4 +171,9 @@ def lr_schedule(config: Any, steps_per_epoch: int, *, world_size: int | None = N
         steps_per_epoch=steps_per_epoch,
         start_epoch=config.start_epoch,
         policy=config.lr_scheduler,
+        max_iters=config.max_iters,
+        warmup_iters=config.warmup_iters,
+        warmup_ratio=config.warmup_ratio,
+        power=config.poly_power,
+        lr_steps=tuple(config.lr_steps),
     )
