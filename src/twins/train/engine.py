@@ -41,9 +41,11 @@ def train_one_epoch(
     log: Callable[[dict], None] | None = None,
     after_step: Callable[[Trainer, bool], None] | None = None,
     progress: bool = False,
+    stop_at_step: int | None = None,
 ) -> dict[str, Any]:
-    """Train over `loader` once; returns the epoch's mean loss (over every process's applied
-    steps), its optimizer steps, skipped steps, images and seconds. `log(record)` gets the mean
+    """Train over `loader` once, or until the run's step `stop_at_step` (a run counted in
+    iterations ends within an epoch); returns the epoch's mean loss (over every process's
+    applied steps), its optimizer steps, skipped steps, images and seconds. `log(record)` gets the mean
     loss of the applied steps every `log_every` optimizer steps of the run."""
     state, config = trainer.state, trainer.config
     epoch = state.epoch + 1
@@ -104,6 +106,8 @@ def train_one_epoch(
                 )
         if after_step is not None:
             after_step(trainer, done.batches == batches)
+        if stop_at_step is not None and state.step >= stop_at_step:
+            break
     bar.close()
     totals = all_reduce_sum(torch.stack([done.loss_sum, done.loss_sum.new_tensor(done.steps)]))
     return {

@@ -33,7 +33,7 @@ from twins.train.lock import lock_output
 from twins.train.metrics import RunLog
 from twins.train.mirror import OutputMirror
 from twins.train.precision import hardware_notice
-from twins.train.report import done_line, header, printer, summary
+from twins.train.report import done_line, eval_summary, header, printer, summary
 from twins.train.sample_seeds import SampleSeededDataset
 from twins.train.sampler import training_sampler
 from twins.train.state import EpochProgress
@@ -176,12 +176,40 @@ def _fit(
         )
         raise_stop(number)
 
+    # A run counted in iterations (mmseg's IterBasedRunner) evaluates every `eval_every` and
+    # keeps a checkpoint every `save_every` iterations, and stops at `max_iters`, within an epoch.
+    iterations = config.max_iters if config.counts_iterations else 0
+    total_epochs = math.ceil(iterations / steps_per_epoch) if iterations else config.total_epochs
+    evaluation: dict[str, Any] = {}  # the latest evaluation of an iteration run
+    best_at_epoch_end = False  # an evaluation at an epoch's last step found a new best
+
+    def evaluate_at_step(last_of_epoch: bool) -> None:
+        nonlocal evaluation, best_at_epoch_end
+        evaluation = _evaluate(task, trainer, val_loader, val_set, ctx, progress)
+        score, weights = _best_of(evaluation, task.score)
+        is_best = score > state.best_score
+        if is_best:
+            state.best_score, state.best_weights = score, weights
+        log.log({"kind": "eval", "epoch": state.epoch + 1, "step": state.step} | evaluation)
+        say(eval_summary(evaluation, state.step, iterations, is_best and weights, task.shown))
+        if last_of_epoch:  # the epoch's end writes the checkpoint
+            best_at_epoch_end = is_best
+            return
+        state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
+        checkpoint = resume.within_epoch(trainer, class_names, record | evaluation)
+        if checkpoint is not None:
+            files.save(checkpoint, is_best, at_step=True)
+            mirror.sync()
+
     def after_step(trainer: Trainer, last_of_epoch: bool) -> None:
-        """Checks of the data (under DDP, every log_every steps), checkpoints within the epoch
-        (every save_every_steps steps but the epoch's last) and stop requests."""
+        """Checks of the data (under DDP, every log_every steps), evaluations of an iteration
+        run, checkpoints within the epoch (every save_every_steps steps but the epoch's last)
+        and stop requests."""
         if ctx.enabled and state.step % config.log_every == 0:
             distributed.check_health_together(train_set, ctx.device)
-        if last_of_epoch:
+        if iterations and (state.step % config.eval_every == 0 or state.step == iterations):
+            evaluate_at_step(last_of_epoch)
+        if last_of_epoch or state.step == iterations:
             return
         every = config.save_every_steps
         if every and state.step % every == 0:
@@ -192,7 +220,7 @@ def _fit(
     first_epoch = state.epoch
     shown = mirror.shown(output)
     try:
-        for epoch_index in range(first_epoch, config.total_epochs):
+        for epoch_index in range(first_epoch, total_epochs):
             epoch = epoch_index + 1
             train_samples.set_epoch(epoch_index)
             train_loader.set_epoch(epoch_index)  # the sampler's order too, from its start
@@ -200,11 +228,11 @@ def _fit(
             samples_done = 0
             stats = train_one_epoch(
                 trainer, train_loader, to_device=to_device, mixup=mixup, log=log.log,
-                after_step=after_step, progress=progress,
+                after_step=after_step, progress=progress, stop_at_step=iterations or None,
             )  # fmt: skip
             record = _epoch_record(epoch, stats, trainer, ctx.world_size)
-            is_best = False
-            if epoch % config.eval_every == 0 or epoch == config.total_epochs:
+            is_best, best_at_epoch_end = best_at_epoch_end, False
+            if not iterations and (epoch % config.eval_every == 0 or epoch == total_epochs):
                 record |= _evaluate(task, trainer, val_loader, val_set, ctx, progress)
                 score, weights = _best_of(record, task.score)
                 is_best = score > state.best_score
@@ -216,21 +244,23 @@ def _fit(
             # Logged before the checkpoint: a kill between the two repeats the epoch, whose
             # line the resumed run drops and writes again.
             log.log(record)
-            checkpoint = resume.checkpoint(trainer, class_names, record)
+            checkpoint = resume.checkpoint(trainer, class_names, record | evaluation)
             if ctx.is_main:
-                files.save(checkpoint, is_best)
+                files.save(checkpoint, is_best, at_step=bool(iterations))
             log.end_epoch()
             if ctx.is_main:
                 mirror.sync()
-            say(summary(record, config.total_epochs, is_best and state.best_weights, task.shown))
+            say(summary(record, total_epochs, is_best and state.best_weights, task.shown))
             distributed.barrier()
             stop_if_asked(within_epoch=False)
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 break
     finally:
         log.close()
-    if first_epoch >= config.total_epochs:
-        say(f"{shown} holds a finished run of {config.total_epochs} epochs: nothing to train")
+    if first_epoch >= total_epochs:
+        length = f"{iterations} iterations" if iterations else f"{total_epochs} epochs"
+        say(f"{shown} holds a finished run of {length}: nothing to train")
+    record |= evaluation
     say(done_line(record, state, shown, task.score, task.score_label))
     return {
         **record,

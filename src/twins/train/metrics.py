@@ -48,7 +48,7 @@ class RunLog:
         self.records.append(record)
         with open(self.path, "a", encoding="utf-8") as file:
             file.write(json.dumps(record) + "\n")
-        prefix = "train" if record.get("kind") == "step" else "epoch"
+        prefix = {"step": "train", "eval": "eval"}.get(record.get("kind"), "epoch")
         for key, value in record.items():
             if key not in ("kind", "epoch", "step") and isinstance(value, (int, float)):
                 tag = key.replace("_", "/", 1) if key.startswith("val_") else f"{prefix}/{key}"
@@ -80,7 +80,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _before_resume(record: dict[str, Any], resume_epoch: int, resume_step: int) -> bool:
-    if record.get("kind") == "step":
+    if record.get("kind") in ("step", "eval"):  # eval: an iteration run's evaluation
         return record.get("step", 0) <= resume_step
     return record.get("epoch", 0) <= resume_epoch
 

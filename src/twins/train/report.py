@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twins.config import MMCV_POLICIES
 from twins.data.datasets import describe_left_out
 from twins.storage import display
 from twins.train.schedule import global_batch
@@ -34,10 +35,7 @@ def header(config: Any, trainer: Trainer, ctx: Any, train_set: Any, val_set: Any
         + (f"; {left_out})" if left_out else ")"),
         f"batch: global {batch} = {config.batch_size} per device × {ctx.world_size} "
         f"× {config.accumulation_step} accumulation; peak lr {schedule.top:.3g} ({scaled})",
-        f"epochs: {config.total_epochs}{cooldown}, warmup {config.warmup_length} from "
-        f"{config.warmup_lr:g}, {config.lr_scheduler} to min_lr {config.min_lr:g}; "
-        f"{schedule.steps_per_epoch} steps per epoch, {schedule.total_steps} in all; "
-        f"output {display(config.train_url)}",
+        _length(config, schedule, cooldown) + f"; output {display(config.train_url)}",
     ]
     if schedule.climbs:
         lines.append(
@@ -45,6 +43,35 @@ def header(config: Any, trainer: Trainer, ctx: Any, train_set: Any, val_set: Any
             f"{config.min_lr:g}, so the cosine climbs to min_lr: lower min_lr or raise base_lr"
         )
     return lines
+
+
+def _length(config: Any, schedule: Any, cooldown: str) -> str:
+    """How long the run is and how its rate goes: epochs or iterations, warmup, policy."""
+    if config.lr_scheduler in MMCV_POLICIES:
+        warmup = (
+            f"warmup {config.warmup_iters} iterations from {config.warmup_ratio:g} × lr"
+            if config.warmup_iters
+            else "no warmup"
+        )
+        policy = (
+            f"poly_lr (power {config.poly_power:g}) to min_lr {config.min_lr:g}"
+            if config.lr_scheduler == "poly_lr"
+            else f"step_lr × 0.1 after epochs {config.lr_steps}"
+        )
+        if config.counts_iterations:
+            return (
+                f"iterations: {config.max_iters}, {warmup}, {policy}; evaluated every "
+                f"{config.eval_every}; {schedule.steps_per_epoch} steps per epoch"
+            )
+        return (
+            f"epochs: {config.total_epochs}, {warmup}, {policy}; "
+            f"{schedule.steps_per_epoch} steps per epoch, {schedule.total_steps} in all"
+        )
+    return (
+        f"epochs: {config.total_epochs}{cooldown}, warmup {config.warmup_length} from "
+        f"{config.warmup_lr:g}, {config.lr_scheduler} to min_lr {config.min_lr:g}; "
+        f"{schedule.steps_per_epoch} steps per epoch, {schedule.total_steps} in all"
+    )
 
 
 def _brings(config: Any) -> str:
@@ -84,6 +111,18 @@ def summary(
         text += f"  {record['skipped_steps']} non-finite steps skipped"
     if record.get("images_skipped"):
         text += f"  {record['images_skipped']} unreadable images left out so far"
+    return text + ({"ema": "  *best (EMA)*"}.get(best, "  *best*") if best else "")
+
+
+def eval_summary(
+    result: dict[str, Any], step: int, iterations: int, best: str | bool, shown: tuple[str, ...]
+) -> str:
+    """The line of an evaluation within a run counted in iterations."""
+    text = f"iter {step}/{iterations}  val " + "  ".join(
+        f"{key} {result[f'val_{key}']:.2f}" for key in shown if f"val_{key}" in result
+    )
+    if shown and f"ema_val_{shown[0]}" in result:
+        text += f"  ema {shown[0]} {result[f'ema_val_{shown[0]}']:.2f}"
     return text + ({"ema": "  *best (EMA)*"}.get(best, "  *best*") if best else "")
 
 

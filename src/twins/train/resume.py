@@ -264,7 +264,9 @@ def check_finite(state_dict: dict[str, torch.Tensor], what: str) -> None:
 
 class CheckpointFiles:
     """The checkpoint files of one output folder: last.pt (for resuming), best.pt (highest val
-    top-1 of the raw or EMA weights, those weights as "model"), epoch_NNNN.pt every `save_every` epochs, the newest `keep_checkpoint_max` kept.
+    score of the raw or EMA weights, those weights as "model"), epoch_NNNN.pt every
+    `save_every` epochs (iter_NNNNNNN.pt every `save_every` steps in a run counted in
+    iterations), the newest `keep_checkpoint_max` kept.
     Only the main process writes."""
 
     def __init__(self, folder: str | Path, keep_max: int, save_every: int) -> None:
@@ -282,18 +284,22 @@ class CheckpointFiles:
     def epoch_path(self, epoch: int) -> Path:
         return self.folder / f"epoch_{epoch:04d}.pt"
 
-    def save(self, saved: dict[str, Any], is_best: bool) -> None:
-        """At the end of an epoch: best.pt when `is_best`, the epoch file every `save_every`
-        epochs, then last.pt. last.pt goes last: a run killed before it is written redoes the
-        epoch from the previous last.pt and writes the others again."""
+    def step_path(self, step: int) -> Path:
+        return self.folder / f"iter_{step:07d}.pt"
+
+    def save(self, saved: dict[str, Any], is_best: bool, at_step: bool = False) -> None:
+        """At the end of an epoch (or, `at_step`, at an iteration run's evaluation): best.pt
+        when `is_best`, the epoch file every `save_every` epochs (iter_NNNNNNN.pt every
+        `save_every` steps), then last.pt. last.pt goes last: a run killed before it is written
+        goes on from the previous last.pt and writes the others again."""
         if is_best:
             best = {k: saved[k] for k in _BEST_KEYS if k in saved}
             if saved.get("best_weights") == "ema":  # the weights that scored, where all look
                 best["model"] = saved["model_ema"]
             save_torch(best, self.best)
-        epoch = saved["epoch"]
-        if self.save_every and epoch % self.save_every == 0:
-            save_torch(saved, self.epoch_path(epoch))
+        number = saved["global_step"] if at_step else saved["epoch"]
+        if self.save_every and number % self.save_every == 0:
+            save_torch(saved, self.step_path(number) if at_step else self.epoch_path(number))
             self._prune()
         save_torch(saved, self.last)
 
@@ -306,6 +312,7 @@ class CheckpointFiles:
         remove_temporaries(self.folder)
 
     def _prune(self) -> None:
-        kept = sorted(self.folder.glob("epoch_*.pt"))
-        for path in kept[: max(0, len(kept) - self.keep_max)]:
-            path.unlink(missing_ok=True)
+        for pattern in ("epoch_*.pt", "iter_*.pt"):
+            kept = sorted(self.folder.glob(pattern))
+            for path in kept[: max(0, len(kept) - self.keep_max)]:
+                path.unlink(missing_ok=True)
