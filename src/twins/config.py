@@ -281,6 +281,13 @@ _OTHER_NAMES = {
     "input_size": "image_size",
     "aa": "auto_augment",
     "reprob": "re_prob",
+    # mmseg / mmdet config names
+    "power": "poly_power",
+    "step": "lr_steps",
+    "custom_keys": "no_decay_keys",
+    "samples_per_gpu": "batch_size",
+    "max_epochs": "epochs",
+    "size_divisor": "pad_divisor",
 }
 
 
