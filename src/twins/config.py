@@ -281,6 +281,13 @@ _OTHER_NAMES = {
     "input_size": "image_size",
     "aa": "auto_augment",
     "reprob": "re_prob",
+    # mmseg / mmdet config names
+    "power": "poly_power",
+    "step": "lr_steps",
+    "custom_keys": "no_decay_keys",
+    "samples_per_gpu": "batch_size",
+    "max_epochs": "epochs",
+    "size_divisor": "pad_divisor",
 }
 
 
@@ -629,6 +636,11 @@ def _check_schedule(config: TrainConfig) -> None:
             raise TwinsError(
                 f"max_iters counts the run in iterations, which poly_lr does; {policy} counts "
                 "epochs: set lr_scheduler to poly_lr, or max_iters to 0"
+            )
+        if config.task == "classify":
+            raise TwinsError(
+                "max_iters counts the runs of the dense tasks; a classification run counts "
+                "epochs: set max_iters to 0 and give epochs"
             )
         if config.start_epoch:
             raise TwinsError("a run of max_iters iterations has no epochs: set start_epoch to 0")

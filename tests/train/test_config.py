@@ -184,6 +184,64 @@ def test_bad_keys_and_values_are_refused(values, message):
         build_config(values)
 
 
+DENSE = {"task": "segment", "arch": "upernet_pcpvt_small"}
+POLY = {"lr_scheduler": "poly_lr", "warmup_length": 0, "max_iters": 100}
+STEP = {"lr_scheduler": "step_lr", "warmup_length": 0, "epochs": 12, "lr_steps": [8, 11]}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"arch": "upernet_svt_small"}, "is a segment model, but task is classify: set task: seg"),
+        ({"task": "detect", "arch": "upernet_svt_small"}, "give a detect model as arch"),
+        ({"task": "segment"}, "pcpvt_small is a classify model"),
+        ({"task": "depth"}, "classify, segment, detect"),
+        (POLY | {"warmup_length": 5}, "set warmup_length to 0"),
+        ({"warmup_iters": 10}, "cosine_lr warms up by warmup_length"),
+        ({"max_iters": 1000}, "set lr_scheduler to poly_lr"),
+        (POLY, "a classification run counts epochs"),
+        (STEP | {"max_iters": 1000}, "step_lr counts epochs"),
+        (DENSE | POLY | {"start_epoch": 1}, "set start_epoch to 0"),
+        (DENSE | POLY | {"warmup_iters": 101}, "exceeds max_iters"),
+        (STEP | {"lr_steps": []}, "step_lr needs lr_steps"),
+        (STEP | {"lr_steps": [11, 8]}, "must rise"),
+        (STEP | {"lr_steps": [8, 13]}, "within the run's 12 epochs"),
+        (DENSE | POLY | {"lr_steps": [8]}, "lr_steps belongs to step_lr"),
+        (POLY | {"warmup_ratio": 0}, "greater than 0"),
+        ({"no_decay_keys": ["norm", " "]}, "empty name"),
+        ({"no_decay_keys": ["norm"], "layer_decay": 0.75}, "set no_decay_keys to null"),
+        ({"crop_size": [512.5, 512]}, "not an integer"),
+        ({"ratio_range": [2.0, 0.5]}, "low <= high"),
+        ({"ignore_index": 256}, "out of range"),
+        ({"scale_policy": "random"}, "single, detr"),
+        ({"samples_per_gpu": 2}, "did you mean batch_size"),
+        ({"custom_keys": ["norm"]}, "did you mean no_decay_keys"),
+    ],
+)
+def test_dense_keys_are_refused_where_they_would_mean_nothing(values, message):
+    with pytest.raises(TwinsError, match=message):
+        build_config(values)
+
+
+def test_dense_keys_from_overrides():
+    config = load_config(
+        None,
+        [*(f"{k}={v}" for k, v in (DENSE | POLY).items()), "no_decay_keys=[pos_block,norm]"]
+        + ["crop_size=[640, 640]", "img_scale=[2560,640]", "reduce_zero_label=true"],
+    )
+    assert config.task == "segment" and config.counts_iterations
+    assert config.no_decay_keys == ["pos_block", "norm"] and config.crop_size == [640, 640]
+    assert config.img_scale == [2560, 640] and config.reduce_zero_label is True
+    assert load_config(None, ["no_decay_keys=[]"]).no_decay_keys == []
+    assert load_config(None, ["no_decay_keys=null"]).no_decay_keys is None
+    detect = load_config(
+        None, [f"{k}={v}" for k, v in STEP.items()] + ["arch=retinanet_svt_small", "task=detect"]
+    )
+    assert detect.lr_steps == [8, 11] and not detect.counts_iterations
+    # mmcv's policies have no cooldown: the run is `epochs` long under every semantics.
+    assert build_config(STEP | {"semantics": "twins"}).total_epochs == 12
+
+
 def test_unknown_key_names_the_close_matches():
     with pytest.raises(TwinsError) as error:
         build_config({"drop_path": 0.1})

@@ -2,14 +2,18 @@
 
 As in the official Twins code (DeiT's `create_optimizer` via timm's `param_groups_weight_decay`),
 biases and normalisation weights (every 1-D parameter) and the model's `no_weight_decay()` names
-(the PEG convolutions `pos_block.*`) get no weight decay; the seed's `get_param_groups` makes
-the same two groups. With `layer_decay`, timm's `param_groups_layer_decay` makes the groups
-instead (one per layer of the model's `group_matcher`, each with its `lr_scale`), as timm's
-fine-tuning recipes do. A config's `no_decay_keys` (the dense recipes) replaces that rule with
-mmcv's `paramwise_cfg=dict(custom_keys={key: dict(decay_mult=0.)})`: no decay for exactly the
-parameters whose full names contain one of the keys, every other one decayed, BatchNorm
-weights and biases included; an empty list decays every parameter. The AdamW is MindSpore's `AdamWeightDecay` (no bias correction) under
-the seed's semantics, torch's elsewhere.
+(the PEG convolutions `pos_block.*`; those of its submodules too, as a backbone's) get no weight
+decay; the seed's `get_param_groups` makes the same two groups. With `layer_decay`, timm's
+`param_groups_layer_decay` makes the groups instead (one per layer of the model's
+`group_matcher`, each with its `lr_scale`), as timm's fine-tuning recipes do.
+
+A config's `no_decay_keys` (the dense recipes) replaces that rule with mmcv 1.2's
+`paramwise_cfg=dict(custom_keys={key: dict(decay_mult=0.)})`: no decay for exactly the
+parameters whose full names contain one of the keys, every other one decayed, BatchNorm weights
+and biases included; an empty list decays every parameter.
+
+The AdamW is MindSpore's `AdamWeightDecay` (no bias correction) under the seed's semantics,
+torch's elsewhere.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ def param_groups(
     groups (each with `lr_scale`); with `no_decay_keys`, mmcv's substring rule."""
     if no_decay_keys is not None:
         return _split(model, weight_decay, lambda name, _: any(k in name for k in no_decay_keys))
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    skip = no_weight_decay_names(model)
     if layer_decay:
         from timm.optim import param_groups_layer_decay
 
@@ -41,6 +45,16 @@ def param_groups(
             model, weight_decay=weight_decay, no_weight_decay_list=skip, layer_decay=layer_decay
         )
     return _split(model, weight_decay, lambda name, param: param.ndim <= 1 or name in skip)
+
+
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """The full names of what the model's modules list in `no_weight_decay()` (timm's hook), so
+    that a backbone inside a dense model keeps its own exemptions."""
+    names = set()
+    for prefix, module in model.named_modules():
+        if hasattr(module, "no_weight_decay"):
+            names |= {f"{prefix}.{n}" if prefix else n for n in module.no_weight_decay()}
+    return names
 
 
 def _split(model: nn.Module, weight_decay: float, exempt: Callable) -> list[dict]:
