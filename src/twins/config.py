@@ -637,11 +637,6 @@ def _check_schedule(config: TrainConfig) -> None:
                 f"max_iters counts the run in iterations, which poly_lr does; {policy} counts "
                 "epochs: set lr_scheduler to poly_lr, or max_iters to 0"
             )
-        if config.task == "classify":
-            raise TwinsError(
-                "max_iters counts the runs of the dense tasks; a classification run counts "
-                "epochs: set max_iters to 0 and give epochs"
-            )
         if config.start_epoch:
             raise TwinsError("a run of max_iters iterations has no epochs: set start_epoch to 0")
         if config.warmup_iters > config.max_iters:

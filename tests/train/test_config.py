@@ -199,7 +199,6 @@ STEP = {"lr_scheduler": "step_lr", "warmup_length": 0, "epochs": 12, "lr_steps":
         (POLY | {"warmup_length": 5}, "set warmup_length to 0"),
         ({"warmup_iters": 10}, "cosine_lr warms up by warmup_length"),
         ({"max_iters": 1000}, "set lr_scheduler to poly_lr"),
-        (POLY, "a classification run counts epochs"),
         (STEP | {"max_iters": 1000}, "step_lr counts epochs"),
         (DENSE | POLY | {"start_epoch": 1}, "set start_epoch to 0"),
         (DENSE | POLY | {"warmup_iters": 101}, "exceeds max_iters"),
@@ -313,7 +312,6 @@ READ_ELSEWHERE = {
 # Keys of the dense tasks, read by their data pipelines, losses and the task dispatch of the
 # fit loop, not by a classification run (the recipes that set them: tests/train/test_dense_recipes).
 READ_ELSEWHERE |= {
-    "task": "the fit loop's choice of the task's data set, loss and evaluation",
     "aux_loss_weight": "the segmentation loss",
     "img_scale": "the dense data pipelines",
     "ratio_range": "the segmentation training pipeline",
