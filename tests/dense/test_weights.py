@@ -158,6 +158,7 @@ def test_semantic_fpn_checkpoint_in_mmseg_names_loads(tmp_path):
         torch.testing.assert_close(loaded(images)["out"], expected(images)["out"], rtol=0, atol=0)
 
 
+@pytest.mark.slow  # a 54 M-parameter checkpoint written and read: ~5 s alone, more when shared
 def test_real_size_official_upernet_checkpoint_loads(tmp_path):
     checkpoint = official_checkpoint(
         "pcpvt_small", official_upernet_heads([64, 128, 320, 512], 150)

@@ -10,7 +10,7 @@ from torch import nn
 
 class ConvBNReLU(nn.Module):
     """mmcv's `ConvModule` with BatchNorm and ReLU: a convolution without bias (the norm has
-    one), BatchNorm, ReLU. Initialised as mmcv initialises it (Kaiming normal, fan out)."""
+    one), BatchNorm, ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__()
@@ -19,19 +19,25 @@ class ConvBNReLU(nn.Module):
         )
         self.bn = nn.BatchNorm2d(out_channels)
         self.activate = nn.ReLU(inplace=True)
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activate(self.bn(self.conv(x)))
 
 
-def conv_seg(channels: int, num_classes: int) -> nn.Conv2d:
-    """The 1x1 convolution to the classes that ends every mmseg decode head (after its
-    Dropout2d), initialised normal(0, 0.01) as mmseg does."""
-    conv = nn.Conv2d(channels, num_classes, 1)
-    nn.init.normal_(conv.weight, std=0.01)
-    nn.init.zeros_(conv.bias)
-    return conv
+def init_head(head: nn.Module) -> None:
+    """mmseg's initialisation of a neck or head: ConvModules Kaiming normal (fan out), the
+    classifier `conv_seg` normal(0, 0.01), biased convolutions (the FPN neck's) Xavier uniform;
+    biases zero, BatchNorms weight 1. Run after construction, outside any device context (on
+    the meta device it is then free)."""
+    for name, module in head.named_modules():
+        if isinstance(module, ConvBNReLU):
+            nn.init.kaiming_normal_(module.conv.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.Conv2d) and name.endswith("conv_seg"):
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d) and module.bias is not None:
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:

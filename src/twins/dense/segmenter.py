@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from twins.dense.backbone import DenseBackbone, dense_backbone
-from twins.dense.layers import resize
+from twins.dense.layers import init_head, resize
 from twins.errors import TwinsError
 from twins.models.registry import OVERRIDES, RECORDED_SHAPE, resolve_name
 
@@ -125,6 +125,8 @@ def build_segmenter(
         raise TwinsError(f"cannot build {arch}: {error}", argument=error.argument) from error
     with torch.device(device) if device is not None else contextlib.nullcontext():
         heads = make_heads(list(backbone.out_channels), num_classes)
+    for module in heads.values():
+        init_head(module)
     model = Segmenter(backbone, **heads, arch=arch, model_args=model_args)
     if dtype is not None:
         model.to(dtype)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from twins.dense.layers import ConvBNReLU, conv_seg, resize
+from twins.dense.layers import ConvBNReLU, resize
 from twins.dense.segmenter import Segmenter, build_segmenter
 
 NECK_CHANNELS = 256
@@ -41,7 +41,7 @@ class FPNHead(nn.Module):
                     layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
             self.scale_heads.append(nn.Sequential(*layers))
         self.dropout = nn.Dropout2d(0.1)
-        self.conv_seg = conv_seg(channels, num_classes)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = self.scale_heads[0](features[0])
@@ -51,20 +51,9 @@ class FPNHead(nn.Module):
         return self.conv_seg(self.dropout(x))
 
 
-def fpn_neck(widths: list[int]) -> FeaturePyramidNetwork:
-    """torchvision's FPN, its convolutions initialised as mmseg's FPN initialises them
-    (Xavier uniform, zero bias)."""
-    neck = FeaturePyramidNetwork(widths, NECK_CHANNELS)
-    for module in neck.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.xavier_uniform_(module.weight)
-            nn.init.zeros_(module.bias)
-    return neck
-
-
 def _heads(widths: list[int], num_classes: int) -> dict[str, nn.Module]:
     return {
-        "neck": fpn_neck(widths),
+        "neck": FeaturePyramidNetwork(widths, NECK_CHANNELS),
         "decode_head": FPNHead(NECK_CHANNELS, num_classes, levels=len(widths)),
     }
 

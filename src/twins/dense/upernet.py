@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from twins.dense.layers import ConvBNReLU, conv_seg, resize
+from twins.dense.layers import ConvBNReLU, resize
 from twins.dense.segmenter import AUX_STAGE, Segmenter, build_segmenter
 
 POOL_SCALES = (1, 2, 3, 6)
@@ -46,7 +46,7 @@ class UperHead(nn.Module):
         self.fpn_convs = nn.ModuleList(ConvBNReLU(channels, channels, 3) for _ in in_channels[:-1])
         self.fpn_bottleneck = ConvBNReLU(len(in_channels) * channels, channels, 3)
         self.dropout = nn.Dropout2d(0.1)
-        self.conv_seg = conv_seg(channels, num_classes)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
 
     def pyramid_pooling(self, x: torch.Tensor) -> torch.Tensor:
         pooled = [resize(branch(x), x.shape[-2:]) for branch in self.psp_modules]
@@ -71,7 +71,7 @@ class FCNHead(nn.Module):
         super().__init__()
         self.convs = nn.Sequential(ConvBNReLU(in_channels, channels, 3))
         self.dropout = nn.Dropout2d(0.1)
-        self.conv_seg = conv_seg(channels, num_classes)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_seg(self.dropout(self.convs(x)))
