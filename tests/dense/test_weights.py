@@ -13,7 +13,7 @@ import twins
 from twins.dense.weights import segmenter_layout
 from twins.errors import TwinsError
 from twins.models import VARIANTS
-from twins.weights import mismatches, save_weights
+from twins.weights import mismatches, model_metadata, save_weights
 
 TINY = {"embed_dims": [16, 32, 40, 64], "num_heads": [1, 2, 5, 8], "depths": [1, 1, 1, 1]}
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -218,3 +218,18 @@ def test_classifier_of_another_shape_is_refused(tmp_path):
     wider = {**TINY, "embed_dims": [16, 32, 40, 72]}
     with pytest.raises(TwinsError, match="backbone does not fit semantic_fpn_pcpvt_small"):
         twins.create_model("semantic_fpn_pcpvt_small", pretrained=path, **wider)
+
+
+def test_load_model_rebuilds_a_segmenter_from_its_file(tmp_path):
+    torch.manual_seed(0)
+    model = twins.create_model("upernet_svt_small", num_classes=6, **TINY).eval()
+    path = tmp_path / "segmenter.safetensors"
+    save_weights(model.state_dict(), path, metadata=model_metadata(model))
+    loaded = twins.load_model(path)
+    assert loaded.arch == "upernet_svt_small" and loaded.model_args == model.model_args
+    images = torch.randn(1, 3, 33, 47)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images)["out"], model(images)["out"], rtol=0, atol=0)
+    # The same file also starts a new run of the same segmenter.
+    again = twins.create_model("upernet_svt_small", num_classes=6, pretrained=path)
+    assert again.model_args == model.model_args

@@ -76,7 +76,7 @@ def build_segmenter(
     make_heads: Callable[[list[int], int], dict[str, nn.Module]],
     *,
     num_classes: int,
-    pretrained: str | os.PathLike | None,
+    pretrained: str | os.PathLike | bool | None,
     drop_path_rate: float | None,
     fast_path: bool | None,
     device: torch.device | str | None,
@@ -109,6 +109,10 @@ def build_segmenter(
                 "on a real device",
                 argument="device",
             )
+        if pretrained is True:  # the published ImageNet-1k weights of the variant
+            from twins.models.registry import _download_hub_weights
+
+            pretrained = _download_hub_weights(variant)
         weights = read_pretrained(pretrained, variant)
         overrides = {**_recorded_shape(arch, variant, weights.metadata), **overrides}
     model_args = {"num_classes": num_classes, "drop_path_rate": drop_path_rate, **overrides}

@@ -87,7 +87,7 @@ def _heads(widths: list[int], num_classes: int) -> dict[str, nn.Module]:
 def upernet(
     variant: str,
     num_classes: int = 150,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: str | os.PathLike | bool | None = None,
     drop_path_rate: float | None = None,
     fast_path: bool | None = None,
     device: torch.device | str | None = None,
@@ -97,9 +97,10 @@ def upernet(
     """UperNet with its auxiliary FCN head over the Twins `variant` (any name or alias).
 
     pretrained: an ImageNet weights file of the variant in any format `twins.load_weights`
-        reads (the backbone is loaded, the heads are new), or an UperNet checkpoint in
-        mmsegmentation's layout (the released ADE20K models: `backbone.`, `decode_head.`,
-        `auxiliary_head.` keys, bare or under `state_dict`) or ours, loaded strictly.
+        reads, or True for the published ones (the backbone is loaded, the heads are new); or
+        an UperNet checkpoint in mmsegmentation's layout (the released ADE20K models:
+        `backbone.`, `decode_head.`, `auxiliary_head.` keys, bare or under `state_dict`) or
+        ours, loaded strictly.
     drop_path_rate: stochastic depth of the backbone (default: the official 0.2, 0.3 for
         SVT-L). overrides: the backbone's arguments (`embed_dims`, `depths`, ...).
     """
