@@ -6,7 +6,6 @@ import timm
 import torch
 
 import twins
-from twins.errors import TwinsError
 
 NAMES = twins.list_models()
 
@@ -53,9 +52,24 @@ def test_inputs_the_model_cannot_take_are_named(shape, message, small_model):
         scripted(torch.randn(shape))
 
 
-def test_features_only_points_to_forward_intermediates():
-    with pytest.raises(TwinsError, match=r"model.forward_intermediates\(x, intermediates_"):
-        twins.create_model("pcpvt_small", features_only=True)
+@pytest.mark.parametrize(("name", "out_indices"), [("pcpvt_small", 4), ("svt_small", (1, 3))])
+def test_features_only_is_timms_feature_extractor(name, out_indices):
+    """The same maps, channels and reductions as timm's features_only Twins, same weights."""
+    small = {"depths": (2, 2, 2, 2)}
+    ours = twins.create_model(name, features_only=True, out_indices=out_indices, **small).eval()
+    reference = timm.create_model(
+        f"twins_{name}", features_only=True, out_indices=out_indices, **small
+    ).eval()
+    reference.load_state_dict(ours.state_dict(), strict=True)
+    assert ours.feature_info.channels() == reference.feature_info.channels()
+    assert ours.feature_info.reduction() == reference.feature_info.reduction()
+    assert "num_classes" not in ours.pretrained_cfg
+    images = torch.randn(1, 3, 224, 224)  # timm pads windows without a mask: none padded here
+    with torch.no_grad():
+        maps, expected = ours(images), reference(images)
+    assert len(maps) == len(expected) == (4 if out_indices == 4 else len(out_indices))
+    for got, want in zip(maps, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 def _timm_pair(name: str):

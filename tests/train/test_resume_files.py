@@ -100,7 +100,7 @@ def test_rejects_files_that_are_not_training_checkpoints(tmp_path):
     with pytest.raises(TwinsError, match="not a twins training checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
     (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(TwinsError, match="cannot read"):
+    with pytest.raises(TwinsError, match="cut.pt: cannot be read as a PyTorch weights file"):
         load_checkpoint(tmp_path / "cut.pt")
     with pytest.raises(TwinsError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -1,4 +1,4 @@
-"""`twins models`: the model zoo as a table (or JSON)."""
+"""`twins models`: the model zoo as a table (or JSON): the classifiers, then the dense models."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="list the model variants",
         description="Each variant with its parameters (1000 classes), multiply-adds of one "
         "224x224 forward pass (counted by torch's FlopCounterMode, reported as the paper does), "
-        "window sizes (SVT) and the aliases accepted for it.",
+        "window sizes (SVT) and the aliases accepted for it; then each dense model (Semantic "
+        "FPN, UperNet, RetinaNet, Mask R-CNN over each variant) with its task, its parameters "
+        "(the official data set's classes) and the paper's count, which includes the unused "
+        "classifier the official dense backbone keeps.",
     )
     add_json(parser, prints="one object per model, one a line")
     parser.set_defaults(func=run)
@@ -29,6 +32,7 @@ def describe(name: str) -> dict:
         model = create_model(name)
     return {
         "name": name,
+        "task": "classify",
         "params": sum(p.numel() for p in model.parameters()),
         "gmacs": round(count_macs(model, 224) / 1e9, 2),
         "windows": VARIANTS[name].get("wss"),
@@ -36,12 +40,41 @@ def describe(name: str) -> dict:
     }
 
 
+def describe_dense() -> list[dict]:
+    """A row per dense model whose head's builder is installed (built on the meta device)."""
+    import torch
+
+    from twins.dense.paper import PAPER_PARAMS_M
+    from twins.dense.registry import HEADS, builder_of
+    from twins.models import VARIANTS
+
+    rows = []
+    for head, spec in HEADS.items():
+        try:
+            build = builder_of(head)
+        except ImportError:  # a head whose module this installation lacks
+            continue
+        for variant in VARIANTS:
+            name = f"{head}_{variant}"
+            model = build(variant, num_classes=spec.default_classes, device=torch.device("meta"))
+            rows.append(
+                {
+                    "name": name,
+                    "task": spec.task,
+                    "params": sum(p.numel() for p in model.parameters()),
+                    "paper_params_m": PAPER_PARAMS_M.get(name),
+                }
+            )
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     from twins.models import VARIANTS
 
     rows = [describe(name) for name in VARIANTS]
+    dense = describe_dense()
     if args.json:
-        for row in rows:
+        for row in rows + dense:
             print(json.dumps(row))
         return 0
     print(f"{'name':<12} {'params':>12} {'GFLOPs@224':>10}  {'windows':<8} aliases")
@@ -51,4 +84,9 @@ def run(args: argparse.Namespace) -> int:
             f"{row['name']:<12} {row['params']:>12,} {row['gmacs']:>10.2f}  {windows:<8} "
             f"{', '.join(row['aliases'])}"
         )
+    if dense:
+        print(f"\n{'dense model':<26} {'task':<8} {'params':>12} {'paper (M)':>10}")
+        for row in dense:
+            paper = "-" if row["paper_params_m"] is None else f"{row['paper_params_m']:.1f}"
+            print(f"{row['name']:<26} {row['task']:<8} {row['params']:>12,} {paper:>10}")
     return 0

@@ -97,6 +97,11 @@ def model_from_weights(
 ) -> Twins:
     """Build the model the weights describe (see `model_arguments`), check the weights against
     it before allocating it, load them strictly and return it in eval mode."""
+    from twins.dense.registry import split_dense_name
+
+    named = arch or getattr(weights, "metadata", {}).get("arch")
+    if isinstance(named, str) and split_dense_name(named) is not None:
+        return _dense_model_from_weights(weights, named, model_args)
     name, kwargs, unseen, defaulted = _arguments(weights, arch, model_args)
     argument = "model_args" if model_args else "arch"
     # Whether the weights fit at all is judged first: head counts and windows change no shape.
@@ -134,6 +139,30 @@ def model_from_weights(
     return model.eval()
 
 
+def _dense_model_from_weights(
+    weights: Mapping[str, torch.Tensor], name: str, model_args: Mapping[str, Any] | None
+) -> torch.nn.Module:
+    """A dense model (`twins.dense.registry`) from the weights of one: its recorded `model_args`
+    (classes, backbone shape), checked on the meta device, then built and loaded strictly."""
+    metadata = getattr(weights, "metadata", {})
+    from twins.dense.registry import split_dense_name
+
+    described = isinstance(metadata.get("arch"), str) and split_dense_name(metadata["arch"])
+    recorded = metadata.get("model_args") if described == split_dense_name(name) else None
+    kwargs = {**(recorded if isinstance(recorded, Mapping) else {}), **(model_args or {})}
+    skeleton = create_model(name, device="meta", **kwargs)
+    problem = mismatches(skeleton, weights)
+    if problem is not None:
+        raise TwinsError(
+            f"the weights do not fit {name}: {problem}; build the model the file was made for "
+            "(arch, model_args)",
+            argument="model_args" if model_args else "arch",
+        )
+    model = create_model(name, **kwargs)
+    load_into_model(model, weights)
+    return model.eval()
+
+
 def load_model(
     path: str | os.PathLike,
     ema: bool = False,
@@ -148,7 +177,8 @@ def load_model(
     The model's `pretrained_cfg` (timm's) carries the preprocessing its images need and the
     class names (`label_names`), so `timm.data.resolve_data_config(model=model)` prepares
     images as training evaluated them. `arch` and `model_args` describe the model where the
-    file does not (official or timm weights, see `model_from_weights`).
+    file does not (official or timm weights, see `model_from_weights`). A dense model's file
+    (arch `upernet_svt_small`, ...) gives back that model, rebuilt from its `model_args`.
     """
     weights = load_weights(path, ema=ema, arch=arch)
     return model_from_weights(weights, arch, model_args=model_args)

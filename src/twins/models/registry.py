@@ -173,6 +173,8 @@ def create_model(
         TWINS_FAST_PATH=0); False runs the plain layers everywhere. Same parameters either way.
     device, dtype: where and in which type the parameters are made ("meta": shapes only).
     img_size: accepted as timm's create_model passes it; Twins takes any input size.
+    features_only, out_indices: timm's feature extractor (`features_of`) instead of the
+        classifier: `model(x)` is the list of stage maps (default: all four).
     overrides: the official constructor's argument names (`OVERRIDES`), and timm's
         `pos_drop_rate`, `proj_drop_rate` (default: `drop_rate`) and `global_pool`.
     """
@@ -187,12 +189,8 @@ def create_model(
         return create_dense_model(name, num_classes, **build, **overrides)
     arch = resolve_name(name)
     num_classes = 1000 if num_classes is None else num_classes
-    if overrides.pop("features_only", False):
-        raise TwinsError(
-            "features_only is timm's wrapper, not an argument of Twins: take the four stage "
-            "maps with model.forward_intermediates(x, intermediates_only=True)",
-            argument="features_only",
-        )
+    features_only = overrides.pop("features_only", False)
+    out_indices = overrides.pop("out_indices", 4)  # timm's default for Twins: all four stages
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
         valid = ", ".join([*OVERRIDES, *BUILD_OPTIONS])
@@ -231,7 +229,21 @@ def create_model(
 
         _note_replaced_head(state_dict, model.num_classes)
         load_into_model(model, state_dict, drop_mismatched_head=True)
-    return model
+    return features_of(model, out_indices) if features_only else model
+
+
+def features_of(model: Twins, out_indices: int | Sequence[int] = 4) -> nn.Module:
+    """timm's `features_only` model of Twins: timm's own wrapper of `forward_intermediates`
+    (what `timm.create_model("twins_...", features_only=True)` builds), so that `model(x)` is
+    the list of the `out_indices` stage maps and `feature_info.channels()` / `.reduction()`
+    describe them. The stages after the last index, the final norm and the head are dropped."""
+    from timm.models._builder import pretrained_cfg_for_features
+    from timm.models._features import FeatureGetterNet
+
+    cfg = pretrained_cfg_for_features(model.pretrained_cfg)
+    features = FeatureGetterNet(model, out_indices=out_indices)
+    features.pretrained_cfg = features.default_cfg = cfg
+    return features
 
 
 def pretrained_cfg(

@@ -24,12 +24,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from twins import storage
 from twins.atomic import write_text
 from twins.errors import TwinsError
 from twins.train.lock import LOCK_NAME
+from twins.weights.torch_pth import load_torch_object
 
 LAST = "checkpoints/last.pt"
 POINTER = "checkpoints/LATEST"
@@ -190,7 +189,7 @@ def _position(path: Path) -> tuple[int, int] | None:
     if not path.is_file():
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        saved = load_torch_object(path, mmap=True)
         return int(saved["global_step"]), int(saved["epoch"])
     except Exception:  # unreadable: as if absent, the run's own checks will say more
         return None

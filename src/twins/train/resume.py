@@ -46,6 +46,7 @@ from twins.train.rng import capture_rng, restore_rng
 from twins.train.state import EpochProgress, TrainState
 from twins.train.trainer import Trainer
 from twins.weights import model_metadata
+from twins.weights.torch_pth import load_torch_object
 
 FORMAT = "twins-checkpoint"
 VERSION = 1
@@ -241,10 +242,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise TwinsError(f"checkpoint {path} not found: give the path of a .pt file")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file, whatever torch says about it
-        raise TwinsError(f"cannot read checkpoint {path} ({error}): is it complete?") from error
+    saved = load_torch_object(path)  # a truncated or foreign file: one TwinsError saying so
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise TwinsError(f"{path} is not a twins training checkpoint: give a file it wrote")
     if saved.get("version", 0) > VERSION:

@@ -40,7 +40,8 @@ def load_weights(
         weights = read_pt2(path)
     else:
         weights = read_mindspore(path, arch)
-    if not any(network_name(name) == name for name in weights):
+    # A classifier's keys, or a dense model's (its Twins trunk under `backbone.`).
+    if not any(network_name(name) == name or name.startswith("backbone.") for name in weights):
         raise TwinsError(
             f"{path}: holds no Twins weights (first keys: {', '.join(list(weights)[:4]) or 'none'})"
         )

@@ -48,12 +48,15 @@ def strip_wrapper_prefixes(name: str) -> str:
     return name
 
 
-def load_torch_object(path: str | os.PathLike) -> Any:
-    """`torch.load` with `weights_only=True`; argparse.Namespace is allowed because official (DeiT)
-    and timm training checkpoints store their arguments as one, and it holds plain values only."""
+def load_torch_object(path: str | os.PathLike, *, mmap: bool = False) -> Any:
+    """The one `torch.load` of the toolkit (weights files, training checkpoints, resuming): with
+    `weights_only=True`, tensors on the CPU (`mmap`: memory-mapped, left unread until used), and
+    one `TwinsError` for any file it cannot read. argparse.Namespace is allowed because official
+    (DeiT) and timm training checkpoints store their arguments as one, and it holds plain values
+    only."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         raise TwinsError(
             f"{path}: refused, it holds Python objects ({_unsupported(error)}) that loading "
@@ -81,8 +84,8 @@ def is_training_checkpoint(path: str | os.PathLike) -> bool:
     if not zipfile.is_zipfile(path):
         return False  # torch.save has written zip archives since torch 1.6, as training does
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # unreadable as a checkpoint: not one
+        checkpoint = load_torch_object(path, mmap=True)
+    except TwinsError:  # unreadable as a checkpoint: not one
         return False
     return isinstance(checkpoint, Mapping) and checkpoint.get("format") == TRAINING_CHECKPOINT
 
