@@ -1,0 +1,1 @@
+"""Dense prediction: semantic segmentation (and detection) built on the Twins backbones."""
