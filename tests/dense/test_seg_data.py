@@ -13,7 +13,9 @@ from PIL import Image
 
 from twins.dense.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, display_name
 from twins.dense.seg_data import open_segmentation, read_class_list, reduce_zero_label
+from twins.dense.seg_transforms import SegTrainTransform
 from twins.errors import TwinsError
+from twins.train.sample_seeds import SampleSeededDataset
 
 OFFICIAL_LOG = Path("/work/shared/fixtures/official_logs/upernet_pcpvt_s.jsonl")
 
@@ -116,3 +118,14 @@ def test_ade20k_names_are_the_official_logs_and_palette_is_rgb():
     assert display_name(ADE20K_CLASSES[7]) == "bed"
     assert len(ADE20K_PALETTE) == 150 and ADE20K_PALETTE[0] == (120, 120, 120)
     assert all(len(c) == 3 and min(c) >= 0 and max(c) <= 255 for c in ADE20K_PALETTE)
+
+
+def test_training_samples_depend_on_seed_epoch_and_index_through_the_engine_seeding(tmp_path):
+    for stem in ("a", "b"):
+        write_pair(tmp_path, "training", stem, np.arange(48, dtype=np.uint8).reshape(6, 8) % 5)
+    transform = SegTrainTransform(img_scale=(32, 8), crop_size=(8, 8))
+    data = SampleSeededDataset(open_segmentation(tmp_path, "train", transform), seed=0)
+    first = data[1]
+    assert first[0].shape == (3, 8, 8) and torch.equal(data[1][0], first[0])
+    data.set_epoch(1)
+    assert not torch.equal(data[1][0], first[0])

@@ -30,6 +30,8 @@ def test_metrics_of_a_hand_computed_example():
     assert result["mIoU"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3 * 100)
     assert result["mAcc"] == pytest.approx(200 / 3)
     assert result["aAcc"] == pytest.approx(400 / 6)
+    named = metrics.compute(class_names=["wall", "bed ", "sky", "tree"])
+    assert named["IoU.bed "] == pytest.approx(50.0) and math.isnan(named["Acc.sky"])
 
 
 def test_counts_are_summed_over_the_set_not_averaged_per_image():

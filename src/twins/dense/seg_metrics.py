@@ -67,18 +67,26 @@ class SegmentationMetrics:
         dist.all_reduce(counts)
         self.counts = counts.cpu()
 
-    def compute(self) -> dict[str, Any]:
-        """`mIoU`, `mAcc`, `aAcc` (in %), and per class `IoU` and `Acc` (in %, NaN where 0 / 0)."""
+    def compute(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """`mIoU`, `mAcc`, `aAcc` (in %), and per class `IoU` and `Acc` (lists, in %, NaN where
+        0 / 0); with `class_names`, also `IoU.<name>` and `Acc.<name>` as the official logs
+        name them (in %, where the logs hold fractions)."""
         intersection, union, _, label_area = self.counts.double()
         iou = intersection / union
         acc = intersection / label_area
-        return {
+        result = {
             "mIoU": _nan_mean(iou) * 100,
             "mAcc": _nan_mean(acc) * 100,
             "aAcc": float(intersection.sum() / label_area.sum()) * 100,
             "IoU": (iou * 100).tolist(),
             "Acc": (acc * 100).tolist(),
         }
+        if class_names is not None:
+            if len(class_names) != self.num_classes:
+                raise ValueError(f"{len(class_names)} class names for {self.num_classes} classes")
+            for key in ("IoU", "Acc"):
+                result |= {f"{key}.{n}": v for n, v in zip(class_names, result[key], strict=True)}
+        return result
 
 
 def _nan_mean(values: torch.Tensor) -> float:

@@ -237,10 +237,13 @@ class SegTestTransform:
 
 
 def collate_crops(samples: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training samples (fixed-size crops) as (N x 3 x H x W images, N x H x W labels)."""
+    """Training samples (fixed-size crops) as (N x 3 x H x W images, N x H x W labels).
+    `twins.data.loader.collate_batch` does the same where broken samples (None) may come."""
     return default_collate([tuple(sample) for sample in samples])
 
 
 def collate_whole_images(samples: list[Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Test samples of different sizes as (list of images, list of labels), in order."""
+    """Test samples of different sizes as (list of images, list of labels), in order, the
+    samples of broken files (None) left out."""
+    samples = [sample for sample in samples if sample is not None]
     return [sample[0] for sample in samples], [sample[1] for sample in samples]
