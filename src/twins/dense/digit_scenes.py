@@ -1,0 +1,177 @@
+"""A built-in segmentation data set: scenes of scikit-learn's handwritten digits.
+
+Each scene is a colour image with 2 to 4 digits (of scikit-learn's 8 x 8 digits, upscaled to a
+random size) painted in a colour that stands out from a smooth random background; the digits do
+not overlap. Its label map comes from the strokes, stored ADE20K-style (class i as value i + 1,
+read with `reduce_zero_label`), so the files look like ADE20K's to every tool:
+
+- 1: background (a class: the demo model learns where digits are not, so its pictures are clean);
+- 2 .. 11: digits 0 .. 9 (class "0" .. "9");
+- 0: the soft rim of a stroke, neither clearly ink nor ground, left unlabelled (ignored).
+
+Scenes are written under a folder in the ADE20K layout (`images/{training,validation}/*.jpg`,
+`annotations/{training,validation}/*.png`) with a `classes.json` naming the 11 classes,
+palette and `reduce_zero_label`, so `twins.dense.seg_data.open_segmentation` reads them as any
+user's data. Training scenes use only the digits of the classifier demo's training split and
+validation scenes only its validation digits (`twins.data.digits`). Scene i of a split is a
+function of (seed, split, i) alone. Each scene's digits are also returned as instances (class,
+box, mask), from which detection annotations can be written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from twins.data.digits import SPLIT_SEED, VAL_FRACTION
+from twins.dense.ade20k import ADE20K_PALETTE
+from twins.dense.seg_data import CLASSES_FILE
+
+CLASSES = ("background", *(str(d) for d in range(10)))
+BACKGROUND_VALUE, UNLABELLED_VALUE = 1, 0
+# Ink (the digit's 0..1 intensity after upscaling) at least INK is the digit; below RIM is
+# background; between them the rim is left unlabelled.
+INK, RIM = 0.5, 0.15
+MANIFEST = "digit_scenes.json"
+SPLITS = {"training": 0, "validation": 1}
+
+
+@dataclass(frozen=True)
+class DigitInstance:
+    """One digit of a scene: its digit (0-9), its tight box (x0, y0, x1, y1; x1, y1 one past the
+    last ink column and row) and its ink mask (H x W bool, the pixels labelled as the digit)."""
+
+    digit: int
+    box: tuple[int, int, int, int]
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class DigitScene:
+    image: np.ndarray  # H x W x 3 uint8 RGB
+    label: np.ndarray  # H x W uint8, values as stored (see the module's docstring)
+    instances: list[DigitInstance]
+
+
+def make_scene(
+    rng: np.random.Generator, digits: np.ndarray, targets: np.ndarray, size: int = 64
+) -> DigitScene:
+    """One scene of `size` x `size` from the 8 x 8 `digits` (0..16 grey levels) and their
+    `targets`, drawn from `rng`."""
+    image = _background(rng, size)
+    label = np.full((size, size), BACKGROUND_VALUE, dtype=np.uint8)
+    taken = np.zeros((size, size), dtype=bool)
+    instances = []
+    for _ in range(int(rng.integers(2, 5))):
+        for _attempt in range(20):  # a free place for this digit, or none
+            side = int(rng.integers(size // 4, size // 2 + 1))
+            top, left = (int(v) for v in rng.integers(0, size - side + 1, 2))
+            if not taken[top : top + side, left : left + side].any():
+                break
+        else:
+            continue
+        pick = int(rng.integers(len(digits)))
+        ink = _upscaled(digits[pick], side)
+        window = (slice(top, top + side), slice(left, left + side))
+        ground = image[window].reshape(-1, 3).mean(0)
+        colour = _contrasting(rng, ground)
+        alpha = ink[..., None]
+        image[window] = (image[window] * (1 - alpha) + colour * alpha).round()
+        strokes = ink >= INK
+        label[window][ink >= RIM] = UNLABELLED_VALUE
+        label[window][strokes] = int(targets[pick]) + 2
+        taken[window] = True
+        mask = np.zeros((size, size), dtype=bool)
+        mask[window] = strokes
+        rows, cols = np.nonzero(mask)
+        if len(rows):
+            box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+            instances.append(DigitInstance(int(targets[pick]), box, mask))
+    return DigitScene(image.astype(np.uint8), label, instances)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth colour blobs: a random 3 x 3 colour grid upscaled bicubically, plus light noise."""
+    grid = rng.integers(0, 256, (3, 3, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(grid).resize((size, size), Image.Resampling.BICUBIC))
+    noise = rng.normal(0, 6, (size, size, 3))
+    return np.clip(smooth + noise, 0, 255).astype(np.float64)
+
+
+def _contrasting(rng: np.random.Generator, ground: np.ndarray) -> np.ndarray:
+    """A random colour of clearly other brightness than `ground`: dark on a light ground,
+    light on a dark one."""
+    if ground @ np.array([0.299, 0.587, 0.114]) > 128:
+        return rng.uniform(0, 90, 3)
+    return rng.uniform(165, 255, 3)
+
+
+def _upscaled(digit: np.ndarray, side: int) -> np.ndarray:
+    """An 8 x 8 digit (0..16) as side x side ink in 0..1, bicubic."""
+    gray = Image.fromarray(np.clip(digit * (255 / 16), 0, 255).astype(np.uint8))
+    big = np.asarray(gray.resize((side, side), Image.Resampling.BICUBIC), dtype=np.float64)
+    return big / 255
+
+
+def split_digits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(8 x 8 images, digits) of the classifier demo's train and val splits, by folder name."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    indices = np.arange(len(digits.target))
+    train, val = train_test_split(
+        indices, test_size=VAL_FRACTION, stratify=digits.target, random_state=SPLIT_SEED
+    )
+    return {
+        "training": (digits.images[train], digits.target[train]),
+        "validation": (digits.images[val], digits.target[val]),
+    }
+
+
+def write_digit_scenes(
+    root: str | Path, train: int = 400, val: int = 100, size: int = 64, seed: int = 0
+) -> dict[str, list[list[DigitInstance]]]:
+    """Write `train` and `val` scenes under `root` in the ADE20K layout with `classes.json`
+    (unless a complete set of the same parameters is there) and return each split's instances,
+    scene by scene (scene i is `images/<split>/<i:05d>.jpg`)."""
+    root = Path(root)
+    expected = {"train": train, "val": val, "size": size, "seed": seed}
+    complete = _is_complete(root, expected)
+    if not complete:
+        (root / MANIFEST).unlink(missing_ok=True)  # an interrupted rewrite must not look complete
+    instances: dict[str, list[list[DigitInstance]]] = {}
+    for split, (digits, targets) in split_digits().items():
+        count = train if split == "training" else val
+        images, labels = root / "images" / split, root / "annotations" / split
+        images.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+        instances[split] = []
+        for index in range(count):
+            rng = np.random.default_rng([seed, SPLITS[split], index])
+            scene = make_scene(rng, digits, targets, size)
+            instances[split].append(scene.instances)
+            if not complete:
+                Image.fromarray(scene.image).save(images / f"{index:05d}.jpg", quality=95)
+                Image.fromarray(scene.label).save(labels / f"{index:05d}.png")
+    if not complete:
+        spec = {
+            "classes": list(CLASSES),
+            "palette": [list(c) for c in ADE20K_PALETTE[: len(CLASSES)]],
+            "reduce_zero_label": True,
+        }
+        (root / CLASSES_FILE).write_text(json.dumps(spec) + "\n")
+        # Written last: its presence means every file above is in place.
+        (root / MANIFEST).write_text(json.dumps(expected, indent=2) + "\n")
+    return instances
+
+
+def _is_complete(root: Path, expected: dict) -> bool:
+    try:
+        return json.loads((root / MANIFEST).read_text()) == expected
+    except (OSError, ValueError):
+        return False

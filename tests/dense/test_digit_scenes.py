@@ -1,0 +1,40 @@
+"""The built-in digit scenes: ADE20K layout read back by the segmentation folder, labels from
+the strokes, instances that agree with the label maps, and one seed one set of files."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from twins.dense.digit_scenes import CLASSES, write_digit_scenes
+from twins.dense.seg_data import open_segmentation
+
+
+def test_scenes_are_ade20k_style_files_with_matching_instances(tmp_path):
+    instances = write_digit_scenes(tmp_path, train=4, val=2, size=32, seed=1)
+    train, val = open_segmentation(tmp_path, "train"), open_segmentation(tmp_path, "val")
+    assert (len(train), len(val)) == (4, 2) and train.classes == list(CLASSES)
+    image, label = train[0]
+    assert image.shape == (3, 32, 32) and label.shape == (32, 32)
+    assert set(label.unique().tolist()) <= {*range(11), 255} and (label == 0).any()  # background
+    for index, scene in enumerate(instances["training"]):
+        stored = np.asarray(Image.open(tmp_path / f"annotations/training/{index:05d}.png"))
+        assert 1 <= len(scene) <= 4
+        for digit in scene:
+            assert (stored[digit.mask] == digit.digit + 2).all()  # value = class + 1
+            rows, cols = np.nonzero(digit.mask)
+            assert digit.box == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        drawn = sum(int(d.mask.sum()) for d in scene)
+        assert drawn == int((stored >= 2).sum())  # every digit pixel belongs to one instance
+    assert len(instances["validation"]) == 2
+
+
+def test_one_seed_gives_one_set_of_files(tmp_path):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        write_digit_scenes(tmp_path / name, train=2, val=1, size=32, seed=seed)
+    first = (tmp_path / "a/images/training/00001.jpg").read_bytes()
+    assert first == (tmp_path / "b/images/training/00001.jpg").read_bytes()
+    assert first != (tmp_path / "c/images/training/00001.jpg").read_bytes()
+    a = open_segmentation(tmp_path / "a", "val")[0][1]
+    assert torch.equal(a, open_segmentation(tmp_path / "b", "val")[0][1])
