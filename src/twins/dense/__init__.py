@@ -1,0 +1,2 @@
+"""Dense prediction with Twins backbones: semantic segmentation (Semantic FPN, UperNet) and
+detection (torchvision's RetinaNet and Mask R-CNN)."""
