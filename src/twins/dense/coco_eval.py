@@ -108,8 +108,15 @@ def gather_by_image(by_image: dict[Any, list[dict[str, Any]]]) -> dict[Any, list
         return by_image
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, by_image)
+    return merge_by_image(gathered)
+
+
+def merge_by_image(
+    parts: Iterable[dict[Any, list[dict[str, Any]]]],
+) -> dict[Any, list[dict[str, Any]]]:
+    """{image id: result objects} of all `parts`, an image found in several taken from the first."""
     merged: dict[Any, list[dict[str, Any]]] = {}
-    for part in gathered:
+    for part in parts:
         for image_id, results in part.items():
             merged.setdefault(image_id, results)
     return merged
