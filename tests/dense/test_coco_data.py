@@ -154,6 +154,9 @@ def test_a_file_that_is_not_coco_is_one_clear_error(tmp_path, coco_train):
     bad.write_text(json.dumps({"images": []}))
     with pytest.raises(TwinsError, match="no annotations, categories list"):
         CocoDataset(coco_train / "train", bad)
+    bad.write_text(json.dumps({"images": [{"id": 1}], "annotations": [], "categories": []}))
+    with pytest.raises(TwinsError, match="lacks file_name, height, id, width"):
+        CocoDataset(coco_train / "train", bad)
     bad.write_text("{not json")
     with pytest.raises(TwinsError, match="not readable JSON"):
         CocoDataset(coco_train / "train", bad)

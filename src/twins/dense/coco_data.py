@@ -154,15 +154,7 @@ class CocoDataset(CountedReads, Dataset):
         self.with_masks = with_masks
         content = _read_annotation_file(self.annotation_file)
         self.categories = CategoryMap(content["categories"])
-        images_by_id = {}
-        for image in content["images"]:
-            if not {"id", "file_name", "width", "height"} <= image.keys():
-                raise TwinsError(
-                    f"image entry {image} in {self.annotation_file} lacks id, file_name, width "
-                    "or height; every COCO image entry has all four",
-                    argument="data_url",
-                )
-            images_by_id[image["id"]] = image
+        images_by_id = {image["id"]: image for image in content["images"]}
         self.skipped_annotations: Counter[str] = Counter()
         self.crowd_annotations = 0
         self._targets: dict[Any, list[tuple[list[float], int, Any]]] = {i: [] for i in images_by_id}
@@ -375,6 +367,19 @@ def _read_annotation_file(path: Path) -> dict[str, Any]:
         raise TwinsError(
             f"annotation file {path} has no {', '.join(missing)} list: a COCO instances file "
             "has images, annotations and categories",
+            argument="data_url",
+        )
+    for key, needed in (("images", {"id", "file_name", "width", "height"}), ("categories", {"id"})):
+        for entry in content[key]:
+            if not (isinstance(entry, dict) and needed <= entry.keys()):
+                raise TwinsError(
+                    f"{key} entry {str(entry)[:80]} in {path} lacks {', '.join(sorted(needed))}; "
+                    f"every COCO {key} entry has them",
+                    argument="data_url",
+                )
+    if not all(isinstance(entry, dict) for entry in content["annotations"]):
+        raise TwinsError(
+            f"annotation file {path} has annotations that are not objects; repair or replace it",
             argument="data_url",
         )
     return content
