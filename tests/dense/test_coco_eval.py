@@ -120,6 +120,11 @@ def test_one_detection_in_coco_terms(coco_val):
     expected = np.zeros((48, 64), dtype=np.uint8)
     expected[6:22, 4:24] = 1
     assert np.array_equal(decoded, expected)
+    boxes_only = {k: v for k, v in detection.items() if k != "masks"}  # RetinaNet's output
+    (result,) = detections_to_coco(boxes_only, 1, "v1.png", (96, 128), (48, 64), data.categories)
+    assert "segmentation" not in result
+    with pytest.raises(ValueError, match="segm evaluation needs a segmentation"):
+        coco_metrics(data.coco, {1: [result]}, ("segm",))
     none = {k: v[:0] for k, v in detection.items()}
     assert detections_to_coco(none, 1, "v1.png", (96, 128), (48, 64), data.categories) == []
 

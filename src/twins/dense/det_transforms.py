@@ -9,11 +9,12 @@ Where each step of mmdetection's pipeline happens:
   again exactly;
 - in the model (torchvision's GeneralizedRCNNTransform): scaling to 0..1 and normalising with
   the ImageNet mean and std, and padding the batch to a multiple of 32. Its resize must do
-  nothing (the image arrives at its final size); the detector's evaluation output is then in
+  nothing (the image arrives at its final size: a GeneralizedRCNNTransform whose `resize`
+  returns its inputs); the detector's evaluation output is then in
   the coordinates of the resized image, which `twins.dense.coco_eval` maps back to the
   original pixels. So each image is resized once, here.
 
-Pipelines (FACTS: the official `coco_detection.py` / `coco_instance.py` and the 3x configs):
+Pipelines (the official `coco_detection.py` / `coco_instance.py` and the 3x configs):
 - `train_transform_1x`: resize keep-ratio into (1333, 800) (short side 800 unless the long side
   would pass 1333), flip with probability 0.5;
 - `train_transform_3x`: one of two policies with equal chance (DETR's, as the 3x configs'
