@@ -1,0 +1,18 @@
+"""The detection tests' COCO-format data sets (`coco_files`), each in a fresh folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from coco_files import write_coco_train, write_coco_val
+
+
+@pytest.fixture
+def coco_train(tmp_path: Path) -> Path:
+    return write_coco_train(tmp_path / "coco")
+
+
+@pytest.fixture
+def coco_val(tmp_path: Path) -> Path:
+    return write_coco_val(tmp_path / "coco")
