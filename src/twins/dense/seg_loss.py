@@ -29,13 +29,18 @@ def resize_to_label(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
 
 def pixel_cross_entropy(
-    logits: torch.Tensor, label: torch.Tensor, ignore_index: int = IGNORE_INDEX
+    logits: torch.Tensor,
+    label: torch.Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    over_labelled: bool = False,
 ) -> torch.Tensor:
     """Cross-entropy of N x K x h x w logits against an N x H x W label, averaged over all
-    N x H x W pixels (ignored pixels count as 0)."""
-    losses = F.cross_entropy(
-        resize_to_label(logits, label), label.long(), ignore_index=ignore_index, reduction="none"
-    )
+    N x H x W pixels (ignored pixels count as 0), or with `over_labelled` over the labelled
+    pixels only (`F.cross_entropy`'s mean; mmseg's later `avg_non_ignore`)."""
+    logits = resize_to_label(logits, label)
+    if over_labelled:
+        return F.cross_entropy(logits, label.long(), ignore_index=ignore_index)
+    losses = F.cross_entropy(logits, label.long(), ignore_index=ignore_index, reduction="none")
     return losses.mean()
 
 
@@ -44,12 +49,16 @@ def segmentation_loss(
     label: torch.Tensor,
     aux_weight: float = 0.4,
     ignore_index: int = IGNORE_INDEX,
+    over_labelled: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(total loss, parts) for a segmenter's outputs ("out", and "aux" where it has one)."""
-    parts = {"decode.loss_seg": pixel_cross_entropy(outputs["out"], label, ignore_index)}
+    """(total loss, parts) for a segmenter's outputs ("out", and "aux" where it has one);
+    `over_labelled`: each head's loss averaged over the labelled pixels only."""
+    parts = {
+        "decode.loss_seg": pixel_cross_entropy(outputs["out"], label, ignore_index, over_labelled)
+    }
     if outputs.get("aux") is not None:
         parts["aux.loss_seg"] = aux_weight * pixel_cross_entropy(
-            outputs["aux"], label, ignore_index
+            outputs["aux"], label, ignore_index, over_labelled
         )
     return sum(parts.values()), parts
 

@@ -11,7 +11,10 @@ from typing import Any
 
 from twins.tasks.base import Task
 
-TASKS = {"classify": "twins.tasks.classify:ClassifyTask"}
+TASKS = {
+    "classify": "twins.tasks.classify:ClassifyTask",
+    "segment": "twins.tasks.segment:SegmentTask",
+}
 
 
 def task_named(name: str) -> Task:

@@ -1,0 +1,130 @@
+"""Semantic segmentation (Semantic FPN, UperNet; mmsegmentation 0.12's recipes): image + label
+PNG folders in the ADE20K layout, the official training pipeline (CPU, per sample), the
+pixel cross-entropy of the decode and auxiliary heads, and mIoU / mAcc / aAcc over the whole
+validation set (each image whole, its logits resized back to the original size)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from twins.dense.seg_data import open_segmentation
+from twins.dense.seg_loss import segmentation_loss
+from twins.dense.seg_metrics import SegmentationMetrics, predict_labels
+from twins.dense.seg_transforms import SegTestTransform, SegTrainTransform, collate_whole_images
+from twins.errors import TwinsError
+from twins.tasks.base import Criterion, Task, ToDevice
+from twins.train.precision import Precision
+
+
+class SegmentTask(Task):
+    name = "segment"
+    score = "mIoU"
+    score_label = "mIoU"
+    shown = ("mIoU", "mAcc", "aAcc")
+
+    def datasets(self, config: Any) -> tuple[Any, Any, list[str]]:
+        train_transform = SegTrainTransform(
+            img_scale=tuple(config.img_scale),
+            ratio_range=tuple(config.ratio_range),
+            crop_size=tuple(config.crop_size),
+            cat_max_ratio=config.cat_max_ratio,
+            hflip=config.hflip,
+            ignore_index=config.ignore_index,
+        )
+        train = open_segmentation(config.data_url, "training", train_transform)
+        val = open_segmentation(config.data_url, "validation", eval_transform(config))
+        if len(train.classes) != config.num_classes:
+            raise TwinsError(
+                f"{config.data_url} has {len(train.classes)} classes but num_classes is "
+                f"{config.num_classes}; set num_classes={len(train.classes)}",
+                argument="num_classes",
+            )
+        return train, val, list(train.classes)
+
+    def collate(self, train: bool) -> Any:
+        # Training crops have one size (default_collate stacks them); whole images do not.
+        return _stack if train else collate_whole_images
+
+    def to_device(self, config: Any) -> ToDevice:
+        def to_device(images: Any, labels: Any, device: torch.device) -> tuple[Any, Any]:
+            return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+        return to_device
+
+    def criterion(self, config: Any) -> Criterion:
+        # mmseg 0.12 averages over every pixel, ignored ones too: the official recipes' loss.
+        over_labelled = config.semantics != "official"
+        aux_weight, ignore_index = config.aux_loss_weight, config.ignore_index
+
+        def criterion(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+            loss, parts = segmentation_loss(
+                model(images), labels, aux_weight, ignore_index, over_labelled
+            )
+            return {"loss": loss, **parts}
+
+        return criterion
+
+    def evaluate(
+        self, models: dict[str, nn.Module], loader: Any, precision: Precision, *, progress=False
+    ) -> dict[str, dict[str, Any]]:
+        return evaluate_segmenters(models, loader, precision, progress=progress)
+
+
+def eval_transform(config: Any) -> SegTestTransform:
+    return SegTestTransform(img_scale=tuple(config.img_scale))
+
+
+def _stack(samples: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*samples, strict=True)
+    return torch.stack(images), torch.stack(labels)
+
+
+@torch.no_grad()
+def evaluate_segmenters(
+    models: dict[str, nn.Module],
+    loader: Any,
+    precision: Precision,
+    *,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[str, dict[str, Any]]:
+    """mIoU, mAcc, aAcc (%) and images of each model over every process's shard, in one pass
+    (each image through every model), as mmseg 0.12's whole-image test computes them: each
+    image alone, its logits resized to the label's (original) size, then argmax."""
+    for model in models.values():
+        model.eval()
+    device = precision.device
+    metrics: dict[str, SegmentationMetrics] = {}
+    images_seen = torch.zeros((), dtype=torch.float64, device=device)
+    for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for image, label in zip(images, labels, strict=True):
+            image, label = image.to(device)[None], label.to(device)
+            images_seen += 1
+            for name, model in models.items():
+                with precision.autocast():
+                    logits = model(image)["out"]
+                prediction = predict_labels(logits.float(), label.shape[-2:])[0]
+                if name not in metrics:
+                    metrics[name] = SegmentationMetrics(logits.shape[1])
+                metrics[name].update(prediction, label)
+    from twins.train.distributed import all_reduce_sum
+
+    count = int(all_reduce_sum(images_seen).item())
+    if count == 0:
+        raise TwinsError("the validation set is empty: put images in images/validation/")
+    results = {}
+    for name in models:
+        accumulated = metrics.get(name)
+        if accumulated is None:  # this process's shard was empty: take part in the reduction
+            accumulated = SegmentationMetrics(_classes(models[name]))
+        accumulated.all_reduce()
+        results[name] = {**accumulated.compute(), "images": count}
+    return results
+
+
+def _classes(model: nn.Module) -> int:
+    return int(getattr(model, "num_classes", None) or model.model_args["num_classes"])
