@@ -6,7 +6,7 @@ Images go through torchvision's `GeneralizedRCNNTransform`: ImageNet mean and st
 pixels, shorter side `min_size` (a tuple: one drawn per batch in training), longer side at
 most `max_size`, batch padded to a multiple of 32; the official test setting is 800 / 1333.
 `forward(images, targets)` is torchvision's: losses in training, a list of dicts with `boxes`,
-`labels` (1..num_classes), `scores` (and `masks`) in evaluation, in the input images' pixels.
+`labels` (1..num_classes, 0 being background, for both detectors), `scores` (and `masks`) in evaluation, in the input images' pixels.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.detection import MaskRCNN, RetinaNet
+from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
@@ -26,6 +26,7 @@ from twins.dense.backbone import dense_backbone
 from twins.dense.backbone_weights import recorded_backbone_shape
 from twins.dense.detector_weights import load_detector_weights, read_detector_weights
 from twins.dense.fpn_backbone import P6P7OnInput, TwinsFPN
+from twins.dense.retinanet_labels import RetinaNetFromOne
 from twins.errors import TwinsError
 from twins.models.registry import OVERRIDES, resolve_name
 
@@ -55,7 +56,7 @@ def retinanet(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     **overrides: Any,
-) -> RetinaNet:
+) -> RetinaNetFromOne:
     """RetinaNet over Twins stages 2-4 (strides 8-32) with P6/P7 from the raw stage-4 map: 100
     detections per image, score 0.05, NMS 0.5, 1000 candidates per level before NMS."""
     return _build("retinanet", variant, num_classes, pretrained, locals(), overrides)
@@ -149,10 +150,10 @@ def _build(
     return model
 
 
-def _retinanet(body: nn.Module, num_classes: int, common: dict[str, Any]) -> RetinaNet:
+def _retinanet(body: nn.Module, num_classes: int, common: dict[str, Any]) -> RetinaNetFromOne:
     backbone = TwinsFPN(body, stages=(1, 2, 3), extra=P6P7OnInput(body.out_channels[3], 256))
     anchors = AnchorGenerator(retinanet_anchor_sizes(), (RATIOS,) * 5)
-    return RetinaNet(
+    return RetinaNetFromOne(
         backbone,
         num_classes,
         anchor_generator=anchors,
