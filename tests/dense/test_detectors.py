@@ -286,3 +286,24 @@ def test_imagenet_weights_fill_the_backbone_with_one_note(tmp_path, caplog) -> N
         if not key.startswith(("head.", "norm.")):
             assert torch.equal(body[key], tensor), key
     assert torch.equal(body["norm_list.2.weight"], torch.ones(TINY_MODEL["embed_dims"][2]))
+
+
+def test_own_layout_loads_back(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = twins.create_model("retinanet_svt_small", num_classes=CLASSES, **TINY)
+    path = tmp_path / "detector.pth"
+    torch.save({"state_dict": model.state_dict()}, path)
+    torch.manual_seed(1)
+    again = twins.create_model("retinanet_svt_small", num_classes=CLASSES, pretrained=path, **TINY)
+    for key, tensor in again.state_dict().items():
+        assert torch.equal(tensor, model.state_dict()[key]), key
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [({"rpn_batch": 4}, "unknown argument(s) rpn_batch"), ({"num_classes": 0}, "num_classes=0")],
+)
+def test_bad_arguments_are_one_clear_error(arguments, complaint) -> None:
+    with pytest.raises(TwinsError) as raised:
+        twins.create_model("maskrcnn_svt_small", device="meta", **arguments)
+    assert complaint in str(raised.value) and "\n" not in str(raised.value)
