@@ -6,8 +6,9 @@ Differences from the classifier: no head and no final norm (the official code bu
 never uses them; they are left out here, so parameter counts are the "lean" ones of the dense
 facts), and for SVT a LayerNorm on each stage's output, which the next stage takes as its
 input (`norm_list`, new when fine-tuning from ImageNet weights). Parameter names are the
-classifier's, so `backbone.*` keys of the official checkpoints load as they are. Inputs of any size of at least `smallest_side`: locally-grouped
-attention pads its windows and masks the padded keys (`twins.models.lsa`), on both sides alike.
+classifier's, so `backbone.*` keys of the official checkpoints load as they are. Inputs of
+any size of at least `smallest_side`: locally-grouped attention pads its windows and masks
+the padded keys (`twins.models.lsa`), on both sides alike.
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ Images go through torchvision's `GeneralizedRCNNTransform`: ImageNet mean and st
 pixels, shorter side `min_size` (a tuple: one drawn per batch in training), longer side at
 most `max_size`, batch padded to a multiple of 32; the official test setting is 800 / 1333.
 `forward(images, targets)` is torchvision's: losses in training, a list of dicts with `boxes`,
-`labels` (1..num_classes, 0 being background, for both detectors), `scores` (and `masks`) in evaluation, in the input images' pixels.
+`labels`, `scores` (and `masks`) in evaluation, in the input images' pixels. Labels run from 1
+to num_classes in both detectors (0 is background).
+`pretrained`: ImageNet weights (a file, or True for the published ones) for the backbone, or
+a whole detector's weights, mmdetection's layout or this one's (`twins.dense.detector_weights`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from twins.dense.detector_weights import load_detector_weights, read_detector_we
 from twins.dense.fpn_backbone import P6P7OnInput, TwinsFPN
 from twins.dense.retinanet_labels import RetinaNetFromOne
 from twins.errors import TwinsError
-from twins.models.registry import OVERRIDES, resolve_name
+from twins.models.registry import OVERRIDES, _download_hub_weights, resolve_name
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,7 +51,7 @@ def retinanet_anchor_sizes() -> tuple[tuple[float, ...], ...]:
 def retinanet(
     variant: str,
     num_classes: int = 80,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: str | os.PathLike | bool | None = None,
     *,
     min_size: int | tuple[int, ...] = 800,
     max_size: int = 1333,
@@ -65,7 +68,7 @@ def retinanet(
 def maskrcnn(
     variant: str,
     num_classes: int = 80,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: str | os.PathLike | bool | None = None,
     *,
     min_size: int | tuple[int, ...] = 800,
     max_size: int = 1333,
@@ -84,7 +87,7 @@ def _build(
     head: str,
     variant: str,
     num_classes: int,
-    pretrained: str | os.PathLike | None,
+    pretrained: str | os.PathLike | bool | None,
     settings: dict[str, Any],
     overrides: dict[str, Any],
 ) -> nn.Module:
@@ -112,6 +115,8 @@ def _build(
                 "on a real device",
                 argument="device",
             )
+        if pretrained is True:  # the published ImageNet-1k weights of the backbone
+            pretrained = _download_hub_weights(variant)
         layout, weights = read_detector_weights(pretrained, variant)
         if layout == "imagenet":
             overrides = {**recorded_backbone_shape(weights, variant), **overrides}
