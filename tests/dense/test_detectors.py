@@ -14,6 +14,7 @@ import twins
 from factories import TINY_MODEL
 from twins.dense.registry import dense_model_names
 from twins.errors import TwinsError
+from twins.weights import model_metadata, save_weights
 
 # Lean backbone + torchvision neck and heads (FACTS §4).
 BACKBONE = {
@@ -288,13 +289,14 @@ def test_imagenet_weights_fill_the_backbone_with_one_note(tmp_path, caplog) -> N
     assert torch.equal(body["norm_list.2.weight"], torch.ones(TINY_MODEL["embed_dims"][2]))
 
 
-def test_own_layout_loads_back(tmp_path) -> None:
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_own_layout_loads_back(tmp_path, suffix) -> None:
     torch.manual_seed(0)
     model = twins.create_model("retinanet_svt_small", num_classes=CLASSES, **TINY)
-    path = tmp_path / "detector.pth"
-    torch.save({"state_dict": model.state_dict()}, path)
+    path = tmp_path / f"detector{suffix}"
+    save_weights(model.state_dict(), path, metadata=model_metadata(model))
     torch.manual_seed(1)
-    again = twins.create_model("retinanet_svt_small", num_classes=CLASSES, pretrained=path, **TINY)
+    again = twins.create_model(model.arch, pretrained=path, **model.model_args)
     for key, tensor in again.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[key]), key
 
