@@ -122,7 +122,9 @@ def evaluate_segmenters(
         if accumulated is None:  # this process's shard was empty: take part in the reduction
             accumulated = SegmentationMetrics(_classes(models[name]))
         accumulated.all_reduce()
-        results[name] = {**accumulated.compute(), "images": count}
+        computed = accumulated.compute()  # per-class lists too: `twins eval` shows them
+        results[name] = {key: computed[key] for key in ("mIoU", "mAcc", "aAcc")}
+        results[name]["images"] = count
     return results
 
 
