@@ -82,3 +82,11 @@ def test_a_segmentation_run_killed_within_an_epoch_resumes_exactly(scenes, tmp_p
     a = load_checkpoint(tmp_path / "unbroken" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_a_segmentation_checkpoint_says_its_task_classes_and_palette(scenes, tmp_path):
+    fit(segment_config(scenes, tmp_path, max_iters=1, eval_every=1))
+    meta = load_checkpoint(tmp_path / "checkpoints" / "best.pt")["meta"]
+    assert meta["task"] == "segment" and meta["arch"] == "semantic_fpn_svt_small"
+    assert meta["class_names"][:2] == ["background", "0"] and len(meta["class_names"]) == 11
+    assert len(meta["dataset"]["palette"]) == 11 and meta["preprocessing"]["img_scale"] == [96, 48]

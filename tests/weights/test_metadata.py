@@ -28,6 +28,7 @@ def test_model_metadata_describes_the_model_and_its_images():
         "act_layer": "gelu_tanh",
         "class_names": list("0123456789"),
         "preprocessing": PREPROCESSING,
+        "task": "classify",
     }
     assert model_metadata(model)["preprocessing"] is None
 

@@ -53,6 +53,7 @@ class Segmenter(nn.Module):
             self.auxiliary_head = auxiliary_head
         # What rebuilds this model: `twins.create_model(arch, **model_args)`.
         self.arch = arch
+        self.task = "segment"
         self.model_args = model_args
         self.num_classes = int(model_args["num_classes"])
         self.in_chans = backbone.in_chans

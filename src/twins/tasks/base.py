@@ -43,6 +43,11 @@ class Task:
     def to_device(self, config: Any) -> ToDevice:
         raise NotImplementedError
 
+    def metadata(self, config: Any, train_set: Dataset) -> dict[str, Any]:
+        """What the task's checkpoints say over the model's metadata (`twins.weights.metadata`):
+        a dense task's "preprocessing" and "dataset" (palette, category ids)."""
+        return {}
+
     def batch_mix(self, config: Any) -> Callable | None:
         """A whole-batch augmentation run on the device after `to_device` (Mixup), or None."""
         return None

@@ -14,7 +14,13 @@ from tqdm import tqdm
 from twins.dense.seg_data import open_segmentation
 from twins.dense.seg_loss import segmentation_loss
 from twins.dense.seg_metrics import SegmentationMetrics, predict_labels
-from twins.dense.seg_transforms import SegTestTransform, SegTrainTransform, collate_whole_images
+from twins.dense.seg_transforms import (
+    MEAN,
+    STD,
+    SegTestTransform,
+    SegTrainTransform,
+    collate_whole_images,
+)
 from twins.errors import TwinsError
 from twins.tasks.base import Criterion, Task, ToDevice
 from twins.train.precision import Precision
@@ -44,6 +50,18 @@ class SegmentTask(Task):
                 argument="num_classes",
             )
         return train, val, list(train.classes)
+
+    def metadata(self, config: Any, train_set: Any) -> dict[str, Any]:
+        classes = train_set.class_list
+        return {
+            "preprocessing": {"img_scale": list(config.img_scale), "mean": list(MEAN)}
+            | {"std": list(STD)},
+            "dataset": {
+                "palette": [list(rgb) for rgb in classes.palette],
+                "reduce_zero_label": classes.reduce_zero_label,
+                "ignore_index": config.ignore_index,
+            },
+        }
 
     def collate(self, train: bool) -> Any:
         # Training crops have one size (default_collate stacks them); whole images do not.

@@ -119,6 +119,7 @@ def _fit(
 
     task = task_for(config)
     train_set, val_set, class_names = task.datasets(config)  # first: fail fast on a bad folder
+    task_metadata = task.metadata(config, train_set)
     seed_everything(config.seed)  # the same initial weights on every rank and every try
     # A resumed run takes its activation from the checkpoint: `pretrained` may have chosen it.
     act_layer = ((saved or {}).get("meta") or {}).get("act_layer")
@@ -158,7 +159,7 @@ def _fit(
 
     def save_within_epoch() -> None:
         state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
-        checkpoint = resume.within_epoch(trainer, class_names, record)
+        checkpoint = resume.within_epoch(trainer, class_names, record, task_metadata)
         if checkpoint is not None:
             files.save_last(checkpoint)
             mirror.sync()
@@ -196,7 +197,7 @@ def _fit(
             best_at_epoch_end = is_best
             return
         state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
-        checkpoint = resume.within_epoch(trainer, class_names, record | evaluation)
+        checkpoint = resume.within_epoch(trainer, class_names, record | evaluation, task_metadata)
         if checkpoint is not None:
             files.save(checkpoint, is_best, at_step=True)
             mirror.sync()
@@ -244,7 +245,7 @@ def _fit(
             # Logged before the checkpoint: a kill between the two repeats the epoch, whose
             # line the resumed run drops and writes again.
             log.log(record)
-            checkpoint = resume.checkpoint(trainer, class_names, record | evaluation)
+            checkpoint = resume.checkpoint(trainer, class_names, record | evaluation, task_metadata)
             if ctx.is_main:
                 files.save(checkpoint, is_best, at_step=bool(iterations))
             log.end_epoch()

@@ -64,9 +64,13 @@ RUN_KEYS = frozenset(
 
 
 def checkpoint(
-    trainer: Trainer, class_names: list[str] | None, record: dict[str, Any]
+    trainer: Trainer,
+    class_names: list[str] | None,
+    record: dict[str, Any],
+    task_metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint of the run as it stands (epoch_progress is added within an epoch).
+    """The checkpoint of the run as it stands (epoch_progress is added within an epoch);
+    `task_metadata` (the task's `metadata`) goes into its "meta" over the model's.
     Non-finite weights are refused here, in every process, so that all stop together and no
     diverged weights replace good ones."""
     state, config = trainer.state, trainer.config
@@ -77,7 +81,8 @@ def checkpoint(
         "format": FORMAT,
         "version": VERSION,
         "model": trainer.module.state_dict(),
-        "meta": model_metadata(trainer.module, class_names, eval_preprocessing(config)),
+        "meta": model_metadata(trainer.module, class_names, eval_preprocessing(config))
+        | (task_metadata or {}),
         "optimizer": trainer.optimizer.state_dict(),
         "scaler": trainer.precision.scaler.state_dict() if trainer.precision.scaler else None,
         "rng": capture_rng(),
@@ -97,14 +102,17 @@ def checkpoint(
 
 
 def within_epoch(
-    trainer: Trainer, class_names: list[str] | None, record: dict[str, Any]
+    trainer: Trainer,
+    class_names: list[str] | None,
+    record: dict[str, Any],
+    task_metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """A checkpoint within the current epoch: every process's `EpochProgress` (a collective) and
     the epoch's place in the data order; None on the processes that do not write."""
     config = trainer.config
     progress = trainer.state.progress.to_row().to(trainer.precision.device)
     ranks = distributed.all_gather_rows(progress)
-    saved = checkpoint(trainer, class_names, record)
+    saved = checkpoint(trainer, class_names, record, task_metadata)
     if not distributed.is_main_process():
         return None
     world = ranks.shape[0]

@@ -27,8 +27,9 @@ def model_metadata(
     class_names: Sequence[str] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """{"arch", "model_args", "num_classes", "act_layer", "class_names", "preprocessing"} of a
-    Twins model; `preprocessing` is `twins.preprocessing.eval_preprocessing(config)`."""
+    """{"arch", "model_args", "num_classes", "act_layer", "class_names", "preprocessing",
+    "task"} of a Twins model; `preprocessing` is `twins.preprocessing.eval_preprocessing(config)`
+    for a classifier (a dense task gives its own, `twins.tasks.Task.metadata`)."""
     model_args = dict(getattr(model, "model_args", None) or {})
     return {
         "arch": getattr(model, "arch", None),
@@ -37,6 +38,7 @@ def model_metadata(
         "act_layer": model_args.get("act_layer"),
         "class_names": None if class_names is None else list(class_names),
         "preprocessing": None if preprocessing is None else dict(preprocessing),
+        "task": getattr(model, "task", "classify"),
     }
 
 

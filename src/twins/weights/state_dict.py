@@ -16,7 +16,10 @@ import torch
 #   preprocessing  how images are prepared for the model (`twins.preprocessing.eval_preprocessing`:
 #                  image_size, crop_pct, crop_mode, interpolation, mean, std)
 # Readers add `format`: which reader produced the tensors ("safetensors", "torch", ...).
+# "task": what the model does (none: a classifier); "dataset": what a dense task's data set
+# says beyond its class names (a palette, COCO category ids), as the task writes it.
 METADATA_KEYS = ("arch", "model_args", "num_classes", "act_layer", "class_names", "preprocessing")
+METADATA_KEYS += ("task", "dataset")
 
 
 class StateDict(dict):
