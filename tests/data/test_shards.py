@@ -3,8 +3,10 @@ counted, and a manifest that does not match its shards refused at start."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
 from pathlib import Path
 
 import fsspec
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import twins.data.shards
 from factories import make_config
 from twins.data import build_datasets
 from twins.data.datasets import SafeImageFolder
@@ -43,6 +46,23 @@ def test_samples_are_those_of_the_image_folder(imagefolder, packed_copy):
             expected, expected_target = folder[by_name[name]]
             assert target == expected_target
             assert np.array_equal(np.asarray(image), np.asarray(expected))
+
+
+def test_reads_in_any_order_keep_a_bounded_number_of_shard_files_open(packed_copy, monkeypatch):
+    monkeypatch.setattr(twins.data.shards, "OPEN_SHARDS", 3)
+    open_files = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    shards = ShardDataset(str(packed_copy), "train")
+    before = open_files()  # with the counters' shared memory
+    assert len(shards.shards) > 3
+    in_order = [shards[i] for i in range(len(shards))]
+    for index in np.random.default_rng(0).permutation(len(shards)).tolist():
+        image, target = shards[index]
+        assert target == in_order[index][1]
+        assert np.array_equal(np.asarray(image), np.asarray(in_order[index][0]))
+        assert open_files() <= before + 3
+    del shards
+    gc.collect()
+    assert open_files() <= before
 
 
 def test_broken_and_converted_images_in_a_shard_are_counted(make_imagefolder, tmp_path, caplog):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import twins.train.trainer
 from factories import EVERY_RANDOM_DRAW, TINY_MODEL
+from killed_runs import fit_killed_at_step
 from twins import storage
 from twins.cli.main import main
 from twins.data.pack import pack
@@ -29,10 +29,6 @@ SHARD_SIZE = 20_000  # 16 training shards of the 64 training images
 # Every source of randomness on; 2 epochs of 8 steps, a checkpoint every 3.
 RECIPE = EVERY_RANDOM_DRAW | {"cooldown_epochs": 0, "batch_size": 8, "save_every_steps": 3}
 RECIPE |= {"shuffle_block": 2}
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing in the run catches it."""
 
 
 @pytest.fixture
@@ -69,18 +65,7 @@ def test_a_killed_run_resumed_elsewhere_ends_in_the_bucket_as_the_unbroken_run(
     fit(tiny_config(data, unbroken, **RECIPE, num_parallel_workers=0))
 
     config = tiny_config(data, run, **RECIPE, num_parallel_workers=2)
-    real_step, calls = twins.train.trainer.optimizer_step, []
-
-    def dying_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 11:  # within epoch 2, after its checkpoint of step 9
-            raise Killed
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(twins.train.trainer, "optimizer_step", dying_step)
-    with pytest.raises(Killed):
-        fit(config)
-    monkeypatch.setattr(twins.train.trainer, "optimizer_step", real_step)
+    fit_killed_at_step(config, 11)  # within epoch 2, after its checkpoint of step 9
     assert last_checkpoint(run, tmp_path / "killed.pt")["global_step"] == 9
     # Another machine: no staging folder, no shard cache; everything comes from the bucket.
     monkeypatch.setenv("TWINS_CACHE_DIR", str(tmp_path / "machine-b"))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import twins.train.trainer
 from factories import EVERY_RANDOM_DRAW
+from killed_runs import fit_killed_at_step
 from twins.data import build_datasets, build_loader
 from twins.data.pack import pack
 from twins.train import fit
@@ -20,10 +20,6 @@ from twins.train.sampler import ShardBlockSampler, training_sampler
 # Every source of randomness on, 2 epochs of 8 steps, a checkpoint every 3 steps.
 RECIPE = EVERY_RANDOM_DRAW | {"cooldown_epochs": 0, "batch_size": 8, "save_every_steps": 3}
 RECIPE |= {"shuffle_block": 3}
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing in the run catches it."""
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +54,11 @@ def test_the_same_batches_with_and_without_loader_workers(packed, tiny_config, t
 
 
 def test_a_run_killed_within_an_epoch_resumes_to_the_unbroken_weights(
-    packed, tiny_config, tmp_path, monkeypatch
+    packed, tiny_config, tmp_path
 ):
     fit(tiny_config(packed, tmp_path / "unbroken", **RECIPE))
     config = tiny_config(packed, tmp_path / "run", **RECIPE)
-    real_step, calls = twins.train.trainer.optimizer_step, []
-
-    def dying_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 11:  # within epoch 2, after its checkpoint of step 9
-            raise Killed
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(twins.train.trainer, "optimizer_step", dying_step)
-    with pytest.raises(Killed):
-        fit(config)
-    monkeypatch.undo()
+    fit_killed_at_step(config, 11)  # within epoch 2, after its checkpoint of step 9
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 9
     result = fit(config)
     assert result["epoch"] == 2 and result["val_images"] == 14

@@ -146,14 +146,16 @@ def our_packed_loader(url: str, config: TrainConfig, images: int) -> LoaderUnder
 
     if not packed.is_packed(url):
         raise TwinsError(f"{storage.display(url)} holds no packed data set", argument="data")
-    manifest = packed.read_manifest(url)
-    largest = max(s["bytes"] for s in manifest["splits"]["train"]["shards"])
+    shards = packed.read_manifest(url)["splits"]["train"]["shards"]
+    largest = max(s["bytes"] for s in shards)
+    # Every shard may be read at any time (the pass is a shuffle of the whole set): one block of
+    # all shards, held together, rather than a new block fetched at nearly every sample.
     dataset = open_packed(
         url,
         {"train": build_train_transform(config)},
+        shuffle_block=len(shards),
         cache_dir=config.cache_dir or None,
-        # Every shard may be read at any time (the pass is a shuffle of the whole set).
-        cache_size=max(2 * largest, sum(s["bytes"] for s in manifest["splits"]["train"]["shards"])),
+        cache_size=2 * len(shards) * largest,
     )["train"]
     dataset.set_epoch(0)
     loader = build_loader(Repeated(dataset, images), config, train=True)

@@ -2,8 +2,8 @@
 
 `ShardDataset(url, split)` reads the manifest and every shard's index at start (offsets, sizes
 and classes, kept as arrays), checks them against each other and the shards, and then serves
-`dataset[i]` by reading sample i's image bytes from its shard and decoding them as an image
-file would be (`twins.data.images.decoder_for` the split): it returns what `SafeImageFolder` returns, with
+`dataset[i]` by reading sample i's image bytes from its shard (one `os.pread` on a descriptor
+each process keeps open per shard) and decoding them as an image file would be (`twins.data.images.decoder_for` the split): it returns what `SafeImageFolder` returns, with
 the same counts, broken-file handling and health check (`twins.data.counted`), so the per-sample
 seeds, the loader, Mixup and exact resume work unchanged. Samples are numbered shard after shard
 in the manifest's order.
@@ -16,7 +16,11 @@ fetched ahead in the epoch's shard order (`twins.data.order`).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +36,10 @@ from twins.data.images import decode_rgb, decoder_for
 from twins.data.order import shard_sequence
 from twins.data.shard_cache import ShardCache
 from twins.errors import TwinsError
+
+# Shard files a process keeps open at most (the least recently read are closed): the shards of
+# two blocks of the order, at the default shuffle_block, with room to spare.
+OPEN_SHARDS = 64
 
 
 class ShardDataset(CountedReads, Dataset):
@@ -71,8 +79,17 @@ class ShardDataset(CountedReads, Dataset):
         self.sizes = np.concatenate([_column(i, 3) for i in indexes]).astype(np.int64)
         self.targets = np.concatenate([_column(i, 4) for i in indexes]).astype(np.int64)
         self.seed, self.shuffle_block, self.shuffled = seed, max(1, shuffle_block), shuffled
+        self._pid, self._open, self._guard = -1, OrderedDict(), threading.Lock()
         self.set_epoch(0)
         self.init_counts(len(self.offsets))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Open descriptors belong to this process: a spawned worker opens its own.
+        return {**self.__dict__, "_pid": -1, "_open": OrderedDict(), "_guard": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._guard = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -88,10 +105,38 @@ class ShardDataset(CountedReads, Dataset):
     def __getitem__(self, index: int) -> ImageSample | None:
         shard = bisect.bisect_right(self.starts, index) - 1
         start, size = int(self.offsets[index]), int(self.sizes[index])
-        with open(self._shard_path(shard), "rb") as file:
-            file.seek(start)
-            data = file.read(size)
+        data = self._read(shard, start, size)
         return self.read_sample(index, int(self.targets[index]), lambda: self.decode(data))
+
+    def _read(self, shard: int, start: int, size: int) -> bytes:
+        """`size` bytes at `start` of `shard`, through this process's open descriptor of it.
+        `os.pread` moves no file offset that forked processes would share; still, a forked
+        worker opens its own descriptors, after taking its own hold on the shards in the
+        cache."""
+        with self._guard:
+            if self._pid != os.getpid():
+                # The parent's descriptors stay open there; its place in the order is its own.
+                self._pid, self._open, self._block = os.getpid(), OrderedDict(), -1
+            if self.cache is not None:
+                self._follow_order(shard)
+            fd = self._open.get(shard)
+            if fd is None:
+                fd = os.open(self._shard_path(shard), os.O_RDONLY)
+                self._open[shard] = fd
+                while len(self._open) > OPEN_SHARDS:
+                    os.close(self._open.popitem(last=False)[1])
+            else:
+                self._open.move_to_end(shard)
+            return os.pread(fd, size, start)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit, os may be gone already
+            if self._pid == os.getpid():
+                self._close_all_but(set())
+
+    def _close_all_but(self, keep: set[int]) -> None:
+        for shard in [s for s in self._open if s not in keep]:
+            os.close(self._open.pop(shard))
 
     def file_name(self, index: int) -> str:
         shard = bisect.bisect_right(self.starts, index) - 1
@@ -100,20 +145,29 @@ class ShardDataset(CountedReads, Dataset):
         key, extension, *_, source = members[index - self.starts[shard]]
         return f"{storage.join(self.shown, name)}:{key}{extension} (packed from {source})"
 
+    def _follow_order(self, shard: int) -> None:
+        """On the first read of a new block of the epoch's order: hold it and the next in the
+        cache (fetching them ahead), and let go of the rest, files open here included (a
+        released shard may be evicted; an open file would keep its disk space taken)."""
+        assert self.cache is not None
+        block = self._place[shard] // self.shuffle_block
+        if block == self._block:
+            return
+        self._block = block
+        first = block * self.shuffle_block
+        ahead = self._sequence[first : first + 2 * self.shuffle_block]
+        self._close_all_but({shard, *ahead})
+        name, names = self.shards[shard]["name"], [self.shards[s]["name"] for s in ahead]
+        self.cache.release_all_but({*names, name})
+        self.cache.prefetch([n for n in names if n != name])
+
     def _shard_path(self, shard: int) -> Path:
         name = self.shards[shard]["name"]
         if self.cache is None:
             if storage.is_remote(self.url):
                 raise ValueError("a packed data set behind a URL is read through a ShardCache")
             return packed.local_path(storage.join(self.url, name))
-        block = self._place[shard] // self.shuffle_block
-        if block != self._block:  # a new block: hold it and the next, fetch them ahead
-            self._block = block
-            window = self._sequence[block * self.shuffle_block : (block + 2) * self.shuffle_block]
-            names = [self.shards[s]["name"] for s in window]
-            self.cache.release_all_but({*names, name})
-            self.cache.prefetch([n for n in names if n != name])
-        return self.cache.path(name)
+        return self.cache.path(name)  # downloaded first if need be, and held
 
     def _check(self, indexes: list[dict[str, Any]]) -> None:
         """Each index agrees with the manifest; local shards are there with their size."""

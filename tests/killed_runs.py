@@ -1,0 +1,33 @@
+"""A training run killed in the middle, in process, for the resume tests: its optimizer step
+raises `Killed`, which nothing in the run catches, as SIGKILL would end it."""
+
+from __future__ import annotations
+
+import pytest
+
+import twins.train.trainer
+from twins.config import TrainConfig
+from twins.train import fit
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing in the run catches it."""
+
+
+def fit_killed_at_step(config: TrainConfig, step: int) -> None:
+    """Run `fit(config)` and kill it as its `step`-th optimizer step (counted from this launch,
+    from 1) begins; fails when the run ends before."""
+    real_step, calls = twins.train.trainer.optimizer_step, []
+
+    def dying_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            raise Killed
+        return real_step(*args, **kwargs)
+
+    twins.train.trainer.optimizer_step = dying_step
+    try:
+        with pytest.raises(Killed):
+            fit(config)
+    finally:
+        twins.train.trainer.optimizer_step = real_step
