@@ -6,7 +6,8 @@ level arguments, then `fillcolor` and `resample`), so timm's own `AugmentOp` and
 objects run them: the choice of ops, their probabilities and magnitudes are timm's draws.
 
 - Lookup-table ops (AutoContrast, Equalize, Invert, Posterize, Solarize, SolarizeAdd,
-  Contrast, Brightness) build Pillow's table: exact.
+  Contrast, Brightness) build Pillow's table: exact (applied with NumPy's `take`, a third of
+  the time of Pillow's `point` on each channel).
 - Color and Sharpness blend with Pillow's degenerate image (its integer RGB-to-L weights, its
   3 x 3 SMOOTH kernel with the border kept, rounded) and truncate as Pillow's blend does.
 - Shears and translations (ShearX/Y, TranslateX/Y, TranslateX/YRel) sample where Pillow's
@@ -16,8 +17,9 @@ objects run them: the choice of ops, their probabilities and magnitudes are timm
   along one axis, so each output row (column) is one gather and a 4-tap sum: a level off in a
   few pixels (float rounding), about twice as fast as Pillow at 224 px.
 - Rotate and the blurs of the "3a" policies run Pillow itself on the tensor's pixels
-  (`on_pil`): a rotation is not separable, and `grid_sample`'s bicubic kernel (a = -0.75)
-  would change the pixels by a level or two for a few percent of the time per image.
+  (`on_pil`): a rotation is not separable (Pillow's 4 x 4 bicubic taps per pixel, gathered in
+  NumPy, take about twice Pillow's time), and `grid_sample`'s bicubic kernel (a = -0.75)
+  would change the pixels by a level or two.
 """
 
 from __future__ import annotations
@@ -36,15 +38,12 @@ _NEAREST = Image.Resampling.NEAREST
 
 
 def _lut(image: torch.Tensor, lut: np.ndarray) -> torch.Tensor:
-    """Map each channel through its own 256-entry table (`lut`: 3 x 256, or 256 for all), with
-    Pillow's `point` on each channel plane (faster than indexing in torch or NumPy)."""
+    """Map each channel through its own 256-entry table (`lut`: 3 x 256, or 256 for all)."""
     tables = np.broadcast_to(np.asarray(lut, dtype=np.uint8), (image.shape[0], 256))
-    height, width = image.shape[1:]
     planes = image.contiguous().numpy()
     out = np.empty_like(planes)
     for channel, (plane, table) in enumerate(zip(planes, tables, strict=True)):
-        pil = Image.frombuffer("L", (width, height), plane, "raw", "L", 0, 1)
-        out[channel] = np.asarray(pil.point(table.tolist()))
+        np.take(table, plane, out=out[channel])  # a gather from 256 bytes: cached, fast
     return torch.from_numpy(out)
 
 
@@ -169,9 +168,9 @@ def _bicubic_weights(d: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _fill_outside(out: torch.Tensor, outside: torch.Tensor, fill: list[int]) -> torch.Tensor:
-    for channel, value in zip(out, fill, strict=True):
-        channel.masked_fill_(outside, value)
-    return out
+    # One `where` over the channels: half the time of a masked fill per channel.
+    fill_value = torch.tensor(fill, dtype=out.dtype).view(-1, 1, 1)
+    return torch.where(outside, fill_value, out)
 
 
 def _shift_rows(image: torch.Tensor, shift: torch.Tensor, resample: int, fill: list[int]):
@@ -254,7 +253,8 @@ def on_pil(op: Callable) -> Callable:
     """A PIL op as a tensor op (for the ops that have no tensor version)."""
 
     def tensor_op(image: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+        # Pillow copies a contiguous array faster than a transposed view.
+        pil = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
         return torch.from_numpy(np.array(op(pil, *args, **kwargs))).permute(2, 0, 1)
 
     return tensor_op
