@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 import twins
 import twins.train.trainer
 from factories import TINY_MODEL, make_config
+from twins.cli.main import main
 from twins.dense.digit_scenes import make_scene, split_digits
 from twins.train import fit
 from twins.train.metrics import read_metrics
@@ -99,11 +100,27 @@ def detect_config(data, output, **changes):
     return make_config(data_url=str(data), train_url=str(output), **recipe | changes)
 
 
-def test_a_detection_run_killed_within_an_epoch_resumes_exactly(scenes, tmp_path, monkeypatch):
-    unbroken = fit(detect_config(scenes, tmp_path / "unbroken"))
+@pytest.fixture(scope="module")
+def trained(scenes, tmp_path_factory):
+    """(fit's result, output folder) of the unbroken run, on one thread as the tests' own runs
+    (the function-scoped `one_thread` comes after this fixture): sums over other thread counts
+    round otherwise."""
+    output = tmp_path_factory.mktemp("unbroken")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fit(detect_config(scenes, output)), output
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_detection_run_killed_within_an_epoch_resumes_exactly(
+    scenes, trained, tmp_path, monkeypatch
+):
+    unbroken, output = trained
     assert {"val_bbox_AP", "val_bbox_AP50", "val_bbox_ARl"} <= unbroken.keys()
     assert unbroken["val_images"] == 3 and unbroken["best_bbox_AP"] == unbroken["best_score"]
-    records = read_metrics(tmp_path / "unbroken" / "metrics.jsonl")
+    records = read_metrics(output / "metrics.jsonl")
     steps = [r for r in records if r["kind"] == "step"]
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     assert all(r["train_classification"] > 0 and r["train_bbox_regression"] > 0 for r in steps)
@@ -135,6 +152,45 @@ def test_a_detection_run_killed_within_an_epoch_resumes_exactly(scenes, tmp_path
     assert without_timings(read_metrics(tmp_path / "run" / "metrics.jsonl")) == without_timings(
         records
     )
-    a = load_checkpoint(tmp_path / "unbroken" / "checkpoints" / "last.pt")["model"]
+    a = load_checkpoint(output / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_a_detection_checkpoint_says_its_categories_and_scale(trained):
+    _, output = trained
+    meta = load_checkpoint(output / "checkpoints" / "best.pt")["meta"]
+    assert meta["task"] == "detect" and meta["arch"] == "retinanet_svt_small"
+    assert meta["class_names"] == [str(d) for d in range(10)]
+    assert meta["dataset"]["category_ids"] == [category_id(d) for d in range(10)]
+    assert (
+        meta["preprocessing"]["img_scale"] == [96, 64] and meta["preprocessing"]["min_size"] == 64
+    )
+    assert meta["model_args"]["resize_in_model"] is False  # the data pipeline resizes
+
+
+def test_eval_json_prints_cocos_twelve_numbers(scenes, trained, capsys):
+    _, output = trained
+    argv = ["eval", "-c", str(output / "config.yaml"), "--data", str(scenes), "--json"]
+    assert main([*argv, "--checkpoint", str(output / "checkpoints" / "last.pt")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    assert {f"bbox_{name}" for name in names} <= result.keys()
+    assert not any(key.startswith("segm_") for key in result)  # RetinaNet: no masks
+    assert result["images"] == 3 and result["arch"] == "retinanet_svt_small"
+    assert result["bbox_AP"] == trained[0]["val_bbox_AP"]  # what the run's last epoch measured
+
+
+def test_load_model_rebuilds_the_trained_detector(trained):
+    _, output = trained
+    model = twins.load_model(output / "checkpoints" / "last.pt")
+    weights = load_checkpoint(output / "checkpoints" / "last.pt")["model"]
+    assert model.arch == "retinanet_svt_small" and model.task == "detect"
+    assert model.num_classes == 10 and not model.training
+    state = model.state_dict()
+    assert state.keys() == weights.keys()
+    assert all(torch.equal(state[name], weights[name]) for name in weights)
+    image = torch.rand(3, 64, 80)
+    with torch.no_grad():
+        (found,) = model([image])
+    assert set(found) == {"boxes", "labels", "scores"}
