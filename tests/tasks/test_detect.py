@@ -18,6 +18,8 @@ import twins.train.trainer
 from factories import TINY_MODEL, make_config
 from twins.cli.main import main
 from twins.dense.digit_scenes import make_scene, split_digits
+from twins.seeds import derive_seed, seeded
+from twins.tasks.detect import DetectTask
 from twins.train import fit
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
@@ -194,3 +196,30 @@ def test_load_model_rebuilds_the_trained_detector(trained):
     with torch.no_grad():
         (found,) = model([image])
     assert set(found) == {"boxes", "labels", "scores"}
+
+
+def test_the_3x_pipeline_draws_detrs_sizes_scaled_to_img_scale(scenes):
+    config = detect_config(scenes, scenes / "unused", scale_policy="detr")
+    train, val, names = DetectTask().datasets(config)
+    sides = set()
+    for index in range(len(train)):
+        for epoch in range(6):
+            with seeded(derive_seed(0, epoch, index)):
+                image, target = train[index]
+            sides.add(min(image.shape[-2:]))
+            assert target["boxes"].canvas_size == tuple(image.shape[-2:])
+    # 480, 512, ..., 800 at img_scale [1333, 800]; here short side 64: x 0.08
+    assert sides <= {round(side * 0.08) for side in range(480, 801, 32)} and len(sides) > 2
+    assert [tuple(val[i][0].shape) for i in range(len(val))] == [(3, 64, 64)] * 3
+    assert names == [str(d) for d in range(10)]
+
+
+@pytest.mark.slow
+def test_a_mask_rcnn_run_reports_mask_ap_and_each_loss(scenes, tmp_path):
+    result = fit(detect_config(scenes, tmp_path, arch="maskrcnn_svt_small", epochs=1))
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    assert {f"val_{kind}_{name}" for kind in ("bbox", "segm") for name in names} <= result.keys()
+    (step, *_) = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "step"]
+    parts = ("classifier", "box_reg", "mask", "objectness", "rpn_box_reg")
+    assert all(step[f"train_loss_{part}"] > 0 for part in parts)
+    assert step["train_loss"] == pytest.approx(sum(step[f"train_loss_{part}"] for part in parts))
