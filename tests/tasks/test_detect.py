@@ -5,6 +5,9 @@ and resumed exactly; `twins eval --json` and `twins.load_model` on what it wrote
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,10 @@ from twins.cli.main import main
 from twins.dense.digit_scenes import make_scene, split_digits
 from twins.seeds import derive_seed, seeded
 from twins.tasks.detect import DetectTask
-from twins.train import fit
+from twins.train import build_model, fit, save_config
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
+from twins.weights import model_metadata, save_weights
 
 TIMINGS = ("epoch_seconds", "images_per_s", "output")
 SPLITS = {"train": "training", "val": "validation"}
@@ -223,3 +227,32 @@ def test_a_mask_rcnn_run_reports_mask_ap_and_each_loss(scenes, tmp_path):
     parts = ("classifier", "box_reg", "mask", "objectness", "rpn_box_reg")
     assert all(step[f"train_loss_{part}"] > 0 for part in parts)
     assert step["train_loss"] == pytest.approx(sum(step[f"train_loss_{part}"] for part in parts))
+
+
+@pytest.mark.slow
+def test_eval_under_torchrun_counts_each_image_once(scenes, tmp_path, capsys):
+    # A fresh Mask R-CNN: box and mask numbers; rank 0 alone holds 2 of the 3 images.
+    config = detect_config(scenes, tmp_path, arch="maskrcnn_svt_small", batch_size=1)
+    save_config(config, tmp_path / "config.yaml")
+    torch.manual_seed(0)
+    model = build_model(config)
+    save_weights(model.state_dict(), tmp_path / "w.safetensors", metadata=model_metadata(model))
+    argv = ["eval", "-c", str(tmp_path / "config.yaml"), "--checkpoint"]
+    argv += [str(tmp_path / "w.safetensors"), "--json"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*torchrun, "-m", "twins", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    (shared,) = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert main(argv) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert shared["images"] == alone["images"] == 3  # 2 + 1 over the two processes
+    assert "segm_ARl" in shared
+    assert {k: shared[k] for k in alone if k != "checkpoint"} == pytest.approx(
+        {k: alone[k] for k in alone if k != "checkpoint"}
+    )
