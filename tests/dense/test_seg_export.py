@@ -11,9 +11,11 @@ import pytest
 import torch
 
 import twins
+from factories import TINY_MODEL
 from twins.cli.main import main
+from twins.dense.seg_export import AdaptiveAvgPoolAnySize
 from twins.export import export, exported_metadata
-from twins.weights import load_weights
+from twins.weights import StateDict, load_weights, model_metadata, save_weights
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +75,27 @@ def test_pt2_gives_the_out_logits_at_any_height_and_width(trained, tmp_path):
             exported = program(images).numpy()
         assert np.allclose(exported, _logits(model, images), atol=1e-5)
     assert exported_metadata(output)["dataset"]["reduce_zero_label"] is True
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 6])
+def test_the_traceable_pooling_is_torchs_adaptive_average_pooling(size):
+    for height, width in ((2, 3), (5, 7), (16, 21), (6, 6)):
+        x = torch.randn(2, 4, height, width)
+        expected = torch.nn.AdaptiveAvgPool2d(size)(x)
+        assert torch.allclose(AdaptiveAvgPoolAnySize(size)(x), expected, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_upernet_onnx_pools_at_any_size(tmp_path):
+    model = twins.create_model("upernet_svt_small", num_classes=5, **TINY_MODEL).eval()
+    weights = tmp_path / "upernet.safetensors"
+    save_weights(StateDict(model.state_dict(), model_metadata(model)), weights)
+    export(weights, "onnx", tmp_path / "upernet.onnx", image_size=64)
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "upernet.onnx"), providers=["CPUExecutionProvider"]
+    )
+    for height, width in ((64, 96), (80, 80), (100, 150)):
+        images = torch.randn(1, 3, height, width)
+        (logits,) = session.run(None, {"images": images.numpy()})
+        reference = _logits(model, images)
+        assert np.abs(logits - reference).max() <= 1e-4 * np.abs(reference).max()
