@@ -136,6 +136,9 @@ class TrainConfig:
         False, "bool", doc="segment: label 0 is ignored and the others shift down (ADE20K)"
     )
     ignore_index: int = _key(255, "int", (0, 255), doc="segment: label value left out of loss")
+    tta: bool = _key(
+        False, "bool", doc="segment eval: average 6 scales x 2 flips (mmseg's --aug-test)"
+    )
     scale_policy: str = _key(
         "single",
         "str",

@@ -17,6 +17,10 @@ Every export carries the model's metadata (`twins.weights.metadata`: arch, model
 names, and the preprocessing its images need): ONNX in `metadata_props` (one JSON value per
 key), `.pt2` as the extra file `twins_metadata.json`, safetensors in its metadata;
 `exported_metadata(path)` reads it back from ONNX and `.pt2` files.
+
+A segmenter (`twins.dense.seg_export`) is exported the same way: its graph's output is the
+"out" logits (N x K x H x W at the input size), its metadata holds the data set's palette and
+label values ("dataset") too.
 """
 
 from __future__ import annotations
@@ -70,7 +74,10 @@ def trace_input(image_size: int) -> torch.Tensor:
 
 def smallest_side(model: nn.Module) -> int:
     """The smallest input side the model takes, the lower bound of the exported sizes."""
-    return smallest_image_size(model.arch, model.model_args)
+    from twins.dense.seg_export import smallest_dense_side
+
+    dense = smallest_dense_side(model.arch, model.model_args)
+    return dense if dense is not None else smallest_image_size(model.arch, model.model_args)
 
 
 def uneven_shape(image_size: int, smallest: int) -> tuple[int, int, int, int]:
@@ -130,9 +137,10 @@ def export_onnx(
     class_names: Sequence[str] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
     check: bool = True,
+    dataset: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """ONNX with dynamic batch, height and width, carrying the model's metadata; checked in
-    onnxruntime against PyTorch."""
+    onnxruntime against PyTorch. Its output is "logits" (a segmenter's: "out")."""
     model = _prepare(model)
     with _traced_sizes():
         program = torch.onnx.export(
@@ -140,12 +148,12 @@ def export_onnx(
             (trace_input(image_size),),
             dynamo=True,
             input_names=["images"],
-            output_names=["logits"],
+            output_names=[getattr(model, "output_name", "logits")],
             dynamic_shapes=dynamic_shapes(smallest_side(model)),
             verbose=False,
         )
     program.model.metadata_props.update(
-        to_strings(model_metadata(model, class_names, preprocessing))
+        to_strings(_metadata(model, class_names, preprocessing, dataset))
     )
     with atomic_path(path) as temporary:
         program.save(temporary)
@@ -183,6 +191,7 @@ def export_pt2(
     class_names: Sequence[str] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
     check: bool = True,
+    dataset: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """A `torch.export` program with dynamic sizes, carrying the model's metadata;
     `torch.export.load(path).module()` runs it."""
@@ -200,7 +209,7 @@ def export_pt2(
             f"torch.export cannot export {what} for every input size ({type(error).__name__}: "
             f"{reason}); torch's full report is kept as this error's cause"
         ) from error
-    metadata = json.dumps(model_metadata(model, class_names, preprocessing))
+    metadata = json.dumps(_metadata(model, class_names, preprocessing, dataset))
     with atomic_path(path) as temporary, open(temporary, "wb") as file:
         torch.export.save(program, file, extra_files={METADATA_FILE: metadata})
     result = ExportResult(Path(path), "pt2")
@@ -222,12 +231,24 @@ def export_safetensors(
     *,
     class_names: Sequence[str] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
+    dataset: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Release weights: the model's tensors only, with the metadata that rebuilds and feeds
     the model."""
-    metadata = model_metadata(model, class_names, preprocessing)
+    metadata = _metadata(model, class_names, preprocessing, dataset)
     save_weights(StateDict(model.state_dict(), metadata), path)
     return ExportResult(Path(path), "safetensors")
+
+
+def _metadata(
+    model: nn.Module,
+    class_names: Sequence[str] | None,
+    preprocessing: Mapping[str, Any] | None,
+    dataset: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The model's metadata, and a dense task's "dataset" (palette, label values) where given."""
+    metadata = model_metadata(model, class_names, preprocessing)
+    return metadata | ({"dataset": dict(dataset)} if dataset else {})
 
 
 def exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -305,7 +326,12 @@ def export(
     described = {
         "class_names": weights.metadata.get("class_names"),
         "preprocessing": weights.metadata.get("preprocessing"),
+        "dataset": weights.metadata.get("dataset"),
     }
+    if getattr(model, "task", "classify") == "segment" and format != "safetensors":
+        from twins.dense.seg_export import SegmentationLogits
+
+        model = SegmentationLogits(model)  # the graph gives the "out" logits
     if format == "onnx":
         return export_onnx(model, output, image_size=image_size, check=check, **described)
     if format == "pt2":

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -29,7 +29,10 @@ from twins.errors import TwinsError
 from twins.models import smallest_image_size
 from twins.models.from_weights import model_from_weights
 from twins.notes import note
-from twins.weights import load_weights
+from twins.weights import StateDict, load_weights
+
+if TYPE_CHECKING:
+    from twins.dense.seg_predict import SegmentationRun
 
 # The official evaluation (DeiT's), for weights that do not say how they were evaluated.
 DEFAULT_PREPROCESSING: dict[str, Any] = {
@@ -178,11 +181,13 @@ class Predictor:
         device: str = "auto",
         image_size: int | None = None,
         crop_pct: float | None = None,
+        weights: StateDict | None = None,
     ) -> None:
         self.device = select_device(device)
         check_image_size(image_size)
         check_crop_pct(crop_pct)
-        weights = load_weights(checkpoint, ema=ema, arch=arch)
+        if weights is None:  # else the file's, already read
+            weights = load_weights(checkpoint, ema=ema, arch=arch)
         self.model = model_from_weights(weights, arch, model_args=model_args).to(self.device)
         if not self.model.num_classes:
             raise TwinsError(f"{checkpoint}: the model has no classifier head; nothing to predict")
@@ -262,11 +267,14 @@ def predict(
     device: str = "auto",
     image_size: int | None = None,
     crop_pct: float | None = None,
-) -> PredictionRun:
+    output: str | os.PathLike | None = None,
+) -> PredictionRun | SegmentationRun:
     """Top-k predictions for every image the inputs name; unreadable ones are listed, not fatal.
 
     `arch` and `model_args` describe the model where the file does not (see
     `twins.models.from_weights`); `image_size` and `crop_pct` overrule the file's preprocessing.
+    A segmenter's file (task "segment") writes label maps and overlays to `output` instead
+    (`twins.dense.seg_predict`).
     """
     for name, value in (("topk", topk), ("batch_size", batch_size)):
         if value < 1:
@@ -278,6 +286,18 @@ def predict(
             f"no images to predict ({reasons}); name image files, folders or globs",
             argument="inputs",
         )
+    weights = load_weights(checkpoint, ema=ema, arch=arch)
+    if weights.metadata.get("task") == "segment":
+        from twins.dense.seg_predict import predict_segmentation
+
+        run = predict_segmentation(weights, paths, output, device=device)
+        run.failures = missing + run.failures
+        return run
+    if output is not None:
+        raise TwinsError(
+            "output is where a segmenter's label maps go; a classifier's predictions are printed",
+            argument="output",
+        )
     predictor = Predictor(
         checkpoint,
         arch=arch,
@@ -286,14 +306,17 @@ def predict(
         device=device,
         image_size=image_size,
         crop_pct=crop_pct,
+        weights=weights,
     )
     run = predictor.predict(paths, topk=topk, batch_size=batch_size)
     run.failures = missing + run.failures
     return run
 
 
-def format_run(run: PredictionRun) -> str:
+def format_run(run: PredictionRun | SegmentationRun) -> str:
     """Readable top-k lists, one block per image, then the failures."""
+    if not isinstance(run, PredictionRun):  # a segmenter's: the files written
+        return run.format()
     lines = []
     for prediction in run.predictions:
         lines.append(prediction.image)

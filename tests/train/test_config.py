@@ -321,6 +321,7 @@ READ_ELSEWHERE |= {
     "ignore_index": "the segmentation data sets, loss and metrics",
     "scale_policy": "the detection training pipeline",
     "pad_divisor": "the detection pipelines",
+    "tta": "twins eval of a segmenter (tests/dense/test_seg_evaluate)",
 }
 
 

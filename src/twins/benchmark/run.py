@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from twins import storage
 from twins.benchmark.hardware import PeakMemory, device_name, peak_tflops
@@ -28,6 +30,8 @@ from twins.errors import TwinsError
 from twins.models import count_macs, create_model
 
 MODES = ("infer", "train", "data")
+# What a model benchmark compares with: timm's classifier, smp's UperNet (twins.benchmark.smp).
+MODEL_REFERENCES = ("timm", "smp")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -45,7 +49,7 @@ class BenchmarkOptions:
     warmup: int | None = None  # None: 2 on CPU, 10 on GPU (5 in data mode)
     iters: int | None = None  # None: 3 on CPU, 20 on GPU (data mode: batches per pass, 16)
     rounds: int = 5
-    compare: str | None = None  # "timm" (data mode: a name of REFERENCE_LOADERS)
+    compare: str | None = None  # "timm", "smp" (segmenters; data mode: REFERENCE_LOADERS)
     data: str | None = None
     workers: int = 4
     threads: int | None = None
@@ -59,7 +63,7 @@ def resolve(options: BenchmarkOptions) -> tuple[BenchmarkOptions, torch.device]:
         raise TwinsError(f"unknown mode {options.mode!r}: use one of {', '.join(MODES)}")
     if options.precision not in PRECISIONS:
         raise TwinsError(f"unknown precision {options.precision!r}: use {', '.join(PRECISIONS)}")
-    references = REFERENCE_LOADERS if options.mode == "data" else ("timm",)
+    references = REFERENCE_LOADERS if options.mode == "data" else MODEL_REFERENCES
     if options.compare is not None and options.compare not in references:
         raise TwinsError(
             f"cannot compare with {options.compare!r}: use one of {', '.join(references)}"
@@ -116,18 +120,26 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
     torch.manual_seed(options.seed)
     ours = create_model(options.model, **options.model_args)
+    segmenter = getattr(ours, "task", "classify") == "segment"
     models = {"ours": ours}
     if options.compare == "timm":
+        if segmenter:
+            raise TwinsError(
+                "timm has no segmentation models: compare a segmenter with smp", argument="compare"
+            )
         models["timm"] = timm_twin(ours, options.image_size)
+    if options.compare == "smp":
+        from twins.benchmark.smp import smp_upernet
+
+        models["smp"] = smp_upernet(ours)
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
-    images = torch.randn(
-        options.batch_size,
-        ours.model_args["in_chans"],
-        options.image_size,
-        options.image_size,
-        device=device,
-    ).contiguous(memory_format=memory_format)
-    labels = torch.randint(0, max(ours.num_classes, 1), (options.batch_size,), device=device)
+    side = options.image_size
+    in_chans = ours.model_args.get("in_chans", 3)
+    images = torch.randn(options.batch_size, in_chans, side, side, device=device)
+    images = images.contiguous(memory_format=memory_format)
+    # a class per image, or per pixel for a segmenter
+    label_shape = (options.batch_size, side, side) if segmenter else (options.batch_size,)
+    labels = torch.randint(0, max(ours.num_classes, 1), label_shape, device=device)
     steps = {}
     for name, model in models.items():
         model.to(device, memory_format=memory_format)
@@ -136,7 +148,7 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
         )
     timings = alternate(steps, device, options.warmup, options.iters, options.rounds)
 
-    macs = count_macs(ours, options.image_size)
+    macs = _macs(ours, options.image_size, in_chans)
     flops_per_image = 2 * macs * (3 if options.mode == "train" else 1)
     peak, peak_source = peak_tflops(device, options.precision)
     results = {}
@@ -160,7 +172,7 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
         "peak_source": peak_source,
         "memory_kind": PeakMemory(device).kind,
         "results": results,
-        **_ratio(timings),
+        **_ratio(timings, options.compare),
     }
 
 
@@ -176,8 +188,20 @@ def _data_benchmark(options: BenchmarkOptions) -> dict[str, Any]:
             **summarise(passes)}  # fmt: skip
 
 
-def _ratio(timings: dict[str, Timing]) -> dict[str, Any]:
-    if "timm" not in timings:
+def _ratio(timings: dict[str, Timing], reference: str | None) -> dict[str, Any]:
+    if reference not in timings:
         return {"ratio": None, "ratios": None}
-    ratios = round_ratios(timings["ours"], timings["timm"])
-    return {"ratio": statistics.median(ratios), "ratios": ratios}
+    ratios = round_ratios(timings["ours"], timings[reference])
+    return {"ratio": statistics.median(ratios), "ratios": ratios, "reference": reference}
+
+
+def _macs(model: torch.nn.Module, image_size: int, in_chans: int) -> int:
+    """Multiply-adds of one image's forward: a classifier's by `count_macs`, any other
+    model's counted on a copy on the meta device (no memory, no compute)."""
+    if getattr(model, "task", "classify") == "classify":
+        return count_macs(model, image_size)
+    meta = copy.deepcopy(model).to("meta").eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta(torch.empty(1, in_chans, image_size, image_size, device="meta"))
+    return counter.get_total_flops() // 2

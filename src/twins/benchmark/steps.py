@@ -77,7 +77,9 @@ def make_step(
 
     def train_step() -> None:
         with torch.autocast(device_type, autocast_dtype, use_autocast):
-            loss = F.cross_entropy(run(images), labels)
+            output = run(images)
+            logits = output["out"] if isinstance(output, dict) else output  # a segmenter's
+            loss = F.cross_entropy(logits, labels)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

@@ -62,8 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--compare",
-        choices=("timm",),
-        help="also time timm's implementation (data mode: timm's loader, same recipe)",
+        choices=("timm", "smp"),
+        help="also time timm's implementation (data mode: timm's loader, same recipe); for an "
+        "upernet_<variant> model, smp: segmentation-models-pytorch's UperNet over timm's Twins "
+        "(pip install 'twins[smp]')",
     )
     parser.add_argument(
         "--data",

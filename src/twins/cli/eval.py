@@ -16,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "weights file (training checkpoint, official or timm .pth, safetensors, MindSpore .ckpt) "
         "on data_url/val, with the recipe's eval transform (resize image_size / crop_pct, centre "
         "crop). With --ema (or with_ema=true in the recipe) a training checkpoint's EMA weights "
-        "are evaluated too. Under torchrun every image is counted once across the processes.",
+        "are evaluated too. Under torchrun every image is counted once across the processes. A "
+        "segmenter (task segment in the config or the file) gives mIoU, mAcc, aAcc in % on "
+        "data_url's images/validation, per class IoU and Acc with --json; tta=true tests at 6 "
+        "scales with flips.",
     )
     parser.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML recipe")
     add_checkpoint(parser)
@@ -55,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
         print(describe(result, config.data_url))
         return 0
+    if "mIoU" in result:  # a segmenter
+        _print_segmentation(result, config.data_url)
+        return 0
     print(
         f"{result['arch']} on {config.data_url}/val: top-1 {result['top1']:.2f}%  "
         f"top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  ({result['images']} images"
@@ -66,3 +72,14 @@ def run(args: argparse.Namespace) -> int:
             f"EMA weights: top-1 {ema['top1']:.2f}%  top-5 {ema['top5']:.2f}%  loss {ema['loss']:.4f}"
         )
     return 0
+
+
+def _print_segmentation(result: dict, data: str) -> None:
+    test = "multi-scale + flip test" if result["tta"] else "whole-image test"
+    for name, metrics in (("", result), ("EMA weights: ", result.get("ema"))):
+        if metrics:
+            print(
+                f"{name or result['arch'] + ' on ' + data + ': '}mIoU {metrics['mIoU']:.2f}%  "
+                f"mAcc {metrics['mAcc']:.2f}%  aAcc {metrics['aAcc']:.2f}%  "
+                f"({metrics['images']} images, {test})"
+            )

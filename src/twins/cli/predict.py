@@ -13,6 +13,7 @@ from twins.cli.options import (
     add_json,
     add_model_args,
     fraction,
+    output_folder,
     positive_int,
 )
 
@@ -20,11 +21,12 @@ from twins.cli.options import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="classify images with a trained model",
+        help="classify (or segment) images with a trained model",
         description="Print the top-k classes of each image. IMAGE may be a file, a folder "
         "(searched recursively) or a glob pattern. Class names come from the weights file, or "
         "are the ImageNet-1k names for a 1000-class model. Unreadable images are reported and "
-        "skipped.",
+        "skipped. A segmenter writes each image's label map (an indexed PNG in the data set's "
+        "label values and colours) and an overlay to --output.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders, globs")
     add_checkpoint(parser)
@@ -49,11 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FRACTION",
         help="crop fraction in (0, 1] (default: the weights file's, else 0.875)",
     )
+    parser.add_argument(
+        "--output",
+        type=output_folder,
+        metavar="DIR",
+        help="segmenters: the folder for DIR/<image stem>.png and DIR/<image stem>_overlay.png",
+    )
     add_device(parser)
     add_json(
         parser,
-        prints="one object: predictions (image, top: index, label, probability), failures, "
-        "preprocessing",
+        prints="one object: predictions (image, top: index, label, probability; a segmenter's: "
+        "image, label_map, overlay, classes present), failures, preprocessing",
     )
     parser.set_defaults(func=run)
 
@@ -72,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         image_size=args.image_size,
         crop_pct=args.crop_pct,
+        output=args.output,
     )
     print(json.dumps(result.to_json()) if args.json else format_run(result))
     return 0 if result.predictions else 1

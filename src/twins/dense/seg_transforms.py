@@ -169,8 +169,8 @@ def scale_saturation(image: torch.Tensor, factor: float) -> torch.Tensor:
 
 def normalize(image: torch.Tensor, mean: tuple = MEAN, std: tuple = STD) -> torch.Tensor:
     """A uint8 RGB image as float32, standardised with `mean` and `std` given on 0..255."""
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=image.device).view(-1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=image.device).view(-1, 1, 1)
     return (image.float() - mean_t) / std_t
 
 

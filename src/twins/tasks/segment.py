@@ -5,6 +5,8 @@ validation set (each image whole, its logits resized back to the original size).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -101,6 +103,17 @@ def _stack(samples: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.stack(labels)
 
 
+# A model's logits for a batch -> one image (as the loader gives it, on the device) -> the
+# original size -> H x W class indices.
+Logits = Callable[[torch.Tensor], torch.Tensor]
+LabelMap = Callable[[Logits, torch.Tensor, tuple[int, int]], torch.Tensor]
+
+
+def whole_image_labels(logits: Logits, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """mmseg's whole-image test: the logits of the resized image, resized back, argmax."""
+    return predict_labels(logits(image[None]), size)[0]
+
+
 @torch.no_grad()
 def evaluate_segmenters(
     models: dict[str, nn.Module],
@@ -109,25 +122,26 @@ def evaluate_segmenters(
     *,
     progress: bool = False,
     desc: str = "eval",
+    label_map: LabelMap = whole_image_labels,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """mIoU, mAcc, aAcc (%) and images of each model over every process's shard, in one pass
     (each image through every model), as mmseg 0.12's whole-image test computes them: each
-    image alone, its logits resized to the label's (original) size, then argmax."""
+    image alone, its logits resized to the label's (original) size, then argmax. `label_map`
+    replaces that test (test-time augmentation); with `class_names`, per class `IoU.<name>` and
+    `Acc.<name>` (%, NaN where a class is in neither prediction nor label) too."""
     for model in models.values():
         model.eval()
     device = precision.device
-    metrics: dict[str, SegmentationMetrics] = {}
+    metrics = {name: SegmentationMetrics(_classes(model)) for name, model in models.items()}
     images_seen = torch.zeros((), dtype=torch.float64, device=device)
     for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
         for image, label in zip(images, labels, strict=True):
-            image, label = image.to(device)[None], label.to(device)
+            image, label = image.to(device), label.to(device)
             images_seen += 1
             for name, model in models.items():
-                with precision.autocast():
-                    logits = model(image)["out"]
-                prediction = predict_labels(logits.float(), label.shape[-2:])[0]
-                if name not in metrics:
-                    metrics[name] = SegmentationMetrics(logits.shape[1])
+                logits = functools.partial(_logits, model, precision)
+                prediction = label_map(logits, image, tuple(label.shape[-2:]))
                 metrics[name].update(prediction, label)
     from twins.train.distributed import all_reduce_sum
 
@@ -135,15 +149,20 @@ def evaluate_segmenters(
     if count == 0:
         raise TwinsError("the validation set is empty: put images in images/validation/")
     results = {}
-    for name in models:
-        accumulated = metrics.get(name)
-        if accumulated is None:  # this process's shard was empty: take part in the reduction
-            accumulated = SegmentationMetrics(_classes(models[name]))
+    for name, accumulated in metrics.items():
         accumulated.all_reduce()
-        computed = accumulated.compute()  # per-class lists too: `twins eval` shows them
-        results[name] = {key: computed[key] for key in ("mIoU", "mAcc", "aAcc")}
+        computed = accumulated.compute(class_names)
+        keys = ["mIoU", "mAcc", "aAcc"]
+        if class_names is not None:
+            keys += [f"{kind}.{n}" for kind in ("IoU", "Acc") for n in class_names]
+        results[name] = {key: computed[key] for key in keys}
         results[name]["images"] = count
     return results
+
+
+def _logits(model: nn.Module, precision: Precision, images: torch.Tensor) -> torch.Tensor:
+    with precision.autocast():
+        return model(images)["out"].float()
 
 
 def _classes(model: nn.Module) -> int:

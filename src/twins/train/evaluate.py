@@ -1,4 +1,5 @@
-"""`twins eval`: the validation metrics of a weights file on the config's `data_url/val`.
+"""`twins eval`: the validation metrics of a weights file on the config's `data_url/val`
+(a segmenter's, named by the config's or the file's task: `twins.dense.seg_evaluate`).
 
 The model is the one the file describes (its metadata, else `arch` with the file's shapes), in
 any format `twins.load_weights` reads. Under torchrun each process takes a disjoint shard and
@@ -44,6 +45,10 @@ def evaluate_checkpoint(
     try:
         weights = load_weights(checkpoint, arch=config.arch)  # tells PCPVT from SVT in a .ckpt
         ema_weights = _ema_weights(checkpoint, config.with_ema if ema is None else ema, ema)
+        if "segment" in (config.task, weights.metadata.get("task")):
+            from twins.dense.seg_evaluate import evaluate_segmenter
+
+            return evaluate_segmenter(config, checkpoint, weights, ema_weights, ctx)
         model = _model_for(weights, config).to(ctx.device)
         val_set = _val_set(config, weights.metadata.get("class_names"), model.num_classes)
         sampler = distributed.ShardSampler(val_set, ctx.rank, ctx.world_size)
