@@ -30,6 +30,23 @@ COMPUTE_THREADS = 1
 GRID_CELLS = 24
 
 
+def run_task_demo(
+    task: str = "classify",
+    output: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The demo of `task` ("classify" or "segment"), into `output` (default runs/demo, or
+    runs/demo-segment)."""
+    if task == "segment":
+        from twins.dense.seg_demo import run_segment_demo
+
+        return run_segment_demo(output or "runs/demo-segment", overrides, say)
+    if task != "classify":
+        raise TwinsError(f"no demo for task {task!r}: choose classify or segment", argument="task")
+    return run_demo(output or "runs/demo", overrides, say)
+
+
 def run_demo(
     output: str | Path = "runs/demo",
     overrides: list[str] | tuple[str, ...] = (),
@@ -44,7 +61,7 @@ def run_demo(
     config = load_config(RECIPE, overrides, data_url=str(data), train_url=str(output))
     write_digits_imagefolder(data)
     say(f"demo: {data} holds scikit-learn's handwritten digits as class folders; training now")
-    with _compute_threads(COMPUTE_THREADS):
+    with compute_threads(COMPUTE_THREADS):
         result = fit(config)
         checkpoint = output / "checkpoints" / "last.pt"
         paths, labels, predictions = predict_val(config, checkpoint)
@@ -58,7 +75,7 @@ def run_demo(
     wrong = len(labels) - right
     say(f"val digits, true→predicted: {shown}  ({wrong} of {len(labels)} val images wrong)")
     say(
-        f"demo done in {_duration(seconds)}: final val top-1 {result['val_top1']:.2f}% "
+        f"demo done in {duration(seconds)}: final val top-1 {result['val_top1']:.2f}% "
         f"({right} of {len(labels)} right) after {result['epoch']} epochs"
     )
     train_images = sum(1 for _ in (data / "train").glob("*/*.png"))
@@ -142,7 +159,7 @@ def draw_predictions(items: list[tuple[str, int, int]], path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _compute_threads(count: int) -> Iterator[None]:
+def compute_threads(count: int) -> Iterator[None]:
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -151,6 +168,6 @@ def _compute_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     minutes, seconds = divmod(round(seconds), 60)
     return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"

@@ -1,10 +1,13 @@
-"""`twins demo [--output DIR] [key=value ...]`: the whole job on the built-in digits."""
+"""`twins demo [--task classify|segment] [--output DIR] [key=value ...]`: the whole job on the
+built-in digits."""
 
 from __future__ import annotations
 
 import argparse
 
 from twins.cli.options import add_overrides, output_folder
+
+TASKS = ("classify", "segment")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,21 +18,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "folders under the output folder, train a small Twins-PCPVT on them with "
         "configs/demo.yaml (the code path of `twins train`), evaluate it, draw its predictions "
         "on validation images, and print the final val top-1 and where everything is. "
-        "Run again on the same folder, it resumes (or just reports a finished run).",
+        "With --task segment: scenes of the digits in the ADE20K layout under DIR/data and a "
+        "small Twins + Semantic FPN trained on them with configs/demo_segment.yaml; it prints "
+        "the final val mIoU. Run again on the same folder, it resumes (or just reports a "
+        "finished run).",
+    )
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default="classify",
+        help="classify the digits, or segment scenes of them (default: %(default)s)",
     )
     parser.add_argument(
         "--output",
         type=output_folder,
-        default="runs/demo",
         metavar="DIR",
-        help="output folder (default: %(default)s)",
+        help="output folder (default: runs/demo, or runs/demo-segment with --task segment)",
     )
     add_overrides(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from twins.demo import run_demo
+    from twins.demo import run_task_demo
 
-    run_demo(args.output, args.overrides)
+    run_task_demo(args.task, args.output, args.overrides)
     return 0

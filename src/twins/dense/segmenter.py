@@ -83,9 +83,11 @@ def build_segmenter(
     device: torch.device | str | None,
     dtype: torch.dtype | None,
     overrides: dict[str, Any],
+    head_args: dict[str, Any] | None = None,
 ) -> Segmenter:
     """Backbone of `variant` (with `overrides`), heads from `make_heads(widths, num_classes)`
-    (a dict of `neck`, `decode_head`, `auxiliary_head`), weights from `pretrained`."""
+    (a dict of `neck`, `decode_head`, `auxiliary_head`; `head_args`, the arguments that shaped
+    them, go into `model_args`), weights from `pretrained`."""
     variant = resolve_name(variant)
     arch = f"{head}_{variant}"
     unknown = sorted(set(overrides) - set(BACKBONE_OVERRIDES))
@@ -117,6 +119,7 @@ def build_segmenter(
         weights = read_pretrained(pretrained, variant)
         overrides = {**_recorded_shape(arch, variant, weights.metadata), **overrides}
     model_args = {"num_classes": num_classes, "drop_path_rate": drop_path_rate, **overrides}
+    model_args |= head_args or {}
     try:
         backbone = dense_backbone(
             variant,

@@ -6,11 +6,13 @@ norm or activation (nearest top-down upsampling, biased convolutions); mmseg's
 `neck.lateral_convs.i.conv` / `neck.fpn_convs.i.conv` are its `inner_blocks.i.0` /
 `layer_blocks.i.0`. The head turns each level into 128 channels at stride 4 (1, 1, 2, 3
 ConvBNReLU 3x3, each but the first level's followed by a 2x bilinear upsampling), sums them,
-and classifies (Dropout2d 0.1, 1x1 conv_seg).
+and classifies (Dropout2d 0.1, 1x1 conv_seg). `neck_channels` and `head_channels` narrow both
+for small models (the segmentation demo); the official widths are the defaults.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -23,6 +25,7 @@ from twins.dense.segmenter import Segmenter, build_segmenter
 
 NECK_CHANNELS = 256
 HEAD_CHANNELS = 128
+DEFAULT_WIDTHS = {"neck_channels": NECK_CHANNELS, "head_channels": HEAD_CHANNELS}
 
 
 class FPNHead(nn.Module):
@@ -51,10 +54,15 @@ class FPNHead(nn.Module):
         return self.conv_seg(self.dropout(x))
 
 
-def _heads(widths: list[int], num_classes: int) -> dict[str, nn.Module]:
+def _heads(
+    widths: list[int],
+    num_classes: int,
+    neck_channels: int = NECK_CHANNELS,
+    head_channels: int = HEAD_CHANNELS,
+) -> dict[str, nn.Module]:
     return {
-        "neck": FeaturePyramidNetwork(widths, NECK_CHANNELS),
-        "decode_head": FPNHead(NECK_CHANNELS, num_classes, levels=len(widths)),
+        "neck": FeaturePyramidNetwork(widths, neck_channels),
+        "decode_head": FPNHead(neck_channels, num_classes, head_channels, levels=len(widths)),
     }
 
 
@@ -66,6 +74,8 @@ def semantic_fpn(
     fast_path: bool | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    neck_channels: int = NECK_CHANNELS,
+    head_channels: int = HEAD_CHANNELS,
     **overrides: Any,
 ) -> Segmenter:
     """Semantic FPN over the Twins `variant` (any name or alias).
@@ -75,12 +85,17 @@ def semantic_fpn(
         a Semantic FPN checkpoint in mmsegmentation's layout (`backbone.`, `neck.`,
         `decode_head.` keys; bare or under `state_dict`) or ours, loaded strictly.
     drop_path_rate: stochastic depth of the backbone (default: the official 0.2, 0.3 for
-        SVT-L). overrides: the backbone's arguments (`embed_dims`, `depths`, ...).
+        SVT-L). neck_channels, head_channels: the widths of the neck and of the head (the
+        official 256 and 128 by default). overrides: the backbone's arguments (`embed_dims`,
+        `depths`, ...).
     """
+    # Recorded in model_args only where they differ from the official widths.
+    widths = {"neck_channels": neck_channels, "head_channels": head_channels}
+    head_args = {k: v for k, v in widths.items() if v != DEFAULT_WIDTHS[k]}
     return build_segmenter(
         "semantic_fpn",
         variant,
-        _heads,
+        functools.partial(_heads, **widths),
         num_classes=num_classes,
         pretrained=pretrained,
         drop_path_rate=drop_path_rate,
@@ -88,4 +103,5 @@ def semantic_fpn(
         device=device,
         dtype=dtype,
         overrides=overrides,
+        head_args=head_args,
     )

@@ -1,0 +1,128 @@
+"""`twins demo --task segment`: a small Twins + Semantic FPN on scenes of handwritten digits.
+
+Scenes of scikit-learn's digits (`twins.dense.digit_scenes`: several digits on a smooth random
+ground, labelled from their strokes) are written once in the ADE20K layout under `DIR/data`,
+then trained on with the recipe `configs/demo_segment.yaml` through `twins.train.fit`, the code
+`twins train` runs, so `twins train -c DIR/config.yaml --data DIR/data` trains the same weights.
+Afterwards the final weights label the validation scenes: a picture of some of them beside
+their truth, and the final val mIoU with where everything is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from twins.atomic import atomic_path
+from twins.dense.digit_scenes import write_digit_scenes
+from twins.dense.seg_data import open_segmentation
+from twins.dense.seg_metrics import predict_labels
+from twins.errors import TwinsError
+from twins.tasks.segment import eval_transform
+from twins.train import fit, load_config
+
+RECIPE = Path(__file__).parents[1] / "configs" / "demo_segment.yaml"
+# Scenes written for the recipe; their side is the short side of its img_scale.
+TRAIN_SCENES, VAL_SCENES = 1000, 200
+SHOWN_SCENES = 6
+COMPUTE_THREADS = 1  # as the classifier demo: one compute thread beside one data worker
+
+
+def run_segment_demo(
+    output: str | Path = "runs/demo-segment",
+    overrides: list[str] | tuple[str, ...] = (),
+    say: Callable[[str], None] = print,
+    *,
+    train_scenes: int = TRAIN_SCENES,
+    val_scenes: int = VAL_SCENES,
+) -> dict[str, Any]:
+    """Write the scenes, train, draw predictions; returns the numbers and paths."""
+    from twins.demo import compute_threads, duration
+
+    start = time.perf_counter()
+    if not RECIPE.is_file():
+        raise TwinsError(f"demo recipe {RECIPE} not found: run the demo from a clone of twins")
+    output = Path(output)
+    data = output / "data"
+    config = load_config(RECIPE, overrides, data_url=str(data), train_url=str(output))
+    write_digit_scenes(data, train=train_scenes, val=val_scenes, size=min(config.img_scale))
+    say(
+        f"demo: {data} holds {train_scenes} training and {val_scenes} validation scenes of "
+        "handwritten digits in the ADE20K layout; training now"
+    )
+    with compute_threads(COMPUTE_THREADS):
+        result = fit(config)
+        checkpoint = output / "checkpoints" / "last.pt"
+        picture = output / "predictions.png"
+        draw_predictions(config, checkpoint, picture)
+
+    seconds = time.perf_counter() - start
+    say(
+        f"demo done in {duration(seconds)}: final val mIoU {result['val_mIoU']:.2f}% "
+        f"(mAcc {result['val_mAcc']:.2f}%, aAcc {result['val_aAcc']:.2f}%) on "
+        f"{result['val_images']} scenes after {config.max_iters} iterations"
+    )
+    say(f"  data         {data}  (ADE20K layout, classes.json)")
+    say(
+        f"  weights      {checkpoint} (final), {checkpoint.with_name('best.pt')} (best val mIoU "
+        f"{result['best_mIoU']:.2f}%)"
+    )
+    say(
+        f"  metrics      {output / 'metrics.jsonl'}, curves {output / 'curves.png'}, "
+        f"TensorBoard: tensorboard --logdir {output / 'tensorboard'}"
+    )
+    say(f"  predictions  {picture}  (scene, truth, prediction)")
+    say(f"  again        twins train -c {output / 'config.yaml'} --data {data} --output DIR")
+    return {
+        "val_mIoU": result["val_mIoU"],
+        "val_mAcc": result["val_mAcc"],
+        "val_aAcc": result["val_aAcc"],
+        "best_mIoU": result["best_mIoU"],
+        "val_images": result["val_images"],
+        "seconds": seconds,
+        "output": str(output),
+        "checkpoint": str(checkpoint),
+        "predictions_png": str(picture),
+    }
+
+
+def draw_predictions(config: Any, checkpoint: Path, path: Path, count: int = SHOWN_SCENES) -> None:
+    """The first `count` validation scenes in rows: the scene, its truth, the checkpoint's
+    prediction, the labels coloured with the data set's palette (ignored pixels black)."""
+    from matplotlib.figure import Figure  # no pyplot: renders to the file, needs no display
+
+    from twins import load_model
+
+    model = load_model(checkpoint).eval()
+    val_set = open_segmentation(config.data_url, "validation")
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: len(val_set.class_list.palette)] = val_set.class_list.palette
+    transform = eval_transform(config)
+    rows = min(count, len(val_set))
+    figure = Figure(figsize=(3 * 1.6, rows * 1.6))
+    axes = figure.subplots(rows, 3, squeeze=False)
+    for row, index in enumerate(range(rows)):
+        sample = val_set[index]
+        if sample is None:
+            raise TwinsError(f"{val_set.file_name(index)} is unreadable: delete {config.data_url}")
+        image, label = sample
+        with torch.inference_mode():
+            logits = model(transform.image(image)[None])["out"]
+        prediction = predict_labels(logits, label.shape[-2:])[0]
+        truth = label.as_subclass(torch.Tensor).long()
+        pictures = (image.permute(1, 2, 0), palette[truth.numpy()], palette[prediction.numpy()])
+        for column, (ax, picture) in enumerate(zip(axes[row], pictures, strict=True)):
+            ax.imshow(np.asarray(picture), interpolation="nearest")
+            ax.axis("off")
+            if row == 0:
+                ax.set_title(("scene", "truth", "prediction")[column], fontsize=10)
+    figure.suptitle("val scenes: classes in the palette of classes.json", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)
