@@ -21,13 +21,6 @@ def lazy_exports(
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(modules[name]), name)
         namespace[name] = value  # later look-ups skip this function
-        # Importing a submodule binds its name in the package: where a public name is also a
-        # submodule's (`twins.train.fit`, the function, in the module `twins.train.fit`), put
-        # the public object back over the module the import left.
-        for public, module in modules.items():
-            submodule = sys.modules.get(f"{package}.{public}")
-            if submodule is not None and namespace.get(public) is submodule:
-                namespace[public] = getattr(sys.modules[module], public)
         return value
 
     def __dir__() -> list[str]:

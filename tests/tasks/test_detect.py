@@ -24,7 +24,7 @@ from twins.config import save_config
 from twins.dense.digit_scenes import make_scene, split_digits
 from twins.seeds import derive_seed, seeded
 from twins.tasks.detect import DetectTask
-from twins.train.fit import build_model, fit
+from twins.train import build_model, fit
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 from twins.weights import model_metadata, save_weights

@@ -90,3 +90,23 @@ def test_a_segmentation_checkpoint_says_its_task_classes_and_palette(scenes, tmp
     assert meta["task"] == "segment" and meta["arch"] == "semantic_fpn_svt_small"
     assert meta["class_names"][:2] == ["background", "0"] and len(meta["class_names"]) == 11
     assert len(meta["dataset"]["palette"]) == 11 and meta["preprocessing"]["img_scale"] == [96, 48]
+
+
+def test_segmenters_synchronise_batchnorm_across_gpu_processes_only():
+    from types import SimpleNamespace
+
+    from twins import create_model
+    from twins.tasks import task_named
+    from twins.train.fit_loop import synchronised_batchnorm
+
+    model = create_model("semantic_fpn_pcpvt_small", **TINY_MODEL)
+    names = [name for name, _ in model.named_parameters()]
+    gpus = SimpleNamespace(enabled=True, device=torch.device("cuda", 0))
+    converted = synchronised_batchnorm(model, task_named("segment"), gpus)
+    kinds = {type(m).__name__ for m in converted.modules()}
+    assert "SyncBatchNorm" in kinds and "BatchNorm2d" not in kinds
+    assert [name for name, _ in converted.named_parameters()] == names
+    cpus = SimpleNamespace(enabled=True, device=torch.device("cpu"))
+    plain = create_model("semantic_fpn_pcpvt_small", **TINY_MODEL)
+    assert synchronised_batchnorm(plain, task_named("segment"), cpus) is plain
+    assert synchronised_batchnorm(plain, task_named("classify"), gpus) is plain

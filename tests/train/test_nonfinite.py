@@ -18,8 +18,7 @@ from twins.train import Trainer, fit, resume, save_config
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 
-# The module, not the function `twins.train.fit` that the package exports under its name.
-fit_module = importlib.import_module("twins.train.fit")
+fit_module = importlib.import_module("twins.train.fit_loop")
 
 
 def poison_training_steps(monkeypatch, steps: set[int] | range) -> None:

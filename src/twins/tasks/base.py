@@ -1,7 +1,7 @@
 """What a task supplies to the one fit loop: its data sets, how samples become batches and
 reach the device, its loss and its evaluation (torchvision's `references/{classification,
 segmentation,detection}` show how little else differs). The loop, resume, DDP, the lock, stop
-signals, logging and checkpoints are shared (`twins.train.fit`).
+signals, logging and checkpoints are shared (`twins.train.fit_loop`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class Task:
     score: str = ""
     score_label: str = ""
     shown: tuple[str, ...] = ()
+    # Whether the recipes synchronise BatchNorm statistics across processes (SyncBN).
+    sync_batchnorm: bool = False
 
     def datasets(self, config: Any) -> tuple[Dataset, Dataset, list[str]]:
         """(training set, validation set, class names) of `config.data_url`."""

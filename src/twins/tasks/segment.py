@@ -33,6 +33,7 @@ class SegmentTask(Task):
     score = "mIoU"
     score_label = "mIoU"
     shown = ("mIoU", "mAcc", "aAcc")
+    sync_batchnorm = True  # mmseg's heads: SyncBN
 
     def datasets(self, config: Any) -> tuple[Any, Any, list[str]]:
         train_transform = SegTrainTransform(

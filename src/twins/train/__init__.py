@@ -14,7 +14,7 @@ from twins.lazy import lazy_exports
 if TYPE_CHECKING:
     from twins.config import KEYS, TrainConfig, build_config, load_config, save_config
     from twins.train.evaluate import evaluate_checkpoint
-    from twins.train.fit import build_model, fit
+    from twins.train.fit_loop import build_model, fit
     from twins.train.schedule import lr_schedule
     from twins.train.trainer import Trainer
 
@@ -26,8 +26,8 @@ _LAZY = {
     "load_config": "twins.config",
     "save_config": "twins.config",
     "evaluate_checkpoint": "twins.train.evaluate",
-    "build_model": "twins.train.fit",
-    "fit": "twins.train.fit",
+    "build_model": "twins.train.fit_loop",
+    "fit": "twins.train.fit_loop",
     "lr_schedule": "twins.train.schedule",
     "Trainer": "twins.train.trainer",
 }

@@ -134,7 +134,7 @@ def _fit(
     steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_step)
     trainer = Trainer(
         config,
-        _parallel(model, ctx),
+        _parallel(synchronised_batchnorm(model, task, ctx), ctx),
         steps_per_epoch,
         world_size=ctx.world_size,
         criterion=task.criterion(config),
@@ -271,6 +271,16 @@ def _fit(
         "best_weights": state.best_weights,
         "output": shown,
     }
+
+
+def synchronised_batchnorm(model: nn.Module, task: Task, ctx: distributed.DistContext) -> nn.Module:
+    """The model with SyncBatchNorm for its BatchNorms where the task's recipes have it (the
+    segmentation heads: mmseg's SyncBN) and the processes train on GPUs (torch synchronises
+    batch statistics on GPUs only; on CPUs each process normalises over its own batch).
+    Parameter names are unchanged."""
+    if not (task.sync_batchnorm and ctx.enabled and ctx.device.type == "cuda"):
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def _parallel(model: nn.Module, ctx: distributed.DistContext) -> nn.Module:
