@@ -1,4 +1,5 @@
-"""Classify image files with a trained model: top-k labels and probabilities per image.
+"""Classify image files with a trained model: top-k labels and probabilities per image (a
+detector's files go to `twins.dense.det_predict`).
 
 Images are decoded as training and evaluation decode them (`twins.data.images`: EXIF
 orientation, 16-bit and alpha handled) and prepared as the weights file says its model expects
@@ -16,7 +17,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -29,7 +30,10 @@ from twins.errors import TwinsError
 from twins.models import smallest_image_size
 from twins.models.from_weights import model_from_weights
 from twins.notes import note
-from twins.weights import load_weights
+from twins.weights import StateDict, load_weights
+
+if TYPE_CHECKING:
+    from twins.dense.det_predict import DetectionRun
 
 # The official evaluation (DeiT's), for weights that do not say how they were evaluated.
 DEFAULT_PREPROCESSING: dict[str, Any] = {
@@ -70,6 +74,9 @@ class PredictionRun:
             "failures": [{"image": image, "error": reason} for image, reason in self.failures],
             "preprocessing": self.preprocessing,
         }
+
+    def format(self) -> str:
+        return format_run(self)
 
 
 def imagenet_class_names() -> list[str]:
@@ -170,7 +177,7 @@ class Predictor:
 
     def __init__(
         self,
-        checkpoint: str | os.PathLike,
+        checkpoint: str | os.PathLike | StateDict,
         *,
         arch: str | None = None,
         model_args: Mapping[str, Any] | None = None,
@@ -182,7 +189,10 @@ class Predictor:
         self.device = select_device(device)
         check_image_size(image_size)
         check_crop_pct(crop_pct)
-        weights = load_weights(checkpoint, ema=ema, arch=arch)
+        if isinstance(checkpoint, StateDict):  # read already
+            weights = checkpoint
+        else:
+            weights = load_weights(checkpoint, ema=ema, arch=arch)
         self.model = model_from_weights(weights, arch, model_args=model_args).to(self.device)
         if not self.model.num_classes:
             raise TwinsError(f"{checkpoint}: the model has no classifier head; nothing to predict")
@@ -262,11 +272,15 @@ def predict(
     device: str = "auto",
     image_size: int | None = None,
     crop_pct: float | None = None,
-) -> PredictionRun:
+    output: str | os.PathLike | None = None,
+    min_score: float | None = None,
+) -> PredictionRun | DetectionRun:
     """Top-k predictions for every image the inputs name; unreadable ones are listed, not fatal.
 
     `arch` and `model_args` describe the model where the file does not (see
     `twins.models.from_weights`); `image_size` and `crop_pct` overrule the file's preprocessing.
+    A detector's file gives a `twins.dense.det_predict.DetectionRun` instead (its pictures
+    written under `output`, showing detections scoring at least `min_score`).
     """
     for name, value in (("topk", topk), ("batch_size", batch_size)):
         if value < 1:
@@ -278,8 +292,29 @@ def predict(
             f"no images to predict ({reasons}); name image files, folders or globs",
             argument="inputs",
         )
+    weights = load_weights(checkpoint, ema=ema, arch=arch)
+    if model_task(weights, arch) == "detect":
+        from twins.dense.det_predict import MIN_SCORE, predict_detections
+
+        detections = predict_detections(
+            weights,
+            paths,
+            output=output,
+            min_score=MIN_SCORE if min_score is None else min_score,
+            arch=arch,
+            model_args=model_args,
+            device=device,
+        )
+        detections.failures = missing + detections.failures
+        return detections
+    if output is not None or min_score is not None:
+        raise TwinsError(
+            "output and min_score are for a detector's detections; a classifier prints its "
+            "top-k classes (leave out --output and --min-score)",
+            argument="output" if output is not None else "min_score",
+        )
     predictor = Predictor(
-        checkpoint,
+        weights,
         arch=arch,
         model_args=model_args,
         ema=ema,
@@ -290,6 +325,19 @@ def predict(
     run = predictor.predict(paths, topk=topk, batch_size=batch_size)
     run.failures = missing + run.failures
     return run
+
+
+def model_task(weights: StateDict, arch: str | None = None) -> str:
+    """ "classify", "segment" or "detect": the task of the model `arch` names, else the file's."""
+    from twins.dense.registry import task_of
+
+    named = arch or weights.metadata.get("arch")
+    if isinstance(named, str):
+        try:
+            return task_of(named)
+        except TwinsError:  # a name this toolkit does not know: the file's task, if any
+            pass
+    return weights.metadata.get("task") or "classify"
 
 
 def format_run(run: PredictionRun) -> str:

@@ -1,4 +1,4 @@
-"""`twins predict`: top-k classes of images, folders or globs."""
+"""`twins predict`: top-k classes of images, folders or globs (a detector's objects)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ from twins.cli.options import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="classify images with a trained model",
+        help="classify images with a trained model (or detect objects with a detector)",
         description="Print the top-k classes of each image. IMAGE may be a file, a folder "
         "(searched recursively) or a glob pattern. Class names come from the weights file, or "
         "are the ImageNet-1k names for a 1000-class model. Unreadable images are reported and "
-        "skipped.",
+        "skipped. A detector's file prints each image's detections instead (--json: one array "
+        "of COCO result objects, as pycocotools' loadRes reads them) and, with --output, "
+        "draws them on a picture per image.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders, globs")
     add_checkpoint(parser)
@@ -49,17 +51,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FRACTION",
         help="crop fraction in (0, 1] (default: the weights file's, else 0.875)",
     )
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        help="detectors: write DIR/<image stem>_detections.png, the image with its detections",
+    )
+    parser.add_argument(
+        "--min-score",
+        type=fraction,
+        metavar="SCORE",
+        help="detectors: the lowest score printed and drawn (default 0.5; --json lists all)",
+    )
     add_device(parser)
     add_json(
         parser,
         prints="one object: predictions (image, top: index, label, probability), failures, "
-        "preprocessing",
+        "preprocessing; for a detector, one array of COCO result objects (file_name, image_id, "
+        "category_id, bbox, score, segmentation)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from twins.predict import format_run, predict
+    from twins.predict import predict
 
     result = predict(
         args.checkpoint,
@@ -72,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         image_size=args.image_size,
         crop_pct=args.crop_pct,
+        output=args.output,
+        min_score=args.min_score,
     )
-    print(json.dumps(result.to_json()) if args.json else format_run(result))
+    print(json.dumps(result.to_json()) if args.json else result.format())
     return 0 if result.predictions else 1
