@@ -4,7 +4,12 @@ FPN, wired and set as the official configs (mmdetection 2.8; dense/FACTS.md §2e
 `num_classes` counts the object classes, background excluded (`MaskRCNN` gets one more inside).
 Images go through torchvision's `GeneralizedRCNNTransform`: ImageNet mean and std on 0..1
 pixels, shorter side `min_size` (a tuple: one drawn per batch in training), longer side at
-most `max_size`, batch padded to a multiple of 32; the official test setting is 800 / 1333.
+most `max_size`, batch padded to a multiple of `pad_divisor` (32); the official test setting is
+800 / 1333. With `resize_in_model=False` the model does not resize: the images arrive at their
+final size from a data pipeline (`twins.dense.det_transforms`, which resizes uint8 images as
+mmdetection does, and draws the 3x recipe's multi-scale crops), as in every detector the fit
+loop trains (`twins.tasks.detect`); `min_size` / `max_size` then only record the scale that
+pipeline resizes to (`det_transforms.eval_transform(min_size, max_size)` prepares raw images).
 `forward(images, targets)` is torchvision's: losses in training, a list of dicts with `boxes`,
 `labels`, `scores` (and `masks`) in evaluation, in the input images' pixels. Labels run from 1
 to num_classes in both detectors (0 is background).
@@ -22,6 +27,7 @@ import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -38,6 +44,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RATIOS = (0.5, 1.0, 2.0)
 # Backbone arguments a detector takes (the classifier's, less those of its head).
 BACKBONE_ARGUMENTS = (*(a for a in OVERRIDES if a != "global_pool"), "stage_norms")
+# The input transform's arguments, recorded in `model_args`.
+TRANSFORM_ARGUMENTS = ("min_size", "max_size", "resize_in_model", "pad_divisor")
 
 
 def retinanet_anchor_sizes() -> tuple[tuple[float, ...], ...]:
@@ -55,6 +63,8 @@ def retinanet(
     *,
     min_size: int | tuple[int, ...] = 800,
     max_size: int = 1333,
+    resize_in_model: bool = True,
+    pad_divisor: int = 32,
     fast_path: bool | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -72,6 +82,8 @@ def maskrcnn(
     *,
     min_size: int | tuple[int, ...] = 800,
     max_size: int = 1333,
+    resize_in_model: bool = True,
+    pad_divisor: int = 32,
     fast_path: bool | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -95,7 +107,9 @@ def _build(
     arch = f"{head}_{variant}"
     unknown = sorted(set(overrides) - set(BACKBONE_ARGUMENTS))
     if unknown:
-        valid = ", ".join([*BACKBONE_ARGUMENTS, "min_size", "max_size", "fast_path", "device"])
+        valid = ", ".join(
+            [*BACKBONE_ARGUMENTS, *TRANSFORM_ARGUMENTS, "fast_path", "device", "dtype"]
+        )
         raise TwinsError(
             f"unknown argument(s) {', '.join(unknown)} for {arch}: valid ones are {valid}",
             argument=unknown[0],
@@ -138,6 +152,8 @@ def _build(
             model = _retinanet(body, num_classes, common)
         else:
             model = _maskrcnn(body, num_classes, common)
+        resize, pad_divisor = bool(settings["resize_in_model"]), int(settings["pad_divisor"])
+        model.transform = DetectorInput(**common, size_divisible=pad_divisor, resize=resize)
     if dtype is not None:
         model.to(dtype)
     model.arch = arch
@@ -149,10 +165,29 @@ def _build(
         "num_classes": num_classes,
         "min_size": list(min_size) if isinstance(min_size, tuple) else min_size,
         "max_size": max_size,
+        "resize_in_model": resize,
+        "pad_divisor": pad_divisor,
     }
     if weights is not None:
         load_detector_weights(model, layout, weights, head)
     return model
+
+
+class DetectorInput(GeneralizedRCNNTransform):
+    """torchvision's input transform (normalise, resize, pad the batch), its resize skipped when
+    `resize` is False (the images come resized from the data pipeline; the detections are then
+    in the pixels of the images given)."""
+
+    def __init__(self, *args: Any, resize: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resize_images = resize
+
+    def resize(
+        self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        if not self.resize_images:
+            return image, target
+        return super().resize(image, target)
 
 
 def _retinanet(body: nn.Module, num_classes: int, common: dict[str, Any]) -> RetinaNetFromOne:

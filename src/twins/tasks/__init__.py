@@ -14,6 +14,7 @@ from twins.tasks.base import Task
 TASKS = {
     "classify": "twins.tasks.classify:ClassifyTask",
     "segment": "twins.tasks.segment:SegmentTask",
+    "detect": "twins.tasks.detect:DetectTask",
 }
 
 

@@ -36,6 +36,11 @@ class Task:
         """(training set, validation set, class names) of `config.data_url`."""
         raise NotImplementedError
 
+    def model_arguments(self, config: Any) -> dict[str, Any]:
+        """`create_model` arguments the task's data pipeline sets (over `model_args`): a
+        detector's input scale and padding, its resize left to the pipeline."""
+        return {}
+
     def collate(self, train: bool) -> Callable[[list[tuple]], Any]:
         """Readable samples (tuples) -> one batch."""
         raise NotImplementedError

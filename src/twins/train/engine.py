@@ -46,7 +46,8 @@ def train_one_epoch(
     """Train over `loader` once, or until the run's step `stop_at_step` (a run counted in
     iterations ends within an epoch); returns the epoch's mean loss (over every process's
     applied steps), its optimizer steps, skipped steps, images and seconds. `log(record)` gets the mean
-    loss of the applied steps every `log_every` optimizer steps of the run."""
+    loss of the applied steps every `log_every` optimizer steps of the run, and the parts of the
+    last batch's loss where the task's criterion gives them (`train_<part>`)."""
     state, config = trainer.state, trainer.config
     epoch = state.epoch + 1
     done = state.progress
@@ -96,7 +97,8 @@ def train_one_epoch(
             window_loss = done.window_sum.item() / done.window_steps
             if log is not None:
                 log({"kind": "step", "epoch": epoch, "step": state.step}
-                    | {"train_loss": window_loss, "lr": trainer.applied_lr})  # fmt: skip
+                    | {"train_loss": window_loss, "lr": trainer.applied_lr}
+                    | _last_parts(trainer))  # fmt: skip
             done.window_sum.zero_()
             done.window_steps = 0
             if progress:
@@ -118,6 +120,11 @@ def train_one_epoch(
         "trained_images": done.images - images_before,  # by this process, in this call
         "seconds": max(time.perf_counter() - start, 1e-6),
     }
+
+
+def _last_parts(trainer: Trainer) -> dict[str, float]:
+    """The parts of the last batch's loss (a dense task's: each head's), as train_<part>."""
+    return {f"train_{k}": v.item() for k, v in trainer.loss_parts.items() if k != "loss"}
 
 
 def evaluate(

@@ -89,9 +89,10 @@ def check_output_outside_data(train_url: str, data_url: str) -> None:
 
 
 def build_model(config: TrainConfig, pretrained: str | None = None, **overrides: Any) -> nn.Module:
-    """The config's model: `arch` with `model_args`, `num_classes` and `drop_path_rate`; under
-    the seed's semantics with the seed's (MindSpore's) tanh GELU unless model_args says."""
-    arguments = {**config.model_args, **overrides}
+    """The config's model: `arch` with `model_args`, `num_classes` and `drop_path_rate`, and
+    what the task's pipeline sets (`Task.model_arguments`); under the seed's semantics with the
+    seed's (MindSpore's) tanh GELU unless model_args says."""
+    arguments = {**config.model_args, **task_for(config).model_arguments(config), **overrides}
     if config.semantics == "seed":
         arguments.setdefault("act_layer", "gelu_tanh")
     return create_model(

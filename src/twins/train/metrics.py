@@ -2,7 +2,8 @@
 
 Each `metrics.jsonl` line is one JSON object with `kind` ("step" every `log_every` optimizer
 steps, "epoch" at the end of each epoch), `epoch` (1-based), `step` (optimizer steps so far),
-`train_loss`, `lr` (the last step's rate at lr scale 1: under `layer_decay`, the head's), and on evaluated epochs `val_top1`, `val_top5` (%), `val_loss`,
+`train_loss`, `lr` (the last step's rate at lr scale 1: under `layer_decay`, the head's), on
+step lines of a dense task the parts of the last batch's loss (`train_<part>`), and on evaluated epochs `val_top1`, `val_top5` (%), `val_loss`,
 `val_images`. A resumed run first drops the lines written after its checkpoint (step lines
 past its step, epoch lines past its epochs done), so the file reads as if the run had never
 stopped; TensorBoard does the same with `purge_step`.

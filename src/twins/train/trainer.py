@@ -58,7 +58,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.module, config, device)
         self.schedule = lr_schedule(config, steps_per_epoch, world_size=world_size)
         self.criterion = criterion or task_for(config).criterion(config)
-        self.loss_parts: dict[str, float] = {}
+        self.loss_parts: dict[str, torch.Tensor] = {}
         self.ema = ModelEmaV3(self.module, decay=config.ema_decay) if config.with_ema else None
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.clip = config.clip_global_norm_value or math.inf

@@ -1,0 +1,196 @@
+"""Object detection and instance segmentation (RetinaNet, Mask R-CNN; mmdetection 2.8's
+recipes): COCO-format data (`twins.dense.coco_data`), the official training pipeline of the
+recipe's `scale_policy` (`single`: 1x, `detr`: the 3x multi-scale crops;
+`twins.dense.det_transforms`), torchvision's detection losses, and COCO box (and mask) AP with
+pycocotools over the whole validation set, each image once.
+
+Images are resized once, in the data pipeline (uint8, per image, as mmdetection resizes), so the
+detectors are built with their own resize off (`resize_in_model=False`, recorded in their
+`model_args`); they still normalise and pad the batch to `pad_divisor`. The detections come out
+in the resized images' pixels and are mapped back to the original ones for COCOeval.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from twins.dense.coco_data import CocoDataset, open_coco_split
+from twins.dense.coco_eval import coco_metrics, detections_to_coco, gather_by_image
+from twins.dense.det_transforms import (
+    CROP_POLICY_SHORT_SIDES,
+    CROP_SIZE_RANGE,
+    MULTI_SCALE_SHORT_SIDES,
+    SHORT_SIDE,
+    eval_transform,
+    to_model_input,
+    train_transform_1x,
+    train_transform_3x,
+)
+from twins.dense.detectors import IMAGENET_MEAN, IMAGENET_STD
+from twins.dense.registry import split_dense_name
+from twins.errors import TwinsError
+from twins.tasks.base import Criterion, Task, ToDevice
+from twins.train.precision import Precision
+
+
+class DetectTask(Task):
+    name = "detect"
+    score = "bbox_AP"
+    score_label = "box AP"
+    shown = ("bbox_AP", "bbox_AP50", "segm_AP")
+
+    def datasets(self, config: Any) -> tuple[CocoDataset, CocoDataset, list[str]]:
+        masks = with_masks(config)
+        train = open_coco_split(config.data_url, "train", train_transform(config), masks)
+        val = open_coco_split(config.data_url, "val", detection_eval_transform(config), masks)
+        if len(train.categories) != config.num_classes:
+            raise TwinsError(
+                f"{config.data_url} has {len(train.categories)} categories but num_classes is "
+                f"{config.num_classes}; set num_classes={len(train.categories)}",
+                argument="num_classes",
+            )
+        if val.categories.category_ids != train.categories.category_ids:
+            raise TwinsError(
+                f"the val and train annotation files of {config.data_url} list other categories "
+                f"({val.categories.category_ids[:5]} vs {train.categories.category_ids[:5]}): "
+                "give both the same categories",
+                argument="data_url",
+            )
+        return train, val, list(train.categories.names)
+
+    def model_arguments(self, config: Any) -> dict[str, Any]:
+        long_side, short_side = config.img_scale
+        return {
+            "min_size": short_side,
+            "max_size": long_side,
+            "pad_divisor": config.pad_divisor,
+            "resize_in_model": False,
+        }
+
+    def metadata(self, config: Any, train_set: Any) -> dict[str, Any]:
+        long_side, short_side = config.img_scale
+        categories = train_set.categories
+        return {
+            "preprocessing": {
+                "img_scale": [long_side, short_side],
+                "min_size": short_side,
+                "max_size": long_side,
+                "mean": list(IMAGENET_MEAN),
+                "std": list(IMAGENET_STD),
+                "pad_divisor": config.pad_divisor,
+            },
+            # Label i + 1 of the model is category_ids[i] of the training annotations.
+            "dataset": {
+                "category_ids": list(categories.category_ids),
+                "category_names": list(categories.names),
+            },
+        }
+
+    def collate(self, train: bool) -> Any:
+        return images_and_targets
+
+    def to_device(self, config: Any) -> ToDevice:
+        return to_model_input
+
+    def criterion(self, config: Any) -> Criterion:
+        def criterion(model: nn.Module, images: list, targets: list) -> dict[str, torch.Tensor]:
+            parts = model(images, targets)  # torchvision's loss dict in training mode
+            return {"loss": sum(parts.values()), **parts}
+
+        return criterion
+
+    def evaluate(
+        self, models: dict[str, nn.Module], loader: Any, precision: Precision, *, progress=False
+    ) -> dict[str, dict[str, Any]]:
+        return evaluate_detectors(models, loader, precision, progress=progress)
+
+
+def with_masks(config: Any) -> bool:
+    """Whether the config's detector predicts masks (Mask R-CNN): its data then carry them."""
+    split = split_dense_name(config.arch)
+    return split is not None and split[0] == "maskrcnn"
+
+
+def train_transform(config: Any) -> Any:
+    """The recipe's training pipeline at `img_scale` ([long, short]): `single` resizes into it
+    and flips; `detr` draws DETR's multi-scale sizes and crops, scaled by short / 800 (so the
+    official sizes at 1333 x 800)."""
+    long_side, short_side = config.img_scale
+    if config.scale_policy == "single":
+        return train_transform_1x(short_side, long_side, flip=config.hflip)
+    factor = short_side / SHORT_SIDE
+
+    def scaled(sides: tuple[int, ...]) -> list[int]:
+        return sorted({max(1, round(side * factor)) for side in sides})
+
+    low, high = scaled(CROP_SIZE_RANGE)[0], scaled(CROP_SIZE_RANGE)[-1]
+    return train_transform_3x(
+        scaled(MULTI_SCALE_SHORT_SIDES),
+        long_side,
+        scaled(CROP_POLICY_SHORT_SIDES),
+        (low, high),
+        flip=config.hflip,
+    )
+
+
+def detection_eval_transform(config: Any) -> Any:
+    """The evaluation (and prediction) resize: keep-ratio into `img_scale` ([long, short])."""
+    long_side, short_side = config.img_scale
+    return eval_transform(short_side, long_side)
+
+
+def images_and_targets(samples: list[tuple]) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """A batch as torchvision's detectors take it: the images (of different sizes: the model
+    pads them) and their targets, in lists."""
+    return [image for image, _ in samples], [target for _, target in samples]
+
+
+@torch.no_grad()
+def evaluate_detectors(
+    models: dict[str, nn.Module],
+    loader: Any,
+    precision: Precision,
+    *,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[str, dict[str, Any]]:
+    """COCO's twelve box numbers (and mask numbers for Mask R-CNN) in %, and `images`, of each
+    model over every process's shard, in one pass (each batch through every model): the
+    detections of all processes gathered by image, so each image counts once."""
+    for model in models.values():
+        model.eval()
+    dataset = loader.dataset
+    device = precision.device
+    by_image: dict[str, dict[Any, list[dict[str, Any]]]] = {name: {} for name in models}
+    for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        inputs, _ = to_model_input(images, [], device)
+        for name, model in models.items():
+            with precision.autocast():
+                detections = model(inputs)
+            for image, target, found in zip(images, targets, detections, strict=True):
+                image_id = target["image_id"]
+                by_image[name][image_id] = detections_to_coco(
+                    found,
+                    image_id,
+                    dataset.coco.imgs[image_id]["file_name"],
+                    tuple(image.shape[-2:]),
+                    tuple(target["orig_size"]),
+                    dataset.categories,
+                )
+    results = {}
+    for name, model in models.items():
+        gathered = gather_by_image(by_image[name])
+        if not gathered:
+            raise TwinsError("the validation set is empty: put images in the val split")
+        iou_types = ("bbox", "segm") if _predicts_masks(model) else ("bbox",)
+        results[name] = coco_metrics(dataset.coco, gathered, iou_types)
+    return results
+
+
+def _predicts_masks(model: nn.Module) -> bool:
+    heads = getattr(model, "roi_heads", None)
+    return heads is not None and heads.has_mask()
