@@ -16,7 +16,8 @@ program's guards are the declared ranges only: it runs a single image, and the s
 Every export carries the model's metadata (`twins.weights.metadata`: arch, model_args, class
 names, and the preprocessing its images need): ONNX in `metadata_props` (one JSON value per
 key), `.pt2` as the extra file `twins_metadata.json`, safetensors in its metadata;
-`exported_metadata(path)` reads it back from ONNX and `.pt2` files.
+`exported_metadata(path)` reads it back from ONNX and `.pt2` files. Detectors export as
+`twins.dense.det_export` says.
 """
 
 from __future__ import annotations
@@ -294,6 +295,12 @@ def export(
     check_destination(checkpoint, output)
     weights = load_weights(checkpoint, ema=ema, arch=arch)
     model = model_from_weights(weights, arch, model_args=model_args)
+    if getattr(model, "task", None) == "detect":
+        from twins.dense.det_export import export_detector
+
+        return export_detector(
+            model, format, output, weights.metadata, image_size=image_size, check=check
+        )
     smallest = smallest_side(model)
     if format != "safetensors" and image_size < smallest:
         raise TwinsError(

@@ -13,7 +13,6 @@ import torch
 from coco_files import write_coco_val
 from PIL import Image
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import twins
@@ -69,7 +68,7 @@ def test_json_is_what_pycocotools_scores(tmp_path: Path, coco_images: Path, caps
         height, width = sizes[result["image_id"]]
         assert result["file_name"] == f"{result['image_id']:012d}.png"
         x, y, w, h = result["bbox"]
-        assert 0 <= x and 0 <= y and x + w <= width + 1e-3 and y + h <= height + 1e-3
+        assert x >= 0 and y >= 0 and x + w <= width + 1e-3 and y + h <= height + 1e-3
         assert result["segmentation"]["size"] == [height, width]
         assert 0.9 < result["score"] <= 1
     # pycocotools reads the printed list as it is, and scores it as the evaluation does.
