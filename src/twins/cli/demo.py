@@ -20,16 +20,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--output",
         type=output_folder,
-        default="runs/demo",
         metavar="DIR",
-        help="output folder (default: %(default)s)",
+        help="output folder (default: runs/demo; runs/demo-detect with --task detect)",
+    )
+    parser.add_argument(
+        "--task",
+        choices=("classify", "detect"),
+        default="classify",
+        help="classify: the digits (default); detect: a RetinaNet on scenes of digits "
+        "(configs/demo_detect.yaml), data in COCO layout under DIR/data",
     )
     add_overrides(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "detect":
+        from twins.dense.det_demo import run_detect_demo
+
+        run_detect_demo(args.output or "runs/demo-detect", args.overrides)
+        return 0
     from twins.demo import run_demo
 
-    run_demo(args.output, args.overrides)
+    run_demo(args.output or "runs/demo", args.overrides)
     return 0
