@@ -5,6 +5,9 @@ and resumed exactly; `twins eval --json` and `twins.load_model` on what it wrote
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +19,14 @@ from pycocotools import mask as mask_utils
 import twins
 import twins.train.trainer
 from factories import TINY_MODEL, make_config
+from twins.cli.main import main
 from twins.dense.digit_scenes import make_scene, split_digits
-from twins.train import fit
+from twins.seeds import derive_seed, seeded
+from twins.tasks.detect import DetectTask
+from twins.train import build_model, fit, save_config
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
+from twins.weights import model_metadata, save_weights
 
 TIMINGS = ("epoch_seconds", "images_per_s", "output")
 SPLITS = {"train": "training", "val": "validation"}
@@ -99,11 +106,27 @@ def detect_config(data, output, **changes):
     return make_config(data_url=str(data), train_url=str(output), **recipe | changes)
 
 
-def test_a_detection_run_killed_within_an_epoch_resumes_exactly(scenes, tmp_path, monkeypatch):
-    unbroken = fit(detect_config(scenes, tmp_path / "unbroken"))
+@pytest.fixture(scope="module")
+def trained(scenes, tmp_path_factory):
+    """(fit's result, output folder) of the unbroken run, on one thread as the tests' own runs
+    (the function-scoped `one_thread` comes after this fixture): sums over other thread counts
+    round otherwise."""
+    output = tmp_path_factory.mktemp("unbroken")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fit(detect_config(scenes, output)), output
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_detection_run_killed_within_an_epoch_resumes_exactly(
+    scenes, trained, tmp_path, monkeypatch
+):
+    unbroken, output = trained
     assert {"val_bbox_AP", "val_bbox_AP50", "val_bbox_ARl"} <= unbroken.keys()
     assert unbroken["val_images"] == 3 and unbroken["best_bbox_AP"] == unbroken["best_score"]
-    records = read_metrics(tmp_path / "unbroken" / "metrics.jsonl")
+    records = read_metrics(output / "metrics.jsonl")
     steps = [r for r in records if r["kind"] == "step"]
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     assert all(r["train_classification"] > 0 and r["train_bbox_regression"] > 0 for r in steps)
@@ -135,6 +158,101 @@ def test_a_detection_run_killed_within_an_epoch_resumes_exactly(scenes, tmp_path
     assert without_timings(read_metrics(tmp_path / "run" / "metrics.jsonl")) == without_timings(
         records
     )
-    a = load_checkpoint(tmp_path / "unbroken" / "checkpoints" / "last.pt")["model"]
+    a = load_checkpoint(output / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_a_detection_checkpoint_says_its_categories_and_scale(trained):
+    _, output = trained
+    meta = load_checkpoint(output / "checkpoints" / "best.pt")["meta"]
+    assert meta["task"] == "detect" and meta["arch"] == "retinanet_svt_small"
+    assert meta["class_names"] == [str(d) for d in range(10)]
+    assert meta["dataset"]["category_ids"] == [category_id(d) for d in range(10)]
+    assert (
+        meta["preprocessing"]["img_scale"] == [96, 64] and meta["preprocessing"]["min_size"] == 64
+    )
+    assert meta["model_args"]["resize_in_model"] is False  # the data pipeline resizes
+
+
+def test_eval_json_prints_cocos_twelve_numbers(scenes, trained, capsys):
+    _, output = trained
+    argv = ["eval", "-c", str(output / "config.yaml"), "--data", str(scenes), "--json"]
+    assert main([*argv, "--checkpoint", str(output / "checkpoints" / "last.pt")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    assert {f"bbox_{name}" for name in names} <= result.keys()
+    assert not any(key.startswith("segm_") for key in result)  # RetinaNet: no masks
+    assert result["images"] == 3 and result["arch"] == "retinanet_svt_small"
+    assert result["bbox_AP"] == trained[0]["val_bbox_AP"]  # what the run's last epoch measured
+
+
+def test_load_model_rebuilds_the_trained_detector(trained):
+    _, output = trained
+    model = twins.load_model(output / "checkpoints" / "last.pt")
+    weights = load_checkpoint(output / "checkpoints" / "last.pt")["model"]
+    assert model.arch == "retinanet_svt_small" and model.task == "detect"
+    assert model.num_classes == 10 and not model.training
+    state = model.state_dict()
+    assert state.keys() == weights.keys()
+    assert all(torch.equal(state[name], weights[name]) for name in weights)
+    image = torch.rand(3, 64, 80)
+    with torch.no_grad():
+        (found,) = model([image])
+    assert set(found) == {"boxes", "labels", "scores"}
+
+
+def test_the_3x_pipeline_draws_detrs_sizes_scaled_to_img_scale(scenes):
+    config = detect_config(scenes, scenes / "unused", scale_policy="detr")
+    train, val, names = DetectTask().datasets(config)
+    sides = set()
+    for index in range(len(train)):
+        for epoch in range(6):
+            with seeded(derive_seed(0, epoch, index)):
+                image, target = train[index]
+            sides.add(min(image.shape[-2:]))
+            assert target["boxes"].canvas_size == tuple(image.shape[-2:])
+    # 480, 512, ..., 800 at img_scale [1333, 800]; here short side 64: x 0.08
+    assert sides <= {round(side * 0.08) for side in range(480, 801, 32)} and len(sides) > 2
+    assert [tuple(val[i][0].shape) for i in range(len(val))] == [(3, 64, 64)] * 3
+    assert names == [str(d) for d in range(10)]
+
+
+@pytest.mark.slow
+def test_a_mask_rcnn_run_reports_mask_ap_and_each_loss(scenes, tmp_path):
+    result = fit(detect_config(scenes, tmp_path, arch="maskrcnn_svt_small", epochs=1))
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    assert {f"val_{kind}_{name}" for kind in ("bbox", "segm") for name in names} <= result.keys()
+    (step, *_) = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "step"]
+    parts = ("classifier", "box_reg", "mask", "objectness", "rpn_box_reg")
+    assert all(step[f"train_loss_{part}"] > 0 for part in parts)
+    assert step["train_loss"] == pytest.approx(sum(step[f"train_loss_{part}"] for part in parts))
+
+
+@pytest.mark.slow
+def test_eval_under_torchrun_counts_each_image_once(scenes, tmp_path, capsys):
+    # A fresh Mask R-CNN: box and mask numbers; rank 0 alone holds 2 of the 3 images.
+    config = detect_config(scenes, tmp_path, arch="maskrcnn_svt_small", batch_size=1)
+    save_config(config, tmp_path / "config.yaml")
+    torch.manual_seed(0)
+    model = build_model(config)
+    save_weights(model.state_dict(), tmp_path / "w.safetensors", metadata=model_metadata(model))
+    argv = ["eval", "-c", str(tmp_path / "config.yaml"), "--checkpoint"]
+    argv += [str(tmp_path / "w.safetensors"), "--json"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*torchrun, "-m", "twins", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    (shared,) = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert main(argv) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert shared["images"] == alone["images"] == 3  # 2 + 1 over the two processes
+    assert "segm_ARl" in shared
+    assert {k: shared[k] for k in alone if k != "checkpoint"} == pytest.approx(
+        {k: alone[k] for k in alone if k != "checkpoint"}
+    )

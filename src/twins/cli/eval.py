@@ -50,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
+    if config.task == "detect":
+        from twins.dense.det_evaluate import describe
+
+        print(describe(result, config.data_url))
+        return 0
     print(
         f"{result['arch']} on {config.data_url}/val: top-1 {result['top1']:.2f}%  "
         f"top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  ({result['images']} images"

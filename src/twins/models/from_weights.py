@@ -178,7 +178,9 @@ def load_model(
     class names (`label_names`), so `timm.data.resolve_data_config(model=model)` prepares
     images as training evaluated them. `arch` and `model_args` describe the model where the
     file does not (official or timm weights, see `model_from_weights`). A dense model's file
-    (arch `upernet_svt_small`, ...) gives back that model, rebuilt from its `model_args`.
+    (arch `upernet_svt_small`, `maskrcnn_svt_small`, ...) gives back that model, rebuilt from
+    its `model_args`; a detector trained here takes images already resized to its `min_size` /
+    `max_size` (`resize_in_model: false`: `twins.dense.det_transforms.eval_transform` does it).
     """
     weights = load_weights(path, ema=ema, arch=arch)
     return model_from_weights(weights, arch, model_args=model_args)

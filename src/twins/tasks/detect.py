@@ -186,11 +186,12 @@ def evaluate_detectors(
         gathered = gather_by_image(by_image[name])
         if not gathered:
             raise TwinsError("the validation set is empty: put images in the val split")
-        iou_types = ("bbox", "segm") if _predicts_masks(model) else ("bbox",)
+        iou_types = ("bbox", "segm") if predicts_masks(model) else ("bbox",)
         results[name] = coco_metrics(dataset.coco, gathered, iou_types)
     return results
 
 
-def _predicts_masks(model: nn.Module) -> bool:
+def predicts_masks(model: nn.Module) -> bool:
+    """Whether the detector has a mask head (Mask R-CNN)."""
     heads = getattr(model, "roi_heads", None)
     return heads is not None and heads.has_mask()

@@ -34,7 +34,12 @@ def evaluate_checkpoint(
     validation folder that are not images, counted and named: "" when none)} and, with EMA weights
     evaluated, "ema": {"top1", "top5", "loss", "images"}. `ema=True` evaluates the file's EMA
     weights too and refuses a file without them; None follows the config's `with_ema`, where
-    the file has EMA weights."""
+    the file has EMA weights. A detection config's file gets COCO's numbers instead
+    (`twins.dense.det_evaluate`)."""
+    if config.task == "detect":
+        from twins.dense.det_evaluate import evaluate_detector
+
+        return evaluate_detector(config, checkpoint, ema=ema)
     ctx = distributed.setup(config.device_target)
     try:
         weights = load_weights(checkpoint, arch=config.arch)  # tells PCPVT from SVT in a .ckpt
