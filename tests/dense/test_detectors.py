@@ -309,3 +309,18 @@ def test_bad_arguments_are_one_clear_error(arguments, complaint) -> None:
     with pytest.raises(TwinsError) as raised:
         twins.create_model("maskrcnn_svt_small", device="meta", **arguments)
     assert complaint in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_resize_in_model_false_leaves_the_images_at_their_size() -> None:
+    images = [torch.rand(3, 64, 80), torch.rand(3, 50, 40)]
+    sizes = {}
+    for resize in (True, False):
+        model = twins.create_model(
+            "retinanet_svt_small", num_classes=CLASSES, resize_in_model=resize, pad_divisor=16,
+            **TINY_MODEL, min_size=128, max_size=256,
+        )  # fmt: skip
+        assert model.model_args["resize_in_model"] is resize
+        batch, _ = model.transform.eval()(images)
+        sizes[resize] = batch.image_sizes
+        assert batch.tensors.shape[-1] % 16 == 0
+    assert sizes == {True: [(128, 160), (160, 128)], False: [(64, 80), (50, 40)]}
