@@ -177,8 +177,9 @@ class Predictor:
 
     def __init__(
         self,
-        checkpoint: str | os.PathLike | StateDict,
+        checkpoint: str | os.PathLike,
         *,
+        weights: StateDict | None = None,
         arch: str | None = None,
         model_args: Mapping[str, Any] | None = None,
         ema: bool | None = None,
@@ -189,9 +190,7 @@ class Predictor:
         self.device = select_device(device)
         check_image_size(image_size)
         check_crop_pct(crop_pct)
-        if isinstance(checkpoint, StateDict):  # read already
-            weights = checkpoint
-        else:
+        if weights is None:  # else the file's, read already
             weights = load_weights(checkpoint, ema=ema, arch=arch)
         self.model = model_from_weights(weights, arch, model_args=model_args).to(self.device)
         if not self.model.num_classes:
@@ -314,7 +313,8 @@ def predict(
             argument="output" if output is not None else "min_score",
         )
     predictor = Predictor(
-        weights,
+        checkpoint,
+        weights=weights,
         arch=arch,
         model_args=model_args,
         ema=ema,
