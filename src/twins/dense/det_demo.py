@@ -37,7 +37,7 @@ RECIPE = Path(__file__).parent.parent / "configs" / "demo_detect.yaml"
 SPLITS = {"train": "training", "val": "validation"}
 MANIFEST = "scenes.json"
 # Scene counts, side and seed (recipe keys of their own would be dead keys for `twins train`).
-SCENES = {"train": 600, "val": 100, "size": 64, "seed": 0}
+SCENES = {"train": 400, "val": 50, "size": 64, "seed": 0}
 PICTURE_SCENES = 8
 PICTURE_SCALE = 4  # 64 px scenes drawn at 256 px, so that names and scores can be read
 COMPUTE_THREADS = 1
