@@ -20,10 +20,11 @@ import twins
 import twins.train.trainer
 from factories import TINY_MODEL, make_config
 from twins.cli.main import main
+from twins.config import save_config
 from twins.dense.digit_scenes import make_scene, split_digits
 from twins.seeds import derive_seed, seeded
 from twins.tasks.detect import DetectTask
-from twins.train import build_model, fit, save_config
+from twins.train.fit import build_model, fit
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 from twins.weights import model_metadata, save_weights

@@ -127,12 +127,12 @@ def train_transform(config: Any) -> Any:
     def scaled(sides: tuple[int, ...]) -> list[int]:
         return sorted({max(1, round(side * factor)) for side in sides})
 
-    low, high = scaled(CROP_SIZE_RANGE)[0], scaled(CROP_SIZE_RANGE)[-1]
+    crop_sizes = scaled(CROP_SIZE_RANGE)
     return train_transform_3x(
         scaled(MULTI_SCALE_SHORT_SIDES),
         long_side,
         scaled(CROP_POLICY_SHORT_SIDES),
-        (low, high),
+        (crop_sizes[0], crop_sizes[-1]),
         flip=config.hflip,
     )
 
