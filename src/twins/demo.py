@@ -36,14 +36,20 @@ def run_task_demo(
     overrides: list[str] | tuple[str, ...] = (),
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The demo of `task` ("classify" or "segment"), into `output` (default runs/demo, or
-    runs/demo-segment)."""
+    """The demo of `task` ("classify", "segment" or "detect"), into `output` (default
+    runs/demo, runs/demo-segment or runs/demo-detect)."""
     if task == "segment":
         from twins.dense.seg_demo import run_segment_demo
 
         return run_segment_demo(output or "runs/demo-segment", overrides, say)
+    if task == "detect":
+        from twins.dense.det_demo import run_detect_demo
+
+        return run_detect_demo(output or "runs/demo-detect", overrides, say)
     if task != "classify":
-        raise TwinsError(f"no demo for task {task!r}: choose classify or segment", argument="task")
+        raise TwinsError(
+            f"no demo for task {task!r}: choose classify, segment or detect", argument="task"
+        )
     return run_demo(output or "runs/demo", overrides, say)
 
 

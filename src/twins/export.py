@@ -20,7 +20,7 @@ key), `.pt2` as the extra file `twins_metadata.json`, safetensors in its metadat
 
 A segmenter (`twins.dense.seg_export`) is exported the same way: its graph's output is the
 "out" logits (N x K x H x W at the input size), its metadata holds the data set's palette and
-label values ("dataset") too.
+label values ("dataset") too. Detectors export as `twins.dense.det_export` says.
 """
 
 from __future__ import annotations
@@ -315,6 +315,12 @@ def export(
     check_destination(checkpoint, output)
     weights = load_weights(checkpoint, ema=ema, arch=arch)
     model = model_from_weights(weights, arch, model_args=model_args)
+    if getattr(model, "task", None) == "detect":
+        from twins.dense.det_export import export_detector
+
+        return export_detector(
+            model, format, output, weights.metadata, image_size=image_size, check=check
+        )
     smallest = smallest_side(model)
     if format != "safetensors" and image_size < smallest:
         raise TwinsError(

@@ -1,4 +1,5 @@
-"""Classify image files with a trained model: top-k labels and probabilities per image.
+"""Classify image files with a trained model: top-k labels and probabilities per image (a
+detector's files go to `twins.dense.det_predict`).
 
 Images are decoded as training and evaluation decode them (`twins.data.images`: EXIF
 orientation, 16-bit and alpha handled) and prepared as the weights file says its model expects
@@ -32,6 +33,7 @@ from twins.notes import note
 from twins.weights import StateDict, load_weights
 
 if TYPE_CHECKING:
+    from twins.dense.det_predict import DetectionRun
     from twins.dense.seg_predict import SegmentationRun
 
 # The official evaluation (DeiT's), for weights that do not say how they were evaluated.
@@ -73,6 +75,9 @@ class PredictionRun:
             "failures": [{"image": image, "error": reason} for image, reason in self.failures],
             "preprocessing": self.preprocessing,
         }
+
+    def format(self) -> str:
+        return format_run(self)
 
 
 def imagenet_class_names() -> list[str]:
@@ -175,6 +180,7 @@ class Predictor:
         self,
         checkpoint: str | os.PathLike,
         *,
+        weights: StateDict | None = None,
         arch: str | None = None,
         model_args: Mapping[str, Any] | None = None,
         ema: bool | None = None,
@@ -268,13 +274,15 @@ def predict(
     image_size: int | None = None,
     crop_pct: float | None = None,
     output: str | os.PathLike | None = None,
-) -> PredictionRun | SegmentationRun:
+    min_score: float | None = None,
+) -> PredictionRun | SegmentationRun | DetectionRun:
     """Top-k predictions for every image the inputs name; unreadable ones are listed, not fatal.
 
     `arch` and `model_args` describe the model where the file does not (see
     `twins.models.from_weights`); `image_size` and `crop_pct` overrule the file's preprocessing.
     A segmenter's file (task "segment") writes label maps and overlays to `output` instead
-    (`twins.dense.seg_predict`).
+    (`twins.dense.seg_predict`). A detector's file gives a `twins.dense.det_predict.DetectionRun`
+    (its pictures written under `output`, showing detections scoring at least `min_score`).
     """
     for name, value in (("topk", topk), ("batch_size", batch_size)):
         if value < 1:
@@ -287,19 +295,37 @@ def predict(
             argument="inputs",
         )
     weights = load_weights(checkpoint, ema=ema, arch=arch)
-    if weights.metadata.get("task") == "segment":
+    task = model_task(weights, arch)
+    if task == "segment":
         from twins.dense.seg_predict import predict_segmentation
 
         run = predict_segmentation(weights, paths, output, device=device)
         run.failures = missing + run.failures
         return run
-    if output is not None:
+    if task == "detect":
+        from twins.dense.det_predict import MIN_SCORE, predict_detections
+
+        detections = predict_detections(
+            weights,
+            paths,
+            output=output,
+            min_score=MIN_SCORE if min_score is None else min_score,
+            arch=arch,
+            model_args=model_args,
+            device=device,
+        )
+        detections.failures = missing + detections.failures
+        return detections
+    if output is not None or min_score is not None:
         raise TwinsError(
-            "output is where a segmenter's label maps go; a classifier's predictions are printed",
-            argument="output",
+            "output is where a segmenter's label maps or a detector's pictures go, min_score "
+            "a detector's; a classifier prints its top-k classes (leave out --output and "
+            "--min-score)",
+            argument="output" if output is not None else "min_score",
         )
     predictor = Predictor(
         checkpoint,
+        weights=weights,
         arch=arch,
         model_args=model_args,
         ema=ema,
@@ -311,6 +337,19 @@ def predict(
     run = predictor.predict(paths, topk=topk, batch_size=batch_size)
     run.failures = missing + run.failures
     return run
+
+
+def model_task(weights: StateDict, arch: str | None = None) -> str:
+    """ "classify", "segment" or "detect": the task of the model `arch` names, else the file's."""
+    from twins.dense.registry import task_of
+
+    named = arch or weights.metadata.get("arch")
+    if isinstance(named, str):
+        try:
+            return task_of(named)
+        except TwinsError:  # a name this toolkit does not know: the file's task, if any
+            pass
+    return weights.metadata.get("task") or "classify"
 
 
 def format_run(run: PredictionRun | SegmentationRun) -> str:

@@ -1,4 +1,4 @@
-"""`twins demo [--task classify|segment] [--output DIR] [key=value ...]`: the whole job on the
+"""`twins demo [--task classify|segment|detect] [--output DIR] [key=value ...]`: the whole job on the
 built-in digits."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 
 from twins.cli.options import add_overrides, output_folder
 
-TASKS = ("classify", "segment")
+TASKS = ("classify", "segment", "detect")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,20 +20,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "on validation images, and print the final val top-1 and where everything is. "
         "With --task segment: scenes of the digits in the ADE20K layout under DIR/data and a "
         "small Twins + Semantic FPN trained on them with configs/demo_segment.yaml; it prints "
-        "the final val mIoU. Run again on the same folder, it resumes (or just reports a "
+        "the final val mIoU. With --task detect: the scenes in COCO layout under DIR/data and a "
+        "small Twins RetinaNet trained on them with configs/demo_detect.yaml; it prints the box "
+        "AP. Run again on the same folder, it resumes (or just reports a "
         "finished run).",
     )
     parser.add_argument(
         "--task",
         choices=TASKS,
         default="classify",
-        help="classify the digits, or segment scenes of them (default: %(default)s)",
+        help="classify the digits, or segment or detect them in scenes (default: %(default)s)",
     )
     parser.add_argument(
         "--output",
         type=output_folder,
         metavar="DIR",
-        help="output folder (default: runs/demo, or runs/demo-segment with --task segment)",
+        help="output folder (default: runs/demo; runs/demo-segment, runs/demo-detect by task)",
     )
     add_overrides(parser)
     parser.set_defaults(func=run)

@@ -1,4 +1,4 @@
-"""`twins predict`: top-k classes of images, folders or globs."""
+"""`twins predict`: top-k classes of images, folders or globs (a detector's objects)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ from twins.cli.options import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="classify (or segment) images with a trained model",
+        help="classify images with a trained model (or segment them, or detect objects)",
         description="Print the top-k classes of each image. IMAGE may be a file, a folder "
         "(searched recursively) or a glob pattern. Class names come from the weights file, or "
         "are the ImageNet-1k names for a 1000-class model. Unreadable images are reported and "
         "skipped. A segmenter writes each image's label map (an indexed PNG in the data set's "
-        "label values and colours) and an overlay to --output.",
+        "label values and colours) and an overlay to --output. A detector's file prints each "
+        "image's detections instead (--json: one array of COCO result objects, as pycocotools' "
+        "loadRes reads them) and, with --output, draws them on a picture per image.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders, globs")
     add_checkpoint(parser)
@@ -55,19 +57,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--output",
         type=output_folder,
         metavar="DIR",
-        help="segmenters: the folder for DIR/<image stem>.png and DIR/<image stem>_overlay.png",
+        help="segmenters: the folder for DIR/<image stem>.png and DIR/<image stem>_overlay.png; "
+        "detectors: for DIR/<image stem>_detections.png, the image with its detections",
+    )
+    parser.add_argument(
+        "--min-score",
+        type=fraction,
+        metavar="SCORE",
+        help="detectors: the lowest score printed and drawn (default 0.5; --json lists all)",
     )
     add_device(parser)
     add_json(
         parser,
         prints="one object: predictions (image, top: index, label, probability; a segmenter's: "
-        "image, label_map, overlay, classes present), failures, preprocessing",
+        "image, label_map, overlay, classes present), failures, preprocessing; for a detector, "
+        "one array of COCO result objects (file_name, image_id, category_id, bbox, score, "
+        "segmentation)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from twins.predict import format_run, predict
+    from twins.predict import predict
 
     result = predict(
         args.checkpoint,
@@ -81,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         crop_pct=args.crop_pct,
         output=args.output,
+        min_score=args.min_score,
     )
-    print(json.dumps(result.to_json()) if args.json else format_run(result))
+    print(json.dumps(result.to_json()) if args.json else result.format())
     return 0 if result.predictions else 1

@@ -46,6 +46,8 @@ RATIOS = (0.5, 1.0, 2.0)
 BACKBONE_ARGUMENTS = (*(a for a in OVERRIDES if a != "global_pool"), "stage_norms")
 # The input transform's arguments, recorded in `model_args`.
 TRANSFORM_ARGUMENTS = ("min_size", "max_size", "resize_in_model", "pad_divisor")
+# The FPN's width (256 in every official model; smaller for a demo on a CPU).
+FPN_CHANNELS = 256
 
 
 def retinanet_anchor_sizes() -> tuple[tuple[float, ...], ...]:
@@ -65,6 +67,7 @@ def retinanet(
     max_size: int = 1333,
     resize_in_model: bool = True,
     pad_divisor: int = 32,
+    fpn_channels: int = 256,
     fast_path: bool | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -84,6 +87,7 @@ def maskrcnn(
     max_size: int = 1333,
     resize_in_model: bool = True,
     pad_divisor: int = 32,
+    fpn_channels: int = 256,
     fast_path: bool | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -108,7 +112,14 @@ def _build(
     unknown = sorted(set(overrides) - set(BACKBONE_ARGUMENTS))
     if unknown:
         valid = ", ".join(
-            [*BACKBONE_ARGUMENTS, *TRANSFORM_ARGUMENTS, "fast_path", "device", "dtype"]
+            [
+                *BACKBONE_ARGUMENTS,
+                *TRANSFORM_ARGUMENTS,
+                "fpn_channels",
+                "fast_path",
+                "device",
+                "dtype",
+            ]
         )
         raise TwinsError(
             f"unknown argument(s) {', '.join(unknown)} for {arch}: valid ones are {valid}",
@@ -148,10 +159,11 @@ def _build(
             "image_mean": IMAGENET_MEAN,
             "image_std": IMAGENET_STD,
         }
+        width = int(settings["fpn_channels"])
         if head == "retinanet":
-            model = _retinanet(body, num_classes, common)
+            model = _retinanet(body, num_classes, common, width)
         else:
-            model = _maskrcnn(body, num_classes, common)
+            model = _maskrcnn(body, num_classes, common, width)
         resize, pad_divisor = bool(settings["resize_in_model"]), int(settings["pad_divisor"])
         model.transform = DetectorInput(**common, size_divisible=pad_divisor, resize=resize)
     if dtype is not None:
@@ -168,6 +180,8 @@ def _build(
         "resize_in_model": resize,
         "pad_divisor": pad_divisor,
     }
+    if width != FPN_CHANNELS:  # recorded where it differs: the official models' args unchanged
+        model.model_args["fpn_channels"] = width
     if weights is not None:
         load_detector_weights(model, layout, weights, head)
     return model
@@ -190,8 +204,11 @@ class DetectorInput(GeneralizedRCNNTransform):
         return super().resize(image, target)
 
 
-def _retinanet(body: nn.Module, num_classes: int, common: dict[str, Any]) -> RetinaNetFromOne:
-    backbone = TwinsFPN(body, stages=(1, 2, 3), extra=P6P7OnInput(body.out_channels[3], 256))
+def _retinanet(
+    body: nn.Module, num_classes: int, common: dict[str, Any], width: int = FPN_CHANNELS
+) -> RetinaNetFromOne:
+    extra = P6P7OnInput(body.out_channels[3], width)
+    backbone = TwinsFPN(body, stages=(1, 2, 3), extra=extra, out_channels=width)
     anchors = AnchorGenerator(retinanet_anchor_sizes(), (RATIOS,) * 5)
     return RetinaNetFromOne(
         backbone,
@@ -207,8 +224,10 @@ def _retinanet(body: nn.Module, num_classes: int, common: dict[str, Any]) -> Ret
     )
 
 
-def _maskrcnn(body: nn.Module, num_classes: int, common: dict[str, Any]) -> MaskRCNN:
-    backbone = TwinsFPN(body, stages=(0, 1, 2, 3), extra=LastLevelMaxPool())
+def _maskrcnn(
+    body: nn.Module, num_classes: int, common: dict[str, Any], width: int = FPN_CHANNELS
+) -> MaskRCNN:
+    backbone = TwinsFPN(body, stages=(0, 1, 2, 3), extra=LastLevelMaxPool(), out_channels=width)
     levels = ["0", "1", "2", "3"]
     return MaskRCNN(
         backbone,

@@ -1,0 +1,141 @@
+"""`twins demo --task detect`: digit scenes in the COCO layout, a Twins RetinaNet trained into
+DIR through the fit loop, which `twins train -c DIR/config.yaml --data DIR/data` reproduces
+(also killed at a random step and run again); `twins eval` and pycocotools on `twins predict
+--json` agree on its box AP. The full demo and its bar are slow."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+import twins.train.trainer
+from twins.cli.main import main
+from twins.dense.det_demo import run_detect_demo
+from twins.train.resume import load_checkpoint
+from twins.weights import load_weights, save_weights
+
+FAULTY_TWINS = Path(__file__).parents[1] / "train" / "faulty_twins.py"
+# A reduced demo: 24 training scenes (3 steps an epoch), 3 epochs, evaluated at the end.
+REDUCED = ["epochs=3", "lr_steps=[2]", "eval_every=3", "warmup_iters=3", "base_lr=0.002"]
+SCENES = {"train": 24, "val": 6}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, dict]:
+    output = tmp_path_factory.mktemp("demo")
+    torch.set_num_threads(1)
+    return output, run_detect_demo(output, REDUCED, say=lambda line: None, scenes=SCENES)
+
+
+def test_demo_writes_coco_data_a_run_and_a_picture(demo) -> None:
+    output, result = demo
+    truth = COCO(output / "data" / "annotations" / "instances_val.json")
+    assert len(truth.getImgIds()) == 6 and len(truth.getCatIds()) == 10
+    assert all((output / "data" / "val" / i["file_name"]).is_file() for i in truth.imgs.values())
+    train = json.loads((output / "data" / "annotations" / "instances_train.json").read_text())
+    assert len(train["images"]) == 24 and all("segmentation" in a for a in train["annotations"])
+    for name in ("config.yaml", "checkpoints/last.pt", "metrics.jsonl", "predictions.png"):
+        assert (output / name).is_file(), name
+    assert result["images"] == 6 and 0 <= result["bbox_AP50"] <= 100
+    meta = load_checkpoint(output / "checkpoints" / "last.pt")["meta"]
+    assert meta["task"] == "detect" and meta["dataset"]["category_ids"] == list(range(1, 11))
+
+
+def test_pycocotools_on_predict_json_gives_the_box_ap_eval_prints(demo, tmp_path, capsys) -> None:
+    """On the reduced demo's weights with the classifier's bias raised, so that its few
+    training steps give detections to score (about 0.7 each, at every anchor)."""
+    output, _ = demo
+    weights = load_weights(output / "checkpoints" / "last.pt")
+    weights["head.classification_head.cls_logits.bias"] += 5.0
+    save_weights(weights, tmp_path / "detects.safetensors")
+    checkpoint = str(tmp_path / "detects.safetensors")
+    config, data = str(output / "config.yaml"), str(output / "data")
+    assert main(["eval", "-c", config, "--checkpoint", checkpoint, "--data", data, "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert main(["predict", "--checkpoint", checkpoint, f"{data}/val", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results, "the reduced demo's model detects nothing: the check would be empty"
+    truth = COCO(Path(data) / "annotations" / "instances_val.json")
+    evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert 100 * evaluation.stats[0] == pytest.approx(evaluated["bbox_AP"], abs=1e-9)
+    assert 100 * evaluation.stats[1] == pytest.approx(evaluated["bbox_AP50"], abs=1e-9)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL in the in-process test: nothing in the run catches it."""
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    expected, found = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    return expected.keys() == found.keys() and all(
+        torch.equal(expected[k], found[k]) for k in expected
+    )
+
+
+def _train_command(output: Path, again: Path) -> list[str]:
+    config, data = str(output / "config.yaml"), str(output / "data")
+    return ["train", "-c", config, "--data", data, "--output", str(again)]
+
+
+def test_twins_train_on_the_demo_config_stopped_and_resumed_gives_its_weights(
+    demo, tmp_path, monkeypatch
+) -> None:
+    """The run dies at a random optimizer step (in this process: the fit loop as `twins train`
+    calls it); the same command again ends with the demo's weights."""
+    output, _ = demo
+    step = random.Random(time.time_ns()).randint(2, 8)  # of 9: a random moment of the run
+    real_step, calls = twins.train.trainer.optimizer_step, []
+
+    def dying_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            raise Killed
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(twins.train.trainer, "optimizer_step", dying_step)
+    with pytest.raises(Killed):
+        main(_train_command(output, tmp_path / "again"))
+    monkeypatch.undo()
+    assert main(_train_command(output, tmp_path / "again")) == 0
+    last = "checkpoints/last.pt"
+    assert _same_weights(output / last, tmp_path / "again" / last), step
+
+
+@pytest.mark.slow
+def test_twins_train_killed_with_sigkill_and_run_again_gives_the_demo_weights(
+    demo, tmp_path
+) -> None:
+    output, _ = demo
+    command = [sys.executable, str(FAULTY_TWINS), *_train_command(output, tmp_path / "again")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    step = random.Random(time.time_ns()).randint(2, 8)
+    killed = subprocess.run(
+        command, env={**env, "TWINS_KILL_AT_STEP": str(step)}, capture_output=True, timeout=600
+    )
+    assert killed.returncode == -signal.SIGKILL, (step, killed.stderr[-2000:])
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    last = "checkpoints/last.pt"
+    assert _same_weights(output / last, tmp_path / "again" / last), step
+
+
+@pytest.mark.slow
+def test_the_demo_meets_its_bar_in_three_minutes(tmp_path) -> None:
+    torch.set_num_threads(1)
+    result = run_detect_demo(tmp_path / "demo")
+    assert result["bbox_AP50"] >= 60
+    assert result["cpu_seconds"] < 180
