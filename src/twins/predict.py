@@ -187,7 +187,6 @@ class Predictor:
         device: str = "auto",
         image_size: int | None = None,
         crop_pct: float | None = None,
-        weights: StateDict | None = None,
     ) -> None:
         self.device = select_device(device)
         check_image_size(image_size)
@@ -332,7 +331,6 @@ def predict(
         device=device,
         image_size=image_size,
         crop_pct=crop_pct,
-        weights=weights,
     )
     run = predictor.predict(paths, topk=topk, batch_size=batch_size)
     run.failures = missing + run.failures
