@@ -25,7 +25,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from twins.atomic import write_text
-from twins.demo import _compute_threads, _duration
+from twins.demo import compute_threads, duration
 from twins.dense.coco_data import CategoryMap
 from twins.dense.det_predict import MIN_SCORE, draw_detections, predict_detections, write_picture
 from twins.dense.digit_scenes import make_scene, split_digits
@@ -115,7 +115,7 @@ def run_detect_demo(
         f"demo: {data} holds {spec['train']} training and {spec['val']} validation scenes of "
         f"digits in the COCO layout; training {config.arch} now"
     )
-    with _compute_threads(COMPUTE_THREADS):
+    with compute_threads(COMPUTE_THREADS):
         result = fit(config)
         checkpoint = output / "checkpoints" / "last.pt"
         picture = output / "predictions.png"
@@ -125,7 +125,7 @@ def run_detect_demo(
     if "val_segm_AP" in result:
         figures += f", mask AP {result['val_segm_AP']:.1f}%, AP50 {result['val_segm_AP50']:.1f}%"
     say(
-        f"demo done in {_duration(seconds)} ({_duration(cpu_seconds)} of CPU): {figures} on "
+        f"demo done in {duration(seconds)} ({duration(cpu_seconds)} of CPU): {figures} on "
         f"{result['val_images']} held-out scenes"
     )
     say(f"  data         {data}")
