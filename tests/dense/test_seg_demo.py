@@ -87,9 +87,9 @@ def test_twins_train_killed_at_a_random_step_and_run_again_gives_the_demos_weigh
     assert same_weights(run / "checkpoints" / "last.pt", output / "checkpoints" / "last.pt"), step
 
 
-def test_the_cli_offers_classify_and_segment_only(capsys):
-    assert main(["demo", "--task", "detect"]) == 2
-    assert "invalid choice: 'detect'" in capsys.readouterr().err
+def test_the_cli_offers_the_three_tasks_only(capsys):
+    assert main(["demo", "--task", "pose"]) == 2
+    assert "(choose from 'classify', 'segment', 'detect')" in capsys.readouterr().err
 
 
 def test_the_recipe_ships_inside_the_package():
