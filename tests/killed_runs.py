@@ -9,6 +9,13 @@ import twins.train.trainer
 from twins.config import TrainConfig
 from twins.train import fit
 
+# Record keys that measure the machine, not the run: left out when runs are compared.
+TIMINGS = ("epoch_seconds", "images_per_s", "output")
+
+
+def without_timings(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in records]
+
 
 class Killed(BaseException):
     """Stands for SIGKILL: nothing in the run catches it."""

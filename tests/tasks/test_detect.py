@@ -17,8 +17,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 import twins
-import twins.train.trainer
 from factories import TINY_MODEL, make_config
+from killed_runs import fit_killed_at_step, without_timings
 from twins.cli.main import main
 from twins.config import save_config
 from twins.dense.digit_scenes import make_scene, split_digits
@@ -29,12 +29,7 @@ from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 from twins.weights import model_metadata, save_weights
 
-TIMINGS = ("epoch_seconds", "images_per_s", "output")
 SPLITS = {"train": "training", "val": "validation"}
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing in the run catches it."""
 
 
 def category_id(digit: int) -> int:
@@ -136,24 +131,10 @@ def test_a_detection_run_killed_within_an_epoch_resumes_exactly(
     assert lrs[0] == pytest.approx(1e-6) and lrs[1] == pytest.approx(1e-3 * (1 - 2 / 3 * 0.999))
     assert lrs[2:] == pytest.approx([1e-4 * (1 - 1 / 3 * 0.999), 1e-4])
 
-    real_step, calls = twins.train.trainer.optimizer_step, []
-
-    def dying_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise Killed
-        return real_step(*args, **kwargs)
-
     config = detect_config(scenes, tmp_path / "run")
-    monkeypatch.setattr(twins.train.trainer, "optimizer_step", dying_step)
-    with pytest.raises(Killed):
-        fit(config)
-    monkeypatch.undo()
+    fit_killed_at_step(config, 4)
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 3
     resumed = fit(config)
-
-    def without_timings(items):
-        return [{k: v for k, v in r.items() if k not in TIMINGS} for r in items]
 
     assert without_timings([resumed]) == without_timings([unbroken])
     assert without_timings(read_metrics(tmp_path / "run" / "metrics.jsonl")) == without_timings(

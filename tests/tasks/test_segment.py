@@ -6,18 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import twins.train.trainer
 from factories import TINY_MODEL, make_config
+from killed_runs import fit_killed_at_step, without_timings
 from twins.dense.digit_scenes import write_digit_scenes
 from twins.train import fit
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
-
-TIMINGS = ("epoch_seconds", "images_per_s", "output")
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing in the run catches it."""
 
 
 @pytest.fixture(scope="module")
@@ -49,31 +43,17 @@ def segment_config(data, output, **changes):
     return make_config(data_url=str(data), train_url=str(output), **recipe | changes)
 
 
-def test_a_segmentation_run_killed_within_an_epoch_resumes_exactly(scenes, tmp_path, monkeypatch):
+def test_a_segmentation_run_killed_within_an_epoch_resumes_exactly(scenes, tmp_path):
     unbroken = fit(segment_config(scenes, tmp_path / "unbroken"))
     assert {"val_mIoU", "val_mAcc", "val_aAcc"} <= unbroken.keys()
     assert unbroken["val_images"] == 3 and unbroken["best_mIoU"] == unbroken["best_score"]
     records = read_metrics(tmp_path / "unbroken" / "metrics.jsonl")
     assert [r["step"] for r in records if r["kind"] == "eval"] == [2, 4]
 
-    real_step, calls = twins.train.trainer.optimizer_step, []
-
-    def dying_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise Killed
-        return real_step(*args, **kwargs)
-
     config = segment_config(scenes, tmp_path / "run")
-    monkeypatch.setattr(twins.train.trainer, "optimizer_step", dying_step)
-    with pytest.raises(Killed):
-        fit(config)
-    monkeypatch.undo()
+    fit_killed_at_step(config, 4)
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["global_step"] == 2
     resumed = fit(config)
-
-    def without_timings(items):
-        return [{k: v for k, v in r.items() if k not in TIMINGS} for r in items]
 
     assert without_timings([resumed]) == without_timings([unbroken])
     assert without_timings(read_metrics(tmp_path / "run" / "metrics.jsonl")) == without_timings(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import twins.train.trainer
+from killed_runs import fit_killed_at_step, without_timings
 from twins.train import fit
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
@@ -14,11 +14,6 @@ from twins.train.resume import load_checkpoint
 # 4 steps per epoch at batch 16 on the tiny ImageFolder: 7 iterations end within epoch 2.
 ITERATIONS = {"lr_scheduler": "poly_lr", "max_iters": 7, "warmup_iters": 2, "warmup_ratio": 0.1}
 ITERATIONS |= {"min_lr": 0.0, "warmup_length": 0, "eval_every": 3, "save_every": 3, "log_every": 1}
-TIMINGS = ("epoch_seconds", "images_per_s", "output")
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: nothing in the run catches it."""
 
 
 def test_an_iteration_run_evaluates_keeps_and_stops_by_iteration(
@@ -47,30 +42,16 @@ def test_an_iteration_run_evaluates_keeps_and_stops_by_iteration(
 
 @pytest.mark.parametrize("kill_before", [4, 7])  # after the step-3 evaluation; at the last step
 def test_an_iteration_run_killed_within_an_epoch_resumes_exactly(
-    imagefolder, tiny_config, tmp_path, monkeypatch, kill_before
+    imagefolder, tiny_config, tmp_path, kill_before
 ):
     unbroken = tmp_path / "unbroken"
     fit(tiny_config(imagefolder, unbroken, **ITERATIONS))
     output = tmp_path / "run"
     config = tiny_config(imagefolder, output, **ITERATIONS)
-    real_step, calls = twins.train.trainer.optimizer_step, []
-
-    def dying_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == kill_before:
-            raise Killed
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(twins.train.trainer, "optimizer_step", dying_step)
-    with pytest.raises(Killed):
-        fit(config)
-    monkeypatch.undo()
+    fit_killed_at_step(config, kill_before)
     saved = load_checkpoint(output / "checkpoints" / "last.pt")
     assert saved["global_step"] == (3 if kill_before == 4 else 6)
     fit(config)
-
-    def without_timings(records):
-        return [{k: v for k, v in r.items() if k not in TIMINGS} for r in records]
 
     assert without_timings(read_metrics(output / "metrics.jsonl")) == without_timings(
         read_metrics(unbroken / "metrics.jsonl")
