@@ -38,3 +38,14 @@ def test_one_seed_gives_one_set_of_files(tmp_path):
     assert first != (tmp_path / "c/images/training/00001.jpg").read_bytes()
     a = open_segmentation(tmp_path / "a", "val")[0][1]
     assert torch.equal(a, open_segmentation(tmp_path / "b", "val")[0][1])
+
+
+def test_count_and_side_set_how_many_digits_and_how_large(tmp_path):
+    instances = write_digit_scenes(tmp_path, train=6, val=1, size=32, count=(1, 1), side=(0.5, 0.5))
+    for scene in instances["training"]:
+        assert len(scene) == 1
+        x0, y0, x1, y1 = scene[0].box
+        assert max(x1 - x0, y1 - y0) <= 16  # the ink lies inside its 16 px square
+    # Other parameters are another set of scenes: the folder is rewritten, not reused.
+    again = write_digit_scenes(tmp_path, train=6, val=1, size=32)
+    assert any(len(scene) > 1 for scene in again["training"])

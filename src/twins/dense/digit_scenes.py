@@ -1,7 +1,7 @@
 """A built-in segmentation data set: scenes of scikit-learn's handwritten digits.
 
-Each scene is a colour image with 2 to 4 digits (of scikit-learn's 8 x 8 digits, upscaled to a
-random size) painted in a colour that stands out from a smooth random background; the digits do
+Each scene is a colour image with 2 to 4 digits by default (of scikit-learn's 8 x 8 digits,
+upscaled to a random side of 1/4 to 1/2 the scene's; `count` and `side` set both) painted in a colour that stands out from a smooth random background; the digits do
 not overlap. Its label map comes from the strokes, stored ADE20K-style (class i as value i + 1,
 read with `reduce_zero_label`), so the files look like ADE20K's to every tool:
 
@@ -37,6 +37,9 @@ BACKGROUND_VALUE, UNLABELLED_VALUE = 1, 0
 # background; between them the rim is left unlabelled.
 INK, RIM = 0.5, 0.15
 MANIFEST = "digit_scenes.json"
+# Digits per scene (lowest, highest) and a digit's side as fractions of the scene's.
+DIGITS_PER_SCENE = (2, 4)
+DIGIT_SIDE = (0.25, 0.5)
 SPLITS = {"training": 0, "validation": 1}
 
 
@@ -58,25 +61,32 @@ class DigitScene:
 
 
 def make_scene(
-    rng: np.random.Generator, digits: np.ndarray, targets: np.ndarray, size: int = 64
+    rng: np.random.Generator,
+    digits: np.ndarray,
+    targets: np.ndarray,
+    size: int = 64,
+    count: tuple[int, int] = DIGITS_PER_SCENE,
+    side: tuple[float, float] = DIGIT_SIDE,
 ) -> DigitScene:
     """One scene of `size` x `size` from the 8 x 8 `digits` (0..16 grey levels) and their
-    `targets`, drawn from `rng`."""
+    `targets`, drawn from `rng`: `count` (lowest, highest) digits of a side between the
+    fractions `side` of `size` (where they fit without overlapping)."""
     image = _background(rng, size)
     label = np.full((size, size), BACKGROUND_VALUE, dtype=np.uint8)
     taken = np.zeros((size, size), dtype=bool)
     instances = []
-    for _ in range(int(rng.integers(2, 5))):
+    smallest, largest = round(size * side[0]), round(size * side[1])
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
         for _attempt in range(20):  # a free place for this digit, or none
-            side = int(rng.integers(size // 4, size // 2 + 1))
-            top, left = (int(v) for v in rng.integers(0, size - side + 1, 2))
-            if not taken[top : top + side, left : left + side].any():
+            edge = int(rng.integers(smallest, largest + 1))
+            top, left = (int(v) for v in rng.integers(0, size - edge + 1, 2))
+            if not taken[top : top + edge, left : left + edge].any():
                 break
         else:
             continue
         pick = int(rng.integers(len(digits)))
-        ink = _upscaled(digits[pick], side)
-        window = (slice(top, top + side), slice(left, left + side))
+        ink = _upscaled(digits[pick], edge)
+        window = (slice(top, top + edge), slice(left, left + edge))
         ground = image[window].reshape(-1, 3).mean(0)
         colour = _contrasting(rng, ground)
         alpha = ink[..., None]
@@ -134,26 +144,35 @@ def split_digits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def write_digit_scenes(
-    root: str | Path, train: int = 400, val: int = 100, size: int = 64, seed: int = 0
+    root: str | Path,
+    train: int = 400,
+    val: int = 100,
+    size: int = 64,
+    seed: int = 0,
+    count: tuple[int, int] = DIGITS_PER_SCENE,
+    side: tuple[float, float] = DIGIT_SIDE,
 ) -> dict[str, list[list[DigitInstance]]]:
     """Write `train` and `val` scenes under `root` in the ADE20K layout with `classes.json`
     (unless a complete set of the same parameters is there) and return each split's instances,
-    scene by scene (scene i is `images/<split>/<i:05d>.jpg`)."""
+    scene by scene (scene i is `images/<split>/<i:05d>.jpg`); `count` and `side` as in
+    `make_scene`."""
     root = Path(root)
     expected = {"train": train, "val": val, "size": size, "seed": seed}
+    if (tuple(count), tuple(side)) != (DIGITS_PER_SCENE, DIGIT_SIDE):  # old manifests stay valid
+        expected |= {"count": list(count), "side": list(side)}
     complete = _is_complete(root, expected)
     if not complete:
         (root / MANIFEST).unlink(missing_ok=True)  # an interrupted rewrite must not look complete
     instances: dict[str, list[list[DigitInstance]]] = {}
     for split, (digits, targets) in split_digits().items():
-        count = train if split == "training" else val
+        scenes = train if split == "training" else val
         images, labels = root / "images" / split, root / "annotations" / split
         images.mkdir(parents=True, exist_ok=True)
         labels.mkdir(parents=True, exist_ok=True)
         instances[split] = []
-        for index in range(count):
+        for index in range(scenes):
             rng = np.random.default_rng([seed, SPLITS[split], index])
-            scene = make_scene(rng, digits, targets, size)
+            scene = make_scene(rng, digits, targets, size, count, side)
             instances[split].append(scene.instances)
             if not complete:
                 Image.fromarray(scene.image).save(images / f"{index:05d}.jpg", quality=95)
