@@ -70,6 +70,7 @@ def test_twins_train_on_the_demos_config_gives_its_weights(demo, tmp_path):
     assert same_weights(again / "checkpoints" / "last.pt", output / "checkpoints" / "last.pt")
 
 
+@pytest.mark.slow  # two processes; tests/tasks/test_segment.py kills a segmentation run in-process
 def test_twins_train_killed_at_a_random_step_and_run_again_gives_the_demos_weights(demo, tmp_path):
     output, _, _ = demo
     run = tmp_path / "run"
