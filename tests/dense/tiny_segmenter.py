@@ -14,6 +14,7 @@ from twins.train import fit
 RECIPE = {
     "task": "segment",
     "arch": "semantic_fpn_svt_small",
+    "reduce_zero_label": True,
     "model_args": TINY_MODEL,
     "semantics": "official",
     "num_classes": 11,

@@ -28,6 +28,7 @@ def segment_config(data, output, **changes):
         "model_args": TINY_MODEL,
         "semantics": "official",
         "num_classes": 11,
+        "reduce_zero_label": True,  # the scenes store class i as i + 1
         "img_scale": [96, 48],
         "crop_size": [48, 48],
         "batch_size": 4,
@@ -90,3 +91,11 @@ def test_segmenters_synchronise_batchnorm_across_gpu_processes_only():
     plain = create_model("semantic_fpn_pcpvt_small", **TINY_MODEL)
     assert synchronised_batchnorm(plain, task_named("segment"), cpus) is plain
     assert synchronised_batchnorm(plain, task_named("classify"), gpus) is plain
+
+
+def test_a_config_that_reads_labels_otherwise_than_the_data_set_is_refused(scenes, tmp_path):
+    from twins.errors import TwinsError
+
+    config = segment_config(scenes, tmp_path, reduce_zero_label=False)
+    with pytest.raises(TwinsError, match="reduce_zero_label=True"):
+        fit(config)

@@ -46,6 +46,14 @@ class SegmentTask(Task):
         )
         train = open_segmentation(config.data_url, "training", train_transform)
         val = open_segmentation(config.data_url, "validation", eval_transform(config))
+        if train.class_list.reduce_zero_label != config.reduce_zero_label:
+            said = "reduces label 0" if train.class_list.reduce_zero_label else "keeps label 0"
+            raise TwinsError(
+                f"{config.data_url} {said} (its classes.json, or the ADE20K layout without one) "
+                f"but reduce_zero_label is {config.reduce_zero_label}; set "
+                f"reduce_zero_label={train.class_list.reduce_zero_label} or fix classes.json",
+                argument="reduce_zero_label",
+            )
         if len(train.classes) != config.num_classes:
             raise TwinsError(
                 f"{config.data_url} has {len(train.classes)} classes but num_classes is "
