@@ -8,16 +8,17 @@ from coco_files import COLOURS
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
+from twins.data.loader import collate_batch
 from twins.dense.coco_data import open_coco_split
 from twins.dense.det_transforms import (
     MULTI_SCALE_SHORT_SIDES,
-    collate_detection,
     eval_transform,
     to_model_input,
     train_transform_1x,
     train_transform_3x,
 )
 from twins.seeds import seeded
+from twins.tasks.detect import images_and_targets
 from twins.train.sample_seeds import SampleSeededDataset
 
 
@@ -98,13 +99,17 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(coco_val):
 
 def test_collate_gives_lists_and_leaves_out_unreadable_images(coco_val):
     data = open_coco_split(coco_val, "val", eval_transform(32, 100))
-    (images, targets), skipped, converted = collate_detection([data[0], None, data[1]])
+    (images, targets), skipped, converted = collate_batch(
+        [data[0], None, data[1]], refill=False, stack=images_and_targets
+    )
     assert (skipped, converted) == (1, 0)
     assert [image.shape for image in images] == [(3, 32, 42), (3, 32, 32)]
     assert [t["image_id"] for t in targets] == [1, 2]
-    (images, targets), _, _ = collate_detection([data[0], None, data[1]], refill=True)
+    (images, targets), _, _ = collate_batch(
+        [data[0], None, data[1]], refill=True, stack=images_and_targets
+    )
     assert [t["image_id"] for t in targets] == [1, 2, 1]
-    assert collate_detection([None, None]) == (None, 2, 0)
+    assert collate_batch([None, None], refill=False, stack=images_and_targets) == (None, 2, 0)
     inputs, moved = to_model_input(images, targets, "cpu")
     assert (
         inputs[0].dtype == torch.float32

@@ -27,7 +27,7 @@ Pipelines (the official `coco_detection.py` / `coco_instance.py` and the 3x conf
 - `eval_transform`: the 1x resize, nothing random.
 
 Every random draw comes from torch's global generator, which `SampleSeededDataset` seeds per
-sample. `collate_detection` batches samples as torchvision's detectors take them.
+sample.
 """
 
 from __future__ import annotations
@@ -104,26 +104,6 @@ class RandomCropAbsoluteRange(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(F.crop, inpt, **params)
-
-
-def collate_detection(
-    samples: list[Any], refill: bool = False
-) -> tuple[tuple[list[torch.Tensor], list[dict[str, Any]]] | None, int, int]:
-    """((images, targets), unreadable images, images converted to RGB) for a list of
-    (image, target) samples, leaving out the None of unreadable files: the contract of
-    `twins.data.loader.collate_batch`, with lists in place of stacked tensors (the images
-    differ in size; the detector pads its batch). The batch is None when no sample was readable.
-    With `refill`, readable samples of the batch stand in for the unreadable ones."""
-    readable = [sample for sample in samples if sample is not None]
-    skipped = len(samples) - len(readable)
-    converted = sum(bool(getattr(sample, "converted", False)) for sample in readable)
-    if not readable:
-        return None, skipped, converted
-    if refill:
-        readable += [readable[i % len(readable)] for i in range(skipped)]
-    images = [sample[0] for sample in readable]
-    targets = [sample[1] for sample in readable]
-    return (images, targets), skipped, converted
 
 
 def to_model_input(

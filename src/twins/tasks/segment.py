@@ -21,6 +21,7 @@ from twins.dense.seg_transforms import (
     STD,
     SegTestTransform,
     SegTrainTransform,
+    collate_crops,
     collate_whole_images,
 )
 from twins.errors import TwinsError
@@ -76,7 +77,7 @@ class SegmentTask(Task):
 
     def collate(self, train: bool) -> Any:
         # Training crops have one size (default_collate stacks them); whole images do not.
-        return _stack if train else collate_whole_images
+        return collate_crops if train else collate_whole_images
 
     def to_device(self, config: Any) -> ToDevice:
         def to_device(images: Any, labels: Any, device: torch.device) -> tuple[Any, Any]:
@@ -105,11 +106,6 @@ class SegmentTask(Task):
 
 def eval_transform(config: Any) -> SegTestTransform:
     return SegTestTransform(img_scale=tuple(config.img_scale))
-
-
-def _stack(samples: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = zip(*samples, strict=True)
-    return torch.stack(images), torch.stack(labels)
 
 
 # A model's logits for a batch -> one image (as the loader gives it, on the device) -> the
