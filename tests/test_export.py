@@ -125,6 +125,7 @@ def test_pt2_program_runs_at_other_sizes(tmp_path):
         assert _relative(single.numpy(), model(x).numpy()) < 1e-5
 
 
+@pytest.mark.slow  # ~60 s; test_pt2_program_runs_at_other_sizes covers dynamic sizes
 def test_pt2_of_a_four_stage_svt_takes_any_size(tmp_path):
     # Every stage has windows; at 64 to 223 pixels stages 3 and 4 are one window wide, above it
     # several: one program serves both (torch.export used to fix the width here).

@@ -124,6 +124,7 @@ def test_two_launchers_train_as_two_nodes_and_evaluate_each_image_once(two_nodes
     assert {p.name for p in (output / "checkpoints").iterdir()} >= {"last.pt", "best.pt"}
 
 
+@pytest.mark.slow  # 45-70 s of torchrun runs; the default set keeps the two-node run
 def test_elastic_restart_after_a_killed_worker_finishes_as_the_unbroken_run(
     two_nodes, data, tiny_config, tmp_path
 ):
@@ -146,6 +147,7 @@ def test_elastic_restart_after_a_killed_worker_finishes_as_the_unbroken_run(
     assert epoch_records(tmp_path / "run") == epoch_records(two_nodes[0])
 
 
+@pytest.mark.slow  # 45-70 s of torchrun runs; the default set keeps the two-node run
 def test_sigterm_to_one_process_stops_every_process_after_the_same_step(
     two_nodes, data, tiny_config, tmp_path
 ):
@@ -243,6 +245,7 @@ def test_most_training_images_broken_stop_both_nodes_at_the_same_step(
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow  # 45-70 s of torchrun runs; the default set keeps the two-node run
 def test_most_validation_images_broken_stop_both_nodes_after_evaluating(
     make_imagefolder, tiny_config, tmp_path
 ):

@@ -165,7 +165,10 @@ def test_sigkill_while_saving_leaves_the_last_checkpoint_and_resumes_exactly(
     assert_same_run(output, unbroken["plain"])
 
 
-@pytest.mark.parametrize(("name", "status"), [("TERM", 128 + signal.SIGTERM), ("INT", 130)])
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [("TERM", 128 + signal.SIGTERM), pytest.param("INT", 130, marks=pytest.mark.slow)],
+)
 def test_a_stop_signal_saves_the_step_and_the_same_command_resumes_exactly(
     unbroken, imagefolder, tiny_config, tmp_path, name, status
 ):
