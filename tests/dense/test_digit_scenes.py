@@ -49,3 +49,19 @@ def test_count_and_side_set_how_many_digits_and_how_large(tmp_path):
     # Other parameters are another set of scenes: the folder is rewritten, not reused.
     again = write_digit_scenes(tmp_path, train=6, val=1, size=32)
     assert any(len(scene) > 1 for scene in again["training"])
+
+
+def test_cells_hold_one_digit_each_and_light_ink_is_lighter_than_its_ground(tmp_path):
+    instances = write_digit_scenes(
+        tmp_path, train=6, val=1, size=32, count=(4, 4), side=(0.5, 0.5), cell=16, light_ink=True
+    )
+    for index, scene in enumerate(instances["training"]):
+        assert len(scene) == 4  # one digit in each of the 2 x 2 cells
+        cells = {(d.box[1] // 16, d.box[0] // 16) for d in scene}
+        assert cells == {(0, 0), (0, 1), (1, 0), (1, 1)}
+        for digit in scene:  # the ink stays inside its cell
+            x0, y0, x1, y1 = digit.box
+            assert (x0 // 16, y0 // 16) == ((x1 - 1) // 16, (y1 - 1) // 16)
+        image = np.asarray(Image.open(tmp_path / f"images/training/{index:05d}.jpg"), float)
+        ink = np.logical_or.reduce([d.mask for d in scene])
+        assert image[ink].mean() > image[~ink].mean() + 60

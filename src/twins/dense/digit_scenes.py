@@ -1,8 +1,11 @@
 """A built-in segmentation data set: scenes of scikit-learn's handwritten digits.
 
 Each scene is a colour image with 2 to 4 digits by default (of scikit-learn's 8 x 8 digits,
-upscaled to a random side of 1/4 to 1/2 the scene's; `count` and `side` set both) painted in a colour that stands out from a smooth random background; the digits do
-not overlap. Its label map comes from the strokes, stored ADE20K-style (class i as value i + 1,
+upscaled to a random side of 1/4 to 1/2 the scene's; `count` and `side` set both) painted in a
+colour that stands out from a smooth random background; the digits do not overlap. By default a
+digit lies anywhere and is dark on a light ground or light on a dark one; `cell` centres each
+digit in its own cell of a square grid instead, and `light_ink` paints every digit light on a
+darkened ground (the segmentation demo uses both: see `configs/demo_segment.yaml`). Its label map comes from the strokes, stored ADE20K-style (class i as value i + 1,
 read with `reduce_zero_label`), so the files look like ADE20K's to every tool:
 
 - 1: background (a class: the demo model learns where digits are not, so its pictures are clean);
@@ -36,6 +39,8 @@ BACKGROUND_VALUE, UNLABELLED_VALUE = 1, 0
 # Ink (the digit's 0..1 intensity after upscaling) at least INK is the digit; below RIM is
 # background; between them the rim is left unlabelled.
 INK, RIM = 0.5, 0.15
+# `light_ink`: the ground scaled by DARKENED, the digits' colour drawn in LIGHT_INK per channel.
+DARKENED, LIGHT_INK = 0.4, (170, 255)
 MANIFEST = "digit_scenes.json"
 # Digits per scene (lowest, highest) and a digit's side as fractions of the scene's.
 DIGITS_PER_SCENE = (2, 4)
@@ -67,19 +72,28 @@ def make_scene(
     size: int = 64,
     count: tuple[int, int] = DIGITS_PER_SCENE,
     side: tuple[float, float] = DIGIT_SIDE,
+    cell: int | None = None,
+    light_ink: bool = False,
 ) -> DigitScene:
     """One scene of `size` x `size` from the 8 x 8 `digits` (0..16 grey levels) and their
     `targets`, drawn from `rng`: `count` (lowest, highest) digits of a side between the
-    fractions `side` of `size` (where they fit without overlapping)."""
-    image = _background(rng, size)
+    fractions `side` of `size`, where they fit without overlapping, or with `cell` each centred
+    in a cell of a grid of `cell` px squares (at most one a cell); with `light_ink` every digit
+    is light on a ground darkened to 40%."""
+    image = _background(rng, size) * (DARKENED if light_ink else 1.0)
     label = np.full((size, size), BACKGROUND_VALUE, dtype=np.uint8)
     taken = np.zeros((size, size), dtype=bool)
     instances = []
     smallest, largest = round(size * side[0]), round(size * side[1])
-    for _ in range(int(rng.integers(count[0], count[1] + 1))):
+    wanted = int(rng.integers(count[0], count[1] + 1))
+    cells = _cell_corners(rng, size, cell, wanted) if cell else [None] * wanted
+    for corner in cells:
         for _attempt in range(20):  # a free place for this digit, or none
             edge = int(rng.integers(smallest, largest + 1))
-            top, left = (int(v) for v in rng.integers(0, size - edge + 1, 2))
+            if corner is None:
+                top, left = (int(v) for v in rng.integers(0, size - edge + 1, 2))
+            else:
+                top, left = (max(0, c + (cell - edge) // 2) for c in corner)
             if not taken[top : top + edge, left : left + edge].any():
                 break
         else:
@@ -88,7 +102,7 @@ def make_scene(
         ink = _upscaled(digits[pick], edge)
         window = (slice(top, top + edge), slice(left, left + edge))
         ground = image[window].reshape(-1, 3).mean(0)
-        colour = _contrasting(rng, ground)
+        colour = rng.uniform(*LIGHT_INK, 3) if light_ink else _contrasting(rng, ground)
         alpha = ink[..., None]
         image[window] = (image[window] * (1 - alpha) + colour * alpha).round()
         strokes = ink >= INK
@@ -102,6 +116,16 @@ def make_scene(
             box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
             instances.append(DigitInstance(int(targets[pick]), box, mask))
     return DigitScene(image.astype(np.uint8), label, instances)
+
+
+def _cell_corners(
+    rng: np.random.Generator, size: int, cell: int, wanted: int
+) -> list[tuple[int, int]]:
+    """(top, left) of `wanted` distinct cells of the `cell` px grid over the scene, in random
+    order (fewer where the grid has fewer cells)."""
+    per_side = size // cell
+    chosen = rng.permutation(per_side * per_side)[:wanted]
+    return [(int(i) // per_side * cell, int(i) % per_side * cell) for i in chosen]
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -151,15 +175,19 @@ def write_digit_scenes(
     seed: int = 0,
     count: tuple[int, int] = DIGITS_PER_SCENE,
     side: tuple[float, float] = DIGIT_SIDE,
+    cell: int | None = None,
+    light_ink: bool = False,
 ) -> dict[str, list[list[DigitInstance]]]:
     """Write `train` and `val` scenes under `root` in the ADE20K layout with `classes.json`
     (unless a complete set of the same parameters is there) and return each split's instances,
-    scene by scene (scene i is `images/<split>/<i:05d>.jpg`); `count` and `side` as in
-    `make_scene`."""
+    scene by scene (scene i is `images/<split>/<i:05d>.jpg`); `count`, `side`, `cell` and
+    `light_ink` as in `make_scene`."""
     root = Path(root)
     expected = {"train": train, "val": val, "size": size, "seed": seed}
     if (tuple(count), tuple(side)) != (DIGITS_PER_SCENE, DIGIT_SIDE):  # old manifests stay valid
         expected |= {"count": list(count), "side": list(side)}
+    if cell or light_ink:
+        expected |= {"cell": cell, "light_ink": light_ink}
     complete = _is_complete(root, expected)
     if not complete:
         (root / MANIFEST).unlink(missing_ok=True)  # an interrupted rewrite must not look complete
@@ -172,7 +200,7 @@ def write_digit_scenes(
         instances[split] = []
         for index in range(scenes):
             rng = np.random.default_rng([seed, SPLITS[split], index])
-            scene = make_scene(rng, digits, targets, size, count, side)
+            scene = make_scene(rng, digits, targets, size, count, side, cell, light_ink)
             instances[split].append(scene.instances)
             if not complete:
                 Image.fromarray(scene.image).save(images / f"{index:05d}.jpg", quality=95)
