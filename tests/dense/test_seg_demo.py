@@ -100,9 +100,6 @@ def test_the_recipe_ships_inside_the_package():
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(
-    strict=True, reason="the recipe labels every pixel background (docs/segmentation.md, Demo)"
-)
 def test_the_full_demo_reaches_60_percent_miou_in_3_minutes(tmp_path):
     lines: list[str] = []
     result = run_segment_demo(tmp_path / "demo", say=lines.append)

@@ -1,9 +1,10 @@
 """`twins demo --task segment`: a small Twins + Semantic FPN on scenes of handwritten digits.
 
-Scenes of scikit-learn's digits (`twins.dense.digit_scenes`: several digits on a smooth random
-ground, labelled from their strokes) are written once in the ADE20K layout under `DIR/data`,
-then trained on with the recipe `configs/demo_segment.yaml` through `twins.train.fit`, the code
-`twins train` runs, so `twins train -c DIR/config.yaml --data DIR/data` trains the same weights.
+Scenes of scikit-learn's digits (`twins.dense.digit_scenes`: 3-4 light digits, each in its
+own cell of a 2 x 2 grid, on a dark smooth ground, labelled from their strokes) are written once
+in the ADE20K layout under `DIR/data`, then trained on with the recipe
+`configs/demo_segment.yaml` through `twins.train.fit`, the code `twins train` runs, so
+`twins train -c DIR/config.yaml --data DIR/data` trains the same weights.
 Afterwards the final weights label the validation scenes: a picture of some of them beside
 their truth, and the final val mIoU with where everything is.
 """
@@ -29,6 +30,11 @@ from twins.train import fit, load_config
 RECIPE = Path(__file__).parents[1] / "configs" / "demo_segment.yaml"
 # Scenes written for the recipe; their side is the short side of its img_scale.
 TRAIN_SCENES, VAL_SCENES = 1000, 200
+# 3-4 digits of 32 px (the classifier demo's size), each in its own cell of the scene's 2 x 2
+# grid, light on a darkened ground. A patch-merging transformer is not shift-equivariant at its
+# last stage's 32 px: digits placed anywhere, or either dark or light, take several times the
+# demo's 3 minutes to tell apart (configs/demo_segment.yaml, Why).
+SCENE = {"count": (3, 4), "side": (0.5, 0.5), "light_ink": True}
 SHOWN_SCENES = 6
 COMPUTE_THREADS = 1  # as the classifier demo: one compute thread beside one data worker
 
@@ -50,7 +56,8 @@ def run_segment_demo(
     output = Path(output)
     data = output / "data"
     config = load_config(RECIPE, overrides, data_url=str(data), train_url=str(output))
-    write_digit_scenes(data, train=train_scenes, val=val_scenes, size=min(config.img_scale))
+    size = min(config.img_scale)
+    write_digit_scenes(data, train_scenes, val_scenes, size, cell=size // 2, **SCENE)
     say(
         f"demo: {data} holds {train_scenes} training and {val_scenes} validation scenes of "
         "handwritten digits in the ADE20K layout; training now"
