@@ -13,10 +13,9 @@ from torch import nn
 
 from twins.dense.registry import split_dense_name
 from twins.errors import TwinsError
+from twins.models.arguments import STAGE_ARGS
 
 HEAD_CHANNELS = 512  # mmseg's UperNet `channels`, the official recipes' head width
-# Our model_args that timm's Twins takes under the same name (the backbone's shape).
-_BACKBONE_ARGS = ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios", "wss")
 
 
 def smp_upernet(model: nn.Module) -> nn.Module:
@@ -35,7 +34,7 @@ def smp_upernet(model: nn.Module) -> nn.Module:
             "--compare smp needs segmentation-models-pytorch: pip install 'twins[smp]'",
             argument="compare",
         ) from error
-    shape = {k: v for k, v in model.model_args.items() if k in _BACKBONE_ARGS}
+    shape = {k: v for k, v in model.model_args.items() if k in STAGE_ARGS}
     reference = smp.UPerNet(
         encoder_name=f"tu-twins_{variant}",
         encoder_weights=None,

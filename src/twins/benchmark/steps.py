@@ -15,10 +15,17 @@ from torch import nn
 from twins.benchmark.hardware import DTYPES
 from twins.errors import TwinsError
 from twins.models import Twins
+from twins.models.arguments import STAGE_ARGS
 
 # Our model_args -> timm.models.twins.Twins arguments (the official names, mostly shared).
-_SAME_NAMES = ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios", "wss")
-_SAME_NAMES += ("num_classes", "in_chans", "patch_size", "attn_drop_rate", "drop_path_rate")
+_SAME_NAMES = (
+    *STAGE_ARGS,
+    "num_classes",
+    "in_chans",
+    "patch_size",
+    "attn_drop_rate",
+    "drop_path_rate",
+)
 
 
 def timm_twin(model: Twins, image_size: int) -> nn.Module:

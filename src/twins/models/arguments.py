@@ -12,6 +12,8 @@ from twins.errors import TwinsError
 # Activation names of `model_args` -> the `approximate` argument of the GELU.
 ACT_LAYERS = {"gelu": "none", "gelu_tanh": "tanh"}
 GLOBAL_POOLS = ("avg", "")
+# The per-stage arguments: what the stages are, one value per stage (timm's names too).
+STAGE_ARGS = ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios", "wss")
 
 
 def _is_int(value: Any) -> bool:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from twins.errors import TwinsError
+from twins.models.arguments import STAGE_ARGS
 from twins.models.twins import Twins, smallest_side
 from twins.notes import note
 
@@ -63,12 +64,7 @@ HUB_WEIGHTS = {name: f"timm/twins_{name}.in1k" for name in VARIANTS}
 
 # The official constructor's argument names, and timm's where the official code has none.
 OVERRIDES = (
-    "embed_dims",
-    "num_heads",
-    "mlp_ratios",
-    "depths",
-    "sr_ratios",
-    "wss",
+    *STAGE_ARGS,
     "in_chans",
     "patch_size",
     "drop_rate",
@@ -83,17 +79,7 @@ OVERRIDES = (
 BUILD_OPTIONS = ("fast_path", "device", "dtype", "img_size")
 # The recorded `model_args` of a pretrained file that `create_model` takes where the caller
 # gives none: what the weights were made for (the rates are the caller's training choice).
-RECORDED_SHAPE = (
-    "embed_dims",
-    "num_heads",
-    "mlp_ratios",
-    "depths",
-    "sr_ratios",
-    "wss",
-    "in_chans",
-    "patch_size",
-    "act_layer",
-)
+RECORDED_SHAPE = (*STAGE_ARGS, "in_chans", "patch_size", "act_layer")
 
 # timm's pretrained config of its Twins models (the published weights' preprocessing), so that
 # timm's data helpers (`timm.data.resolve_data_config(model=model)`) treat ours alike.
@@ -173,7 +159,7 @@ def create_model(
         TWINS_FAST_PATH=0); False runs the plain layers everywhere. Same parameters either way.
     device, dtype: where and in which type the parameters are made ("meta": shapes only).
     img_size: accepted as timm's create_model passes it; Twins takes any input size.
-    features_only, out_indices: timm's feature extractor (`features_of`) instead of the
+    features_only, out_indices: timm's feature extractor (`TwinsFeatures`) instead of the
         classifier: `model(x)` is the list of stage maps (default: all four).
     overrides: the official constructor's argument names (`OVERRIDES`), and timm's
         `pos_drop_rate`, `proj_drop_rate` (default: `drop_rate`) and `global_pool`.
@@ -229,21 +215,11 @@ def create_model(
 
         _note_replaced_head(state_dict, model.num_classes)
         load_into_model(model, state_dict, drop_mismatched_head=True)
-    return features_of(model, out_indices) if features_only else model
+    if not features_only:
+        return model
+    from twins.models.features import TwinsFeatures  # imports timm: only when asked for
 
-
-def features_of(model: Twins, out_indices: int | Sequence[int] = 4) -> nn.Module:
-    """timm's `features_only` model of Twins: timm's own wrapper of `forward_intermediates`
-    (what `timm.create_model("twins_...", features_only=True)` builds), so that `model(x)` is
-    the list of the `out_indices` stage maps and `feature_info.channels()` / `.reduction()`
-    describe them. The stages after the last index, the final norm and the head are dropped."""
-    from timm.models._builder import pretrained_cfg_for_features
-    from timm.models._features import FeatureGetterNet
-
-    cfg = pretrained_cfg_for_features(model.pretrained_cfg)
-    features = FeatureGetterNet(model, out_indices=out_indices)
-    features.pretrained_cfg = features.default_cfg = cfg
-    return features
+    return TwinsFeatures(model, out_indices)
 
 
 def pretrained_cfg(

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from twins.models import arguments
-from twins.models.arguments import ACT_LAYERS, GLOBAL_POOLS
+from twins.models.arguments import ACT_LAYERS, GLOBAL_POOLS, STAGE_ARGS
 from twins.models.block import Block
 from twins.models.fast_path import enabled_by_default
 from twins.models.patch_embed import PatchEmbed
@@ -314,7 +314,7 @@ class Twins(nn.Module):
         self.depths = self.depths[:keep]
         self.embed_dims = self.embed_dims[:keep]
         self.feature_info = self.feature_info[:keep]
-        for name in ("embed_dims", "num_heads", "mlp_ratios", "depths", "sr_ratios", "wss"):
+        for name in STAGE_ARGS:
             if self.model_args[name] is not None:
                 self.model_args[name] = self.model_args[name][:keep]
         if prune_norm or pruned_end:
