@@ -31,7 +31,7 @@ from twins.tasks.detect import (
     predicts_masks,
 )
 from twins.train import distributed
-from twins.train.evaluate import _ema_weights
+from twins.train.evaluate import ema_weights_for_evaluation
 from twins.train.precision import build_precision
 from twins.weights import StateDict, load_weights
 
@@ -45,7 +45,9 @@ def evaluate_detector(
     ctx = distributed.setup(config.device_target)
     try:
         weights = load_weights(checkpoint)
-        ema_weights = _ema_weights(checkpoint, config.with_ema if ema is None else ema, ema)
+        ema_weights = ema_weights_for_evaluation(
+            checkpoint, config.with_ema if ema is None else ema, ema
+        )
         model = detector_for(weights, config).to(ctx.device)
         val_set = open_coco_split(
             config.data_url,

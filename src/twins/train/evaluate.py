@@ -44,7 +44,9 @@ def evaluate_checkpoint(
     ctx = distributed.setup(config.device_target)
     try:
         weights = load_weights(checkpoint, arch=config.arch)  # tells PCPVT from SVT in a .ckpt
-        ema_weights = _ema_weights(checkpoint, config.with_ema if ema is None else ema, ema)
+        ema_weights = ema_weights_for_evaluation(
+            checkpoint, config.with_ema if ema is None else ema, ema
+        )
         if "segment" in (config.task, weights.metadata.get("task")):
             from twins.dense.seg_evaluate import evaluate_segmenter
 
@@ -72,7 +74,9 @@ def evaluate_checkpoint(
         distributed.cleanup()
 
 
-def _ema_weights(checkpoint: str | Path, wanted: bool, required: bool | None) -> StateDict | None:
+def ema_weights_for_evaluation(
+    checkpoint: str | Path, wanted: bool, required: bool | None
+) -> StateDict | None:
     """The file's EMA weights when `wanted`; None where it has none, unless they are `required`
     (asked for by name), which refuses the file."""
     if not wanted:
