@@ -1,8 +1,9 @@
 """`twins demo --task detect`: a small Twins detector trained on scenes of the built-in digits.
 
-Scenes of scikit-learn's handwritten digits (`twins.dense.digit_scenes`: 2 to 4 digits on a
-smooth colour background, training scenes from the classifier demo's training digits, validation
-scenes from its validation digits) are written in the COCO layout under `DIR/data`
+Scenes of scikit-learn's handwritten digits (`twins.dense.digit_scenes`: 2 to 4 digits of 32 px,
+each centred in its own cell of the 64 px scene's 2 x 2 grid, light on a darkened smooth colour
+background; training scenes from the classifier demo's training digits, validation scenes from
+its validation digits) are written in the COCO layout under `DIR/data`
 (`annotations/instances_{train,val}.json` with boxes and RLE masks, images `train/` and `val/`,
 named by image id as COCO names them), the recipe `configs/demo_detect.yaml` is resolved and
 written to `DIR/config.yaml`, and `twins.train.fit` trains it into `DIR`: the code `twins train`
@@ -36,15 +37,21 @@ from twins.weights import load_weights
 RECIPE = Path(__file__).parent.parent / "configs" / "demo_detect.yaml"
 SPLITS = {"train": "training", "val": "validation"}
 MANIFEST = "scenes.json"
-# Scene counts, side, seed, digits per scene and digit side (as fractions of the scene's);
-# recipe keys of their own would be dead keys for `twins train`.
+# Scene counts, side, seed, digits per scene, digit side (as fractions of the scene's), grid
+# cell (px) and light ink, as `make_scene` takes them; recipe keys of their own would be dead
+# keys for `twins train`. Each digit centred in a cell of a 2 x 2 grid, all light on a dark
+# ground: the small backbone, not shift-equivariant at its coarse stages, tells digits apart
+# within minutes only so (configs/demo_detect.yaml, Why), and the 32 px digits centred at 16
+# and 48 px meet the smallest anchors (32 px at stride 8) centre on centre.
 SCENES = {
-    "train": 3200,
+    "train": 1600,
     "val": 50,
     "size": 64,
     "seed": 0,
     "count": DIGITS_PER_SCENE,
-    "side": DIGIT_SIDE,
+    "side": (0.5, 0.5),
+    "cell": 32,
+    "light_ink": True,
 }
 PICTURE_SCENES = 8
 PICTURE_SCALE = 4  # 64 px scenes drawn at 256 px, so that names and scores can be read
@@ -64,13 +71,15 @@ def write_detection_scenes(
     seed: int = 0,
     count: tuple[int, int] = DIGITS_PER_SCENE,
     side: tuple[float, float] = DIGIT_SIDE,
+    cell: int | None = None,
+    light_ink: bool = False,
 ) -> Path:
     """Digit scenes in the COCO layout under `root` (kept when a complete set of the same
-    parameters is there). Scene i of a split is image id i + 1, file `<id:06d>.png`; `count`
-    and `side` as in `make_scene`."""
+    parameters is there). Scene i of a split is image id i + 1, file `<id:06d>.png`; `count`,
+    `side`, `cell` and `light_ink` as in `make_scene`."""
     root = Path(root)
     expected = {"train": train, "val": val, "size": size, "seed": seed}
-    expected |= {"count": list(count), "side": list(side)}
+    expected |= {"count": list(count), "side": list(side), "cell": cell, "light_ink": light_ink}
     try:
         if json.loads((root / MANIFEST).read_text()) == expected:
             return root
@@ -87,7 +96,9 @@ def write_detection_scenes(
         images, annotations = [], []
         for index in range(scenes):
             rng = np.random.default_rng([seed, list(SPLITS).index(split), index])
-            scene = make_scene(rng, *digits[SPLITS[split]], size, tuple(count), tuple(side))
+            scene = make_scene(
+                rng, *digits[SPLITS[split]], size, tuple(count), tuple(side), cell, light_ink
+            )
             image_id, name = index + 1, f"{index + 1:06d}.png"
             Image.fromarray(scene.image).save(root / split / name)
             images.append({"id": image_id, "file_name": name, "height": size, "width": size})
@@ -118,7 +129,8 @@ def run_detect_demo(
     scenes: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Write the scenes, train, evaluate, draw; returns the numbers and paths. `scenes`
-    changes the scene counts, side, seed, digits per scene or digit side (`SCENES`' keys)."""
+    changes the scene counts, side, seed, digits per scene, digit side, grid cell or ink
+    (`SCENES`' keys)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     if not RECIPE.is_file():
         raise TwinsError(f"demo recipe {RECIPE} not found: run the demo from a clone of twins")
