@@ -51,6 +51,12 @@ def test_1x_resizes_once_into_1333_by_800_keeping_the_ratio():
     assert eval_transform()(small).shape == (3, 800, 1066)  # the short side sets the scale
 
 
+def test_a_square_scale_sets_the_long_side():
+    resize = eval_transform(64, 64)
+    assert resize(torch.zeros(3, 64, 64, dtype=torch.uint8)).shape == (3, 64, 64)
+    assert resize(torch.zeros(3, 50, 100, dtype=torch.uint8)).shape == (3, 32, 64)
+
+
 def test_1x_resize_and_flip_move_boxes_and_masks_with_the_image(coco_val):
     data = open_coco_split(coco_val, "val", train_transform_1x(96, 200, flip=1.0), with_masks=True)
     image, target = data[0]

@@ -86,6 +86,25 @@ def test_model_args_rebuild_the_model() -> None:
     assert again.model_args == model.model_args and again.num_classes == CLASSES
 
 
+def test_retinanet_head_norm_and_anchor_scale_are_recorded_and_rebuild_the_model() -> None:
+    official = twins.create_model("retinanet_pcpvt_small", num_classes=CLASSES, device="meta")
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in official.head.modules())
+    assert {"head_norm", "anchor_scale"}.isdisjoint(official.model_args)
+    model = twins.create_model(
+        "retinanet_pcpvt_small", num_classes=CLASSES, device="meta", fpn_channels=64,
+        head_norm=True, anchor_scale=2, **TINY,
+    )  # fmt: skip
+    norms = [m for m in model.head.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == 8 and all(n.num_groups == 32 and n.num_channels == 64 for n in norms)
+    assert model.anchor_generator.sizes[0] == pytest.approx((16, 20.1587, 25.3984), abs=1e-3)
+    assert model.model_args["head_norm"] is True and model.model_args["anchor_scale"] == 2
+    again = twins.create_model(model.arch, device="meta", **model.model_args)
+    assert {k: v.shape for k, v in again.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    assert again.anchor_generator.sizes == model.anchor_generator.sizes
+
+
 def test_p7_comes_from_p6_without_relu_and_p6_from_the_raw_last_stage() -> None:
     torch.manual_seed(0)
     model = twins.create_model("retinanet_pcpvt_small", num_classes=CLASSES, **TINY).eval()

@@ -10,6 +10,7 @@ from killed_runs import fit_killed_at_step, without_timings
 from twins.train import fit
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
+from twins.train.trainer import Trainer
 
 # 4 steps per epoch at batch 16 on the tiny ImageFolder: 7 iterations end within epoch 2.
 ITERATIONS = {"lr_scheduler": "poly_lr", "max_iters": 7, "warmup_iters": 2, "warmup_ratio": 0.1}
@@ -38,6 +39,20 @@ def test_an_iteration_run_evaluates_keeps_and_stops_by_iteration(
     again = fit(tiny_config(imagefolder, output, **ITERATIONS))
     assert load_checkpoint(output / "checkpoints" / "last.pt")["global_step"] == 7
     assert again["best_score"] == result["best_score"]
+
+
+def test_the_steps_after_an_evaluation_within_an_epoch_train_in_training_mode(
+    imagefolder, tiny_config, tmp_path, monkeypatch
+):
+    modes, backward = [], Trainer.backward
+
+    def recording_backward(trainer, *args, **kwargs):
+        modes.append(trainer.model.training)
+        return backward(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "backward", recording_backward)
+    fit(tiny_config(imagefolder, tmp_path / "run", **ITERATIONS))
+    assert modes == [True] * 7  # step 4 follows the evaluation after step 3, within epoch 1
 
 
 @pytest.mark.parametrize("kill_before", [4, 7])  # after the step-3 evaluation; at the last step

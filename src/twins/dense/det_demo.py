@@ -1,8 +1,9 @@
 """`twins demo --task detect`: a small Twins detector trained on scenes of the built-in digits.
 
-Scenes of scikit-learn's handwritten digits (`twins.dense.digit_scenes`: 2 to 4 digits on a
-smooth colour background, training scenes from the classifier demo's training digits, validation
-scenes from its validation digits) are written in the COCO layout under `DIR/data`
+Scenes of scikit-learn's handwritten digits (`twins.dense.digit_scenes`: 2 to 4 digits of 32 px,
+each centred in its own cell of the 64 px scene's 2 x 2 grid, light on a darkened smooth colour
+background; training scenes from the classifier demo's training digits, validation scenes from
+its validation digits) are written in the COCO layout under `DIR/data`
 (`annotations/instances_{train,val}.json` with boxes and RLE masks, images `train/` and `val/`,
 named by image id as COCO names them), the recipe `configs/demo_detect.yaml` is resolved and
 written to `DIR/config.yaml`, and `twins.train.fit` trains it into `DIR`: the code `twins train`
@@ -28,7 +29,7 @@ from twins.atomic import write_text
 from twins.demo import compute_threads, duration
 from twins.dense.coco_data import CategoryMap
 from twins.dense.det_predict import MIN_SCORE, draw_detections, predict_detections, write_picture
-from twins.dense.digit_scenes import make_scene, split_digits
+from twins.dense.digit_scenes import DIGIT_SIDE, DIGITS_PER_SCENE, make_scene, split_digits
 from twins.errors import TwinsError
 from twins.train import fit, load_config
 from twins.weights import load_weights
@@ -36,8 +37,22 @@ from twins.weights import load_weights
 RECIPE = Path(__file__).parent.parent / "configs" / "demo_detect.yaml"
 SPLITS = {"train": "training", "val": "validation"}
 MANIFEST = "scenes.json"
-# Scene counts, side and seed (recipe keys of their own would be dead keys for `twins train`).
-SCENES = {"train": 400, "val": 50, "size": 64, "seed": 0}
+# Scene counts, side, seed, digits per scene, digit side (as fractions of the scene's), grid
+# cell (px) and light ink, as `make_scene` takes them; recipe keys of their own would be dead
+# keys for `twins train`. Each digit centred in a cell of a 2 x 2 grid, all light on a dark
+# ground: the small backbone, not shift-equivariant at its coarse stages, tells digits apart
+# within minutes only so (configs/demo_detect.yaml, Why), and the 32 px digits centred at 16
+# and 48 px meet the smallest anchors (32 px at stride 8) centre on centre.
+SCENES = {
+    "train": 1600,
+    "val": 50,
+    "size": 64,
+    "seed": 0,
+    "count": DIGITS_PER_SCENE,
+    "side": (0.5, 0.5),
+    "cell": 32,
+    "light_ink": True,
+}
 PICTURE_SCENES = 8
 PICTURE_SCALE = 4  # 64 px scenes drawn at 256 px, so that names and scores can be read
 COMPUTE_THREADS = 1
@@ -49,12 +64,22 @@ def category_id(digit: int) -> int:
 
 
 def write_detection_scenes(
-    root: str | Path, train: int, val: int, size: int = 64, seed: int = 0
+    root: str | Path,
+    train: int,
+    val: int,
+    size: int = 64,
+    seed: int = 0,
+    count: tuple[int, int] = DIGITS_PER_SCENE,
+    side: tuple[float, float] = DIGIT_SIDE,
+    cell: int | None = None,
+    light_ink: bool = False,
 ) -> Path:
     """Digit scenes in the COCO layout under `root` (kept when a complete set of the same
-    parameters is there). Scene i of a split is image id i + 1, file `<id:06d>.png`."""
+    parameters is there). Scene i of a split is image id i + 1, file `<id:06d>.png`; `count`,
+    `side`, `cell` and `light_ink` as in `make_scene`."""
     root = Path(root)
     expected = {"train": train, "val": val, "size": size, "seed": seed}
+    expected |= {"count": list(count), "side": list(side), "cell": cell, "light_ink": light_ink}
     try:
         if json.loads((root / MANIFEST).read_text()) == expected:
             return root
@@ -66,12 +91,14 @@ def write_detection_scenes(
         {"id": category_id(d), "name": str(d), "supercategory": "digit"} for d in range(10)
     ]
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    for split, count in (("train", train), ("val", val)):
+    for split, scenes in (("train", train), ("val", val)):
         (root / split).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
-        for index in range(count):
+        for index in range(scenes):
             rng = np.random.default_rng([seed, list(SPLITS).index(split), index])
-            scene = make_scene(rng, *digits[SPLITS[split]], size=size)
+            scene = make_scene(
+                rng, *digits[SPLITS[split]], size, tuple(count), tuple(side), cell, light_ink
+            )
             image_id, name = index + 1, f"{index + 1:06d}.png"
             Image.fromarray(scene.image).save(root / split / name)
             images.append({"id": image_id, "file_name": name, "height": size, "width": size})
@@ -102,7 +129,8 @@ def run_detect_demo(
     scenes: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Write the scenes, train, evaluate, draw; returns the numbers and paths. `scenes`
-    changes the scene counts, side or seed (`SCENES`' keys)."""
+    changes the scene counts, side, seed, digits per scene, digit side, grid cell or ink
+    (`SCENES`' keys)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     if not RECIPE.is_file():
         raise TwinsError(f"demo recipe {RECIPE} not found: run the demo from a clone of twins")
@@ -110,7 +138,7 @@ def run_detect_demo(
     data = output / "data"
     spec = {**SCENES, **(scenes or {})}
     config = load_config(RECIPE, overrides, data_url=str(data), train_url=str(output))
-    write_detection_scenes(data, spec["train"], spec["val"], spec["size"], spec["seed"])
+    write_detection_scenes(data, **spec)
     say(
         f"demo: {data} holds {spec['train']} training and {spec['val']} validation scenes of "
         f"digits in the COCO layout; training {config.arch} now"

@@ -47,7 +47,10 @@ CROP_SIZE_RANGE = (384, 600)
 
 def eval_transform(short_side: int = SHORT_SIDE, long_side: int = LONG_SIDE) -> v2.Transform:
     """Resize keeping the ratio so the image fits (long_side, short_side) as mmdetection's
-    `Resize(img_scale=(long_side, short_side), keep_ratio=True)`."""
+    `Resize(img_scale=(long_side, short_side), keep_ratio=True)`. A square scale (long_side
+    equal to short_side) sets the long side."""
+    if long_side <= short_side:  # torchvision's max_size must exceed size; the long side rules
+        return v2.Resize(size=None, max_size=short_side, antialias=True)
     return v2.Resize(size=short_side, max_size=long_side, antialias=True)
 
 

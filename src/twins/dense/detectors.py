@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
@@ -48,13 +50,18 @@ BACKBONE_ARGUMENTS = (*(a for a in OVERRIDES if a != "global_pool"), "stage_norm
 TRANSFORM_ARGUMENTS = ("min_size", "max_size", "resize_in_model", "pad_divisor")
 # The FPN's width (256 in every official model; smaller for a demo on a CPU).
 FPN_CHANNELS = 256
+# RetinaNet's anchors: octave_base_scale (the smallest anchor's side in strides) and the groups
+# of its GroupNorm head (off in the official models).
+ANCHOR_SCALE = 4.0
+HEAD_NORM_GROUPS = 32
 
 
-def retinanet_anchor_sizes() -> tuple[tuple[float, ...], ...]:
-    """4 * stride * 2^(k/3), k = 0, 1, 2, at strides 8..128 (octave_base_scale 4, 3 scales per
-    octave). torchvision rounds each anchor's corners to whole pixels; mmdetection does not."""
+def retinanet_anchor_sizes(scale: float = ANCHOR_SCALE) -> tuple[tuple[float, ...], ...]:
+    """scale * stride * 2^(k/3), k = 0, 1, 2, at strides 8..128 (octave_base_scale 4, 3 scales
+    per octave). torchvision rounds each anchor's corners to whole pixels; mmdetection does
+    not."""
     return tuple(
-        tuple(4 * stride * 2 ** (k / 3) for k in range(3)) for stride in (8, 16, 32, 64, 128)
+        tuple(scale * stride * 2 ** (k / 3) for k in range(3)) for stride in (8, 16, 32, 64, 128)
     )
 
 
@@ -68,13 +75,19 @@ def retinanet(
     resize_in_model: bool = True,
     pad_divisor: int = 32,
     fpn_channels: int = 256,
+    anchor_scale: float = ANCHOR_SCALE,
+    head_norm: bool = False,
     fast_path: bool | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     **overrides: Any,
 ) -> RetinaNetFromOne:
     """RetinaNet over Twins stages 2-4 (strides 8-32) with P6/P7 from the raw stage-4 map: 100
-    detections per image, score 0.05, NMS 0.5, 1000 candidates per level before NMS."""
+    detections per image, score 0.05, NMS 0.5, 1000 candidates per level before NMS.
+    `anchor_scale`: the smallest anchor of a level in strides (the official 4; 2 meets objects
+    of 16 px at stride 8). `head_norm`: a GroupNorm after each of the head's convs, as
+    torchvision's retinanet_resnet50_fpn_v2 (off in the official models; from scratch it
+    converges much sooner)."""
     return _build("retinanet", variant, num_classes, pretrained, locals(), overrides)
 
 
@@ -116,6 +129,8 @@ def _build(
                 *BACKBONE_ARGUMENTS,
                 *TRANSFORM_ARGUMENTS,
                 "fpn_channels",
+                "anchor_scale",
+                "head_norm",
                 "fast_path",
                 "device",
                 "dtype",
@@ -161,7 +176,8 @@ def _build(
         }
         width = int(settings["fpn_channels"])
         if head == "retinanet":
-            model = _retinanet(body, num_classes, common, width)
+            anchor_scale, head_norm = float(settings["anchor_scale"]), bool(settings["head_norm"])
+            model = _retinanet(body, num_classes, common, width, anchor_scale, head_norm)
         else:
             model = _maskrcnn(body, num_classes, common, width)
         resize, pad_divisor = bool(settings["resize_in_model"]), int(settings["pad_divisor"])
@@ -180,8 +196,13 @@ def _build(
         "resize_in_model": resize,
         "pad_divisor": pad_divisor,
     }
-    if width != FPN_CHANNELS:  # recorded where it differs: the official models' args unchanged
+    # Recorded where they differ: the official models' args unchanged.
+    if width != FPN_CHANNELS:
         model.model_args["fpn_channels"] = width
+    if head == "retinanet" and anchor_scale != ANCHOR_SCALE:
+        model.model_args["anchor_scale"] = anchor_scale
+    if head == "retinanet" and head_norm:
+        model.model_args["head_norm"] = True
     if weights is not None:
         load_detector_weights(model, layout, weights, head)
     return model
@@ -205,15 +226,23 @@ class DetectorInput(GeneralizedRCNNTransform):
 
 
 def _retinanet(
-    body: nn.Module, num_classes: int, common: dict[str, Any], width: int = FPN_CHANNELS
+    body: nn.Module,
+    num_classes: int,
+    common: dict[str, Any],
+    width: int = FPN_CHANNELS,
+    anchor_scale: float = ANCHOR_SCALE,
+    head_norm: bool = False,
 ) -> RetinaNetFromOne:
     extra = P6P7OnInput(body.out_channels[3], width)
     backbone = TwinsFPN(body, stages=(1, 2, 3), extra=extra, out_channels=width)
-    anchors = AnchorGenerator(retinanet_anchor_sizes(), (RATIOS,) * 5)
+    anchors = AnchorGenerator(retinanet_anchor_sizes(anchor_scale), (RATIOS,) * 5)
+    norm = partial(nn.GroupNorm, HEAD_NORM_GROUPS) if head_norm else None
+    head = RetinaNetHead(width, anchors.num_anchors_per_location()[0], num_classes, norm)
     return RetinaNetFromOne(
         backbone,
         num_classes,
         anchor_generator=anchors,
+        head=head,
         score_thresh=0.05,
         nms_thresh=0.5,
         detections_per_img=100,

@@ -188,6 +188,7 @@ def _fit(
     def evaluate_at_step(last_of_epoch: bool) -> None:
         nonlocal evaluation, best_at_epoch_end
         evaluation = _evaluate(task, trainer, val_loader, val_set, ctx, progress)
+        trainer.model.train()  # the epoch's remaining steps train in training mode
         score, weights = _best_of(evaluation, task.score)
         is_best = score > state.best_score
         if is_best:
