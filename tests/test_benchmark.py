@@ -180,4 +180,6 @@ def test_data_mode_on_packed_data_local_against_timms_wds_reader_and_in_a_bucket
     assert set(remote["results"]) == {"ours"} and remote["images_per_cpu_s"] > 0
     shards = json.loads((tmp_path / "packed" / "manifest.json").read_text())["splits"]["train"]
     downloaded = {p.name for p in (tmp_path / "cache").glob("shards/*/train-*.tar")}
-    assert downloaded == {shard["name"] for shard in shards["shards"]}  # read from the bucket
+    # Read from the bucket: shards of the manifest in the cache (those the passes reached; the
+    # prefetcher may still be fetching the rest when the benchmark ends).
+    assert downloaded and downloaded <= {shard["name"] for shard in shards["shards"]}
