@@ -103,10 +103,16 @@ def _gray(image: torch.Tensor) -> torch.Tensor:
     return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
 
 
+def _to_uint8(values: torch.Tensor) -> torch.Tensor:
+    """Float values already clipped to 0-255, truncated to uint8 (as Pillow converts); NumPy's
+    cast takes a fifth of the time of torch's here."""
+    return torch.from_numpy(values.numpy().astype(np.uint8))
+
+
 def _blend(degenerate: torch.Tensor, image: torch.Tensor, factor: float) -> torch.Tensor:
     """Pillow's `Image.blend(degenerate, image, factor)`: float, clipped, truncated."""
     out = degenerate.float() + factor * (image.float() - degenerate.float())
-    return out.clamp_(0, 255).to(torch.uint8)
+    return _to_uint8(out.clamp_(0, 255))
 
 
 def color(image: torch.Tensor, factor: float, **_: Any) -> torch.Tensor:
@@ -168,46 +174,64 @@ def _bicubic_weights(d: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _fill_outside(out: torch.Tensor, outside: torch.Tensor, fill: list[int]) -> torch.Tensor:
-    # One `where` over the channels: half the time of a masked fill per channel.
-    fill_value = torch.tensor(fill, dtype=out.dtype).view(-1, 1, 1)
-    return torch.where(outside, fill_value, out)
+    # A multiply and an add on uint8 (exact: the kept pixels times 1, the fill times 0), a
+    # tenth of the time of a `where` over the channels.
+    fill_value = torch.tensor(fill, dtype=torch.uint8).view(-1, 1, 1)
+    return out * (~outside).to(torch.uint8) + fill_value * outside
 
 
-def _shift_rows(image: torch.Tensor, shift: torch.Tensor, resample: int, fill: list[int]):
-    """Output pixel x of row y reads the row at x + shift[y] (Pillow's coordinates: pixel
-    centres at x + 0.5), neighbours clamped at the ends, `fill` where the source falls outside.
+def _shift_lines(
+    image: torch.Tensor, shift: torch.Tensor, resample: int, fill: list[int], dim: int
+) -> torch.Tensor:
+    """Along rows (`dim` 2), output pixel x of row y reads the row at x + shift[y]; along
+    columns (`dim` 1), output pixel y of column x reads the column at y + shift[x] (Pillow's
+    coordinates: pixel centres at x + 0.5), neighbours clamped at the ends, `fill` where the
+    source falls outside.
 
-    One gather per row brings the row's taps together (the row from its first tap on, padded
-    with copies of its end pixels); each tap is then a slice of it."""
-    channels, height, width = image.shape
-    position = torch.arange(width).view(1, width) + 0.5 + shift.view(height, 1)
-    outside = (position < 0) | (position >= width)
-    pad = int(shift.abs().max().ceil()) + 3
-    padded = torch.cat(
-        [image[:, :, :1].expand(-1, -1, pad), image, image[:, :, -1:].expand(-1, -1, pad)], dim=2
-    )
+    The image is padded at both ends of its lines with copies of their end pixels; one gather
+    then brings each line's taps together (a slice, for a translation: every line starts at
+    the same place), and each tap is a slice of that."""
+    channels, length, lines = image.shape[0], image.shape[dim], image.shape[3 - dim]
+    line_shape = (lines, 1) if dim == 2 else (1, lines)  # a value per line, broadcast
+    position = torch.arange(length).view(line_shape[::-1]) + 0.5 + shift.view(line_shape)
+    outside = (position < 0) | (position >= length)
     if resample == _NEAREST:  # Pillow reads the pixel the point falls in
         first, taps, weights = (shift + 0.5).floor(), 1, None
     else:
         first = shift.floor()
-        d = (shift - first).float().view(height, 1)
+        d = (shift - first).float().view(line_shape)
         if resample == _BILINEAR:
             taps, weights = 2, [1 - d, d]
         else:
             first, taps, weights = first - 1, 4, _bicubic_weights(d)
-    starts = torch.arange(height) * (width + 2 * pad) + pad + first.long()
-    index = (starts.view(height, 1) + torch.arange(width + taps - 1).view(1, -1)).flatten()
-    # NumPy's take gathers several times faster than torch's index_select here.
-    rows = np.take(padded.reshape(channels, -1).numpy(), index.numpy(), axis=1)
-    rows = torch.from_numpy(rows).view(channels, height, width + taps - 1)
+    first = first.long()
+    pad = int(first.abs().max()) + taps
+    pad_shape = list(image.shape)
+    pad_shape[dim] = pad
+    ends = image.narrow(dim, 0, 1), image.narrow(dim, length - 1, 1)
+    padded = torch.cat([ends[0].expand(pad_shape), image, ends[1].expand(pad_shape)], dim=dim)
+    span = length + taps - 1
+    if bool((first == first[0]).all()):
+        source = padded.narrow(dim, pad + int(first[0]), span)
+    else:
+        stride = padded.shape[2]
+        steps = torch.arange(span)
+        if dim == 2:
+            index = (torch.arange(lines) * stride + pad + first).view(lines, 1) + steps
+        else:
+            index = (steps.view(span, 1) + pad + first) * stride + torch.arange(lines)
+        # NumPy's take gathers several times faster than torch's index_select here.
+        source = np.take(padded.reshape(channels, -1).numpy(), index.flatten().numpy(), axis=1)
+        source = torch.from_numpy(source).view(channels, *index.shape)
     if weights is None:
-        return _fill_outside(rows.contiguous(), outside, fill)
-    rows = rows.float()
-    out = rows[:, :, :width] * weights[0]
-    for tap in range(1, taps):
-        out.add_(rows[:, :, tap : tap + width] * weights[tap])
+        return _fill_outside(source, outside, fill)
+    source = source.float()
+    out = source.narrow(dim, 0, length) * weights[0]
+    product = torch.empty_like(out)
+    for tap in range(1, taps):  # each product rounded, then added, as one would write it
+        out.add_(torch.mul(source.narrow(dim, tap, length), weights[tap], out=product))
     # Pillow clips, then converts to UINT8 by truncation.
-    return _fill_outside(out.clamp_(0, 255).to(torch.uint8), outside, fill)
+    return _fill_outside(_to_uint8(out.clamp_(0, 255)), outside, fill)
 
 
 def _affine(image: torch.Tensor, matrix: tuple, kwargs: dict) -> torch.Tensor:
@@ -219,10 +243,9 @@ def _affine(image: torch.Tensor, matrix: tuple, kwargs: dict) -> torch.Tensor:
     _, height, width = image.shape
     if d == 0 and f == 0:  # along rows
         shift = b * (torch.arange(height, dtype=torch.float64) + 0.5) + c
-        return _shift_rows(image, shift, resample, fill)
+        return _shift_lines(image, shift, resample, fill, dim=2)
     shift = d * (torch.arange(width, dtype=torch.float64) + 0.5) + f
-    out = _shift_rows(image.transpose(1, 2).contiguous(), shift, resample, fill)
-    return out.transpose(1, 2).contiguous()
+    return _shift_lines(image, shift, resample, fill, dim=1)
 
 
 def shear_x(image: torch.Tensor, factor: float, **kwargs: Any) -> torch.Tensor:
