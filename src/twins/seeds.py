@@ -30,14 +30,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_cpu_streams(seed: int) -> None:
+    """Python's `random`, NumPy and torch's CPU generator from `seed` (what `seeded` seeds)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)
+
+
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Run the block under `random`, NumPy and torch CPU states seeded from `seed`, then put the
     previous states back (CUDA's are not touched: transforms run on the CPU)."""
     saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.default_generator.manual_seed(seed)
+    seed_cpu_streams(seed)
     try:
         yield
     finally:

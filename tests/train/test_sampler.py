@@ -80,6 +80,15 @@ def test_each_sample_draws_from_its_own_seed_whatever_came_before():
     assert (random.random(), np.random.rand(), torch.rand(())) == expected
 
 
+def test_a_loader_worker_draws_what_this_process_draws():
+    # In a worker the states are only seeded (not saved and put back): the same draws.
+    dataset = SampleSeededDataset(Draws(), seed=3)
+    dataset.set_epoch(2)
+    in_process = [dataset[i] for i in range(10)]
+    from_worker = DataLoader(dataset, batch_size=None, num_workers=1)
+    assert [tuple(float(value) for value in item) for item in from_worker] == in_process
+
+
 SHARD_SIZES = [5, 7, 6, 6, 4, 7]  # 35 samples in 6 shards
 
 

@@ -6,7 +6,8 @@ before it. A run resumed within an epoch skips those batches and would draw diff
 Seeding Python's `random`, NumPy and torch (CPU) afresh for each sample, from the run's seed,
 the epoch and the sample's index, makes an image's crop, flip, RandAugment and erasing the same
 whichever batches came before it, with any number of loader workers. The caller's random
-states are left as they were.
+states are left as they were (in a loader worker, whose states serve only its samples, they are
+just seeded).
 
 The epoch reaches loader workers with the data set itself, so the training loader must start
 its workers anew each epoch (as `twins.data.build_loader` does for training).
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
-from twins.seeds import derive_seed, seeded
+from twins.seeds import derive_seed, seed_cpu_streams, seeded
 
 
 class SampleSeededDataset(Dataset):
@@ -36,7 +37,13 @@ class SampleSeededDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
-        with seeded(derive_seed(self.seed, self.epoch, index)):
+        seed = derive_seed(self.seed, self.epoch, index)
+        if get_worker_info() is not None:
+            # A loader worker's random states serve its samples only, each seeded afresh: none
+            # to put back (saving and restoring NumPy's state costs 20 times its seeding).
+            seed_cpu_streams(seed)
+            return self.dataset[index]
+        with seeded(seed):
             return self.dataset[index]
 
     def check_health(self) -> None:
