@@ -1,7 +1,9 @@
 """Data mode: images per CPU-second of the training loader on a folder of images, ours against
 reference loaders running the same recipe (random resized crop bicubic, flip, RandAugment
 `rand-m9-mstd0.5-inc1`, random erasing 0.25 "pixel") with the same output contract (uint8
-batches from the workers; normalisation and erasing on the device, here the CPU).
+batches from the workers; normalisation and erasing on the device, here the CPU). Ours is the
+loader `twins train` builds: each sample seeded from (seed, epoch, index)
+(`twins.train.sample_seeds`).
 
 How it is measured: each round runs every loader for one pass of `batches` full batches (the
 folder read over and over in a shuffled order, so that a small folder still makes a pass long
@@ -52,6 +54,7 @@ from twins.data import (
 from twins.data.images import decode_rgb_tensor
 from twins.data.transforms import allow_zero_bit_posterize
 from twins.errors import TwinsError
+from twins.train.sample_seeds import SampleSeededDataset
 
 CPU = torch.device("cpu")
 
@@ -136,7 +139,13 @@ def our_loader(root: Path, config: TrainConfig, images: int) -> LoaderUnderTest:
             "add images or lower batch_size",
             argument="batch_size",
         )
-    loader = build_loader(Repeated(dataset, images), config, train=True)
+    return _our_training_loader(dataset, config, images)
+
+
+def _our_training_loader(dataset: Dataset, config: TrainConfig, images: int) -> LoaderUnderTest:
+    # As `twins train` reads it: each sample seeded from (seed, epoch, index).
+    samples = SampleSeededDataset(Repeated(dataset, images), config.seed)
+    loader = build_loader(samples, config, train=True)
     device_batch = build_device_batch(config)
     return LoaderUnderTest(loader, lambda inputs: device_batch(inputs, CPU))
 
@@ -158,9 +167,7 @@ def our_packed_loader(url: str, config: TrainConfig, images: int) -> LoaderUnder
         cache_size=2 * len(shards) * largest,
     )["train"]
     dataset.set_epoch(0)
-    loader = build_loader(Repeated(dataset, images), config, train=True)
-    device_batch = build_device_batch(config)
-    return LoaderUnderTest(loader, lambda inputs: device_batch(inputs, CPU))
+    return _our_training_loader(dataset, config, images)
 
 
 def timm_loader(root: Path, config: TrainConfig, workers: int, images: int) -> LoaderUnderTest:
