@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from factories import make_config
+from twins.data import build_loader
 from twins.train.sample_seeds import SampleSeededDataset
 from twins.train.sampler import ResumableSampler, ShardBlockSampler
 
@@ -80,13 +82,22 @@ def test_each_sample_draws_from_its_own_seed_whatever_came_before():
     assert (random.random(), np.random.rand(), torch.rand(())) == expected
 
 
-def test_a_loader_worker_draws_what_this_process_draws():
-    # In a worker the states are only seeded (not saved and put back): the same draws.
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_training_loader_draws_what_each_sample_draws_alone(workers):
+    # Under the loader's own states (in its worker, or in this process while it fetches) the
+    # sample's states are only seeded, not saved and put back: the same draws, and the
+    # caller's states as they were.
     dataset = SampleSeededDataset(Draws(), seed=3)
     dataset.set_epoch(2)
-    in_process = [dataset[i] for i in range(10)]
-    from_worker = DataLoader(dataset, batch_size=None, num_workers=1)
-    assert [tuple(float(value) for value in item) for item in from_worker] == in_process
+    alone = sorted(dataset[i] for i in range(10))
+    loader = build_loader(dataset, make_config(batch_size=5, num_parallel_workers=workers), True)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = random.random(), np.random.rand(), torch.rand(())
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    batches = list(loader)
+    assert (random.random(), np.random.rand(), torch.rand(())) == expected
+    drawn = [tuple(map(float, sample)) for batch in batches for sample in zip(*batch, strict=True)]
+    assert sorted(drawn) == alone
 
 
 SHARD_SIZES = [5, 7, 6, 6, 4, 7]  # 35 samples in 6 shards

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
 from twins.seeds import derive_seed
 
@@ -75,6 +75,17 @@ def collate_batch(
     return stack([tuple(sample) for sample in readable]), skipped, converted
 
 
+# Whether a loader is fetching in this process under its own random states (`_RandomStates`).
+_FETCHING_UNDER_OWN_STATES = False
+
+
+def loader_owns_random_states() -> bool:
+    """Whether the random states in force belong to a loader: inside one of its worker
+    processes, or while it fetches in this process under the states it swapped in (and puts the
+    caller's back after). A data set that seeds them for each sample need not save them then."""
+    return _FETCHING_UNDER_OWN_STATES or get_worker_info() is not None
+
+
 class _RandomStates:
     """torch CPU, `random` and numpy states owned by the loader, swapped in while it fetches."""
 
@@ -85,13 +96,16 @@ class _RandomStates:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
+        global _FETCHING_UNDER_OWN_STATES
         saved = (torch.get_rng_state(), random.getstate(), np.random.get_state())
         torch.set_rng_state(self.torch)
         random.setstate(self.python)
         np.random.set_state(self.numpy)
+        outer, _FETCHING_UNDER_OWN_STATES = _FETCHING_UNDER_OWN_STATES, True
         try:
             yield
         finally:
+            _FETCHING_UNDER_OWN_STATES = outer
             self.torch, self.python, self.numpy = (
                 torch.get_rng_state(),
                 random.getstate(),

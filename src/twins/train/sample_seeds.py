@@ -6,8 +6,8 @@ before it. A run resumed within an epoch skips those batches and would draw diff
 Seeding Python's `random`, NumPy and torch (CPU) afresh for each sample, from the run's seed,
 the epoch and the sample's index, makes an image's crop, flip, RandAugment and erasing the same
 whichever batches came before it, with any number of loader workers. The caller's random
-states are left as they were (in a loader worker, whose states serve only its samples, they are
-just seeded).
+states are left as they were (where they are a loader's, in its workers or while it fetches
+in this process, they are just seeded).
 
 The epoch reaches loader workers with the data set itself, so the training loader must start
 its workers anew each epoch (as `twins.data.build_loader` does for training).
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
+from twins.data.loader import loader_owns_random_states
 from twins.seeds import derive_seed, seed_cpu_streams, seeded
 
 
@@ -38,9 +39,9 @@ class SampleSeededDataset(Dataset):
 
     def __getitem__(self, index: int) -> Any:
         seed = derive_seed(self.seed, self.epoch, index)
-        if get_worker_info() is not None:
-            # A loader worker's random states serve its samples only, each seeded afresh: none
-            # to put back (saving and restoring NumPy's state costs 20 times its seeding).
+        if loader_owns_random_states():
+            # The loader's states serve its samples only, each seeded afresh: none to put back
+            # (saving and restoring NumPy's state costs 20 times its seeding).
             seed_cpu_streams(seed)
             return self.dataset[index]
         with seeded(seed):
