@@ -1,17 +1,20 @@
 """build_loader: order and augmentation fixed by (seed, epoch), batching, workers, samplers."""
 
+import pickle
 import random
 import subprocess
 import sys
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, default_collate
 
 from twins.data import build_datasets, build_loader
-from twins.data.loader import available_cpus
+from twins.data import loader as loader_module
+from twins.data.loader import available_cpus, stack_by_value
 from twins.seeds import derive_seed
 
 
@@ -131,3 +134,24 @@ kept.append(kept)  # a cycle: nothing collects it before the interpreter exits
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()
+
+
+def test_training_batches_leave_the_workers_by_value_as_default_collate_gives_them(train_set):
+    cfg, dataset = train_set
+    cfg.num_parallel_workers = 1
+    expected = _epoch(build_loader(dataset, cfg, train=True))  # default_collate
+    assert _same(_epoch(build_loader(dataset, cfg, train=True, stack=stack_by_value)), expected)
+
+
+def test_stack_by_value_in_a_worker_pickles_tensors_as_their_bytes(monkeypatch):
+    samples = [
+        ((torch.full((3, 2, 2), i, dtype=torch.uint8), torch.ones(1, 5)), i) for i in range(4)
+    ]
+    expected = default_collate(samples)
+    monkeypatch.setattr(loader_module, "get_worker_info", lambda: object())  # as in a worker
+    batch = stack_by_value(samples)
+    data = ForkingPickler.dumps(batch)
+    assert len(data) > 4 * 3 * 2 * 2 + 4 * 5 * 4  # the pixels and tables travel in the pickle
+    (images, tables), labels = pickle.loads(data)
+    assert not images.is_shared() and torch.equal(images, expected[0][0])
+    assert torch.equal(tables, expected[0][1]) and torch.equal(labels, expected[1])

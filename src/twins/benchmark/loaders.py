@@ -54,6 +54,7 @@ from twins.data import (
 from twins.data.images import decode_rgb_tensor
 from twins.data.transforms import allow_zero_bit_posterize
 from twins.errors import TwinsError
+from twins.tasks.classify import ClassifyTask
 from twins.train.sample_seeds import SampleSeededDataset
 
 CPU = torch.device("cpu")
@@ -145,7 +146,7 @@ def our_loader(root: Path, config: TrainConfig, images: int) -> LoaderUnderTest:
 def _our_training_loader(dataset: Dataset, config: TrainConfig, images: int) -> LoaderUnderTest:
     # As `twins train` reads it: each sample seeded from (seed, epoch, index).
     samples = SampleSeededDataset(Repeated(dataset, images), config.seed)
-    loader = build_loader(samples, config, train=True)
+    loader = build_loader(samples, config, train=True, stack=ClassifyTask().collate(train=True))
     device_batch = build_device_batch(config)
     return LoaderUnderTest(loader, lambda inputs: device_batch(inputs, CPU))
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
+from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
 from twins.seeds import derive_seed
 
@@ -73,6 +74,62 @@ def collate_batch(
     if refill:
         readable += [readable[i % len(readable)] for i in range(skipped)]
     return stack([tuple(sample) for sample in readable]), skipped, converted
+
+
+def _stack(batch: list[torch.Tensor], *, collate_fn_map: Any = None) -> torch.Tensor:
+    return torch.stack(batch, 0)
+
+
+# default_collate's rules, its tensors stacked in ordinary memory (in a worker default_collate
+# stacks them into a new shared-memory segment).
+_PLAIN_COLLATE_FN_MAP = {**default_collate_fn_map, torch.Tensor: _stack}
+
+
+class _ByValue:
+    """A tensor that pickles as its bytes and unpickles as a tensor (NumPy's pickling)."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def __reduce__(self) -> tuple:
+        return _from_numpy, (self.tensor.numpy(),)
+
+
+def _from_numpy(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array)
+
+
+# The dtypes NumPy holds (`Tensor.numpy`); a tensor of another stays a tensor (shared memory).
+_NUMPY_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool,
+                 torch.float16, torch.float32, torch.float64)  # fmt: skip
+
+
+def _by_value(batch: Any) -> Any:
+    """`batch` with its tensors (in lists, tuples, dicts) wrapped to pickle by value."""
+    if isinstance(batch, torch.Tensor):
+        return _ByValue(batch) if batch.dtype in _NUMPY_DTYPES else batch
+    if isinstance(batch, (list, tuple)) and not hasattr(batch, "_fields"):
+        return type(batch)(_by_value(item) for item in batch)
+    if isinstance(batch, dict):
+        return {key: _by_value(value) for key, value in batch.items()}
+    return batch
+
+
+def stack_by_value(samples: list[tuple]) -> Any:
+    """`default_collate`, whose batch leaves a loader worker by value: its tensors stacked in
+    the worker's own memory and sent as bytes through the worker's pipe, tensors again when
+    the main process (or its pin-memory thread) reads them.
+
+    default_collate stacks a worker's batch into a new shared-memory segment, one per tensor,
+    each handed over as a file descriptor: every page of a new segment faults in the worker
+    that writes it and again in the process that reads it. For a training batch of uint8
+    images (4.8 MB at 32 x 224 x 224) the copies through the pipe cost less: 0.4-0.6 ms less
+    CPU per image, all processes together, on a 2-core VM (docs/benchmarks.md)."""
+    if get_worker_info() is None:
+        return default_collate(samples)
+    return _by_value(collate(samples, collate_fn_map=_PLAIN_COLLATE_FN_MAP))
 
 
 # Whether a loader is fetching in this process under its own random states (`_RandomStates`).
