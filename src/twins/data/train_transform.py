@@ -39,7 +39,7 @@ from timm.data.transforms import RandomResizedCropAndInterpolation, str_to_pil_i
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from twins.data.augment_ops import tensor_op
+from twins.data.augment_ops import planar, tensor_op
 from twins.data.transforms import posterize
 
 if TYPE_CHECKING:  # the config is only read here; importing it would tie data to train
@@ -180,12 +180,13 @@ class TrainTransform:
         # The resize runs a third faster on packed pixels (each row's R, G, B side by side)
         # than on this strided view of the decoder's output; the copy costs a fraction of that.
         crop = crop.permute(1, 2, 0).contiguous().permute(2, 0, 1)
-        out = F.resize(crop, list(self.size), interpolation=mode, antialias=True).contiguous()
+        # The resize keeps the packed layout; the ops take planes.
+        out = planar(F.resize(crop, list(self.size), interpolation=mode, antialias=True))
         if self.hflip > 0 and torch.rand(1) < self.hflip:
             out = out.flip(-1)
         if self.augment is not None:
             out = self.augment(out)
-        return out.contiguous(), self.erasing(*self.size)
+        return planar(out), self.erasing(*self.size)
 
 
 def build_train_transform(config: TrainConfig) -> TrainTransform:
