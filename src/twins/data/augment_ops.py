@@ -168,20 +168,32 @@ def _fill(image: torch.Tensor, kwargs: dict) -> list[int]:
     return [fill] * image.shape[0] if isinstance(fill, int) else list(fill)
 
 
-def _bicubic_weights(d: torch.Tensor) -> list[torch.Tensor]:
+def _bicubic_weights(d: np.ndarray) -> list[np.ndarray]:
     """Pillow's bicubic (Geometry.c): cubic convolution with a = -1, taps at -1, 0, 1, 2."""
-    return [-d + 2 * d**2 - d**3, 1 - 2 * d**2 + d**3, d + d**2 - d**3, -(d**2) + d**3]
+    d2 = d * d
+    d3 = d2 * d
+    return [-d + 2 * d2 - d3, 1 - 2 * d2 + d3, d + d2 - d3, -d2 + d3]
 
 
-def _fill_outside(out: torch.Tensor, outside: torch.Tensor, fill: list[int]) -> torch.Tensor:
-    # A multiply and an add on uint8 (exact: the kept pixels times 1, the fill times 0), a
-    # tenth of the time of a `where` over the channels.
-    fill_value = torch.tensor(fill, dtype=torch.uint8).view(-1, 1, 1)
-    return out * (~outside).to(torch.uint8) + fill_value * outside
+def _line(array: np.ndarray, dim: int, start: int, length: int) -> np.ndarray:
+    """`length` pixels of every line from `start` on (a view)."""
+    return array[:, :, start : start + length] if dim == 2 else array[:, start : start + length]
+
+
+def _pad_lines(planes: np.ndarray, dim: int, pad: int) -> np.ndarray:
+    """`planes` with `pad` copies of each line's end pixels added at both ends."""
+    shape = list(planes.shape)
+    shape[dim] += 2 * pad
+    padded = np.empty(shape, np.uint8)
+    length = planes.shape[dim]
+    _line(padded, dim, pad, length)[...] = planes
+    _line(padded, dim, 0, pad)[...] = _line(planes, dim, 0, 1)
+    _line(padded, dim, pad + length, pad)[...] = _line(planes, dim, length - 1, 1)
+    return padded
 
 
 def _shift_lines(
-    image: torch.Tensor, shift: torch.Tensor, resample: int, fill: list[int], dim: int
+    image: torch.Tensor, shift: np.ndarray, resample: int, fill: list[int], dim: int
 ) -> torch.Tensor:
     """Along rows (`dim` 2), output pixel x of row y reads the row at x + shift[y]; along
     columns (`dim` 1), output pixel y of column x reads the column at y + shift[x] (Pillow's
@@ -190,48 +202,54 @@ def _shift_lines(
 
     The image is padded at both ends of its lines with copies of their end pixels; one gather
     then brings each line's taps together (a slice, for a translation: every line starts at
-    the same place), and each tap is a slice of that."""
-    channels, length, lines = image.shape[0], image.shape[dim], image.shape[3 - dim]
+    the same place), and each tap is a slice of that. In NumPy: its small and elementwise
+    operations cost a fraction of torch's here (0.7-1.1 ms at 224 px against 1.0-1.5)."""
+    planes = image.numpy()
+    channels, length, lines = planes.shape[0], planes.shape[dim], planes.shape[3 - dim]
     line_shape = (lines, 1) if dim == 2 else (1, lines)  # a value per line, broadcast
-    position = torch.arange(length).view(line_shape[::-1]) + 0.5 + shift.view(line_shape)
+    translation = bool((shift == shift[0]).all())  # every line shifted alike
+    per_line = (shift[:1] if translation else shift).reshape((-1, 1) if dim == 2 else (1, -1))
+    position = (np.arange(length) + 0.5).reshape(line_shape[::-1]) + per_line
     outside = (position < 0) | (position >= length)
     if resample == _NEAREST:  # Pillow reads the pixel the point falls in
-        first, taps, weights = (shift + 0.5).floor(), 1, None
+        first, taps, weights = np.floor(shift + 0.5), 1, None
     else:
-        first = shift.floor()
-        d = (shift - first).float().view(line_shape)
+        first = np.floor(shift)
+        d = (shift - first).astype(np.float32).reshape(line_shape)
         if resample == _BILINEAR:
             taps, weights = 2, [1 - d, d]
         else:
             first, taps, weights = first - 1, 4, _bicubic_weights(d)
-    first = first.long()
-    pad = int(first.abs().max()) + taps
-    pad_shape = list(image.shape)
-    pad_shape[dim] = pad
-    ends = image.narrow(dim, 0, 1), image.narrow(dim, length - 1, 1)
-    padded = torch.cat([ends[0].expand(pad_shape), image, ends[1].expand(pad_shape)], dim=dim)
+    first = first.astype(np.int64)
+    pad = int(np.abs(first).max()) + taps
+    padded = _pad_lines(planes, dim, pad)
     span = length + taps - 1
-    if bool((first == first[0]).all()):
-        source = padded.narrow(dim, pad + int(first[0]), span)
+    if translation:
+        source = _line(padded, dim, pad + int(first[0]), span)
     else:
         stride = padded.shape[2]
-        steps = torch.arange(span)
+        steps = np.arange(span)
         if dim == 2:
-            index = (torch.arange(lines) * stride + pad + first).view(lines, 1) + steps
+            index = (np.arange(lines) * stride + pad + first).reshape(lines, 1) + steps
         else:
-            index = (steps.view(span, 1) + pad + first) * stride + torch.arange(lines)
-        # NumPy's take gathers several times faster than torch's index_select here.
-        source = np.take(padded.reshape(channels, -1).numpy(), index.flatten().numpy(), axis=1)
-        source = torch.from_numpy(source).view(channels, *index.shape)
+            index = (steps.reshape(span, 1) + pad + first) * stride + np.arange(lines)
+        source = np.take(padded.reshape(channels, -1), index.ravel(), axis=1)
+        source = source.reshape(channels, *index.shape)
     if weights is None:
-        return _fill_outside(source, outside, fill)
-    source = source.float()
-    out = source.narrow(dim, 0, length) * weights[0]
-    product = torch.empty_like(out)
-    for tap in range(1, taps):  # each product rounded, then added, as one would write it
-        out.add_(torch.mul(source.narrow(dim, tap, length), weights[tap], out=product))
-    # Pillow clips, then converts to UINT8 by truncation.
-    return _fill_outside(_to_uint8(out.clamp_(0, 255)), outside, fill)
+        out = _line(source, dim, 0, length).copy()
+    else:
+        out = np.multiply(_line(source, dim, 0, length), weights[0], dtype=np.float32)
+        product = np.empty_like(out)
+        for tap in range(1, taps):  # each product rounded, then added, as one would write it
+            out += np.multiply(_line(source, dim, tap, length), weights[tap], out=product)
+        # Pillow clips, then converts to UINT8 by truncation.
+        out = np.clip(out, 0, 255, out=out).astype(np.uint8)
+    if outside.any():
+        # A multiply and an add on uint8 (exact: the kept pixels times 1, the fill times 0),
+        # several times faster than a masked copy.
+        out *= ~outside
+        out += np.asarray(fill, np.uint8).reshape(-1, 1, 1) * outside
+    return torch.from_numpy(out)
 
 
 def _affine(image: torch.Tensor, matrix: tuple, kwargs: dict) -> torch.Tensor:
@@ -242,9 +260,9 @@ def _affine(image: torch.Tensor, matrix: tuple, kwargs: dict) -> torch.Tensor:
     resample, fill = _resample(kwargs), _fill(image, kwargs)
     _, height, width = image.shape
     if d == 0 and f == 0:  # along rows
-        shift = b * (torch.arange(height, dtype=torch.float64) + 0.5) + c
+        shift = b * (np.arange(height, dtype=np.float64) + 0.5) + c
         return _shift_lines(image, shift, resample, fill, dim=2)
-    shift = d * (torch.arange(width, dtype=torch.float64) + 0.5) + f
+    shift = d * (np.arange(width, dtype=np.float64) + 0.5) + f
     return _shift_lines(image, shift, resample, fill, dim=1)
 
 
