@@ -125,8 +125,8 @@ def stack_by_value(samples: list[tuple]) -> Any:
     default_collate stacks a worker's batch into a new shared-memory segment, one per tensor,
     each handed over as a file descriptor: every page of a new segment faults in the worker
     that writes it and again in the process that reads it. For a training batch of uint8
-    images (4.8 MB at 32 x 224 x 224) the copies through the pipe cost less: 0.4-0.6 ms less
-    CPU per image, all processes together, on a 2-core VM (docs/benchmarks.md)."""
+    images (4.8 MB at 32 x 224 x 224) the copies through the pipe cost less: 0.2-0.4 ms less
+    CPU per image, all processes together, with 2 workers on a 2-core VM (docs/benchmarks.md)."""
     if get_worker_info() is None:
         return default_collate(samples)
     return _by_value(collate(samples, collate_fn_map=_PLAIN_COLLATE_FN_MAP))
