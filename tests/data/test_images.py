@@ -1,10 +1,13 @@
 """`twins.data.images`: the one decoder of training, evaluation and prediction turns images
 upright by their EXIF orientation, as `PIL.ImageOps.exif_transpose` does, whatever their mode."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from twins.data import images
 from twins.data.images import IMAGE_EXTENSIONS, open_rgb
 
 ORIENTATION = 0x0112
@@ -49,3 +52,43 @@ def test_sixteen_bit_and_alpha_images_are_turned_too(tmp_path):
 
 def test_gifs_are_images():
     assert ".gif" in IMAGE_EXTENSIONS and ".png" in IMAGE_EXTENSIONS
+
+
+def _jpegs() -> dict[str, bytes]:
+    """JPEGs of each kind the training decoder tells apart, as bytes."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    files = {}
+
+    def save(name, image, **options):
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", **options)
+        files[name] = buffer.getvalue()
+
+    save("rgb", rgb, quality=90)
+    save("rgb 4:4:4 progressive", rgb, subsampling=0, progressive=True)
+    save("gray", rgb.convert("L"))
+    save("cmyk", rgb.convert("CMYK"))
+    save("icc profile and comment", rgb, icc_profile=b"\0" * 300, comment=b"twins")
+    for orientation in (1, 6):
+        exif = Image.Exif()
+        exif[ORIENTATION] = orientation
+        save(f"exif orientation {orientation}", rgb, exif=exif.tobytes())
+    xmp = b'<x:xmpmeta><rdf:Description tiff:Orientation="3"/></x:xmpmeta>'
+    save("xmp orientation", rgb, xmp=xmp)
+    return files
+
+
+def test_the_training_decoder_gives_pillows_pixels_and_mode_for_every_kind_of_jpeg():
+    for name, data in _jpegs().items():
+        with Image.open(io.BytesIO(data)) as header:
+            plain = header.mode in ("RGB", "L") and header.getexif().get(ORIENTATION, 1) == 1
+        assert images._plain_jpeg_mode(data) == images._pillow_jpeg_mode(data), name
+        assert (images._plain_jpeg_mode(data) is not None) == plain, name
+        # Read without Pillow where the header holds no EXIF, XMP or CMYK frame.
+        read_here = images._scan_jpeg_header(data) != images._ASK_PILLOW
+        assert read_here == name.startswith(("rgb", "gray", "icc")), name
+        expected, mode = images.decode_rgb(data)
+        pixels, tensor_mode = images.decode_rgb_tensor(data)
+        assert tensor_mode == mode, name
+        assert np.array_equal(pixels.permute(1, 2, 0).numpy(), np.asarray(expected)), name
