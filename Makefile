@@ -21,7 +21,7 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --numprocesses auto --maxprocesses 4
 
 test-slow: install
 	$(BIN)/pytest -q -m slow
