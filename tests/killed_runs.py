@@ -3,6 +3,9 @@ raises `Killed`, which nothing in the run catches, as SIGKILL would end it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 import twins.train.trainer
@@ -24,6 +27,12 @@ class Killed(BaseException):
 def fit_killed_at_step(config: TrainConfig, step: int) -> None:
     """Run `fit(config)` and kill it as its `step`-th optimizer step (counted from this launch,
     from 1) begins; fails when the run ends before."""
+    killed_at_step(lambda: fit(config), step)
+
+
+def killed_at_step(run: Callable[[], Any], step: int) -> None:
+    """Call `run` (a training run in this process: `fit`, or `twins train` through the CLI)
+    and kill it as its `step`-th optimizer step begins; fails when the run ends before."""
     real_step, calls = twins.train.trainer.optimizer_step, []
 
     def dying_step(*args, **kwargs):
@@ -35,6 +44,6 @@ def fit_killed_at_step(config: TrainConfig, step: int) -> None:
     twins.train.trainer.optimizer_step = dying_step
     try:
         with pytest.raises(Killed):
-            fit(config)
+            run()
     finally:
         twins.train.trainer.optimizer_step = real_step

@@ -60,11 +60,9 @@ def run_demo(
 ) -> dict[str, Any]:
     """Write the digits, train, evaluate, draw predictions; returns the numbers and paths."""
     start = time.perf_counter()
-    if not RECIPE.is_file():
-        raise TwinsError(f"demo recipe {RECIPE} not found: run the demo from a clone of twins")
     output = Path(output)
     data = output / "digits"
-    config = load_config(RECIPE, overrides, data_url=str(data), train_url=str(output))
+    config = load_demo_recipe(RECIPE, overrides, data, output)
     write_digits_imagefolder(data)
     say(f"demo: {data} holds scikit-learn's handwritten digits as class folders; training now")
     with compute_threads(COMPUTE_THREADS):
@@ -162,6 +160,16 @@ def draw_predictions(items: list[tuple[str, int, int]], path: Path) -> None:
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
+
+
+def load_demo_recipe(
+    recipe: Path, overrides: list[str] | tuple[str, ...], data: Path, output: Path
+) -> Any:
+    """A demo's recipe with its data in `data` and its run in `output`, `overrides` applied
+    (`twins.train.load_config`); a recipe missing (a copy without the configs) is one line."""
+    if not recipe.is_file():
+        raise TwinsError(f"demo recipe {recipe} not found: run the demo from a clone of twins")
+    return load_config(recipe, overrides, data_url=str(data), train_url=str(output))
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-import twins.train.trainer
+from killed_runs import killed_at_step
 from twins.cli.main import main
 from twins.dense.det_demo import SCENES as SCENES_OF_THE_DEMO
 from twins.dense.det_demo import run_detect_demo, write_detection_scenes
@@ -115,10 +115,6 @@ def test_pycocotools_on_predict_json_gives_the_box_ap_eval_prints(demo, tmp_path
     assert 100 * evaluation.stats[1] == pytest.approx(evaluated["bbox_AP50"], abs=1e-9)
 
 
-class Killed(BaseException):
-    """Stands for SIGKILL in the in-process test: nothing in the run catches it."""
-
-
 def _same_weights(a: Path, b: Path) -> bool:
     expected, found = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
     return expected.keys() == found.keys() and all(
@@ -132,24 +128,13 @@ def _train_command(output: Path, again: Path) -> list[str]:
 
 
 def test_twins_train_on_the_demo_config_stopped_and_resumed_gives_its_weights(
-    demo, tmp_path, monkeypatch
+    demo, tmp_path
 ) -> None:
     """The run dies at a random optimizer step (in this process: the fit loop as `twins train`
     calls it); the same command again ends with the demo's weights."""
     output, _ = demo
     step = random.Random(time.time_ns()).randint(2, 8)  # of 9: a random moment of the run
-    real_step, calls = twins.train.trainer.optimizer_step, []
-
-    def dying_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == step:
-            raise Killed
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(twins.train.trainer, "optimizer_step", dying_step)
-    with pytest.raises(Killed):
-        main(_train_command(output, tmp_path / "again"))
-    monkeypatch.undo()
+    killed_at_step(lambda: main(_train_command(output, tmp_path / "again")), step)
     assert main(_train_command(output, tmp_path / "again")) == 0
     last = "checkpoints/last.pt"
     assert _same_weights(output / last, tmp_path / "again" / last), step

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 import twins
 from factories import TINY_MODEL, make_config
 from killed_runs import fit_killed_at_step, without_timings
 from twins.cli.main import main
 from twins.config import save_config
+from twins.dense.det_demo import SPLITS, coco_annotation
 from twins.dense.digit_scenes import make_scene, split_digits
 from twins.seeds import derive_seed, seeded
 from twins.tasks.detect import DetectTask
@@ -28,8 +28,6 @@ from twins.train import build_model, fit
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 from twins.weights import model_metadata, save_weights
-
-SPLITS = {"train": "training", "val": "validation"}
 
 
 def category_id(digit: int) -> int:
@@ -54,18 +52,9 @@ def write_coco_scenes(root: Path, counts: dict[str, int], size: int = 64) -> Pat
             Image.fromarray(scene.image).save(root / split / name)
             images.append({"id": index + 1, "file_name": name, "height": size, "width": size})
             for digit in scene.instances:
-                x0, y0, x1, y1 = digit.box
-                rle = mask_utils.encode(np.asfortranarray(digit.mask.astype(np.uint8)))
+                category = category_id(digit.digit)
                 annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": index + 1,
-                        "category_id": category_id(digit.digit),
-                        "bbox": [x0, y0, x1 - x0, y1 - y0],
-                        "area": int(digit.mask.sum()),
-                        "iscrowd": 0,
-                        "segmentation": {"size": [size, size], "counts": rle["counts"].decode()},
-                    }
+                    coco_annotation(digit, len(annotations) + 1, index + 1, category)
                 )
         content = {"images": images, "annotations": annotations, "categories": categories}
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(content))

@@ -26,12 +26,17 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from twins.atomic import write_text
-from twins.demo import compute_threads, duration
+from twins.demo import compute_threads, duration, load_demo_recipe
 from twins.dense.coco_data import CategoryMap
 from twins.dense.det_predict import MIN_SCORE, draw_detections, predict_detections, write_picture
-from twins.dense.digit_scenes import DIGIT_SIDE, DIGITS_PER_SCENE, make_scene, split_digits
-from twins.errors import TwinsError
-from twins.train import fit, load_config
+from twins.dense.digit_scenes import (
+    DIGIT_SIDE,
+    DIGITS_PER_SCENE,
+    DigitInstance,
+    make_scene,
+    split_digits,
+)
+from twins.train import fit
 from twins.weights import load_weights
 
 RECIPE = Path(__file__).parent.parent / "configs" / "demo_detect.yaml"
@@ -61,6 +66,24 @@ COMPUTE_THREADS = 1
 def category_id(digit: int) -> int:
     """The COCO category id of a digit (ids start at 1, as COCO's)."""
     return digit + 1
+
+
+def coco_annotation(
+    digit: DigitInstance, annotation_id: int, image_id: int, category: int
+) -> dict[str, Any]:
+    """A digit of a scene as a COCO annotation of `category`: its box (x, y, w, h) and RLE
+    mask."""
+    x0, y0, x1, y1 = digit.box
+    rle = mask_utils.encode(np.asfortranarray(digit.mask.astype(np.uint8)))
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": category,
+        "bbox": [x0, y0, x1 - x0, y1 - y0],
+        "area": int(digit.mask.sum()),
+        "iscrowd": 0,
+        "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode()},
+    }
 
 
 def write_detection_scenes(
@@ -103,19 +126,8 @@ def write_detection_scenes(
             Image.fromarray(scene.image).save(root / split / name)
             images.append({"id": image_id, "file_name": name, "height": size, "width": size})
             for digit in scene.instances:
-                x0, y0, x1, y1 = digit.box
-                rle = mask_utils.encode(np.asfortranarray(digit.mask.astype(np.uint8)))
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": category_id(digit.digit),
-                        "bbox": [x0, y0, x1 - x0, y1 - y0],
-                        "area": int(digit.mask.sum()),
-                        "iscrowd": 0,
-                        "segmentation": {"size": [size, size], "counts": rle["counts"].decode()},
-                    }
-                )
+                category = category_id(digit.digit)
+                annotations.append(coco_annotation(digit, len(annotations) + 1, image_id, category))
         content = {"images": images, "annotations": annotations, "categories": categories}
         write_text(root / "annotations" / f"instances_{split}.json", json.dumps(content))
     write_text(root / MANIFEST, json.dumps(expected, indent=2) + "\n")  # last: all is in place
@@ -132,12 +144,10 @@ def run_detect_demo(
     changes the scene counts, side, seed, digits per scene, digit side, grid cell or ink
     (`SCENES`' keys)."""
     start, cpu_start = time.perf_counter(), time.process_time()
-    if not RECIPE.is_file():
-        raise TwinsError(f"demo recipe {RECIPE} not found: run the demo from a clone of twins")
     output = Path(output)
     data = output / "data"
     spec = {**SCENES, **(scenes or {})}
-    config = load_config(RECIPE, overrides, data_url=str(data), train_url=str(output))
+    config = load_demo_recipe(RECIPE, overrides, data, output)
     write_detection_scenes(data, **spec)
     say(
         f"demo: {data} holds {spec['train']} training and {spec['val']} validation scenes of "

@@ -25,7 +25,7 @@ from twins.dense.seg_data import open_segmentation
 from twins.dense.seg_metrics import predict_labels
 from twins.errors import TwinsError
 from twins.tasks.segment import eval_transform
-from twins.train import fit, load_config
+from twins.train import fit
 
 RECIPE = Path(__file__).parents[1] / "configs" / "demo_segment.yaml"
 # Scenes written for the recipe; their side is the short side of its img_scale.
@@ -48,14 +48,12 @@ def run_segment_demo(
     val_scenes: int = VAL_SCENES,
 ) -> dict[str, Any]:
     """Write the scenes, train, draw predictions; returns the numbers and paths."""
-    from twins.demo import compute_threads, duration
+    from twins.demo import compute_threads, duration, load_demo_recipe
 
     start = time.perf_counter()
-    if not RECIPE.is_file():
-        raise TwinsError(f"demo recipe {RECIPE} not found: run the demo from a clone of twins")
     output = Path(output)
     data = output / "data"
-    config = load_config(RECIPE, overrides, data_url=str(data), train_url=str(output))
+    config = load_demo_recipe(RECIPE, overrides, data, output)
     size = min(config.img_scale)
     write_digit_scenes(data, train_scenes, val_scenes, size, cell=size // 2, **SCENE)
     say(
