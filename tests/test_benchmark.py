@@ -161,7 +161,7 @@ def test_cpu_peak_memory_resets_to_the_current_size():
 def test_data_mode_on_packed_data_local_against_timms_wds_reader_and_in_a_bucket(
     capsys, tmp_path, s3_prefix, monkeypatch
 ):
-    from twins.data.pack import pack
+    from twins.data.packed.writer import pack
 
     write_imagefolder(tmp_path / "images", 4, (1, 1), classes=("cat", "dog"), size=(36, 40))
     pack(tmp_path / "images", str(tmp_path / "packed"), shard_size=2_000, workers=1)

@@ -13,7 +13,7 @@ from twins.cli.main import main
 from twins.convert import convert
 from twins.errors import TwinsError
 from twins.models.from_weights import model_from_weights
-from twins.predict import predict
+from twins.tasks.classify.predict import predict
 from twins.weights import StateDict, load_weights, model_metadata, save_weights
 from twins.weights.mindspore_proto import read_tags
 

@@ -11,7 +11,7 @@ from PIL import Image
 import twins
 from twins.cli.main import main
 from twins.data import write_digits_imagefolder
-from twins.demo import RECIPE, run_demo
+from twins.tasks.classify.demo import RECIPE, run_demo
 
 
 def _counts(root: Path, split: str) -> dict[str, int]:

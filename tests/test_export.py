@@ -13,7 +13,7 @@ from timm.models.twins import Twins as TimmTwins
 import twins
 from twins.cli.main import main
 from twins.errors import TwinsError
-from twins.export import export, export_onnx, export_pt2, exported_metadata
+from twins.export.engine import export, export_onnx, export_pt2, exported_metadata
 from twins.weights import StateDict, load_weights, model_metadata, save_weights
 
 # Two-stage models keep the traces short; the SVT one has LSA and GSA blocks in both stages.
@@ -138,7 +138,7 @@ def test_pt2_of_a_four_stage_svt_takes_any_size(tmp_path):
 
 def _assert_pt2_matches(model, path, image_size, shapes, tolerance):
     """Export `model` at `image_size`, then check the program against eager at `shapes` (a
-    batch of one runs without torch.export's guards, see twins.export)."""
+    batch of one runs without torch.export's guards, see twins.export.engine)."""
     result = export_pt2(model, path, image_size=image_size)
     assert max(result.differences.values()) < tolerance
     program = torch.export.load(str(path))

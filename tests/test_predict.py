@@ -14,10 +14,11 @@ import twins
 from twins.cli.main import main
 from twins.config import build_config
 from twins.convert import convert
-from twins.data import SafeImageFolder, build_eval_transform, build_loader
+from twins.data import SafeImageFolder, build_loader
+from twins.tasks.classify.transforms import build_eval_transform
 from twins.errors import TwinsError
-from twins.export import export, exported_metadata
-from twins.predict import Predictor, find_images, imagenet_class_names, predict
+from twins.export.engine import export, exported_metadata
+from twins.tasks.classify.predict import Predictor, find_images, imagenet_class_names, predict
 from twins.weights import StateDict, model_metadata, save_weights
 
 SHAPE = {"embed_dims": (16, 32, 40, 64), "depths": (1, 1, 1, 1)}

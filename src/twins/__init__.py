@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from twins.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from twins.models import create_model, list_models
-    from twins.models.from_weights import load_model
+    from twins.models import list_models
+    from twins.tasks import create_model, load_model
     from twins.weights import load_weights
 
 __all__ = ["create_model", "list_models", "load_model", "load_weights"]
@@ -21,9 +21,9 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _LAZY = {
-    "create_model": "twins.models",
+    "create_model": "twins.tasks",
     "list_models": "twins.models",
-    "load_model": "twins.models.from_weights",
+    "load_model": "twins.tasks",
     "load_weights": "twins.weights",
 }
 

@@ -36,7 +36,7 @@ from twins.errors import TwinsError
 # twins: this toolkit's per-step schedule (docs/recipes.md has the table).
 SEMANTICS = ("seed", "official", "twins")
 
-# What a config trains: its `arch` must be a model of that task (twins.dense.registry.task_of).
+# What a config trains: its `arch` must be a model of that task (`twins.tasks.task_for`).
 TASKS = ("classify", "segment", "detect")
 
 # The learning rate policies of mmcv 1.2 (the dense recipes): they warm up by `warmup_iters`
@@ -616,8 +616,6 @@ def _check_together(config: TrainConfig) -> None:
             "layer_decay makes timm's groups, with their own no-decay rule: "
             "set no_decay_keys to null, or layer_decay to 0"
         )
-    _check_task(config)
-    _check_image_size(config)
 
 
 def _check_schedule(config: TrainConfig) -> None:
@@ -657,36 +655,6 @@ def _check_schedule(config: TrainConfig) -> None:
             raise TwinsError(
                 f"lr_steps {steps} must rise and end within the run's {config.epochs} epochs"
             )
-
-
-def _check_task(config: TrainConfig) -> None:
-    try:
-        from twins.dense.registry import task_of  # here: the model registry pulls torch
-
-        task = task_of(config.arch)
-    except (TwinsError, KeyError, ValueError):
-        return  # a bad arch is refused, with its own message, when the model is built
-    if task != config.task:
-        raise TwinsError(
-            f"arch {config.arch} is a {task} model, but task is {config.task}: set task: {task}, "
-            f"or give a {config.task} model as arch"
-        )
-
-
-def _check_image_size(config: TrainConfig) -> None:
-    if config.task != "classify":
-        return  # dense models take any size their pipeline gives them
-    try:
-        from twins.models import smallest_image_size  # here: the model zoo pulls torch
-
-        smallest = smallest_image_size(config.arch, config.model_args)
-    except (TwinsError, KeyError, TypeError, ValueError):
-        return  # a bad arch or model_args is refused, with its own message, when the model is built
-    if config.image_size < smallest:
-        raise TwinsError(
-            f"image_size {config.image_size} is too small for {config.arch}: it takes images of "
-            f"at least {smallest} pixels a side"
-        )
 
 
 def _check_auto_augment(text: str) -> None:

@@ -1,5 +1,5 @@
 """How evaluation prepares an image for a model, as a plain description: what weights files
-carry (`twins.weights.metadata`) and every reader uses (`twins.data.transforms.eval_transform`).
+carry (`twins.weights.metadata`) and every reader uses (`twins.tasks.classify.transforms.eval_transform`).
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ RESULT = {"top1": 50.0, "top5": 100.0, "loss": 1.0, "images": 2, "arch": "pcpvt_
 
 def test_the_written_out_choices_are_the_library_ones():
     import twins.benchmark
-    import twins.export
+    import twins.export.engine
 
-    assert export.FORMATS == twins.export.EXPORT_FORMATS
+    assert export.FORMATS == twins.export.engine.EXPORT_FORMATS
     assert benchmark.MODES == twins.benchmark.MODES
     assert benchmark.PRECISIONS == twins.benchmark.PRECISIONS
 

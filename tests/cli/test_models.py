@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twins.cli.main import main
 from twins.cli.models import describe_dense
-from twins.dense.registry import dense_model_names
+from twins.tasks.heads import dense_model_names
 
 
 def test_dense_rows_give_our_and_the_papers_counts():

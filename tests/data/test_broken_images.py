@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from twins.data import build_datasets, build_loader
+from twins.data import build_loader
+
+from twins.tasks.classify.data import build_datasets
 from twins.data.images import to_rgb
 from twins.errors import TwinsError
 
@@ -96,7 +98,7 @@ def test_convertible_files_load_as_rgb_tensors(zoo, name):
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_broken_files_are_skipped_and_counted(zoo, name, caplog):
     _, train = zoo
-    with caplog.at_level(logging.WARNING, logger="twins.data.datasets"):
+    with caplog.at_level(logging.WARNING, logger="twins.tasks.classify.data"):
         assert _sample(train, name) is None
     assert train.skipped == 1 and train.tried == 1
     assert name in caplog.text

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from twins.data import build_datasets
+from twins.tasks.classify.data import build_datasets
 from twins.errors import TwinsError
 
 
@@ -73,7 +73,7 @@ def test_folder_links_inside_class_folders_are_not_followed(make_config, image_f
     (train / "dog" / "cats").symlink_to(train / "cat", target_is_directory=True)
     (train / "dog" / "real").mkdir()
     shutil.copy(train / "dog" / "0.png", train / "dog" / "real" / "extra.png")
-    with caplog.at_level("WARNING", logger="twins.data.datasets"):
+    with caplog.at_level("WARNING", logger="twins.tasks.classify.data"):
         train_set, _, _ = build_datasets(make_config(data_url=str(image_folder)))
     assert len(train_set) == 13  # 6 cats, 6 dogs and the one in a real sub-folder
     assert [label for _, label in train_set.samples].count(0) == 6

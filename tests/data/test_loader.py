@@ -12,7 +12,9 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler, default_collate
 
-from twins.data import build_datasets, build_loader
+from twins.data import build_loader
+
+from twins.tasks.classify.data import build_datasets
 from twins.data import loader as loader_module
 from twins.data.loader import available_cpus, stack_by_value
 from twins.seeds import derive_seed
@@ -122,7 +124,8 @@ def test_a_process_exits_while_its_loader_workers_still_run(image_folder, tmp_pa
 import sys
 sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
 from factories import make_config
-from twins.data import SafeImageFolder, build_eval_transform, build_loader
+from twins.data import SafeImageFolder, build_loader
+from twins.tasks.classify.transforms import build_eval_transform
 
 config = make_config(num_classes=2, num_parallel_workers=2, batch_size=2)
 folder = SafeImageFolder({str(image_folder / "val")!r}, transform=build_eval_transform(config))

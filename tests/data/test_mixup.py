@@ -3,7 +3,7 @@
 import torch
 from timm.data import Mixup
 
-from twins.data import build_mixup
+from twins.tasks.classify.mixup import build_mixup
 
 
 def test_no_mixup_when_both_alphas_are_zero(make_config):

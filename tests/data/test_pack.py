@@ -16,8 +16,8 @@ import timm.data
 from PIL import Image
 
 from twins.cli.main import main
-from twins.data.datasets import SafeImageFolder
-from twins.data.pack import pack
+from twins.data.folder import SafeImageFolder
+from twins.data.packed.writer import pack
 from twins.errors import TwinsError
 
 SHARD_SIZE = 20_000  # about 6 of the 32 x 32 PNGs: 16 training shards, 4 validation shards
@@ -75,7 +75,7 @@ def test_the_same_input_gives_the_same_bytes(imagefolder, packed, tmp_path):
 
 KILLED_PACK = """
 import os, signal, sys
-import twins.data.pack as pack_module
+import twins.data.packed.writer as pack_module
 real = pack_module._write_tar
 calls = []
 def dying(path, task):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from twins.data.shard_cache import ShardCache
+from twins.data.packed.cache import ShardCache
 from twins.errors import TwinsError
 
 SHARD = 10_000

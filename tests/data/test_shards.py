@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import twins.data.shards
+import twins.data.packed.reader
 from factories import make_config
-from twins.data import build_datasets
-from twins.data.datasets import SafeImageFolder
-from twins.data.pack import pack
-from twins.data.shards import ShardDataset, verify_packed
+from twins.tasks.classify.data import build_datasets
+from twins.data.folder import SafeImageFolder
+from twins.data.packed.writer import pack
+from twins.data.packed.reader import ShardDataset, verify_packed
 from twins.errors import TwinsError
 from twins.train import fit
 from twins.train.evaluate import evaluate_checkpoint
@@ -49,7 +49,7 @@ def test_samples_are_those_of_the_image_folder(imagefolder, packed_copy):
 
 
 def test_reads_in_any_order_keep_a_bounded_number_of_shard_files_open(packed_copy, monkeypatch):
-    monkeypatch.setattr(twins.data.shards, "OPEN_SHARDS", 3)
+    monkeypatch.setattr(twins.data.packed.reader, "OPEN_SHARDS", 3)
     open_files = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
     shards = ShardDataset(str(packed_copy), "train")
     before = open_files()  # with the counters' shared memory

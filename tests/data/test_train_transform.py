@@ -11,10 +11,12 @@ from sklearn.datasets import load_sample_image
 from timm.data import create_transform
 from timm.data.auto_augment import NAME_TO_OP
 
-from twins.data import DeviceBatch, build_train_transform
-from twins.data.augment_ops import TENSOR_OPS
-from twins.data.train_transform import tensor_augment, timm_augment
-from twins.data.transforms import allow_zero_bit_posterize, posterize
+from twins.tasks.classify.device_batch import DeviceBatch
+
+from twins.tasks.classify.train_transform import build_train_transform
+from twins.tasks.classify.augment_ops import TENSOR_OPS
+from twins.tasks.classify.train_transform import tensor_augment, timm_augment
+from twins.tasks.classify.transforms import allow_zero_bit_posterize, posterize
 from twins.seeds import seeded
 
 FILL = {"fillcolor": (124, 116, 104), "resample": Image.Resampling.BICUBIC}

@@ -10,8 +10,10 @@ from PIL import Image
 from timm.data.auto_augment import RandAugment
 from timm.data.random_erasing import RandomErasing
 
-from twins.data import build_eval_transform, build_train_transform
-from twins.data.transforms import posterize
+from twins.tasks.classify.train_transform import build_train_transform
+
+from twins.tasks.classify.transforms import build_eval_transform
+from twins.tasks.classify.transforms import posterize
 
 
 def _noise_image(width: int, height: int) -> Image.Image:

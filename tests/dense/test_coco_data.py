@@ -10,7 +10,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
-from twins.dense.coco_data import (
+from twins.tasks.detect.data import (
     EMPTY_POLYGON,
     MALFORMED_BOX,
     MALFORMED_RLE,

@@ -14,15 +14,15 @@ import torch.multiprocessing as mp
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
-from twins.dense.coco_data import open_coco_split
-from twins.dense.coco_eval import (
+from twins.tasks.detect.data import open_coco_split
+from twins.tasks.detect.metrics import (
     METRIC_NAMES,
     coco_metrics,
     detections_to_coco,
     gather_by_image,
     merge_by_image,
 )
-from twins.dense.det_transforms import eval_transform
+from twins.tasks.detect.transforms import eval_transform
 
 
 def ground_truth_detections(data, shift: dict[int, float] | None = None) -> dict:

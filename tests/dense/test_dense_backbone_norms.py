@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from factories import TINY_MODEL
-from twins.dense import dense_backbone
+from twins.models.backbone import dense_backbone
 
 
 def test_svt_stage_norm_feeds_the_next_stage() -> None:

@@ -23,8 +23,8 @@ from pycocotools.cocoeval import COCOeval
 
 from killed_runs import killed_at_step
 from twins.cli.main import main
-from twins.dense.det_demo import SCENES as SCENES_OF_THE_DEMO
-from twins.dense.det_demo import run_detect_demo, write_detection_scenes
+from twins.tasks.detect.demo import SCENES as SCENES_OF_THE_DEMO
+from twins.tasks.detect.demo import run_detect_demo, write_detection_scenes
 from twins.train.resume import load_checkpoint
 from twins.weights import load_weights, save_weights
 

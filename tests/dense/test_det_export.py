@@ -14,7 +14,7 @@ import torch
 import twins
 from factories import TINY_MODEL
 from twins.cli.main import main
-from twins.export import exported_metadata
+from twins.export.engine import exported_metadata
 from twins.weights import StateDict, load_weights, model_metadata, save_weights
 
 DATASET = {"category_ids": [3, 7, 11], "category_names": ["circle", "square", "bar"]}

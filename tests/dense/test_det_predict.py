@@ -18,8 +18,8 @@ from pycocotools.cocoeval import COCOeval
 import twins
 from factories import TINY_MODEL
 from twins.cli.main import main
-from twins.dense.coco_data import open_coco_split
-from twins.dense.coco_eval import coco_metrics
+from twins.tasks.detect.data import open_coco_split
+from twins.tasks.detect.metrics import coco_metrics
 from twins.weights import StateDict, model_metadata, save_weights
 
 CATEGORY_IDS = [3, 7, 11]  # coco_files' categories, sorted: labels 1, 2, 3

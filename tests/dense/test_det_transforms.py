@@ -9,8 +9,8 @@ from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
 from twins.data.loader import collate_batch
-from twins.dense.coco_data import open_coco_split
-from twins.dense.det_transforms import (
+from twins.tasks.detect.data import open_coco_split
+from twins.tasks.detect.transforms import (
     MULTI_SCALE_SHORT_SIDES,
     eval_transform,
     to_model_input,
@@ -18,7 +18,7 @@ from twins.dense.det_transforms import (
     train_transform_3x,
 )
 from twins.seeds import seeded
-from twins.tasks.detect import images_and_targets
+from twins.tasks.detect.task import images_and_targets
 from twins.train.sample_seeds import SampleSeededDataset
 
 

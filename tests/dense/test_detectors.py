@@ -12,7 +12,7 @@ import torch.nn.functional as F  # noqa: N812
 
 import twins
 from factories import TINY_MODEL
-from twins.dense.registry import dense_model_names
+from twins.tasks.heads import dense_model_names
 from twins.errors import TwinsError
 from twins.weights import model_metadata, save_weights
 

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from twins.dense.digit_scenes import CLASSES, write_digit_scenes
-from twins.dense.seg_data import open_segmentation
+from twins.tasks.scenes import CLASSES, write_digit_scenes
+from twins.tasks.segment.data import open_segmentation
 
 
 def test_scenes_are_ade20k_style_files_with_matching_instances(tmp_path):

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from twins.dense.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, display_name
-from twins.dense.seg_data import open_segmentation, read_class_list, reduce_zero_label
-from twins.dense.seg_transforms import SegTrainTransform
+from twins.tasks.segment.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, display_name
+from twins.tasks.segment.data import open_segmentation, read_class_list, reduce_zero_label
+from twins.tasks.segment.transforms import SegTrainTransform
 from twins.errors import TwinsError
 from twins.train.sample_seeds import SampleSeededDataset
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from twins.cli.main import main
-from twins.dense.seg_demo import RECIPE, run_segment_demo
+from twins.tasks.segment.demo import RECIPE, run_segment_demo
 from twins.train.resume import load_checkpoint
 
 FAULTY_TWINS = Path(__file__).parents[1] / "train" / "faulty_twins.py"

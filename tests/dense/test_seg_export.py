@@ -13,8 +13,8 @@ import torch
 import twins
 from factories import TINY_MODEL
 from twins.cli.main import main
-from twins.dense.seg_export import AdaptiveAvgPoolAnySize
-from twins.export import export, exported_metadata
+from twins.tasks.segment.export import AdaptiveAvgPoolAnySize
+from twins.export.engine import export, exported_metadata
 from twins.weights import StateDict, load_weights, model_metadata, save_weights
 
 

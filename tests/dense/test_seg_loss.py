@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from twins.dense.seg_loss import pixel_accuracy, pixel_cross_entropy, segmentation_loss
+from twins.tasks.segment.loss import pixel_accuracy, pixel_cross_entropy, segmentation_loss
 
 
 def test_loss_is_the_mean_over_all_pixels_ignored_ones_included():

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from twins.dense.seg_metrics import SegmentationMetrics, predict_labels, predict_tta
+from twins.tasks.segment.metrics import SegmentationMetrics, predict_labels, predict_tta
 
 LABEL = torch.tensor([[0, 0, 1, 255], [1, 1, 0, 255]])
 PRED = torch.tensor([[0, 1, 1, 2], [1, 2, 0, 0]])

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from twins.cli.main import main
-from twins.dense.seg_data import decode_label, open_segmentation, reduce_zero_label
-from twins.dense.seg_metrics import SegmentationMetrics
+from twins.tasks.segment.data import decode_label, open_segmentation, reduce_zero_label
+from twins.tasks.segment.metrics import SegmentationMetrics
 
 
 @pytest.fixture(scope="module")

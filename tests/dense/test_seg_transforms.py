@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from twins.dense.seg_transforms import (
+from twins.tasks.segment.transforms import (
     MEAN,
     STD,
     SegTestTransform,

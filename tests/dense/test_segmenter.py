@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import twins
-from twins.dense.registry import dense_model_names
+from twins.tasks.heads import dense_model_names
 from twins.errors import TwinsError
 
 # The lean dense backbone (no classifier head or final norm; SVT with its per-stage norms) and

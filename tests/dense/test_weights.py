@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import twins
-from twins.dense.weights import segmenter_layout
+from twins.tasks.segment.checkpoint import segmenter_layout
 from twins.errors import TwinsError
 from twins.models import VARIANTS
 from twins.weights import mismatches, model_metadata, save_weights

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from factories import TINY_MODEL, make_config
-from twins.dense.digit_scenes import write_digit_scenes
+from twins.tasks.scenes import write_digit_scenes
 from twins.train import fit
 
 RECIPE = {

@@ -21,8 +21,8 @@ from factories import make_config
 from twins.atomic import save_torch
 from twins.convert import convert
 from twins.errors import TwinsError
-from twins.export import export
-from twins.predict import Predictor
+from twins.export.engine import export
+from twins.tasks.classify.predict import Predictor
 from twins.train import Trainer
 from twins.train.resume import checkpoint
 from twins.weights import load_weights

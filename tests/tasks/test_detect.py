@@ -20,10 +20,10 @@ from factories import TINY_MODEL, make_config
 from killed_runs import fit_killed_at_step, without_timings
 from twins.cli.main import main
 from twins.config import save_config
-from twins.dense.det_demo import SPLITS, coco_annotation
-from twins.dense.digit_scenes import make_scene, split_digits
+from twins.tasks.detect.demo import SPLITS, coco_annotation
+from twins.tasks.scenes import make_scene, split_digits
 from twins.seeds import derive_seed, seeded
-from twins.tasks.detect import DetectTask
+from twins.tasks.detect.task import DetectTask
 from twins.train import build_model, fit
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint

@@ -18,7 +18,7 @@ from factories import EVERY_RANDOM_DRAW, TINY_MODEL
 from killed_runs import fit_killed_at_step
 from twins import storage
 from twins.cli.main import main
-from twins.data.pack import pack
+from twins.data.packed.writer import pack
 from twins.train import fit, save_config
 from twins.train.resume import load_checkpoint
 

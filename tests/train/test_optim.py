@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from twins import create_model
-from twins.dense import dense_backbone
+from twins.models.backbone import dense_backbone
 from twins.train import build_config, load_config
 from twins.train.optim import build_optimizer, param_groups, set_lr
 
@@ -91,7 +91,7 @@ def conv_module(cin: int, cout: int, kernel: int) -> nn.Module:
 class StandInUperNet(nn.Module):
     """A Twins dense backbone under a head whose parameter names mirror mmseg's UperNet heads
     (`decode_head.*`, `auxiliary_head.*`: ConvModules of `conv` + `bn`, a biased `conv_seg`),
-    which `twins.dense.upernet` keeps so that official checkpoints load; small widths."""
+    which `twins.tasks.segment.upernet` keeps so that official checkpoints load; small widths."""
 
     def __init__(self, variant: str, classes: int = 5) -> None:
         super().__init__()

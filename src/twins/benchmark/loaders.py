@@ -44,17 +44,14 @@ from torch.utils.data import Dataset
 
 from twins import storage
 from twins.config import TrainConfig
-from twins.data import (
-    SafeImageFolder,
-    build_device_batch,
-    build_loader,
-    build_train_transform,
-    packed,
-)
+from twins.data import SafeImageFolder, build_loader
 from twins.data.images import decode_rgb_tensor
-from twins.data.transforms import allow_zero_bit_posterize
+from twins.data.packed import format as packed
 from twins.errors import TwinsError
-from twins.tasks.classify import ClassifyTask
+from twins.tasks.classify.device_batch import build_device_batch
+from twins.tasks.classify.task import ClassifyTask
+from twins.tasks.classify.train_transform import build_train_transform
+from twins.tasks.classify.transforms import allow_zero_bit_posterize
 from twins.train.sample_seeds import SampleSeededDataset
 
 CPU = torch.device("cpu")
@@ -152,7 +149,7 @@ def _our_training_loader(dataset: Dataset, config: TrainConfig, images: int) -> 
 
 
 def our_packed_loader(url: str, config: TrainConfig, images: int) -> LoaderUnderTest:
-    from twins.data.shards import open_packed
+    from twins.data.packed.reader import open_packed
 
     if not packed.is_packed(url):
         raise TwinsError(f"{storage.display(url)} holds no packed data set", argument="data")

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from twins.dense.registry import split_dense_name
 from twins.errors import TwinsError
 from twins.models.arguments import STAGE_ARGS
+from twins.tasks import split_model_name
 
 HEAD_CHANNELS = 512  # mmseg's UperNet `channels`, the official recipes' head width
 
 
 def smp_upernet(model: nn.Module) -> nn.Module:
     """smp's UperNet of the same variant, classes and backbone weights as `model`."""
-    head, variant = split_dense_name(model.arch) or (None, None)
+    head, variant = split_model_name(model.arch) or (None, None)
     if head != "upernet":
         raise TwinsError(
             f"--compare smp times segmentation-models-pytorch's UperNet: benchmark an "

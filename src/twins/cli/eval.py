@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     if config.task == "detect":
-        from twins.dense.det_evaluate import describe
+        from twins.tasks.detect.evaluate import describe
 
         print(describe(result, config.data_url))
         return 0

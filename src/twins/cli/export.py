@@ -6,7 +6,7 @@ import argparse
 
 from twins.cli.options import add_arch, add_checkpoint, add_ema, add_model_args, positive_int
 
-# `twins.export.EXPORT_FORMATS`, written out so that building this parser does not import torch
+# `twins.export.engine.EXPORT_FORMATS`, written out so that building this parser does not import torch
 # (a test keeps them equal).
 FORMATS = ("onnx", "pt2", "safetensors")
 
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twins.export import export
+    from twins.export.engine import export
 
     result = export(
         args.checkpoint,

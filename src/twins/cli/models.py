@@ -44,9 +44,9 @@ def describe_dense() -> list[dict]:
     """A row per dense model whose head's builder is installed (built on the meta device)."""
     import torch
 
-    from twins.dense.paper import PAPER_PARAMS_M
-    from twins.dense.registry import HEADS, builder_of
     from twins.models import VARIANTS
+    from twins.tasks.heads import HEADS, builder_of
+    from twins.tasks.paper import PAPER_PARAMS_M
 
     rows = []
     for head, spec in HEADS.items():

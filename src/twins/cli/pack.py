@@ -67,14 +67,14 @@ def run(args: argparse.Namespace) -> int:
     from twins.errors import TwinsError
 
     if args.verify:
-        from twins.data.shards import verify_packed
+        from twins.data.packed.reader import verify_packed
 
         shards = verify_packed(args.verify)
         print(f"{args.verify}: all {shards} shards match the manifest")
         return 0
     if not args.source or not args.output:
         raise TwinsError("give SRC and OUT (or --verify PACKED)", argument="source")
-    from twins.data.pack import pack
+    from twins.data.packed.writer import pack
 
     report = pack(
         args.source,

@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twins.predict import predict
+    from twins.tasks.classify.predict import predict
 
     result = predict(
         args.checkpoint,

@@ -12,7 +12,7 @@ reseeds a given DistributedSampler), or build a new loader with `epoch=`.
 Training workers are not persistent: each epoch starts fresh workers from that epoch's seed.
 Evaluation transforms draw nothing random, so evaluation workers persist across epochs.
 
-Broken files: the data set returns None for them (`twins.data.datasets`); `collate_batch`
+Broken files: the data set returns None for them (`twins.tasks.classify.data`); `collate_batch`
 refills a training batch with other samples of the batch and shortens an evaluation batch, and
 the loader counts what the batches it hands out left out and converted (`loader.counts`); a
 batch with no readable image at all is left out; `check_health` of the data set runs after each

@@ -1,5 +1,5 @@
-"""The model a set of weights was made for, built and with the weights in it; `load_model`,
-the model a file describes.
+"""The Twins classifier a set of weights was made for, built and with the weights in it
+(`twins.tasks.load_model`: any model a file describes).
 
 The architecture comes from the weights' metadata (`arch`, `model_args`) or, for files that
 carry none, from the named variant with the shapes the tensors give: embed_dims, depths,
@@ -11,7 +11,6 @@ model is built, so a small file that implies a huge model is refused at no cost.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +21,7 @@ from twins.errors import TwinsError
 from twins.models.registry import VARIANTS, create_model, pretrained_cfg, resolve_name
 from twins.models.twins import Twins
 from twins.notes import note
-from twins.weights import load_into_model, load_weights, mismatches
+from twins.weights import load_into_model, mismatches
 from twins.weights.state_dict import head_classes
 
 BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.")
@@ -97,11 +96,6 @@ def model_from_weights(
 ) -> Twins:
     """Build the model the weights describe (see `model_arguments`), check the weights against
     it before allocating it, load them strictly and return it in eval mode."""
-    from twins.dense.registry import split_dense_name
-
-    named = arch or getattr(weights, "metadata", {}).get("arch")
-    if isinstance(named, str) and split_dense_name(named) is not None:
-        return _dense_model_from_weights(weights, named, model_args)
     name, kwargs, unseen, defaulted = _arguments(weights, arch, model_args)
     argument = "model_args" if model_args else "arch"
     # Whether the weights fit at all is judged first: head counts and windows change no shape.
@@ -137,53 +131,6 @@ def model_from_weights(
         model, metadata.get("preprocessing"), metadata.get("class_names")
     )
     return model.eval()
-
-
-def _dense_model_from_weights(
-    weights: Mapping[str, torch.Tensor], name: str, model_args: Mapping[str, Any] | None
-) -> torch.nn.Module:
-    """A dense model (`twins.dense.registry`) from the weights of one: its recorded `model_args`
-    (classes, backbone shape), checked on the meta device, then built and loaded strictly."""
-    metadata = getattr(weights, "metadata", {})
-    from twins.dense.registry import split_dense_name
-
-    described = isinstance(metadata.get("arch"), str) and split_dense_name(metadata["arch"])
-    recorded = metadata.get("model_args") if described == split_dense_name(name) else None
-    kwargs = {**(recorded if isinstance(recorded, Mapping) else {}), **(model_args or {})}
-    skeleton = create_model(name, device="meta", **kwargs)
-    problem = mismatches(skeleton, weights)
-    if problem is not None:
-        raise TwinsError(
-            f"the weights do not fit {name}: {problem}; build the model the file was made for "
-            "(arch, model_args)",
-            argument="model_args" if model_args else "arch",
-        )
-    model = create_model(name, **kwargs)
-    load_into_model(model, weights)
-    return model.eval()
-
-
-def load_model(
-    path: str | os.PathLike,
-    ema: bool = False,
-    *,
-    arch: str | None = None,
-    model_args: Mapping[str, Any] | None = None,
-) -> Twins:
-    """The model a file describes, with its weights, ready for `eval()`: the way back from any
-    file this toolkit writes (training checkpoints, `.pth`, `.safetensors`, `.ckpt`, `.pt2`).
-
-    `ema=True` takes a training checkpoint's EMA weights (a file without them is refused).
-    The model's `pretrained_cfg` (timm's) carries the preprocessing its images need and the
-    class names (`label_names`), so `timm.data.resolve_data_config(model=model)` prepares
-    images as training evaluated them. `arch` and `model_args` describe the model where the
-    file does not (official or timm weights, see `model_from_weights`). A dense model's file
-    (arch `upernet_svt_small`, `maskrcnn_svt_small`, ...) gives back that model, rebuilt from
-    its `model_args`; a detector trained here takes images already resized to its `min_size` /
-    `max_size` (`resize_in_model: false`: `twins.dense.det_transforms.eval_transform` does it).
-    """
-    weights = load_weights(path, ema=ema, arch=arch)
-    return model_from_weights(weights, arch, model_args=model_args)
 
 
 def _arguments(

@@ -141,12 +141,10 @@ def create_model(
     img_size: int | tuple[int, int] | None = None,
     **overrides: Any,
 ) -> nn.Module:
-    """Build a Twins variant, or a dense model over one.
+    """Build a Twins variant (a dense model over one: `twins.tasks.create_model`).
 
     name: a variant (`list_models()`) or an alias (`pcpvt_small_v0`, `alt_gvt_small`,
-        `twins_svt_small`, ...); or a dense model `<head>_<variant>` (`upernet_svt_small`,
-        `maskrcnn_pcpvt_small`: `twins.dense.registry`), built by its head's builder with the
-        arguments given (`num_classes` default: the official data set's, ADE20K 150, COCO 80).
+        `twins_svt_small`, ...).
     num_classes: the classes of the head (default 1000 for a classifier).
     pretrained: a weights file in any format `twins.load_weights` reads, or True for the
         published ImageNet-1k weights (downloaded from the Hugging Face hub). The shape the file
@@ -165,14 +163,6 @@ def create_model(
         `pos_drop_rate`, `proj_drop_rate` (default: `drop_rate`) and `global_pool`.
     """
     del img_size  # no position embedding: nothing depends on the input size
-    from twins.dense.registry import create_dense_model, split_dense_name  # imports this module
-
-    if split_dense_name(name) is not None:
-        build = {"fast_path": fast_path, "device": device, "dtype": dtype}
-        build = {key: value for key, value in build.items() if value is not None}
-        if pretrained:
-            build["pretrained"] = pretrained
-        return create_dense_model(name, num_classes, **build, **overrides)
     arch = resolve_name(name)
     num_classes = 1000 if num_classes is None else num_classes
     features_only = overrides.pop("features_only", False)

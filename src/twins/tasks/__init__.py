@@ -1,31 +1,207 @@
-"""The tasks the fit loop trains: classify, segment, detect (`twins.tasks.base.Task`).
+"""The tasks: classify, segment, detect, each one package with the same module names
+(`task`, `heads`, `checkpoint`, `data`, `transforms`, `loss`, `metrics`, `evaluate`,
+`predict`, `export`, `demo`, as it needs), over the task-blind engines (`twins.train`,
+`twins.export`), which take a `Task` (`twins.train.task`) as an argument.
 
-A config names its task (`task`, else the task of its `arch`); each task's module is imported
-when used.
+This module is the one registry: task names to their `Task` (strings, imported when used, so
+that the command line's `--help` does not import torch), and the model names: the six variants
+(`twins.models`) are classifiers, a dense model is `<head>_<variant>` with a head of a dense
+task's `HEADS`. `create_model`, `model_from_weights` and `load_model` build any of them.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from twins.tasks.base import Task
+from twins.errors import TwinsError
+from twins.tasks import head as heads
+from twins.tasks.detect.heads import HEADS as DETECT_HEADS
+from twins.tasks.segment.heads import HEADS as SEGMENT_HEADS
 
-TASKS = {
-    "classify": "twins.tasks.classify:ClassifyTask",
-    "segment": "twins.tasks.segment:SegmentTask",
-    "detect": "twins.tasks.detect:DetectTask",
+if TYPE_CHECKING:
+    from torch import nn
+
+    from twins.train.task import Task
+
+TASKS: dict[str, str] = {
+    "classify": "twins.tasks.classify.task:ClassifyTask",
+    "segment": "twins.tasks.segment.task:SegmentTask",
+    "detect": "twins.tasks.detect.task:DetectTask",
+}
+# Each dense task's heads; a name that starts with none of them is a classifier's.
+HEADS_OF_TASK: dict[str, Mapping[str, heads.Head]] = {
+    "segment": SEGMENT_HEADS,
+    "detect": DETECT_HEADS,
 }
 
 
 def task_named(name: str) -> Task:
+    if name not in TASKS:
+        raise TwinsError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
     module, cls = TASKS[name].split(":")
     return getattr(importlib.import_module(module), cls)()
 
 
+def task_of(name: str) -> str:
+    """ "classify", "segment" or "detect" for any model name or alias."""
+    for task, task_heads in HEADS_OF_TASK.items():
+        if heads.split_head_name(name, task_heads) is not None:
+            return task
+    from twins.models.registry import resolve_name  # unknown names: the registry's error
+
+    resolve_name(name)
+    return "classify"
+
+
+def split_model_name(name: str) -> tuple[str, str] | None:
+    """(head, canonical variant) of a dense model name; None for a classifier's name."""
+    for task_heads in HEADS_OF_TASK.values():
+        split = heads.split_head_name(name, task_heads)
+        if split is not None:
+            return split
+    return None
+
+
+def model_names(task: str | None = None) -> list[str]:
+    """Every model's canonical name (of one task), classifiers first."""
+    from twins.models.registry import VARIANTS
+
+    names = list(VARIANTS) if task in (None, "classify") else []
+    for name, task_heads in HEADS_OF_TASK.items():
+        if task in (None, name):
+            names += [f"{head}_{variant}" for head in task_heads for variant in VARIANTS]
+    return names
+
+
+def names_by_task() -> str:
+    """The model names grouped by task, for messages: "classify: pcpvt_small, ...; segment:
+    semantic_fpn_<variant>, upernet_<variant>; detect: ..."."""
+    from twins.models.registry import VARIANTS
+
+    groups = [f"classify: {', '.join(VARIANTS)}"]
+    for task, task_heads in HEADS_OF_TASK.items():
+        groups.append(f"{task}: {', '.join(f'{head}_<variant>' for head in task_heads)}")
+    return "; ".join(groups)
+
+
 def task_for(config: Any) -> Task:
-    """The task of a training config."""
-    return task_named(getattr(config, "task", "classify"))
+    """The task of a training config, after checking that its `arch` is a model of it."""
+    task = task_named(getattr(config, "task", "classify"))
+    check_arch_task(config)
+    task.check_config(config)
+    return task
 
 
-__all__ = ["TASKS", "Task", "task_for", "task_named"]
+def check_arch_task(config: Any) -> None:
+    """A config's `arch` must be a model of its `task`."""
+    try:
+        task = task_of(config.arch)
+    except (TwinsError, KeyError, ValueError):
+        return  # a bad arch is refused, with its own message, when the model is built
+    if task != config.task:
+        raise TwinsError(
+            f"arch {config.arch} is a {task} model, but task is {config.task}: set task: {task}, "
+            f"or give a {config.task} model as arch",
+            argument="arch",
+        )
+
+
+def create_model(
+    name: str, pretrained: Any = None, num_classes: int | None = None, **kwargs: Any
+) -> nn.Module:
+    """Build any model by name: a Twins classifier (`twins.models.create_model`) or a dense
+    model `<head>_<variant>` (`upernet_svt_small`, `maskrcnn_pcpvt_small`), built by its head's
+    builder (`num_classes` default: the official data set's, ADE20K 150, COCO 80)."""
+    return task_named(task_of(name)).create_model(
+        name, pretrained=pretrained, num_classes=num_classes, **kwargs
+    )
+
+
+def model_from_weights(
+    weights: Mapping[str, Any],
+    arch: str | None = None,
+    *,
+    model_args: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """The model the weights describe (their metadata's `arch`, else `arch`), loaded strictly,
+    in eval mode: a classifier (`twins.models.from_weights`) or a dense model."""
+    named = arch or getattr(weights, "metadata", {}).get("arch")
+    if not isinstance(named, str) or not named:
+        raise TwinsError(
+            f"the weights do not say which model they hold; pass arch ({names_by_task()})",
+            argument="arch",
+        )
+    try:
+        task = task_of(named)
+    except TwinsError as error:
+        raise TwinsError(f"{error} ({names_by_task()})", argument="arch") from error
+    return task_named(task).model_from_weights(weights, arch, model_args=model_args)
+
+
+def load_model(
+    path: str | os.PathLike,
+    ema: bool = False,
+    *,
+    arch: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """The model a file describes, with its weights, ready for `eval()`: the way back from any
+    file this toolkit writes (training checkpoints, `.pth`, `.safetensors`, `.ckpt`, `.pt2`).
+
+    `ema=True` takes a training checkpoint's EMA weights (a file without them is refused).
+    A classifier's `pretrained_cfg` (timm's) carries the preprocessing its images need and the
+    class names (`label_names`), so `timm.data.resolve_data_config(model=model)` prepares
+    images as training evaluated them. `arch` and `model_args` describe the model where the
+    file does not (official or timm weights). A dense model's file (arch `upernet_svt_small`,
+    `maskrcnn_svt_small`, ...) gives back that model, rebuilt from its `model_args`; a detector
+    trained here takes images already resized to its `min_size` / `max_size`
+    (`resize_in_model: false`: `twins.tasks.detect.transforms.eval_transform` does it).
+    """
+    from twins.weights import load_weights
+
+    weights = load_weights(path, ema=ema, arch=arch)
+    return model_from_weights(weights, arch, model_args=model_args)
+
+
+def task_of_weights(weights: Any, arch: str | None = None) -> Task:
+    """The task of the model `arch` names, else of the model the file names, else the file's
+    recorded task (a classifier where it says nothing)."""
+    named = arch or weights.metadata.get("arch")
+    if isinstance(named, str):
+        try:
+            return task_named(task_of(named))
+        except TwinsError:  # a name this toolkit does not know: the file's task, if any
+            pass
+    return task_named(weights.metadata.get("task") or "classify")
+
+
+def fit(config: Any, **kwargs: Any) -> dict[str, Any]:
+    """Train `config` with its own task (`twins.train.fit`)."""
+    from twins.train.fit_loop import fit as fit_with
+
+    return fit_with(config, task_for(config), **kwargs)
+
+
+def evaluate_checkpoint(config: Any, checkpoint: Any, **kwargs: Any) -> dict[str, Any]:
+    """Evaluate a weights file with the config's task (`twins.train.evaluate`)."""
+    from twins.train.evaluate import evaluate_checkpoint as evaluate_with
+
+    return evaluate_with(config, checkpoint, task_for(config), **kwargs)
+
+
+__all__ = [
+    "TASKS",
+    "create_model",
+    "evaluate_checkpoint",
+    "fit",
+    "load_model",
+    "model_from_weights",
+    "model_names",
+    "split_model_name",
+    "task_for",
+    "task_named",
+    "task_of",
+]

@@ -1,4 +1,5 @@
-"""One training epoch and one evaluation pass (the thin engine of DeiT's `engine.py`).
+"""One training epoch (the thin engine of DeiT's `engine.py`; each task evaluates with its own
+metric, `twins.train.task.Task.evaluate`).
 
 Training: each batch moved to and finished on the device (`to_device`, the task's: for
 classification the loader's uint8 images normalised and erased there, as timm's prefetcher
@@ -9,8 +10,6 @@ draws do not depend on where the run was resumed. An epoch can start part way th
 the `EpochProgress` a checkpoint kept (the loader then yields the batches after it).
 `after_step(trainer, last_of_epoch)` runs after every optimizer step: the fit loop checks the
 data, saves and stops there.
-Evaluation: top-1, top-5 and mean cross entropy summed over every image once and reduced
-across processes, so the result is exact whatever the shard sizes.
 """
 
 from __future__ import annotations
@@ -21,14 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
-from twins.errors import TwinsError
 from twins.seeds import derive_seed, seed_everything
 from twins.train.distributed import all_reduce_sum, rank
-from twins.train.precision import Precision
 from twins.train.trainer import Trainer
 
 
@@ -125,59 +120,3 @@ def train_one_epoch(
 def _last_parts(trainer: Trainer) -> dict[str, float]:
     """The parts of the last batch's loss (a dense task's: each head's), as train_<part>."""
     return {f"train_{k}": v.item() for k, v in trainer.loss_parts.items() if k != "loss"}
-
-
-def evaluate(
-    model: nn.Module, loader, precision: Precision, *, progress: bool = False, desc: str = "eval"
-) -> dict[str, Any]:
-    """Top-1 / top-5 accuracy (%), mean cross entropy and the number of images, over every
-    process's shard. Top-5 is top-k with k = min(5, classes)."""
-    return evaluate_models({desc: model}, loader, precision, progress=progress, desc=desc)[desc]
-
-
-@torch.no_grad()
-def evaluate_models(
-    models: dict[str, nn.Module],
-    loader,
-    precision: Precision,
-    *,
-    progress: bool = False,
-    desc: str = "eval",
-) -> dict[str, dict[str, Any]]:
-    """`evaluate` of several models (the raw and the EMA weights) in one pass over `loader`:
-    each batch goes through every model, so every image (and every broken file) is read once."""
-    for model in models.values():
-        model.eval()
-    device = precision.device
-    # Per model: sums of loss, top-1 hits, top-5 hits and images, in float64 so counts stay exact.
-    totals = torch.zeros(len(models), 4, dtype=torch.float64, device=device)
-    bar = tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
-    for inputs, targets in bar:
-        inputs = inputs.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        for row, model in enumerate(models.values()):
-            with precision.autocast():
-                logits = model(inputs)
-            logits = logits.float()
-            hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets[:, None])
-            totals[row] += torch.stack(
-                [
-                    F.cross_entropy(logits, targets, reduction="sum").double(),
-                    hits[:, 0].sum().double(),
-                    hits.any(dim=1).sum().double(),
-                    totals.new_tensor(targets.shape[0]),
-                ]
-            )
-    results = {}
-    for name, (loss_sum, top1, top5, count) in zip(
-        models, all_reduce_sum(totals).tolist(), strict=True
-    ):
-        if count == 0:
-            raise TwinsError("the validation set is empty: put images in the val/ class folders")
-        results[name] = {
-            "top1": 100.0 * top1 / count,
-            "top5": 100.0 * top5 / count,
-            "loss": loss_sum / count,
-            "images": int(count),
-        }
-    return results

@@ -24,9 +24,7 @@ from twins import storage
 from twins.config import TrainConfig, save_config
 from twins.data import build_loader
 from twins.errors import TwinsError
-from twins.models import create_model
 from twins.seeds import seed_everything
-from twins.tasks import Task, task_for
 from twins.train import distributed, resume
 from twins.train.engine import train_one_epoch
 from twins.train.lock import lock_output
@@ -38,17 +36,18 @@ from twins.train.sample_seeds import SampleSeededDataset
 from twins.train.sampler import training_sampler
 from twins.train.state import EpochProgress
 from twins.train.stop import StopSignals, raise_stop, signal_name
+from twins.train.task import Task
 from twins.train.trainer import Trainer
 
 
-def fit(config: TrainConfig, *, stop_after_epoch: int | None = None) -> dict[str, Any]:
-    """Train per `config`; returns the last epoch's record (val_top1, ...) plus `best_score`
+def fit(config: TrainConfig, task: Task, *, stop_after_epoch: int | None = None) -> dict[str, Any]:
+    """Train per `config` the `task` (`twins.tasks.task_for(config)`); returns the last epoch's record (val_top1, ...) plus `best_score`
     (the best val score of the task: top-1, mIoU, box AP), the same under its own name
     (`best_top1`, ...), `best_weights` ("raw" or "ema": which scored it; best.pt holds them)
     and `output`.
     `stop_after_epoch` ends the process's work after that epoch (1-based) without finishing the
     run, which the same call resumes later (time-limited jobs, tests)."""
-    check_output_outside_data(config.train_url, config.data_url)
+    check_output_outside_data(config.train_url, config.data_url, task.data_folders)
     ctx = distributed.setup(config.device_target)
     mirror = OutputMirror(config.train_url, say=printer(ctx.is_main))
     try:
@@ -57,7 +56,7 @@ def fit(config: TrainConfig, *, stop_after_epoch: int | None = None) -> dict[str
                 mirror.pull()
             distributed.barrier()
             try:
-                result = _fit(config, ctx, stop, stop_after_epoch, mirror)
+                result = _fit(config, task, ctx, stop, stop_after_epoch, mirror)
             except BaseException:
                 if ctx.is_main:
                     mirror.sync()  # what a stop or an error left: the checkpoint of its step
@@ -88,14 +87,16 @@ def check_output_outside_data(train_url: str, data_url: str) -> None:
             )
 
 
-def build_model(config: TrainConfig, pretrained: str | None = None, **overrides: Any) -> nn.Module:
+def build_model(
+    config: TrainConfig, task: Task, pretrained: str | None = None, **overrides: Any
+) -> nn.Module:
     """The config's model: `arch` with `model_args`, `num_classes` and `drop_path_rate`, and
     what the task's pipeline sets (`Task.model_arguments`); under the seed's semantics with the
     seed's (MindSpore's) tanh GELU unless model_args says."""
-    arguments = {**config.model_args, **task_for(config).model_arguments(config), **overrides}
+    arguments = {**config.model_args, **task.model_arguments(config), **overrides}
     if config.semantics == "seed":
         arguments.setdefault("act_layer", "gelu_tanh")
-    return create_model(
+    return task.create_model(
         config.arch,
         pretrained=pretrained,
         num_classes=config.num_classes,
@@ -106,6 +107,7 @@ def build_model(config: TrainConfig, pretrained: str | None = None, **overrides:
 
 def _fit(
     config: TrainConfig,
+    task: Task,
     ctx: distributed.DistContext,
     stop: StopSignals,
     stop_after_epoch: int | None,
@@ -118,7 +120,6 @@ def _fit(
     )
     saved, notices = resume.find(files, config, ctx.device)  # the run's last.pt, or None
 
-    task = task_for(config)
     train_set, val_set, class_names = task.datasets(config)  # first: fail fast on a bad folder
     task_metadata = task.metadata(config, train_set)
     seed_everything(config.seed)  # the same initial weights on every rank and every try

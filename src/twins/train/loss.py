@@ -9,12 +9,16 @@ one; torch's (and timm's, the official code's) puts 1 - eps + eps / K and eps / 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
+
+# model, inputs, targets -> the loss to minimise, or a dict of losses whose "loss" is it
+Criterion = Callable[[nn.Module, Any, Any], "torch.Tensor | dict[str, torch.Tensor]"]
 
 
 class TrainingLoss(nn.Module):
@@ -38,3 +42,14 @@ class TrainingLoss(nn.Module):
 def build_loss(config: Any) -> TrainingLoss:
     """`config` is a TrainConfig."""
     return TrainingLoss(config.label_smoothing, seed_smoothing=config.semantics == "seed")
+
+
+def logits_criterion(config: Any) -> Criterion:
+    """The criterion of a model whose output is logits: `build_loss` of them against the
+    targets (a Trainer's default; each task gives its own, `twins.train.task.Task.criterion`)."""
+    loss = build_loss(config)
+
+    def criterion(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return loss(model(inputs), targets)
+
+    return criterion

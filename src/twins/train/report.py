@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twins.config import MMCV_POLICIES
-from twins.data.datasets import describe_left_out
+from twins.data.folder import describe_left_out
 from twins.storage import display
 from twins.train.schedule import global_batch
 from twins.train.trainer import Trainer

@@ -20,8 +20,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from twins.errors import TwinsError
-from twins.tasks import task_for
-from twins.tasks.base import Criterion
+from twins.train.loss import Criterion, logits_criterion
 from twins.train.optim import build_optimizer, set_lr
 from twins.train.precision import Precision, build_precision
 from twins.train.schedule import lr_schedule
@@ -35,7 +34,8 @@ class Trainer:
     forward pass before the update); targets are what the task's criterion takes (for
     classification class indices or soft targets, N x K). `criterion(model, inputs, targets)`
     gives the loss, or a dict of losses whose "loss" is the total (the parts of the last
-    batch are kept in `loss_parts`); default: the config's task's.
+    batch are kept in `loss_parts`); default: the training loss of the model's logits
+    (`twins.train.loss`); the fit loop passes its task's.
     `lr` is the rate the next step uses. For accumulation over micro-batches, call
     `backward` per micro-batch and `apply` once.
     """
@@ -57,7 +57,7 @@ class Trainer:
         self.precision = precision or build_precision(config, device)
         self.optimizer = build_optimizer(self.module, config, device)
         self.schedule = lr_schedule(config, steps_per_epoch, world_size=world_size)
-        self.criterion = criterion or task_for(config).criterion(config)
+        self.criterion = criterion or logits_criterion(config)
         self.loss_parts: dict[str, torch.Tensor] = {}
         self.ema = ModelEmaV3(self.module, decay=config.ema_decay) if config.with_ema else None
         self.params = [p for p in self.module.parameters() if p.requires_grad]

@@ -1,0 +1,244 @@
+"""A node's local cache of whole shards of packed data sets read from object storage.
+
+Shards are downloaded whole into `folder/shards/<data set>/` (the data set named by a hash of its URL
+and manifest), to a temporary name, checked against the manifest's sha256, then renamed: a
+partial or altered file is never read. Every process of a node (ranks × loader workers) may
+share the folder: a lock file per shard (`fcntl.flock`) makes one process download it while the
+others wait, and a process holds a shared lock on each shard it is reading or about to read.
+The cache keeps the total size of its shards under `limit` bytes by removing the least recently
+used ones (by modification time, renewed at each use) that no process holds.
+
+The reading process knows the epoch's order of shards (`twins.data.order`): when it starts on a
+shard, a background thread fetches the shards that follow, up to the end of the next block, so
+that they are there before they are needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from twins.data.packed.format import file_sha256
+from twins.errors import TwinsError
+
+logger = logging.getLogger(__name__)
+
+_LOCK_SUFFIX = ".lock"
+
+
+def default_cache_dir() -> Path:
+    """TWINS_CACHE_DIR, else ~/.cache/twins."""
+    return Path(os.environ.get("TWINS_CACHE_DIR") or Path.home() / ".cache" / "twins")
+
+
+class ShardCache:
+    """Whole shards of one data set at `folder / name`, fetched with `download(name, path)`,
+    within `limit` bytes for all data sets in `folder`."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        dataset: str,
+        limit: int,
+        download: Callable[[str, Path], None],
+        expected: dict[str, tuple[int, str]],
+    ) -> None:
+        self.root = Path(folder).expanduser() / "shards"
+        self.folder = self.root / dataset
+        self.limit = limit
+        self.download = download
+        self.expected = expected  # shard name -> (bytes, sha256)
+        self._pid = -1
+        self._held: dict[str, int] = {}  # shard name -> lock file descriptor (shared lock)
+        self._guard = threading.Lock()
+        self._queue: queue.Queue[list[str]] | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.update(_pid=-1, _held={}, _guard=None, _queue=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._guard = threading.Lock()
+
+    def path(self, name: str) -> Path:
+        """The local file of shard `name`, downloaded first if need be; held (shared lock)
+        until `release`."""
+        self._this_process()
+        with self._guard:
+            held = name in self._held
+        if not held:
+            self._acquire(name)
+        target = self.folder / name
+        with contextlib.suppress(OSError):
+            os.utime(target)  # recently used: evicted last
+        return target
+
+    def prefetch(self, names: list[str]) -> None:
+        """Fetch `names` in the background (in this process's thread), holding them."""
+        self._this_process()
+        if self._queue is None:
+            self._queue = queue.Queue()
+            threading.Thread(target=self._prefetch_loop, daemon=True).start()
+        self._queue.put(list(names))
+
+    def release_all_but(self, keep: set[str]) -> None:
+        """Stop holding the shards not in `keep`: they may be evicted."""
+        with self._guard:
+            for name in [n for n in self._held if n not in keep]:
+                fd = self._held.pop(name)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def _this_process(self) -> None:
+        # A forked loader worker shares its parent's lock descriptors: it forgets them (closing
+        # its copies leaves the parent's locks) and takes its own.
+        if self._pid != os.getpid():
+            for fd in self._held.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._pid, self._held, self._queue = os.getpid(), {}, None
+            self._guard = threading.Lock()
+
+    def _prefetch_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            names = self._queue.get()
+            for name in names:
+                with self._guard:
+                    held = name in self._held
+                if not held:
+                    try:
+                        self._acquire(name)
+                    except Exception as error:  # the reader fetches it again and reports
+                        logger.warning("prefetching %s failed: %s", name, error)
+
+    def _acquire(self, name: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / (name + _LOCK_SUFFIX), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # Never turn a shared lock into an exclusive one while holding it: two processes
+            # doing so would wait for each other. An evictor may take a shard between the
+            # exclusive and the shared lock: then round again.
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            while not self._present(name):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_EX)  # one process downloads, the others wait
+                if not self._present(name):
+                    self._fetch(name)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._guard:
+            if name in self._held:  # the other thread got there first
+                os.close(fd)
+            else:
+                self._held[name] = fd
+
+    def _present(self, name: str) -> bool:
+        try:
+            return (self.folder / name).stat().st_size == self.expected[name][0]
+        except OSError:
+            return False
+
+    def _fetch(self, name: str) -> None:
+        size, sha256 = self.expected[name]
+        for left in self.folder.glob(f".*{name}.*"):  # of a process killed while downloading
+            left.unlink(missing_ok=True)
+        reserved = self._make_room(name, size)
+        partial = self.folder / f".{name}.{os.getpid()}.download"
+        try:
+            self.download(name, partial)
+            if file_sha256(partial) != sha256:
+                raise TwinsError(
+                    f"shard {name} as downloaded does not match its sha256 in the manifest: the "
+                    "shard was altered or the manifest belongs to other shards; re-run "
+                    "`twins pack`"
+                )
+            os.replace(partial, self.folder / name)
+        finally:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            reserved.unlink(missing_ok=True)
+
+    def _make_room(self, name: str, size: int) -> Path:
+        """Remove the least recently used shards no process holds until `size` more bytes fit,
+        counting the downloads under way (their reservations), and reserve them; returns the
+        reservation file. One process at a time, node-wide."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".room.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            total = sum(_reservations(self.root))
+            stats = []
+            for path in self.root.glob("*/*.tar"):
+                with contextlib.suppress(OSError):
+                    info = path.stat()
+                    stats.append((info.st_mtime_ns, info.st_size, path))
+            total += sum(nbytes for _, nbytes, _ in stats)
+            for _, nbytes, path in sorted(stats, key=lambda s: s[0]):
+                if total + size <= self.limit:
+                    break
+                if path.parent == self.folder and path.name in self._held:
+                    continue
+                if _remove_unheld(path):
+                    total -= nbytes
+            if total + size > self.limit:
+                logger.warning(
+                    "shard cache %s holds %.1f GB in shards being read: over its cache_size",
+                    self.root,
+                    (total + size) / 1e9,
+                )
+            reservation = self.folder / f".{name}.{os.getpid()}.{size}.reserved"
+            reservation.touch()
+            return reservation
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _reservations(root: Path) -> list[int]:
+    """The bytes of the downloads under way on this node; those of dead processes removed."""
+    sizes = []
+    for path in root.glob("*/.*.reserved"):
+        try:
+            pid, size = (int(part) for part in path.name.split(".")[-3:-1])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)  # raises when the process is gone
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            continue
+        except PermissionError:  # alive, another user's
+            pass
+        sizes.append(size)
+    return sizes
+
+
+def _remove_unheld(path: Path) -> bool:
+    """Remove shard `path` if no process holds it."""
+    lock = path.with_name(path.name + _LOCK_SUFFIX)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    try:
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

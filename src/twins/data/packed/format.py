@@ -1,0 +1,138 @@
+"""The packed data set format that `twins pack` writes and `ShardDataset` reads.
+
+A packed data set is a folder (or an object-store prefix) holding, for each split
+(`train`, `val`):
+- `<split>-NNNNNN.tar`: WebDataset-compatible uncompressed tar shards. Each sample is two
+  members with the same key (`<split>_NNNNNNNN`, its place in the split's packed order, no
+  dots): `<key>.jpg` (the image file's bytes as they were; a non-JPEG keeps its extension,
+  e.g. `<key>.png`) and `<key>.cls` (the class index as ASCII digits). Headers are fixed
+  (ustar, mtime 0, uid/gid 0, mode 0644), so the same input gives the same bytes.
+- `<split>-NNNNNN.idx.json`: the shard's member index, for random access:
+  `{"format": "twins-shard-index", "version", "shard", "bytes", "sha256", "inputs",
+  "members": [[key, extension, offset, size, class, source], ...]}`: where each sample's
+  image bytes lie in the tar, its class, and the file it was packed from (relative to the
+  source folder). `inputs` fingerprints what the shard was made from, so a second `twins
+  pack` keeps the shards that already hold it.
+- `manifest.json`, written last: `{"format": "twins-shards", "version", "classes", "source",
+  "resize_short", "pack_seed", "splits": {split: {"samples", "shards": [{"name", "samples",
+  "bytes", "sha256", "index"}]}}}`.
+- `_info.json`: the same splits as timm's `wds/` reader expects them (`name`, `num_samples`,
+  `filenames`, `shard_lengths`), so `timm.data.create_dataset("wds/twins", root=OUT,
+  split="train")` reads the shards too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from twins import storage
+from twins.errors import TwinsError
+
+FORMAT = "twins-shards"
+INDEX_FORMAT = "twins-shard-index"
+VERSION = 1
+MANIFEST = "manifest.json"
+TIMM_INFO = "_info.json"
+SPLITS = ("train", "val")
+BLOCK = tarfile.BLOCKSIZE  # 512: tar headers and data are padded to it
+
+
+def shard_name(split: str, number: int) -> str:
+    return f"{split}-{number:06d}.tar"
+
+
+def index_name(shard: str) -> str:
+    return shard.removesuffix(".tar") + ".idx.json"
+
+
+def sample_key(split: str, position: int) -> str:
+    return f"{split}_{position:08d}"
+
+
+def is_packed_name(name: str) -> bool:
+    """A shard or index file name this format writes."""
+    return any(name.startswith(f"{split}-") for split in SPLITS) and (
+        name.endswith(".tar") or name.endswith(".idx.json")
+    )
+
+
+def member_header(name: str, size: int) -> bytes:
+    """The tar header of a regular file: fixed fields only, so rewrites are byte-identical."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+
+
+def padding(size: int) -> bytes:
+    return b"\0" * (-size % BLOCK)
+
+
+def tar_end(written: int) -> bytes:
+    """Two zero blocks, then zeros up to a whole tar record, as tarfile ends an archive."""
+    end = written + 2 * BLOCK
+    return b"\0" * (2 * BLOCK + (-end % tarfile.RECORDSIZE))
+
+
+def local_path(url: str) -> Path:
+    """The local path of a plain path or file:// URL."""
+    return Path(storage.local_path(url)).expanduser()
+
+
+def list_names(url: str) -> list[str]:
+    """The names under `url`; none when nothing is there yet."""
+    try:
+        return storage.list_dir(url)
+    except FileNotFoundError:
+        return []
+
+
+def read_json(url: str) -> Any:
+    return json.loads(storage.read_bytes(url))
+
+
+def write_json(url: str, value: Any) -> None:
+    storage.write_bytes(url, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
+
+
+def is_packed(url: str) -> bool:
+    """Whether `url` holds a packed data set (its manifest)."""
+    try:
+        return storage.exists(storage.join(url, MANIFEST))
+    except TwinsError:
+        raise
+    except Exception:
+        return False
+
+
+def read_manifest(url: str) -> dict[str, Any]:
+    """The manifest of the packed data set at `url`, checked for format and version."""
+    path = storage.join(url, MANIFEST)
+    try:
+        manifest = read_json(path)
+    except FileNotFoundError as error:
+        raise TwinsError(
+            f"{storage.display(path)} not found: {storage.display(url)} is not a packed data set; make one with "
+            "`twins pack IMAGEFOLDER OUT`",
+            argument="data_url",
+        ) from error
+    except (ValueError, UnicodeDecodeError) as error:
+        raise TwinsError(f"{path} is not a manifest (not JSON): re-run `twins pack`") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise TwinsError(f"{path} is not a twins shard manifest: re-run `twins pack`")
+    if manifest.get("version", 0) > VERSION:
+        raise TwinsError(f"{path} was written by a newer twins: upgrade to read it")
+    return manifest
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,317 @@
+"""A packed data set (`twins pack`) read as a map-style data set: any sample at any time.
+
+`ShardDataset(url, split)` reads the manifest and every shard's index at start (offsets, sizes
+and classes, kept as arrays), checks them against each other and the shards, and then serves
+`dataset[i]` by reading sample i's image bytes from its shard (one `os.pread` on a descriptor
+each process keeps open per shard) and decoding them as an image file would be (`twins.data.images.decoder_for` the split): it returns what `SafeImageFolder` returns, with
+the same counts, broken-file handling and health check (`twins.data.counted`), so the per-sample
+seeds, the loader, Mixup and exact resume work unchanged. Samples are numbered shard after shard
+in the manifest's order.
+
+A local packed folder is read in place. A packed data set behind a URL (s3://, obs://, other
+fsspec URLs) is read through a node-local cache of whole shards (`twins.data.packed.cache`),
+fetched ahead in the epoch's shard order (`twins.data.order`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from twins import storage
+from twins.data.counted import CountedReads, ImageSample
+from twins.data.images import decode_rgb, decoder_for
+from twins.data.order import shard_sequence
+from twins.data.packed import format as packed
+from twins.data.packed.cache import ShardCache
+from twins.errors import TwinsError
+
+# Shard files a process keeps open at most (the least recently read are closed): the shards of
+# two blocks of the order, at the default shuffle_block, with room to spare.
+OPEN_SHARDS = 64
+
+
+class ShardDataset(CountedReads, Dataset):
+    """Split `split` of the packed data set at `url`: (image, class) samples, None for an image
+    that cannot be decoded. `seed` and `shuffle_block` give the epoch's shard order (that of the
+    training sampler), which a cache fetches ahead in; `cache` is needed for a URL."""
+
+    def __init__(
+        self,
+        url: str,
+        split: str,
+        transform: Any = None,
+        *,
+        decode: Callable[[bytes], tuple[Any, str]] = decode_rgb,
+        cache: ShardCache | None = None,
+        seed: int = 0,
+        shuffle_block: int = 1,
+        shuffled: bool = False,
+        manifest: dict[str, Any] | None = None,
+    ) -> None:
+        self.url, self.split, self.transform, self.decode = url, split, transform, decode
+        self.shown = storage.display(url)  # as printed: without any user:password@
+        self.root = f"{self.shown} ({split})"
+        manifest = manifest or packed.read_manifest(url)
+        if split not in manifest["splits"]:
+            raise TwinsError(f"{self.shown} holds no {split} split: re-run `twins pack`")
+        self.classes = list(manifest["classes"])
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+        self.shards = list(manifest["splits"][split]["shards"])
+        self.shard_sizes = [shard["samples"] for shard in self.shards]
+        self.starts = np.cumsum([0, *self.shard_sizes]).tolist()
+        self.cache = cache
+        self._fix = f"re-run `twins pack {manifest.get('source', 'SRC')} {self.shown}`"
+        indexes = _read_indexes(url, self.shards)
+        self._check(indexes)
+        self.offsets = np.concatenate([_column(i, 2) for i in indexes]).astype(np.int64)
+        self.sizes = np.concatenate([_column(i, 3) for i in indexes]).astype(np.int64)
+        self.targets = np.concatenate([_column(i, 4) for i in indexes]).astype(np.int64)
+        self.seed, self.shuffle_block, self.shuffled = seed, max(1, shuffle_block), shuffled
+        self._pid, self._open, self._guard = -1, OrderedDict(), threading.Lock()
+        self.set_epoch(0)
+        self.init_counts(len(self.offsets))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Open descriptors belong to this process: a spawned worker opens its own.
+        return {**self.__dict__, "_pid": -1, "_open": OrderedDict(), "_guard": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._guard = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The shard order of `epoch`, which the cache fetches ahead in."""
+        count = len(self.shards)
+        order = shard_sequence(count, self.seed, epoch) if self.shuffled else list(range(count))
+        self._sequence = order
+        self._place = {shard: place for place, shard in enumerate(order)}
+        self._block = -1  # the block of the order being read (in this process)
+
+    def __getitem__(self, index: int) -> ImageSample | None:
+        shard = bisect.bisect_right(self.starts, index) - 1
+        start, size = int(self.offsets[index]), int(self.sizes[index])
+        data = self._read(shard, start, size)
+        return self.read_sample(index, int(self.targets[index]), lambda: self.decode(data))
+
+    def _read(self, shard: int, start: int, size: int) -> bytes:
+        """`size` bytes at `start` of `shard`, through this process's open descriptor of it.
+        `os.pread` moves no file offset that forked processes would share; still, a forked
+        worker opens its own descriptors, after taking its own hold on the shards in the
+        cache."""
+        with self._guard:
+            if self._pid != os.getpid():
+                # The parent's descriptors stay open there; its place in the order is its own.
+                self._pid, self._open, self._block = os.getpid(), OrderedDict(), -1
+            if self.cache is not None:
+                self._follow_order(shard)
+            fd = self._open.get(shard)
+            if fd is None:
+                fd = os.open(self._shard_path(shard), os.O_RDONLY)
+                self._open[shard] = fd
+                while len(self._open) > OPEN_SHARDS:
+                    os.close(self._open.popitem(last=False)[1])
+            else:
+                self._open.move_to_end(shard)
+            return os.pread(fd, size, start)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit, os may be gone already
+            if self._pid == os.getpid():
+                self._close_all_but(set())
+
+    def _close_all_but(self, keep: set[int]) -> None:
+        for shard in [s for s in self._open if s not in keep]:
+            os.close(self._open.pop(shard))
+
+    def file_name(self, index: int) -> str:
+        shard = bisect.bisect_right(self.starts, index) - 1
+        name = self.shards[shard]["name"]
+        members = packed.read_json(storage.join(self.url, packed.index_name(name)))["members"]
+        key, extension, *_, source = members[index - self.starts[shard]]
+        return f"{storage.join(self.shown, name)}:{key}{extension} (packed from {source})"
+
+    def _follow_order(self, shard: int) -> None:
+        """On the first read of a new block of the epoch's order: hold it and the next in the
+        cache (fetching them ahead), and let go of the rest, files open here included (a
+        released shard may be evicted; an open file would keep its disk space taken)."""
+        assert self.cache is not None
+        block = self._place[shard] // self.shuffle_block
+        if block == self._block:
+            return
+        self._block = block
+        first = block * self.shuffle_block
+        ahead = self._sequence[first : first + 2 * self.shuffle_block]
+        self._close_all_but({shard, *ahead})
+        name, names = self.shards[shard]["name"], [self.shards[s]["name"] for s in ahead]
+        self.cache.release_all_but({*names, name})
+        self.cache.prefetch([n for n in names if n != name])
+
+    def _shard_path(self, shard: int) -> Path:
+        name = self.shards[shard]["name"]
+        if self.cache is None:
+            if storage.is_remote(self.url):
+                raise ValueError("a packed data set behind a URL is read through a ShardCache")
+            return packed.local_path(storage.join(self.url, name))
+        return self.cache.path(name)  # downloaded first if need be, and held
+
+    def _check(self, indexes: list[dict[str, Any]]) -> None:
+        """Each index agrees with the manifest; local shards are there with their size."""
+        for shard, index in zip(self.shards, indexes, strict=True):
+            name = shard["name"]
+            agrees = (
+                index.get("sha256") == shard["sha256"]
+                and index.get("bytes") == shard["bytes"]
+                and len(index.get("members", ())) == shard["samples"]
+            )
+            if not agrees:
+                raise TwinsError(
+                    f"the index of shard {name} in {self.shown} does not match the manifest: the "
+                    f"pack is incomplete or mixed with another; {self._fix}"
+                )
+            last = index["members"][-1] if index["members"] else None
+            if last is not None and last[2] + last[3] > shard["bytes"]:
+                raise TwinsError(f"the index of shard {name} points past its end; {self._fix}")
+        if storage.is_remote(self.url):
+            sizes = _in_threads(
+                lambda s: _size_or_none(storage.join(self.url, s["name"])), self.shards
+            )
+        else:
+            sizes = [_size_or_none(storage.join(self.url, s["name"])) for s in self.shards]
+        for shard, found in zip(self.shards, sizes, strict=True):
+            if found is None:
+                raise TwinsError(f"shard {shard['name']} of {self.shown} is missing; {self._fix}")
+            if found != shard["bytes"]:
+                raise TwinsError(
+                    f"shard {shard['name']} of {self.shown} has {found} bytes, the manifest says "
+                    f"{shard['bytes']}: it is truncated or altered; {self._fix}"
+                )
+
+
+def open_packed(
+    url: str,
+    transforms: dict[str, Any],
+    *,
+    seed: int = 0,
+    shuffle_block: int = 1,
+    cache_dir: str | Path | None = None,
+    cache_size: int = 0,
+) -> dict[str, ShardDataset]:
+    """The splits of the packed data set at `url` (`transforms`: split -> transform); through
+    a cache at `cache_dir` of at most `cache_size` bytes when `url` is remote. The training
+    split is read in the shard-block order of (seed, epoch)."""
+    manifest = packed.read_manifest(url)
+    remote = storage.is_remote(url)
+    return {
+        split: ShardDataset(
+            url,
+            split,
+            transform,
+            decode=decoder_for(split),
+            # One per split: each holds the shards of its own window (the folder is shared).
+            cache=_cache(url, manifest, cache_dir, cache_size, shuffle_block) if remote else None,
+            seed=seed,
+            shuffle_block=shuffle_block,
+            shuffled=split == "train",
+            manifest=manifest,
+        )
+        for split, transform in transforms.items()
+    }
+
+
+def _cache(
+    url: str, manifest: dict[str, Any], folder: str | Path | None, limit: int, block: int
+) -> ShardCache:
+    from twins.data.packed.cache import default_cache_dir
+
+    shards = [s for split in manifest["splits"].values() for s in split["shards"]]
+    largest = max((s["bytes"] for s in shards), default=0)
+    needed = 2 * block * largest
+    if limit < needed:
+        raise TwinsError(
+            f"cache_size {limit / 1e9:.2f} GB cannot hold the 2 × shuffle_block ({block}) shards "
+            f"of up to {largest / 1e6:.0f} MB being read and fetched: raise cache_size to at "
+            f"least {needed / 1e9:.2f} GB or lower shuffle_block"
+        )
+    text = storage.read_bytes(storage.join(url, packed.MANIFEST))
+    name = hashlib.sha256(url.encode() + b"\0" + text).hexdigest()[:16]
+
+    def download(shard: str, path: Path) -> None:
+        storage.get_file(storage.join(url, shard), path)
+
+    expected = {s["name"]: (s["bytes"], s["sha256"]) for s in shards}
+    return ShardCache(folder or default_cache_dir(), name, limit, download, expected)
+
+
+def verify_packed(url: str) -> int:
+    """Check every shard of the packed data set at `url` against the manifest's sha256 (a
+    remote shard is downloaded to a temporary folder); returns the number of shards."""
+    import tempfile
+
+
+    manifest = packed.read_manifest(url)
+    source = manifest.get("source", "SRC")
+    count = 0
+    for split in manifest["splits"]:
+        ShardDataset(url, split, manifest=manifest)  # indexes and sizes
+        for shard in manifest["splits"][split]["shards"]:
+            location = storage.join(url, shard["name"])
+            if storage.is_remote(url):
+                with tempfile.TemporaryDirectory(prefix="twins-verify-") as folder:
+                    storage.get_file(location, Path(folder) / shard["name"])
+                    digest = packed.file_sha256(Path(folder) / shard["name"])
+            else:
+                digest = packed.file_sha256(packed.local_path(location))
+            if digest != shard["sha256"]:
+                raise TwinsError(
+                    f"shard {shard['name']} of {storage.display(url)} does not match its sha256 in "
+                    f"the manifest: it was altered or damaged; re-run `twins pack {source} "
+                    f"{storage.display(url)}`"
+                )
+            count += 1
+    return count
+
+
+def _read_indexes(url: str, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def read(shard: dict[str, Any]) -> dict[str, Any]:
+        location = storage.join(url, shard.get("index") or packed.index_name(shard["name"]))
+        try:
+            return packed.read_json(location)
+        except FileNotFoundError as error:
+            raise TwinsError(
+                f"the index {location} of shard {shard['name']} is missing: re-run `twins pack`"
+            ) from error
+        except ValueError as error:
+            raise TwinsError(f"the index {location} is not JSON: re-run `twins pack`") from error
+
+    return _in_threads(read, shards) if storage.is_remote(url) else [read(s) for s in shards]
+
+
+def _in_threads(function: Any, items: list[Any]) -> list[Any]:
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(function, items))
+
+
+def _size_or_none(location: str) -> int | None:
+    try:
+        return storage.size(location)
+    except FileNotFoundError:
+        return None
+
+
+def _column(index: dict[str, Any], column: int) -> np.ndarray:
+    return np.array([member[column] for member in index["members"]], dtype=np.int64)

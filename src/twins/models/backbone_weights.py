@@ -1,0 +1,49 @@
+"""ImageNet weights (any file `twins.load_weights` reads) into the dense backbone, as the
+official dense code initialises it: the classifier's head and final norm are not part of the
+dense model, and SVT's per-stage norms (`norm_list`) are new, so they keep their fresh values."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from twins.models.backbone import DenseBackbone
+from twins.models.registry import _recorded_shape, resolve_name
+from twins.notes import note
+from twins.weights import StateDict, load_into_model, load_weights
+
+CLASSIFIER_ONLY = ("head.", "norm.")  # the classifier's head and final norm
+
+
+def read_imagenet_weights(path: str | os.PathLike, variant: str) -> StateDict:
+    """The classifier weights of `path` (`arch` tells PCPVT from SVT where a file cannot)."""
+    return load_weights(path, arch=resolve_name(variant))
+
+
+def recorded_backbone_shape(weights: StateDict, variant: str) -> dict[str, Any]:
+    """The shape arguments (widths, depths, ...) the file records for `variant`, if any."""
+    shape = _recorded_shape(resolve_name(variant), weights.metadata)
+    act_layer = weights.metadata.get("act_layer")
+    return {**shape, "act_layer": act_layer} if act_layer else shape
+
+
+def load_imagenet_into_backbone(
+    backbone: DenseBackbone, weights: Mapping[str, torch.Tensor]
+) -> None:
+    """Strict load of the classifier's stage weights, with one note saying what was left out."""
+    tensors = {name: t for name, t in weights.items() if not name.startswith(CLASSIFIER_ONLY)}
+    dropped = sorted({name.split(".")[0] for name in weights if name.startswith(CLASSIFIER_ONLY)})
+    own = backbone.state_dict()
+    fresh = [name for name in own if name.startswith("norm_list.") and name not in tensors]
+    tensors.update({name: own[name] for name in fresh})
+    load_into_model(backbone, tensors)
+    said = []
+    if dropped:
+        said.append(f"the classifier's {' and '.join(dropped)} dropped (unused by dense models)")
+    if fresh:
+        said.append("the per-stage norms (norm_list) start fresh, as the official code's do")
+    if said:
+        note(f"pretrained: ImageNet weights into the dense backbone; {'; '.join(said)}")

@@ -1,0 +1,366 @@
+"""Classify image files with a trained model: top-k labels and probabilities per image (a
+detector's files go to `twins.tasks.detect.predict`).
+
+Images are decoded as training and evaluation decode them (`twins.data.images`: EXIF
+orientation, 16-bit and alpha handled) and prepared as the weights file says its model expects
+(`preprocessing` metadata, `twins.tasks.classify.transforms.eval_transform`); a file that says nothing gets
+the official evaluation (resize 256, centre crop 224, bicubic, ImageNet mean and std). Class
+names come from the weights file, or, for a 1000-class model without names, from torchvision's
+ImageNet-1k weight metadata.
+"""
+
+from __future__ import annotations
+
+import glob
+import numbers
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from twins.data.images import IMAGE_EXTENSIONS, open_rgb
+from twins.device import select_device
+from twins.errors import TwinsError
+from twins.models import smallest_image_size
+from twins.models.from_weights import model_from_weights
+from twins.notes import note
+from twins.tasks.classify.transforms import eval_transform
+from twins.weights import StateDict, load_weights
+
+if TYPE_CHECKING:
+    from twins.tasks.detect.predict import DetectionRun
+    from twins.tasks.segment.predict import SegmentationRun
+
+# The official evaluation (DeiT's), for weights that do not say how they were evaluated.
+DEFAULT_PREPROCESSING: dict[str, Any] = {
+    "image_size": 224,
+    "crop_pct": 0.875,
+    "crop_mode": "center",
+    "interpolation": "bicubic",
+    "mean": list(IMAGENET_DEFAULT_MEAN),
+    "std": list(IMAGENET_DEFAULT_STD),
+}
+CROP_MODES = ("center", "squash", "border")  # timm's eval transform
+
+
+@dataclass
+class Prediction:
+    image: str
+    top: list[tuple[int, str, float]]  # (class index, label, probability), most likely first
+
+
+@dataclass
+class PredictionRun:
+    predictions: list[Prediction] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # how the images were prepared
+
+    def to_json(self) -> dict:
+        return {
+            "predictions": [
+                {
+                    "image": p.image,
+                    "top": [
+                        {"index": index, "label": label, "probability": round(prob, 6)}
+                        for index, label, prob in p.top
+                    ],
+                }
+                for p in self.predictions
+            ],
+            "failures": [{"image": image, "error": reason} for image, reason in self.failures],
+            "preprocessing": self.preprocessing,
+        }
+
+    def format(self) -> str:
+        return format_run(self)
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k labels in class-index order (shipped with torchvision, no download)."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def class_names_for(names: Sequence[str] | None, num_classes: int) -> list[str]:
+    if names and len(names) == num_classes:
+        return list(names)
+    if num_classes == 1000:
+        return imagenet_class_names()
+    return [f"class {index}" for index in range(num_classes)]
+
+
+def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files, folders (searched recursively for images) and glob patterns -> image paths, plus
+    the inputs that named nothing."""
+    images: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            images += found
+            if not found:
+                missing.append((item, "folder holds no images"))
+        elif path.is_file():
+            images.append(path)  # named explicitly: tried whatever its extension
+        elif glob.has_magic(item):
+            matches = [Path(p) for p in sorted(glob.glob(item, recursive=True))]
+            found = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+            images += found
+            if not found:
+                missing.append((item, "pattern matches no images"))
+        else:
+            missing.append((item, "no such file or folder"))
+    return list(dict.fromkeys(images)), missing
+
+
+def check_image_size(image_size: int | None) -> None:
+    """None (the weights' own size) or a positive whole number of pixels."""
+    whole = isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool)
+    if image_size is not None and not (whole and image_size >= 1):
+        raise TwinsError(
+            f"image_size must be a whole number of pixels, at least 1, not {image_size!r}",
+            argument="image_size",
+        )
+
+
+def check_crop_pct(crop_pct: float | None) -> None:
+    """None (the weights' own) or the fraction of the resized image the crop keeps, in (0, 1]."""
+    if crop_pct is not None and not (isinstance(crop_pct, numbers.Real) and 0 < crop_pct <= 1):
+        raise TwinsError(
+            f"crop_pct is the fraction of the resized image kept by the crop: a number in "
+            f"(0, 1], not {crop_pct!r} (0.875 is the usual one)",
+            argument="crop_pct",
+        )
+
+
+def prediction_preprocessing(
+    described: Mapping[str, Any] | None,
+    *,
+    image_size: int | None = None,
+    crop_pct: float | None = None,
+) -> dict[str, Any]:
+    """How to prepare images: the weights' `preprocessing` (`described`) over the defaults, then
+    the `image_size` / `crop_pct` given."""
+    check_image_size(image_size)
+    check_crop_pct(crop_pct)
+    preprocessing = dict(DEFAULT_PREPROCESSING)
+    if isinstance(described, Mapping):
+        preprocessing.update({k: v for k, v in described.items() if k in DEFAULT_PREPROCESSING})
+    if image_size is not None:
+        preprocessing["image_size"] = image_size
+    if crop_pct is not None:
+        preprocessing["crop_pct"] = float(crop_pct)
+    try:  # what was given is checked above: a problem here comes from the file
+        if described is not None and not isinstance(described, Mapping):
+            raise TwinsError(f"{described!r} is no mapping")
+        check_image_size(preprocessing["image_size"])
+        check_crop_pct(preprocessing["crop_pct"])
+        if preprocessing["crop_mode"] not in CROP_MODES:
+            raise TwinsError(f"crop_mode {preprocessing['crop_mode']!r} is not one of {CROP_MODES}")
+    except TwinsError as error:
+        raise TwinsError(
+            f"the weights' preprocessing metadata is invalid ({error}): pass image_size and "
+            "crop_pct, or write the file again with valid metadata",
+            argument="image_size",
+        ) from error
+    return preprocessing
+
+
+class Predictor:
+    """A model from a weights file, ready to classify images."""
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        *,
+        weights: StateDict | None = None,
+        arch: str | None = None,
+        model_args: Mapping[str, Any] | None = None,
+        ema: bool | None = None,
+        device: str = "auto",
+        image_size: int | None = None,
+        crop_pct: float | None = None,
+    ) -> None:
+        self.device = select_device(device)
+        check_image_size(image_size)
+        check_crop_pct(crop_pct)
+        if weights is None:  # else the file's, already read
+            weights = load_weights(checkpoint, ema=ema, arch=arch)
+        self.model = model_from_weights(weights, arch, model_args=model_args).to(self.device)
+        if not self.model.num_classes:
+            raise TwinsError(f"{checkpoint}: the model has no classifier head; nothing to predict")
+        self.class_names = class_names_for(
+            weights.metadata.get("class_names"), self.model.num_classes
+        )
+        described = weights.metadata.get("preprocessing")
+        self.preprocessing = prediction_preprocessing(
+            described, image_size=image_size, crop_pct=crop_pct
+        )
+        if described is None and (image_size is None or crop_pct is None):
+            note(
+                f"{checkpoint} says nothing of its preprocessing: using "
+                f"{self.preprocessing['image_size']} px, crop {self.preprocessing['crop_pct']} "
+                "(bicubic, ImageNet mean and std); pass image_size and crop_pct (--image-size, "
+                "--crop-pct) if the model was trained otherwise"
+            )
+        smallest = smallest_image_size(self.model.arch, self.model.model_args)
+        if self.preprocessing["image_size"] < smallest:
+            raise TwinsError(
+                f"image_size {self.preprocessing['image_size']} is too small for "
+                f"{self.model.arch}: it takes images of at least {smallest} pixels a side",
+                argument="image_size",
+            )
+        self.transform = eval_transform(self.preprocessing)
+
+    def load(self, path: str | os.PathLike) -> torch.Tensor:
+        """One image file as the model's input (C, H, W), decoded as the data loader does."""
+        image, _ = open_rgb(path)
+        return self.transform(image)
+
+    def _batches(
+        self, paths: Sequence[Path], batch_size: int, run: PredictionRun
+    ) -> Iterator[tuple[list[Path], torch.Tensor]]:
+        names, tensors = [], []
+        for path in paths:
+            try:
+                tensors.append(self.load(path))
+                names.append(path)
+            except (OSError, ValueError, Image.DecompressionBombError) as error:
+                run.failures.append((str(path), f"unreadable image: {error}"))
+            if len(tensors) == batch_size:
+                yield names, torch.stack(tensors)
+                names, tensors = [], []
+        if tensors:
+            yield names, torch.stack(tensors)
+
+    @torch.inference_mode()
+    def predict(
+        self, paths: Sequence[Path], *, topk: int = 5, batch_size: int = 32
+    ) -> PredictionRun:
+        run = PredictionRun(preprocessing=dict(self.preprocessing))
+        k = max(1, min(topk, self.model.num_classes))
+        for names, batch in self._batches(paths, batch_size, run):
+            probabilities = self.model(batch.to(self.device)).float().softmax(dim=-1)
+            values, indices = probabilities.topk(k, dim=-1)
+            for name, row_values, row_indices in zip(
+                names, values.tolist(), indices.tolist(), strict=True
+            ):
+                top = [
+                    (i, self.class_names[i], p)
+                    for i, p in zip(row_indices, row_values, strict=True)
+                ]
+                run.predictions.append(Prediction(str(name), top))
+        return run
+
+
+def predict(
+    checkpoint: str | os.PathLike,
+    inputs: Sequence[str],
+    *,
+    topk: int = 5,
+    batch_size: int = 32,
+    arch: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    ema: bool | None = None,
+    device: str = "auto",
+    image_size: int | None = None,
+    crop_pct: float | None = None,
+    output: str | os.PathLike | None = None,
+    min_score: float | None = None,
+) -> PredictionRun | SegmentationRun | DetectionRun:
+    """Top-k predictions for every image the inputs name; unreadable ones are listed, not fatal.
+
+    `arch` and `model_args` describe the model where the file does not (see
+    `twins.models.from_weights`); `image_size` and `crop_pct` overrule the file's preprocessing.
+    A segmenter's file (task "segment") writes label maps and overlays to `output` instead
+    (`twins.tasks.segment.predict`). A detector's file gives a `twins.tasks.detect.predict.DetectionRun`
+    (its pictures written under `output`, showing detections scoring at least `min_score`).
+    """
+    for name, value in (("topk", topk), ("batch_size", batch_size)):
+        if value < 1:
+            raise TwinsError(f"{name} must be at least 1, not {value}", argument=name)
+    paths, missing = find_images(inputs)
+    if not paths:
+        reasons = "; ".join(f"{item}: {reason}" for item, reason in missing)
+        raise TwinsError(
+            f"no images to predict ({reasons}); name image files, folders or globs",
+            argument="inputs",
+        )
+    weights = load_weights(checkpoint, ema=ema, arch=arch)
+    task = model_task(weights, arch)
+    if task == "segment":
+        from twins.tasks.segment.predict import predict_segmentation
+
+        run = predict_segmentation(weights, paths, output, device=device)
+        run.failures = missing + run.failures
+        return run
+    if task == "detect":
+        from twins.tasks.detect.predict import MIN_SCORE, predict_detections
+
+        detections = predict_detections(
+            weights,
+            paths,
+            output=output,
+            min_score=MIN_SCORE if min_score is None else min_score,
+            arch=arch,
+            model_args=model_args,
+            device=device,
+        )
+        detections.failures = missing + detections.failures
+        return detections
+    if output is not None or min_score is not None:
+        raise TwinsError(
+            "output is where a segmenter's label maps or a detector's pictures go, min_score "
+            "a detector's; a classifier prints its top-k classes (leave out --output and "
+            "--min-score)",
+            argument="output" if output is not None else "min_score",
+        )
+    predictor = Predictor(
+        checkpoint,
+        weights=weights,
+        arch=arch,
+        model_args=model_args,
+        ema=ema,
+        device=device,
+        image_size=image_size,
+        crop_pct=crop_pct,
+    )
+    run = predictor.predict(paths, topk=topk, batch_size=batch_size)
+    run.failures = missing + run.failures
+    return run
+
+
+def model_task(weights: StateDict, arch: str | None = None) -> str:
+    """ "classify", "segment" or "detect": the task of the model `arch` names, else the file's."""
+    from twins.tasks.heads import task_of
+
+    named = arch or weights.metadata.get("arch")
+    if isinstance(named, str):
+        try:
+            return task_of(named)
+        except TwinsError:  # a name this toolkit does not know: the file's task, if any
+            pass
+    return weights.metadata.get("task") or "classify"
+
+
+def format_run(run: PredictionRun | SegmentationRun) -> str:
+    """Readable top-k lists, one block per image, then the failures."""
+    if not isinstance(run, PredictionRun):  # a segmenter's: the files written
+        return run.format()
+    lines = []
+    for prediction in run.predictions:
+        lines.append(prediction.image)
+        width = max(len(label) for _, label, _ in prediction.top)
+        for rank, (index, label, probability) in enumerate(prediction.top, start=1):
+            named = "" if label == f"class {index}" else f"  (class {index})"
+            lines.append(f"  {rank}. {label:<{width}}  {100 * probability:6.2f}%{named}")
+    for image, reason in run.failures:
+        lines.append(f"skipped {image}: {reason}")
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""`twins export` of a detector: what torchvision's detectors can give.
+
+- safetensors: the weights with the metadata that rebuilds the detector (arch, model_args,
+  class names, task, and `dataset`: the training annotations' category ids), read back by
+  `twins.load_model`.
+- ONNX: torch's TorchScript-based exporter, the one torchvision's detectors are written for
+  (their resize, anchors and NMS take its tracing paths): one image (3 x H x W, float in 0..1,
+  any height and width) in; `boxes`, `labels`, `scores` (and `masks`) out, as the model's dict
+  in evaluation, in the pixels of the image given. A detector trained by the fit loop does not
+  resize (`resize_in_model: false`): resize images as its metadata's `preprocessing` says first.
+  Checked in onnxruntime against PyTorch at two sizes. The newer torch.export-based exporter
+  fails on these models, as `.pt2` does.
+- `.pt2`: refused in one line that names what works instead. torch.export (torch 2.14,
+  torchvision 0.29, strict or not) stops at the detectors' box selection (score threshold,
+  top-k, NMS), whose output sizes depend on the data: torchvision's `batched_nms` picks its
+  CPU path by the number of boxes, a guard on a data-dependent size
+  (GuardOnDataDependentSymNode), after a minute of tracing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from twins.atomic import atomic_path
+from twins.errors import TwinsError
+from twins.export.engine import TOLERANCE, ExportResult, relative_difference
+from twins.weights import StateDict, model_metadata, save_weights
+from twins.weights.metadata import to_strings
+
+ONNX_OPSET = 17
+INSTEAD = (
+    "export safetensors (rebuilt by twins.load_model) or onnx (the TorchScript-based exporter, "
+    "which torchvision's detectors support)"
+)
+
+
+def detector_metadata(model: nn.Module, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The detector's own metadata, with the file's class names, preprocessing and dataset."""
+    described = model_metadata(model, metadata.get("class_names"), metadata.get("preprocessing"))
+    return {**described, "dataset": metadata.get("dataset")}
+
+
+def export_detector(
+    model: nn.Module,
+    format: str,
+    path: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    *,
+    image_size: int = 224,
+    check: bool = True,
+) -> ExportResult:
+    """Export `model` (a detector, with `metadata`: the weights file's) as `format`."""
+    model = model.eval().float().cpu()
+    described = detector_metadata(model, metadata)
+    if format == "safetensors":
+        save_weights(StateDict(model.state_dict(), described), path)
+        return ExportResult(Path(path), "safetensors")
+    if format == "pt2":
+        raise _pt2_error(model)
+    return export_detector_onnx(model, path, described, image_size=image_size, check=check)
+
+
+def _pt2_error(model: nn.Module) -> TwinsError:
+    """Why there is no `.pt2` of a detector, and what works instead."""
+    return TwinsError(
+        f"torch.export cannot export {model.arch}: torchvision's box selection (score threshold, "
+        "top-k, NMS) gives outputs whose sizes depend on the data, and its NMS branches on "
+        f"their number (GuardOnDataDependentSymNode); {INSTEAD}",
+        argument="format",
+    )
+
+
+def export_detector_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    *,
+    image_size: int = 224,
+    check: bool = True,
+) -> ExportResult:
+    """ONNX of one image of any size in, the detections out (see the module's notes)."""
+    import onnx
+
+    image = torch.rand(3, image_size, image_size + 32)
+    with torch.no_grad():
+        output_names = list(model([image])[0])  # boxes, labels, scores (masks), in its order
+    buffer = io.BytesIO()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                model,
+                ([image],),
+                buffer,
+                dynamo=False,
+                opset_version=ONNX_OPSET,
+                input_names=["image"],
+                output_names=output_names,
+                dynamic_axes={
+                    "image": {1: "height", 2: "width"},
+                    **{name: {0: "detections"} for name in output_names},
+                },
+            )
+    except Exception as error:  # the exporter's errors run to pages
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise TwinsError(
+            f"ONNX export of {model.arch} failed ({type(error).__name__}: {first[:160]}); "
+            "export safetensors (rebuilt by twins.load_model) instead",
+            argument="format",
+        ) from error
+    program = onnx.load_from_string(buffer.getvalue())
+    for key, value in to_strings(metadata).items():
+        program.metadata_props.add(key=key, value=value)
+    with atomic_path(path) as temporary:
+        onnx.save(program, os.fspath(temporary))
+    result = ExportResult(Path(path), "onnx")
+    if check:
+        shapes = [(3, image_size, image_size), (3, image_size + 40, max(32, image_size - 24))]
+        result.differences = check_detector_onnx(model, path, shapes)
+        worst = max(result.differences.values())
+        if worst > TOLERANCE:
+            raise TwinsError(f"the ONNX export differs from PyTorch by {worst:.2e} (relative)")
+    return result
+
+
+def check_detector_onnx(
+    model: nn.Module, path: str | os.PathLike, shapes: list[tuple[int, int, int]]
+) -> dict[tuple[int, ...], float]:
+    """Relative difference of the boxes and scores onnxruntime gives against PyTorch's at each
+    image shape; a different number of detections counts as a difference of 1."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    differences = {}
+    for shape in shapes:
+        image = torch.rand(shape)
+        with torch.no_grad():
+            reference = model([image])[0]
+        found = dict(zip(names, session.run(None, {"image": image.numpy()}), strict=True))
+        if found["boxes"].shape != tuple(reference["boxes"].shape):
+            differences[tuple(shape)] = 1.0
+            continue
+        pairs = [(found[key], reference[key].numpy()) for key in ("boxes", "scores")]
+        differences[tuple(shape)] = max(
+            relative_difference(np.asarray(a), b) if b.size else 0.0 for a, b in pairs
+        )
+    return differences

@@ -1,0 +1,240 @@
+"""`twins predict` on a detector: COCO result objects per image, and pictures of them.
+
+Images are decoded as the COCO data set decodes them (`twins.data.images.decode_rgb_tensor`)
+and resized as evaluation resizes them: by the data pipeline (`det_transforms.eval_transform` at
+the model's `min_size` / `max_size`) for a detector trained with its own resize off
+(`resize_in_model: false`, every detector the fit loop trains), else inside the model. Each
+image goes through the model alone, so its detections do not depend on the others' sizes.
+
+The results are `twins.tasks.detect.metrics.detections_to_coco`'s, as `twins eval` scores them:
+`category_id` as in the training annotations (the checkpoint's `dataset.category_ids`), `bbox`
+x, y, w, h in the original pixels, `score`, `segmentation` as RLE for Mask R-CNN, and
+`file_name`. `image_id` is the number a COCO-style file name holds (`000000397133.jpg` -> 397133,
+as in COCO's own files), else the file name, so `COCO.loadRes` takes the list as it is when the
+images are those of an annotation file named that way.
+
+Pictures (`output`): `<output>/<image stem>_detections.png`, the image with each detection
+scoring at least `min_score` drawn: its mask (Mask R-CNN) and box in its class's colour, and
+"name score" above the box.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from twins.atomic import atomic_path
+from twins.data.images import decode_rgb_tensor
+from twins.device import select_device
+from twins.errors import TwinsError
+from twins.notes import note
+from twins.tasks.detect.data import CategoryMap
+from twins.tasks.detect.metrics import detections_to_coco
+from twins.tasks.detect.transforms import eval_transform
+from twins.tasks.segment.ade20k import ADE20K_PALETTE
+from twins.weights.state_dict import StateDict
+
+# Drawn detections score at least this by default (the results list every detection).
+MIN_SCORE = 0.5
+PICTURE_SUFFIX = "_detections.png"
+MASK_ALPHA = 0.45
+
+
+@dataclass
+class ImageDetections:
+    image: str
+    results: list[dict[str, Any]]  # COCO result objects, best score first
+    picture: Path | None = None
+
+
+@dataclass
+class DetectionRun:
+    predictions: list[ImageDetections] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
+    names: dict[int, str] = field(default_factory=dict)  # category id -> class name
+    min_score: float = MIN_SCORE  # the lowest score shown (`format`) and drawn
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """One list of COCO result objects over all images (what `COCO.loadRes` reads)."""
+        return [result for prediction in self.predictions for result in prediction.results]
+
+    def format(self) -> str:
+        """Per image: its detections scoring at least `min_score`, and its picture; then the
+        failures."""
+        min_score, lines = self.min_score, []
+        for prediction in self.predictions:
+            shown = [r for r in prediction.results if r["score"] >= min_score]
+            lines.append(
+                f"{prediction.image}: {len(shown)} detection(s) scoring {min_score:g} or more "
+                f"({len(prediction.results)} in all)"
+            )
+            for result in shown:
+                x, y, w, h = result["bbox"]
+                lines.append(
+                    f"  {self.names.get(result['category_id'], result['category_id']):<12} {100 * result['score']:6.2f}%  box x {x:.0f}, "
+                    f"y {y:.0f}, w {w:.0f}, h {h:.0f}"
+                )
+            if prediction.picture is not None:
+                lines.append(f"  picture: {prediction.picture}")
+        for image, reason in self.failures:
+            lines.append(f"skipped {image}: {reason}")
+        return "\n".join(lines)
+
+
+def category_map(metadata: Mapping[str, Any], num_classes: int) -> CategoryMap:
+    """Labels 1..K -> the training annotations' category ids and names, from the file's
+    `dataset` metadata; ids 1..K (and the class names, else the ids) where it has none."""
+    dataset = metadata.get("dataset") if isinstance(metadata.get("dataset"), Mapping) else {}
+    ids = dataset.get("category_ids")
+    names = dataset.get("category_names") or metadata.get("class_names")
+    if not (isinstance(ids, Sequence) and len(ids) == num_classes):
+        note(
+            f"the weights do not record the category ids of their {num_classes} classes: "
+            f"writing labels 1..{num_classes} as category_id"
+        )
+        ids = list(range(1, num_classes + 1))
+    if not (isinstance(names, Sequence) and len(names) == num_classes):
+        names = [str(i) for i in ids]
+    return CategoryMap([{"id": int(i), "name": str(n)} for i, n in zip(ids, names, strict=True)])
+
+
+def image_id_of(path: Path) -> int | str:
+    """COCO's image id of a file named as COCO names its images (the digits of its stem), else
+    its file name."""
+    return int(path.stem) if path.stem.isdigit() else path.name
+
+
+class DetectionPredictor:
+    """A detector from its weights, ready to detect objects in image files."""
+
+    def __init__(
+        self,
+        weights: StateDict,
+        *,
+        arch: str | None = None,
+        model_args: Mapping[str, Any] | None = None,
+        device: str = "auto",
+    ) -> None:
+        from twins.models.from_weights import model_from_weights
+
+        self.device = select_device(device)
+        self.model: nn.Module = model_from_weights(weights, arch, model_args=model_args)
+        self.model.to(self.device).eval()
+        self.categories = category_map(weights.metadata, self.model.num_classes)
+        args = self.model.model_args
+        self.resize = None
+        if args.get("resize_in_model", True) is False:  # resized by the data pipeline
+            min_size = args["min_size"]
+            short_side = min_size[-1] if isinstance(min_size, Sequence) else min_size
+            self.resize = eval_transform(int(short_side), int(args["max_size"]))
+
+    @torch.inference_mode()
+    def detect(self, path: Path) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """(the image as decoded, uint8 3 x H x W; its COCO result objects, best first)."""
+        pixels, _ = decode_rgb_tensor(path.read_bytes())
+        original_size = tuple(pixels.shape[-2:])
+        image = tv_tensors.Image(pixels)
+        if self.resize is not None:
+            image = self.resize(image)
+        inputs = image.as_subclass(torch.Tensor).to(self.device).float().div_(255)
+        (found,) = self.model([inputs])
+        results = detections_to_coco(
+            found,
+            image_id_of(path),
+            path.name,
+            tuple(inputs.shape[-2:]),
+            original_size,
+            self.categories,
+        )
+        results.sort(key=lambda r: -r["score"])
+        return pixels, results
+
+
+def predict_detections(
+    weights: StateDict,
+    paths: Sequence[Path],
+    *,
+    output: str | os.PathLike | None = None,
+    min_score: float = MIN_SCORE,
+    arch: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    device: str = "auto",
+) -> DetectionRun:
+    """Detections in every image of `paths`, with a picture each under `output` when given;
+    unreadable images are listed, not fatal."""
+    if not 0 <= min_score <= 1:
+        raise TwinsError(
+            f"min_score is a detection score in [0, 1], not {min_score!r}", argument="min_score"
+        )
+    predictor = DetectionPredictor(weights, arch=arch, model_args=model_args, device=device)
+    folder = Path(output) if output is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    categories = predictor.categories
+    names = dict(zip(categories.category_ids, categories.names, strict=True))
+    run = DetectionRun(names=names, min_score=min_score)
+    for path in paths:
+        try:
+            pixels, results = predictor.detect(path)
+        except (OSError, ValueError, RuntimeError, Image.DecompressionBombError) as error:
+            run.failures.append((str(path), f"unreadable image: {error}"))
+            continue
+        prediction = ImageDetections(str(path), results)
+        if folder is not None:
+            prediction.picture = folder / f"{path.stem}{PICTURE_SUFFIX}"
+            picture = draw_detections(pixels, results, predictor.categories, min_score)
+            write_picture(picture, prediction.picture)
+        run.predictions.append(prediction)
+    return run
+
+
+def draw_detections(
+    pixels: torch.Tensor,
+    results: Sequence[Mapping[str, Any]],
+    categories: CategoryMap,
+    min_score: float = MIN_SCORE,
+) -> torch.Tensor:
+    """The image (uint8 3 x H x W) with the results scoring at least `min_score` drawn: masks,
+    then boxes with "name score" labels, each in its class's colour."""
+    shown = [r for r in results if r["score"] >= min_score]
+    if not shown:
+        return pixels
+    names = dict(zip(categories.category_ids, categories.names, strict=True))
+    colours = [class_colour(categories.label(r["category_id"])) for r in shown]
+    picture = pixels
+    with_masks = [(r, c) for r, c in zip(shown, colours, strict=True) if "segmentation" in r]
+    if with_masks:
+        masks = np.stack([mask_utils.decode(r["segmentation"]) for r, _ in with_masks])
+        picture = draw_segmentation_masks(
+            picture,
+            torch.from_numpy(masks).bool(),
+            alpha=MASK_ALPHA,
+            colors=[c for _, c in with_masks],
+        )
+    boxes = torch.tensor([r["bbox"] for r in shown], dtype=torch.float32)
+    boxes[:, 2:] += boxes[:, :2]  # x, y, w, h -> x0, y0, x1, y1
+    labels = [f"{names[r['category_id']]} {r['score']:.2f}" for r in shown]
+    width = max(1, round(max(pixels.shape[-2:]) / 300))
+    return draw_bounding_boxes(picture, boxes, labels=labels, colors=colours, width=width)
+
+
+def class_colour(label: int) -> tuple[int, int, int]:
+    """A fixed, distinct colour per label (mmsegmentation's ADE20K palette, from its second
+    entry: the first is a dark grey)."""
+    return tuple(ADE20K_PALETTE[1 + (label - 1) % (len(ADE20K_PALETTE) - 1)])
+
+
+def write_picture(picture: torch.Tensor, path: str | os.PathLike) -> None:
+    with atomic_path(path) as temporary:
+        Image.fromarray(picture.permute(1, 2, 0).numpy()).save(temporary, format="PNG")

@@ -1,0 +1,146 @@
+"""Object detection and instance segmentation (RetinaNet, Mask R-CNN; mmdetection 2.8's
+recipes): COCO-format data (`twins.tasks.detect.data`), the official training pipeline of the
+recipe's `scale_policy` (`single`: 1x, `detr`: the 3x multi-scale crops;
+`twins.tasks.detect.transforms`), torchvision's detection losses, and COCO box (and mask) AP with
+pycocotools over the whole validation set, each image once.
+
+Images are resized once, in the data pipeline (uint8, per image, as mmdetection resizes), so the
+detectors are built with their own resize off (`resize_in_model=False`, recorded in their
+`model_args`); they still normalise and pad the batch to `pad_divisor`. The detections come out
+in the resized images' pixels and are mapped back to the original ones for COCOeval.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from twins.errors import TwinsError
+from twins.tasks.base import DenseTask
+from twins.tasks.detect import evaluate
+from twins.tasks.detect.data import CocoDataset, open_coco_split
+from twins.tasks.detect.detectors import IMAGENET_MEAN, IMAGENET_STD
+from twins.tasks.detect.evaluate import evaluate_detectors
+from twins.tasks.detect.heads import HEADS
+from twins.tasks.detect.transforms import (
+    CROP_POLICY_SHORT_SIDES,
+    CROP_SIZE_RANGE,
+    MULTI_SCALE_SHORT_SIDES,
+    SHORT_SIDE,
+    detection_eval_transform,
+    detector_arguments,
+    images_and_targets,
+    to_model_input,
+    train_transform_1x,
+    train_transform_3x,
+)
+from twins.tasks.head import split_head_name
+from twins.train.loss import Criterion
+from twins.train.precision import Precision
+from twins.train.task import ToDevice
+
+
+class DetectTask(DenseTask):
+    heads = HEADS
+    name = "detect"
+    score = "bbox_AP"
+    score_label = "box AP"
+    shown = ("bbox_AP", "bbox_AP50", "segm_AP")
+
+    def datasets(self, config: Any) -> tuple[CocoDataset, CocoDataset, list[str]]:
+        masks = with_masks(config)
+        train = open_coco_split(config.data_url, "train", train_transform(config), masks)
+        val = open_coco_split(config.data_url, "val", detection_eval_transform(config), masks)
+        if len(train.categories) != config.num_classes:
+            raise TwinsError(
+                f"{config.data_url} has {len(train.categories)} categories but num_classes is "
+                f"{config.num_classes}; set num_classes={len(train.categories)}",
+                argument="num_classes",
+            )
+        if val.categories.category_ids != train.categories.category_ids:
+            raise TwinsError(
+                f"the val and train annotation files of {config.data_url} list other categories "
+                f"({val.categories.category_ids[:5]} vs {train.categories.category_ids[:5]}): "
+                "give both the same categories",
+                argument="data_url",
+            )
+        return train, val, list(train.categories.names)
+
+    def model_arguments(self, config: Any) -> dict[str, Any]:
+        return detector_arguments(config)
+
+    def metadata(self, config: Any, train_set: Any) -> dict[str, Any]:
+        long_side, short_side = config.img_scale
+        categories = train_set.categories
+        return {
+            "preprocessing": {
+                "img_scale": [long_side, short_side],
+                "min_size": short_side,
+                "max_size": long_side,
+                "mean": list(IMAGENET_MEAN),
+                "std": list(IMAGENET_STD),
+                "pad_divisor": config.pad_divisor,
+            },
+            # Label i + 1 of the model is category_ids[i] of the training annotations.
+            "dataset": {
+                "category_ids": list(categories.category_ids),
+                "category_names": list(categories.names),
+            },
+        }
+
+    def collate(self, train: bool) -> Any:
+        return images_and_targets
+
+    def to_device(self, config: Any) -> ToDevice:
+        return to_model_input
+
+    def criterion(self, config: Any) -> Criterion:
+        def criterion(model: nn.Module, images: list, targets: list) -> dict[str, torch.Tensor]:
+            parts = model(images, targets)  # torchvision's loss dict in training mode
+            return {"loss": sum(parts.values()), **parts}
+
+        return criterion
+
+    def evaluate(
+        self, models: dict[str, nn.Module], loader: Any, precision: Precision, *, progress=False
+    ) -> dict[str, dict[str, Any]]:
+        return evaluate_detectors(models, loader, precision, progress=progress)
+
+
+def with_masks(config: Any) -> bool:
+    """Whether the config's detector predicts masks (Mask R-CNN): its data then carry them."""
+    split = split_head_name(config.arch, HEADS)
+    return split is not None and split[0] == "maskrcnn"
+
+
+def train_transform(config: Any) -> Any:
+    """The recipe's training pipeline at `img_scale` ([long, short]): `single` resizes into it
+    and flips; `detr` draws DETR's multi-scale sizes and crops, scaled by short / 800 (so the
+    official sizes at 1333 x 800)."""
+    long_side, short_side = config.img_scale
+    if config.scale_policy == "single":
+        return train_transform_1x(short_side, long_side, flip=config.hflip)
+    factor = short_side / SHORT_SIDE
+
+    def scaled(sides: tuple[int, ...]) -> list[int]:
+        return sorted({max(1, round(side * factor)) for side in sides})
+
+    crop_sizes = scaled(CROP_SIZE_RANGE)
+    return train_transform_3x(
+        scaled(MULTI_SCALE_SHORT_SIDES),
+        long_side,
+        scaled(CROP_POLICY_SHORT_SIDES),
+        (crop_sizes[0], crop_sizes[-1]),
+        flip=config.hflip,
+    )
+
+    def evaluation_model(self, weights: Any, config: Any) -> nn.Module:
+        return evaluate.detector_for(weights, config)
+
+    def evaluation_set(self, config: Any, metadata: dict[str, Any], model: nn.Module) -> Any:
+        return evaluate.validation_set(config, metadata, model)
+
+    def describe_evaluation(self, result: dict[str, Any], data_url: str) -> str:
+        return evaluate.describe(result, data_url)

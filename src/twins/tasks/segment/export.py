@@ -1,0 +1,76 @@
+"""What `twins export` needs of a segmenter: its graph's one output is the `"out"` logits
+(N x K x H x W at the input size), without the auxiliary head's, which only training uses.
+
+`SegmentationLogits` wraps the segmenter so that the classifier's exporters (`twins.export.engine`)
+trace, check and describe it as they do a classifier; the metadata it carries is the
+segmenter's (arch, model_args, classes, task "segment") and the checkpoint's "dataset"
+(palette, label reduction).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from twins.models import smallest_image_size
+from twins.tasks.head import split_head_name
+from twins.tasks.segment.heads import HEADS
+
+OUTPUT_NAME = "out"
+
+
+class SegmentationLogits(nn.Module):
+    """A segmenter whose forward gives the `"out"` logits alone (a tensor, not a dict), its
+    adaptive average poolings (UperNet's pyramid pooling) made traceable at any size."""
+
+    output_name = OUTPUT_NAME
+
+    def __init__(self, segmenter: nn.Module) -> None:
+        super().__init__()
+        self.segmenter = copy.deepcopy(segmenter)
+        for parent in list(self.segmenter.modules()):
+            for name, child in parent.named_children():
+                if isinstance(child, nn.AdaptiveAvgPool2d):
+                    setattr(parent, name, AdaptiveAvgPoolAnySize(child.output_size))
+        # What twins.weights.model_metadata reads of a model.
+        self.arch, self.model_args = segmenter.arch, segmenter.model_args
+        self.num_classes, self.task = segmenter.num_classes, segmenter.task
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmenter(x)["out"]
+
+
+class AdaptiveAvgPoolAnySize(nn.Module):
+    """`nn.AdaptiveAvgPool2d(output_size)` as two averaging matrices made from the input's size,
+    with torch's bins (bin i of s over a side of n: from floor(i n / s) to ceil((i + 1) n / s)).
+    torch's ONNX lowering of adaptive pooling indexes the bins of the size traced at, which
+    fails at other sizes; this form follows the size."""
+
+    def __init__(self, output_size: int | tuple[int, int]) -> None:
+        super().__init__()
+        size = (output_size, output_size) if isinstance(output_size, int) else output_size
+        self.rows, self.cols = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = _bins(x.shape[-2], self.rows, x)  # rows x H
+        cols = _bins(x.shape[-1], self.cols, x)  # cols x W
+        return rows @ x @ cols.transpose(0, 1)
+
+
+def _bins(length: int, size: int, like: torch.Tensor) -> torch.Tensor:
+    """size x length: row i averages bin i of the side."""
+    index = torch.arange(size, device=like.device)[:, None]
+    position = torch.arange(length, device=like.device)[None, :]
+    start, end = index * length // size, ((index + 1) * length + size - 1) // size
+    inside = ((position >= start) & (position < end)).to(like.dtype)
+    return inside / inside.sum(dim=1, keepdim=True)
+
+
+def smallest_dense_side(arch: str, model_args: dict) -> int | None:
+    """The smallest input side of an exported dense model, or None for a classifier: twice the
+    backbone's, since torch.export cannot trace the heads for a last-stage map one token
+    across (it guards the width against it); segmentation images are far larger anyway."""
+    dense = split_head_name(arch, HEADS)
+    return None if dense is None else 2 * smallest_image_size(dense[1], model_args)

@@ -1,0 +1,138 @@
+"""Semantic segmentation evaluation as mmsegmentation 0.12 computes it
+(`mmseg/core/evaluation/metrics.py`), and the rules that turn logits into a label map.
+
+Per class, the pixel counts of intersection (prediction = label = class), union, prediction and
+label are summed over the whole evaluated set, pixels labelled `ignore_index` (255) left out:
+IoU = intersection / union and Acc = intersection / label area per class; mIoU and mAcc are
+their means over the classes with a defined value (a class absent from both prediction and
+label gives 0 / 0 = NaN and is skipped), aAcc = all correct pixels / all labelled pixels. All
+in %. Under DDP, `all_reduce()` sums the counts of every process before `compute()`.
+
+Predictions are made at the original image size: the logits of the resized input are resized
+back bilinearly (align_corners False), softmaxed and argmaxed (`predict_labels`); with test-time
+augmentation the softmax probabilities of every scale and flip are averaged first
+(`predict_tta`, mmsegmentation's `--aug-test`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from twins.tasks.segment.transforms import IMG_SCALE, MEAN, STD, TTA_RATIOS, normalize, resize_pair
+
+IGNORE_INDEX = 255
+
+
+class SegmentationMetrics:
+    """Accumulates per-class pixel counts over a data set; `compute()` gives mmseg's metrics."""
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        # Rows: intersection, union, prediction area, label area.
+        self.counts = torch.zeros(4, num_classes, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, label: torch.Tensor) -> None:
+        """Add one prediction (class indices) and its label map, of the same shape (a batch of
+        either too). Label values outside 0..num_classes - 1 other than the ignore index are
+        left out of the label area, as mmseg's histogram leaves them."""
+        if pred.shape != label.shape:
+            raise ValueError(
+                f"prediction {tuple(pred.shape)} and label {tuple(label.shape)} differ"
+            )
+        keep = label != self.ignore_index
+        pred, label = pred[keep].long(), label[keep].long()
+        hit = pred[pred == label]
+        areas = [self._histogram(x) for x in (hit, pred, label)]
+        intersection, pred_area, label_area = areas
+        union = pred_area + label_area - intersection
+        self.counts += torch.stack([intersection, union, pred_area, label_area]).cpu()
+
+    def _histogram(self, values: torch.Tensor) -> torch.Tensor:
+        values = values[(values >= 0) & (values < self.num_classes)]
+        return torch.bincount(values, minlength=self.num_classes)
+
+    def all_reduce(self) -> None:
+        """Sum the counts of every process (when torch.distributed is initialised)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        counts = self.counts
+        if dist.get_backend() == "nccl":
+            counts = counts.cuda()
+        dist.all_reduce(counts)
+        self.counts = counts.cpu()
+
+    def compute(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """`mIoU`, `mAcc`, `aAcc` (in %), and per class `IoU` and `Acc` (lists, in %, NaN where
+        0 / 0); with `class_names`, also `IoU.<name>` and `Acc.<name>` as the official logs
+        name them (in %, where the logs hold fractions)."""
+        intersection, union, _, label_area = self.counts.double()
+        iou = intersection / union
+        acc = intersection / label_area
+        result = {
+            "mIoU": _nan_mean(iou) * 100,
+            "mAcc": _nan_mean(acc) * 100,
+            "aAcc": float(intersection.sum() / label_area.sum()) * 100,
+            "IoU": (iou * 100).tolist(),
+            "Acc": (acc * 100).tolist(),
+        }
+        if class_names is not None:
+            if len(class_names) != self.num_classes:
+                raise ValueError(f"{len(class_names)} class names for {self.num_classes} classes")
+            for key in ("IoU", "Acc"):
+                result |= {f"{key}.{n}": v for n, v in zip(class_names, result[key], strict=True)}
+        return result
+
+
+def _nan_mean(values: torch.Tensor) -> float:
+    defined = values[~values.isnan()]
+    return float(defined.mean()) if len(defined) else math.nan
+
+
+def probabilities_at(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Class probabilities (N x K x H x W) of `logits` resized bilinearly to `size` (H, W)."""
+    if tuple(logits.shape[-2:]) != tuple(size):
+        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return logits.softmax(dim=1)
+
+
+def predict_labels(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The label map (N x H x W class indices) at the original `size` for network logits."""
+    return probabilities_at(logits, size).argmax(dim=1)
+
+
+def predict_tta(
+    model: Callable[[torch.Tensor], Any],
+    image: torch.Tensor,
+    ratios: Sequence[float] = TTA_RATIOS,
+    flip: bool = True,
+    img_scale: tuple[int, int] = IMG_SCALE,
+    mean: tuple = MEAN,
+    std: tuple = STD,
+) -> torch.Tensor:
+    """Multi-scale (+ flip) class probabilities (K x H x W) of a uint8 RGB image (3 x H x W).
+
+    For each ratio r the image is resized keep-ratio to `img_scale` times r (as
+    `SegTestTransform` does at r = 1), normalised and given to `model` (a 1 x 3 x h x w batch ->
+    logits, or a dict with "out"); with `flip` the mirrored image too, its output mirrored back.
+    Each output's probabilities at the original size are averaged over all of them."""
+    size = image.shape[-2:]
+    total, count = None, 0
+    for ratio in ratios:
+        scale = (int(img_scale[0] * ratio), int(img_scale[1] * ratio))
+        resized, _ = resize_pair(image, None, scale)
+        batch = normalize(resized.as_subclass(torch.Tensor), mean, std)[None]
+        for flipped in (False, True) if flip else (False,):
+            inputs = batch.flip(-1) if flipped else batch
+            logits = model(inputs)
+            logits = logits["out"] if isinstance(logits, dict) else logits
+            probs = probabilities_at(logits, size)[0]
+            probs = probs.flip(-1) if flipped else probs
+            total = probs if total is None else total + probs
+            count += 1
+    return total / count
