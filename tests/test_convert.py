@@ -12,8 +12,7 @@ from seed_models import tiny_model
 from twins.cli.main import main
 from twins.convert import convert
 from twins.errors import TwinsError
-from twins.models.from_weights import model_from_weights
-from twins.tasks.classify.predict import predict
+from twins.tasks import model_from_weights, predict
 from twins.weights import StateDict, load_weights, model_metadata, save_weights
 from twins.weights.mindspore_proto import read_tags
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from twins.errors import TwinsError
-from twins.models.from_weights import model_from_weights
+from twins.tasks import model_from_weights
 from twins.weights import (
     StateDict,
     check_values,
@@ -47,7 +47,7 @@ def convert(
     """Read `source` (any format `load_weights` reads) and write `destination`.
 
     `arch` and `model_args` describe the model where the source does not (see
-    `twins.models.from_weights`).
+    `twins.tasks.model_from_weights`).
     """
     if Path(destination).is_dir():
         example = Path(destination) / f"{Path(source).stem}.safetensors"

@@ -26,7 +26,7 @@ def test_the_written_out_choices_are_the_library_ones():
 
 def test_train_takes_overrides_among_its_options(monkeypatch, tmp_path):
     trained = []
-    monkeypatch.setattr("twins.train.fit", trained.append)
+    monkeypatch.setattr("twins.train.fit", lambda config, task: trained.append(config))
     argv = [
         "train",
         "epochs=9",
@@ -51,13 +51,13 @@ def evaluated(monkeypatch):
     without a model."""
     seen: dict[str, list] = {"configs": [], "ema_loads": []}
 
-    def evaluate_checkpoint(config, checkpoint, *, ema=None):
+    def evaluate_checkpoint(config, checkpoint, task, *, ema=None):
         seen["configs"].append(config)
         if ema is not None:
             seen["ema_loads"].append(ema)
         return RESULT
 
-    monkeypatch.setattr("twins.train.evaluate_checkpoint", evaluate_checkpoint)
+    monkeypatch.setattr("twins.train.evaluate.evaluate_checkpoint", evaluate_checkpoint)
     return seen
 
 

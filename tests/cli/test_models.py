@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from twins.cli.main import main
 from twins.cli.models import describe_dense
-from twins.tasks.heads import dense_model_names
+from twins.tasks import model_names
 
 
 def test_dense_rows_give_our_and_the_papers_counts():
     rows = {row["name"]: row for row in describe_dense()}
-    assert set(dense_model_names("segment")) <= set(rows)
-    assert {rows[name]["task"] for name in dense_model_names("segment")} == {"segment"}
+    assert set(model_names("segment")) <= set(rows)
+    assert {rows[name]["task"] for name in model_names("segment")} == {"segment"}
     # Ours: the lean backbone + the official heads; the paper's: with the official backbone's
     # unused classifier (FACTS §4).
     assert rows["upernet_pcpvt_small"]["params"] == 23_592_192 + 30_487_852

@@ -10,10 +10,9 @@ import torch
 from PIL import Image
 
 from twins.data import build_loader
-
-from twins.tasks.classify.data import build_datasets
 from twins.data.images import to_rgb
 from twins.errors import TwinsError
+from twins.tasks.classify.data import build_datasets
 
 
 def _noise(height: int, width: int, channels: int = 3) -> np.ndarray:

@@ -5,8 +5,8 @@ import shutil
 import pytest
 import torch
 
-from twins.tasks.classify.data import build_datasets
 from twins.errors import TwinsError
+from twins.tasks.classify.data import build_datasets
 
 
 def test_builds_train_and_val_with_sorted_class_names(make_config, image_folder):

@@ -13,11 +13,10 @@ import torch
 from torch.utils.data import DistributedSampler, default_collate
 
 from twins.data import build_loader
-
-from twins.tasks.classify.data import build_datasets
 from twins.data import loader as loader_module
 from twins.data.loader import available_cpus, stack_by_value
 from twins.seeds import derive_seed
+from twins.tasks.classify.data import build_datasets
 
 
 def _epoch(loader):

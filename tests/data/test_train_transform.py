@@ -11,13 +11,11 @@ from sklearn.datasets import load_sample_image
 from timm.data import create_transform
 from timm.data.auto_augment import NAME_TO_OP
 
-from twins.tasks.classify.device_batch import DeviceBatch
-
-from twins.tasks.classify.train_transform import build_train_transform
-from twins.tasks.classify.augment_ops import TENSOR_OPS
-from twins.tasks.classify.train_transform import tensor_augment, timm_augment
-from twins.tasks.classify.transforms import allow_zero_bit_posterize, posterize
 from twins.seeds import seeded
+from twins.tasks.classify.augment_ops import TENSOR_OPS
+from twins.tasks.classify.device_batch import DeviceBatch
+from twins.tasks.classify.train_transform import build_train_transform, tensor_augment, timm_augment
+from twins.tasks.classify.transforms import allow_zero_bit_posterize, posterize
 
 FILL = {"fillcolor": (124, 116, 104), "resample": Image.Resampling.BICUBIC}
 # (op, level arguments): magnitudes around rand-m9's

@@ -11,9 +11,7 @@ from timm.data.auto_augment import RandAugment
 from timm.data.random_erasing import RandomErasing
 
 from twins.tasks.classify.train_transform import build_train_transform
-
-from twins.tasks.classify.transforms import build_eval_transform
-from twins.tasks.classify.transforms import posterize
+from twins.tasks.classify.transforms import build_eval_transform, posterize
 
 
 def _noise_image(width: int, height: int) -> Image.Image:

@@ -21,7 +21,7 @@ from factories import make_config
 from twins.atomic import save_torch
 from twins.convert import convert
 from twins.errors import TwinsError
-from twins.export.engine import export
+from twins.tasks import export
 from twins.tasks.classify.predict import Predictor
 from twins.train import Trainer
 from twins.train.resume import checkpoint

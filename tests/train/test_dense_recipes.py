@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import twins
-from twins.tasks.heads import task_of
+from twins.tasks import task_of
 from twins.train import load_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from twins.errors import TwinsError
+from twins.tasks.classify.evaluate import evaluate
 from twins.train import build_config
 from twins.train.distributed import ShardSampler
-from twins.train.engine import evaluate, train_one_epoch
+from twins.train.engine import train_one_epoch
 from twins.train.precision import Precision
 from twins.train.state import EpochProgress
 from twins.train.trainer import Trainer

@@ -10,7 +10,7 @@ import yaml
 from twins import create_model
 from twins.cli.main import main
 from twins.errors import TwinsError
-from twins.train import evaluate_checkpoint
+from twins.tasks import evaluate_checkpoint
 from twins.weights.mindspore_layout import to_mindspore
 from twins.weights.mindspore_proto import write_tags
 

@@ -14,7 +14,8 @@ from twins import create_model
 from twins.atomic import save_torch
 from twins.cli.main import main
 from twins.errors import TwinsError
-from twins.train import evaluate_checkpoint, fit, lr_schedule
+from twins.tasks import evaluate_checkpoint, fit
+from twins.train import lr_schedule
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from killed_runs import fit_killed_at_step, without_timings
-from twins.train import fit
+from twins.tasks import fit
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 from twins.train.trainer import Trainer

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from twins.errors import TwinsError
-from twins.train import fit
+from twins.tasks import fit
 from twins.train.lock import lock_output
 
 CPU = torch.device("cpu")

@@ -18,7 +18,8 @@ import yaml
 import twins.train.trainer
 from factories import EVERY_RANDOM_DRAW
 from twins import storage
-from twins.train import fit, save_config
+from twins.tasks import fit
+from twins.train import save_config
 from twins.train.metrics import read_metrics
 from twins.train.mirror import OutputMirror, staging_folder
 from twins.train.resume import load_checkpoint

@@ -14,7 +14,8 @@ from factories import TINY_MODEL, make_config
 from twins import create_model
 from twins.cli.main import main
 from twins.errors import TwinsError
-from twins.train import Trainer, fit, resume, save_config
+from twins.tasks import fit
+from twins.train import Trainer, resume, save_config
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 

@@ -19,7 +19,8 @@ from killed_runs import fit_killed_at_step
 from twins import storage
 from twins.cli.main import main
 from twins.data.packed.writer import pack
-from twins.train import fit, save_config
+from twins.tasks import fit
+from twins.train import save_config
 from twins.train.resume import load_checkpoint
 
 CONFIGS = Path(__file__).parents[2] / "configs"

@@ -10,7 +10,8 @@ import torch
 
 from twins import create_model
 from twins.cli.main import main
-from twins.train import fit, save_config
+from twins.tasks import fit
+from twins.train import save_config
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from PIL import Image
 
 import twins.train.trainer
 from factories import EVERY_RANDOM_DRAW
-from twins.train import fit, save_config
+from twins.tasks import fit
+from twins.train import save_config
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 

@@ -152,8 +152,8 @@ def test_a_packed_epoch_resumed_within_goes_on_as_the_unbroken_one():
 
 
 def test_validation_shards_hold_each_image_once(tmp_path, imagefolder):
-    from twins.data.packed.writer import pack
     from twins.data.packed.reader import ShardDataset
+    from twins.data.packed.writer import pack
     from twins.train.distributed import ShardSampler
 
     pack(imagefolder, str(tmp_path / "packed"), shard_size=20_000, workers=1)

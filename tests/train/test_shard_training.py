@@ -11,9 +11,9 @@ import torch
 from factories import EVERY_RANDOM_DRAW
 from killed_runs import fit_killed_at_step
 from twins.data import build_loader
-from twins.tasks.classify.data import build_datasets
 from twins.data.packed.writer import pack
-from twins.train import fit
+from twins.tasks import fit
+from twins.tasks.classify.data import build_datasets
 from twins.train.resume import load_checkpoint
 from twins.train.sample_seeds import SampleSeededDataset
 from twins.train.sampler import ShardBlockSampler, training_sampler

@@ -27,7 +27,8 @@ from twins.benchmark.steps import make_step, timm_twin
 from twins.benchmark.timing import Timing, alternate, round_ratios
 from twins.device import select_device
 from twins.errors import TwinsError
-from twins.models import count_macs, create_model
+from twins.models import count_macs
+from twins.tasks import create_model
 
 MODES = ("infer", "train", "data")
 # What a model benchmark compares with: timm's classifier, smp's UperNet (twins.benchmark.smp).

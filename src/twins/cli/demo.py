@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twins.tasks.classify.demo import run_task_demo
+    from twins.tasks import run_demo
 
-    run_task_demo(args.task, args.output, args.overrides)
+    run_demo(args.task, args.output, args.overrides)
     return 0

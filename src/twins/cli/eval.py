@@ -36,8 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twins.train import evaluate_checkpoint, load_config
+    from twins.tasks import task_for
+    from twins.train import load_config
     from twins.train.distributed import is_main_process
+    from twins.train.evaluate import evaluate_checkpoint
 
     config = load_config(
         args.config,
@@ -46,40 +48,10 @@ def run(args: argparse.Namespace) -> int:
         arch=args.arch,
         with_ema=True if args.ema else None,
     )
+    task = task_for(config)
     # Asked for by name, EMA weights are required: a file without them is refused, as elsewhere.
-    result = evaluate_checkpoint(config, args.checkpoint, ema=True if args.ema else None)
+    result = evaluate_checkpoint(config, args.checkpoint, task, ema=True if args.ema else None)
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    if config.task == "detect":
-        from twins.tasks.detect.evaluate import describe
-
-        print(describe(result, config.data_url))
-        return 0
-    if "mIoU" in result:  # a segmenter
-        _print_segmentation(result, config.data_url)
-        return 0
-    print(
-        f"{result['arch']} on {config.data_url}/val: top-1 {result['top1']:.2f}%  "
-        f"top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  ({result['images']} images"
-        + (f"; {result['left_out']})" if result.get("left_out") else ")")
-    )
-    if "ema" in result:
-        ema = result["ema"]
-        print(
-            f"EMA weights: top-1 {ema['top1']:.2f}%  top-5 {ema['top5']:.2f}%  loss {ema['loss']:.4f}"
-        )
+    print(json.dumps(result) if args.json else task.describe_evaluation(result, config.data_url))
     return 0
-
-
-def _print_segmentation(result: dict, data: str) -> None:
-    test = "multi-scale + flip test" if result["tta"] else "whole-image test"
-    for name, metrics in (("", result), ("EMA weights: ", result.get("ema"))):
-        if metrics:
-            print(
-                f"{name or result['arch'] + ' on ' + data + ': '}mIoU {metrics['mIoU']:.2f}%  "
-                f"mAcc {metrics['mAcc']:.2f}%  aAcc {metrics['aAcc']:.2f}%  "
-                f"({metrics['images']} images, {test})"
-            )

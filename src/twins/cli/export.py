@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twins.export.engine import export
+    from twins.tasks import export
 
     result = export(
         args.checkpoint,

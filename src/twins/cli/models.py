@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from twins.cli.options import add_json
 
@@ -42,30 +43,34 @@ def describe(name: str) -> dict:
 
 def describe_dense() -> list[dict]:
     """A row per dense model whose head's builder is installed (built on the meta device)."""
-    import torch
-
     from twins.models import VARIANTS
-    from twins.tasks.heads import HEADS, builder_of
-    from twins.tasks.paper import PAPER_PARAMS_M
+    from twins.tasks import HEADS_OF_TASK
+    from twins.tasks.head import builder_of
 
     rows = []
-    for head, spec in HEADS.items():
-        try:
-            build = builder_of(head)
-        except ImportError:  # a head whose module this installation lacks
-            continue
-        for variant in VARIANTS:
-            name = f"{head}_{variant}"
-            model = build(variant, num_classes=spec.default_classes, device=torch.device("meta"))
-            rows.append(
-                {
-                    "name": name,
-                    "task": spec.task,
-                    "params": sum(p.numel() for p in model.parameters()),
-                    "paper_params_m": PAPER_PARAMS_M.get(name),
-                }
-            )
+    for task, heads in HEADS_OF_TASK.items():
+        for head, spec in heads.items():
+            try:
+                build = builder_of(heads, head)
+            except ImportError:  # a head whose module this installation lacks
+                continue
+            rows += [_dense_row(task, head, variant, spec, build) for variant in VARIANTS]
     return rows
+
+
+def _dense_row(task: str, head: str, variant: str, spec: Any, build: Any) -> dict:
+    import torch
+
+    from twins.tasks.paper import PAPER_PARAMS_M
+
+    name = f"{head}_{variant}"
+    model = build(variant, num_classes=spec.default_classes, device=torch.device("meta"))
+    return {
+        "name": name,
+        "task": task,
+        "params": sum(p.numel() for p in model.parameters()),
+        "paper_params_m": PAPER_PARAMS_M.get(name),
+    }
 
 
 def run(args: argparse.Namespace) -> int:

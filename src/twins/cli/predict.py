@@ -36,10 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(parser)
     add_ema(parser)
     parser.add_argument(
-        "--topk", type=positive_int, default=5, metavar="K", help="classes per image (default 5)"
+        "--topk", type=positive_int, metavar="K", help="classifiers: classes per image (default 5)"
     )
     parser.add_argument(
-        "--batch-size", type=positive_int, default=32, metavar="N", help="images per forward pass"
+        "--batch-size",
+        type=positive_int,
+        metavar="N",
+        help="classifiers: images per forward pass (default 32)",
     )
     parser.add_argument(
         "--image-size",
@@ -78,17 +81,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from twins.tasks.classify.predict import predict
+    from twins.tasks import predict
 
     result = predict(
         args.checkpoint,
         args.images,
-        topk=args.topk,
-        batch_size=args.batch_size,
         arch=args.arch,
         model_args=args.model_args,
         ema=args.ema or None,
         device=args.device,
+        topk=args.topk,
+        batch_size=args.batch_size,
         image_size=args.image_size,
         crop_pct=args.crop_pct,
         output=args.output,

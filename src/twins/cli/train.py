@@ -64,8 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from twins.tasks import task_for
     from twins.train import fit, load_config
 
     config = load_config(args.config, args.overrides, data_url=args.data, train_url=args.output)
-    fit(config)
+    fit(config, task_for(config))
     return 0

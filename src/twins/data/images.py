@@ -17,9 +17,11 @@ a plain JPEG (RGB or grayscale, upright, complete) is decoded by `torchvision.io
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,3 +179,28 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+
+
+def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files, folders (searched recursively for images) and glob patterns -> image paths, plus
+    the inputs that named nothing."""
+    images: list[Path] = []
+    missing: list[tuple[str, str]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            images += found
+            if not found:
+                missing.append((item, "folder holds no images"))
+        elif path.is_file():
+            images.append(path)  # named explicitly: tried whatever its extension
+        elif glob.has_magic(item):
+            matches = [Path(p) for p in sorted(glob.glob(item, recursive=True))]
+            found = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+            images += found
+            if not found:
+                missing.append((item, "pattern matches no images"))
+        else:
+            missing.append((item, "no such file or folder"))
+    return list(dict.fromkeys(images)), missing

@@ -18,9 +18,10 @@ names, and the preprocessing its images need): ONNX in `metadata_props` (one JSO
 key), `.pt2` as the extra file `twins_metadata.json`, safetensors in its metadata;
 `exported_metadata(path)` reads it back from ONNX and `.pt2` files.
 
-A segmenter (`twins.tasks.segment.export`) is exported the same way: its graph's output is the
-"out" logits (N x K x H x W at the input size), its metadata holds the data set's palette and
-label values ("dataset") too. Detectors export as `twins.tasks.detect.export` says.
+Each task exports its models through this engine (`twins.tasks.<task>.export`): a segmenter
+the same way, its graph's output the "out" logits (N x K x H x W at the input size), its
+metadata the data set's palette and label values ("dataset") too; a detector as
+`twins.tasks.detect.export` says.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ from torch import nn
 from twins.atomic import atomic_path
 from twins.errors import TwinsError
 from twins.models import smallest_image_size
-from twins.models.from_weights import model_from_weights
-from twins.weights import StateDict, load_weights, model_metadata, save_weights
+from twins.weights import StateDict, model_metadata, save_weights
 from twins.weights.metadata import from_strings, to_strings
 from twins.weights.pt2 import METADATA_FILE, pt2_metadata
 from twins.weights.save import check_destination
@@ -73,11 +73,11 @@ def trace_input(image_size: int) -> torch.Tensor:
 
 
 def smallest_side(model: nn.Module) -> int:
-    """The smallest input side the model takes, the lower bound of the exported sizes."""
-    from twins.tasks.segment.export import smallest_dense_side
-
-    dense = smallest_dense_side(model.arch, model.model_args)
-    return dense if dense is not None else smallest_image_size(model.arch, model.model_args)
+    """The smallest input side the model takes, the lower bound of the exported sizes: the
+    model's `smallest_export_side` where it says (a task's export wrapper), else its
+    backbone's."""
+    said = getattr(model, "smallest_export_side", None)
+    return said if said is not None else smallest_image_size(model.arch, model.model_args)
 
 
 def uneven_shape(image_size: int, smallest: int) -> tuple[int, int, int, int]:
@@ -280,22 +280,11 @@ def check_extension(output: str | os.PathLike, format: str) -> None:
     )
 
 
-def export(
-    checkpoint: str | os.PathLike,
-    format: str,
-    output: str | os.PathLike,
-    *,
-    arch: str | None = None,
-    ema: bool | None = None,
-    model_args: Mapping[str, Any] | None = None,
-    image_size: int = 224,
-    check: bool = True,
-) -> ExportResult:
-    """Load any weights file `load_weights` reads and export it with its metadata.
-
-    `arch` and `model_args` describe the model where the file does not (see
-    `twins.models.from_weights`); `image_size` is the side traced at (the graphs take any).
-    """
+def check_export_request(
+    checkpoint: str | os.PathLike, format: str, output: str | os.PathLike, image_size: int
+) -> None:
+    """Refuse an unknown format, a file name of another format, an image size that cannot be
+    traced, or an output onto the checkpoint, before anything is read."""
     if format not in EXPORT_FORMATS:
         raise TwinsError(
             f"unknown export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}",
@@ -313,16 +302,21 @@ def export(
             argument="image_size",
         )
     check_destination(checkpoint, output)
-    weights = load_weights(checkpoint, ema=ema, arch=arch)
-    model = model_from_weights(weights, arch, model_args=model_args)
-    if getattr(model, "task", None) == "detect":
-        from twins.tasks.detect.export import export_detector
 
-        return export_detector(
-            model, format, output, weights.metadata, image_size=image_size, check=check
-        )
-    smallest = smallest_side(model)
-    if format != "safetensors" and image_size < smallest:
+
+def export_model(
+    model: nn.Module,
+    format: str,
+    output: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    *,
+    image_size: int = 224,
+    check: bool = True,
+) -> ExportResult:
+    """Export `model` (a tensor in, a tensor out: a task's wrapper where its forward gives
+    more) as `format`, with the file's class names, preprocessing and data set metadata."""
+    smallest = smallest_side(model) if format != "safetensors" else 1
+    if image_size < smallest:
         raise TwinsError(
             f"image_size {image_size} is below the smallest input {model.arch} takes: use "
             f"{smallest} to {MAX_TRACE_SIDE} (the export then takes any side from {smallest} "
@@ -330,14 +324,10 @@ def export(
             argument="image_size",
         )
     described = {
-        "class_names": weights.metadata.get("class_names"),
-        "preprocessing": weights.metadata.get("preprocessing"),
-        "dataset": weights.metadata.get("dataset"),
+        "class_names": metadata.get("class_names"),
+        "preprocessing": metadata.get("preprocessing"),
+        "dataset": metadata.get("dataset"),
     }
-    if getattr(model, "task", "classify") == "segment" and format != "safetensors":
-        from twins.tasks.segment.export import SegmentationLogits
-
-        model = SegmentationLogits(model)  # the graph gives the "out" logits
     if format == "onnx":
         return export_onnx(model, output, image_size=image_size, check=check, **described)
     if format == "pt2":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twins.errors import TwinsError
@@ -176,6 +176,97 @@ def task_of_weights(weights: Any, arch: str | None = None) -> Task:
         except TwinsError:  # a name this toolkit does not know: the file's task, if any
             pass
     return task_named(weights.metadata.get("task") or "classify")
+
+
+# Each task's demo on the built-in digits: `run(output, overrides, say) -> the numbers`.
+DEMOS: dict[str, str] = {
+    "classify": "twins.tasks.classify.demo:run_demo",
+    "segment": "twins.tasks.segment.demo:run_segment_demo",
+    "detect": "twins.tasks.detect.demo:run_detect_demo",
+}
+
+
+def run_demo(
+    task: str = "classify",
+    output: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The demo of `task` (`twins demo --task`), into `output` (default runs/demo,
+    runs/demo-segment or runs/demo-detect)."""
+    if task not in DEMOS:
+        raise TwinsError(f"no demo for task {task!r}: choose {', '.join(DEMOS)}", argument="task")
+    module, function = DEMOS[task].split(":")
+    default = "runs/demo" if task == "classify" else f"runs/demo-{task}"
+    return getattr(importlib.import_module(module), function)(output or default, overrides, say)
+
+
+def predict(
+    checkpoint: str | os.PathLike,
+    inputs: Sequence[str],
+    *,
+    arch: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    ema: bool | None = None,
+    device: str = "auto",
+    **options: Any,
+) -> Any:
+    """The predictions of any model's weights file for every image the inputs name (files,
+    folders searched recursively, globs); unreadable ones are listed, not fatal. The file's
+    task reads its own `options` (`Task.predict_options`: a classifier's `topk`,
+    `batch_size`, `image_size`, `crop_pct`; a segmenter's and a detector's `output`; a
+    detector's `min_score`); any other one given (not None) is refused in one line."""
+    from twins.data.images import find_images
+    from twins.weights import load_weights
+
+    paths, missing = find_images(inputs)
+    if not paths:
+        reasons = "; ".join(f"{item}: {reason}" for item, reason in missing)
+        raise TwinsError(
+            f"no images to predict ({reasons}); name image files, folders or globs",
+            argument="inputs",
+        )
+    weights = load_weights(checkpoint, ema=ema, arch=arch)
+    task = task_of_weights(weights, arch)
+    given = {name: value for name, value in options.items() if value is not None}
+    unread = [name for name in given if name not in task.predict_options]
+    if unread:
+        reads = ", ".join(task.predict_options) or "no options"
+        raise TwinsError(
+            f"{', '.join(unread)}: not read by a {task.name} model's predict (it reads "
+            f"{reads}); leave {'it' if len(unread) == 1 else 'them'} out",
+            argument=unread[0],
+        )
+    run = task.predict(
+        weights, paths, arch=arch, model_args=model_args, device=device, checkpoint=checkpoint,
+        **given,
+    )  # fmt: skip
+    run.failures = missing + run.failures
+    return run
+
+
+def export(
+    checkpoint: str | os.PathLike,
+    format: str,
+    output: str | os.PathLike,
+    *,
+    arch: str | None = None,
+    ema: bool | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    image_size: int = 224,
+    check: bool = True,
+) -> Any:
+    """Load any weights file `load_weights` reads and export its model with its metadata, as
+    the model's task exports it (`twins.export.engine`). `arch` and `model_args` describe the
+    model where the file does not; `image_size` is the side traced at (the graphs take any)."""
+    from twins.export.engine import check_export_request
+    from twins.weights import load_weights
+
+    check_export_request(checkpoint, format, output, image_size)
+    weights = load_weights(checkpoint, ema=ema, arch=arch)
+    task = task_of_weights(weights, arch)
+    model = task.model_from_weights(weights, arch, model_args=model_args)
+    return task.export(model, format, output, weights.metadata, image_size=image_size, check=check)
 
 
 def fit(config: Any, **kwargs: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from twins.tasks.head import Head, create_head_model, head_model_from_weights
+from twins.tasks.head import Head, create_head_model, named_model_from_weights
 from twins.train.task import Task
 
 
@@ -21,5 +21,4 @@ class DenseTask(Task):
     def model_from_weights(
         self, weights: Any, arch: str | None = None, *, model_args: Any = None
     ) -> nn.Module:
-        named = arch or weights.metadata.get("arch")
-        return head_model_from_weights(self.heads, weights, named, model_args)
+        return named_model_from_weights(self.heads, weights, arch, model_args)

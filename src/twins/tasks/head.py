@@ -89,3 +89,23 @@ def _split_or_none(name: str, heads: Mapping[str, Head]) -> tuple[str, str] | No
         return split_head_name(name, heads)
     except TwinsError:  # a variant this toolkit does not know
         return None
+
+
+def named_model_from_weights(
+    heads: Mapping[str, Head],
+    weights: Any,
+    arch: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """`head_model_from_weights` of the model `arch` names, else the one the file names."""
+    named = arch or getattr(weights, "metadata", {}).get("arch")
+    if not isinstance(named, str) or not named:
+        names = ", ".join(f"{head}_<variant>" for head in heads)
+        raise TwinsError(
+            f"the weights do not say which model they hold; pass arch (one of {names})",
+            argument="arch",
+        )
+    if split_head_name(named, heads) is None:
+        names = ", ".join(f"{head}_<variant>" for head in heads)
+        raise TwinsError(f"{named} is none of {names}", argument="arch")
+    return head_model_from_weights(heads, weights, named, model_args)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,21 +69,26 @@ def fit(config: TrainConfig, task: Task, *, stop_after_epoch: int | None = None)
         distributed.cleanup()
 
 
-def check_output_outside_data(train_url: str, data_url: str) -> None:
-    """Refuse an output folder inside the data set's train/ or val/ folder: its checkpoints/ and
-    tensorboard/ would become classes (or files of one) there, and the next run would fail on
-    them. Anywhere else is harmless (ImageFolder reads only train/ and val/), the data set
-    inside the output folder too (`twins demo` keeps it in `DIR/data`). URLs are not compared."""
+def check_output_outside_data(
+    train_url: str, data_url: str, data_folders: Sequence[str] = ()
+) -> None:
+    """Refuse an output folder inside one of the folders of the task's data layout
+    (`Task.data_folders`: ImageFolder's train/ and val/, ADE20K's images/ and annotations/,
+    COCO's train/, val/ and annotations/): its checkpoints/ and tensorboard/ would become data
+    there (classes, images, annotation files), and the next run would fail on them. Anywhere
+    else is harmless, the data set inside the output folder too (`twins demo` keeps it in
+    `DIR/data`). URLs are not compared."""
     if storage.is_remote(train_url) or storage.is_remote(data_url):
         return
     output = Path(train_url).expanduser().resolve()
     data = Path(data_url).expanduser().resolve()
-    for split in ("train", "val"):
-        if output.is_relative_to(data / split):
+    for folder in data_folders:
+        if output.is_relative_to(data / folder):
+            others = " and ".join(str(data / name) for name in data_folders)
             raise TwinsError(
-                f"output folder {train_url} is inside the data set's {split}/ folder "
-                f"{data / split}: its files would become a class there; give an output folder "
-                f"outside {data / 'train'} and {data / 'val'}",
+                f"output folder {train_url} is inside the data set's {folder}/ folder "
+                f"{data / folder}: its files would become data there; give an output folder "
+                f"outside {others}",
                 argument="train_url",
             )
 
@@ -127,6 +133,7 @@ def _fit(
     act_layer = ((saved or {}).get("meta") or {}).get("act_layer")
     model = build_model(
         config,
+        task,
         pretrained=None if saved else config.pretrained,
         **({"act_layer": act_layer} if act_layer else {}),
     ).to(ctx.device)

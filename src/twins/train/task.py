@@ -125,3 +125,34 @@ class Task:
     def describe_evaluation(self, result: dict[str, Any], data_url: str) -> str:
         """The lines `twins eval` prints of a result."""
         raise NotImplementedError
+
+    # --- the applications: `twins predict`, `twins export` (`twins.tasks`) ---
+    # The `predict` options the task reads; any other one given is refused (`twins.tasks.predict`).
+    predict_options: tuple[str, ...] = ()
+
+    def predict(
+        self,
+        weights: Any,
+        paths: list[Any],
+        *,
+        arch: str | None = None,
+        model_args: dict[str, Any] | None = None,
+        device: str = "auto",
+        **options: Any,
+    ) -> Any:
+        """The predictions of the model in `weights` for the image files `paths` (a run with
+        `predictions`, `failures`, `to_json()` and `format()`)."""
+        raise NotImplementedError
+
+    def export(
+        self,
+        model: nn.Module,
+        format: str,
+        output: Any,
+        metadata: dict[str, Any],
+        *,
+        image_size: int = 224,
+        check: bool = True,
+    ) -> Any:
+        """Export `model` (built from a file with `metadata`) as `format` to `output`."""
+        raise NotImplementedError

@@ -262,7 +262,6 @@ def verify_packed(url: str) -> int:
     remote shard is downloaded to a temporary folder); returns the number of shards."""
     import tempfile
 
-
     manifest = packed.read_manifest(url)
     source = manifest.get("source", "SRC")
     count = 0

@@ -8,9 +8,8 @@ images: a PNG grid of some of them, a text line, and the final val top-1 with wh
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,38 +19,17 @@ from twins.data import build_loader, write_digits_imagefolder
 from twins.errors import TwinsError
 from twins.models.from_weights import model_from_weights
 from twins.tasks.classify.data import build_datasets
-from twins.train import fit, load_config
+from twins.tasks.classify.task import ClassifyTask
+from twins.tasks.demo_common import compute_threads, duration, load_demo_recipe
+from twins.train import fit
 from twins.weights import load_weights
 
 # configs/ ships inside the package (twins/configs), so an installed package finds it too.
-RECIPE = Path(__file__).parent / "configs" / "demo.yaml"
+RECIPE = Path(__file__).parents[2] / "configs" / "demo.yaml"
 # The demo's model is small: one compute thread plus one data worker keep two cores busy, while
 # two compute threads on two cores that other work shares wait on each other (10x slower here).
 COMPUTE_THREADS = 1
 GRID_CELLS = 24
-
-
-def run_task_demo(
-    task: str = "classify",
-    output: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    say: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """The demo of `task` ("classify", "segment" or "detect"), into `output` (default
-    runs/demo, runs/demo-segment or runs/demo-detect)."""
-    if task == "segment":
-        from twins.tasks.segment.demo import run_segment_demo
-
-        return run_segment_demo(output or "runs/demo-segment", overrides, say)
-    if task == "detect":
-        from twins.tasks.detect.demo import run_detect_demo
-
-        return run_detect_demo(output or "runs/demo-detect", overrides, say)
-    if task != "classify":
-        raise TwinsError(
-            f"no demo for task {task!r}: choose classify, segment or detect", argument="task"
-        )
-    return run_demo(output or "runs/demo", overrides, say)
 
 
 def run_demo(
@@ -67,7 +45,7 @@ def run_demo(
     write_digits_imagefolder(data)
     say(f"demo: {data} holds scikit-learn's handwritten digits as class folders; training now")
     with compute_threads(COMPUTE_THREADS):
-        result = fit(config)
+        result = fit(config, ClassifyTask())
         checkpoint = output / "checkpoints" / "last.pt"
         paths, labels, predictions = predict_val(config, checkpoint)
     right = sum(int(p == t) for p, t in zip(predictions, labels, strict=True))
@@ -161,28 +139,3 @@ def draw_predictions(items: list[tuple[str, int, int]], path: Path) -> None:
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
-
-
-def load_demo_recipe(
-    recipe: Path, overrides: list[str] | tuple[str, ...], data: Path, output: Path
-) -> Any:
-    """A demo's recipe with its data in `data` and its run in `output`, `overrides` applied
-    (`twins.train.load_config`); a recipe missing (a copy without the configs) is one line."""
-    if not recipe.is_file():
-        raise TwinsError(f"demo recipe {recipe} not found: run the demo from a clone of twins")
-    return load_config(recipe, overrides, data_url=str(data), train_url=str(output))
-
-
-@contextlib.contextmanager
-def compute_threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def duration(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"

@@ -1,5 +1,4 @@
-"""Classify image files with a trained model: top-k labels and probabilities per image (a
-detector's files go to `twins.tasks.detect.predict`).
+"""Classify image files with a trained model: top-k labels and probabilities per image.
 
 Images are decoded as training and evaluation decode them (`twins.data.images`: EXIF
 orientation, 16-bit and alpha handled) and prepared as the weights file says its model expects
@@ -11,19 +10,18 @@ ImageNet-1k weight metadata.
 
 from __future__ import annotations
 
-import glob
 import numbers
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from twins.data.images import IMAGE_EXTENSIONS, open_rgb
+from twins.data.images import find_images, open_rgb
 from twins.device import select_device
 from twins.errors import TwinsError
 from twins.models import smallest_image_size
@@ -31,10 +29,6 @@ from twins.models.from_weights import model_from_weights
 from twins.notes import note
 from twins.tasks.classify.transforms import eval_transform
 from twins.weights import StateDict, load_weights
-
-if TYPE_CHECKING:
-    from twins.tasks.detect.predict import DetectionRun
-    from twins.tasks.segment.predict import SegmentationRun
 
 # The official evaluation (DeiT's), for weights that do not say how they were evaluated.
 DEFAULT_PREPROCESSING: dict[str, Any] = {
@@ -93,31 +87,6 @@ def class_names_for(names: Sequence[str] | None, num_classes: int) -> list[str]:
     if num_classes == 1000:
         return imagenet_class_names()
     return [f"class {index}" for index in range(num_classes)]
-
-
-def find_images(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (searched recursively for images) and glob patterns -> image paths, plus
-    the inputs that named nothing."""
-    images: list[Path] = []
-    missing: list[tuple[str, str]] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-            images += found
-            if not found:
-                missing.append((item, "folder holds no images"))
-        elif path.is_file():
-            images.append(path)  # named explicitly: tried whatever its extension
-        elif glob.has_magic(item):
-            matches = [Path(p) for p in sorted(glob.glob(item, recursive=True))]
-            found = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-            images += found
-            if not found:
-                missing.append((item, "pattern matches no images"))
-        else:
-            missing.append((item, "no such file or folder"))
-    return list(dict.fromkeys(images)), missing
 
 
 def check_image_size(image_size: int | None) -> None:
@@ -264,96 +233,82 @@ def predict(
     checkpoint: str | os.PathLike,
     inputs: Sequence[str],
     *,
-    topk: int = 5,
-    batch_size: int = 32,
+    topk: int | None = None,
+    batch_size: int | None = None,
     arch: str | None = None,
     model_args: Mapping[str, Any] | None = None,
     ema: bool | None = None,
     device: str = "auto",
     image_size: int | None = None,
     crop_pct: float | None = None,
-    output: str | os.PathLike | None = None,
-    min_score: float | None = None,
-) -> PredictionRun | SegmentationRun | DetectionRun:
-    """Top-k predictions for every image the inputs name; unreadable ones are listed, not fatal.
+) -> PredictionRun:
+    """Top-k predictions of a classifier for every image the inputs name; unreadable ones are
+    listed, not fatal. `arch` and `model_args` describe the model where the file does not (see
+    `twins.models.from_weights`); `image_size` and `crop_pct` overrule the file's preprocessing
+    (`twins.tasks.predict` takes any model's file)."""
+    paths, missing = find_images(inputs)
+    if not paths:
+        raise no_images(missing)
+    weights = load_weights(checkpoint, ema=ema, arch=arch)
+    run = predict_weights(
+        weights,
+        paths,
+        checkpoint=checkpoint,
+        topk=topk,
+        batch_size=batch_size,
+        arch=arch,
+        model_args=model_args,
+        device=device,
+        image_size=image_size,
+        crop_pct=crop_pct,
+    )
+    run.failures = missing + run.failures
+    return run
 
-    `arch` and `model_args` describe the model where the file does not (see
-    `twins.models.from_weights`); `image_size` and `crop_pct` overrule the file's preprocessing.
-    A segmenter's file (task "segment") writes label maps and overlays to `output` instead
-    (`twins.tasks.segment.predict`). A detector's file gives a `twins.tasks.detect.predict.DetectionRun`
-    (its pictures written under `output`, showing detections scoring at least `min_score`).
-    """
+
+def no_images(missing: list[tuple[str, str]]) -> TwinsError:
+    """The error of inputs that name no image."""
+    reasons = "; ".join(f"{item}: {reason}" for item, reason in missing)
+    return TwinsError(
+        f"no images to predict ({reasons}); name image files, folders or globs",
+        argument="inputs",
+    )
+
+
+def predict_weights(
+    weights: StateDict,
+    paths: Sequence[Path],
+    *,
+    checkpoint: str | os.PathLike = "the weights",
+    topk: int | None = None,
+    batch_size: int | None = None,
+    arch: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    image_size: int | None = None,
+    crop_pct: float | None = None,
+) -> PredictionRun:
+    """The top-k (default 5) predictions of the classifier in `weights` for `paths`, in
+    batches of `batch_size` (default 32)."""
+    topk = 5 if topk is None else topk
+    batch_size = 32 if batch_size is None else batch_size
     for name, value in (("topk", topk), ("batch_size", batch_size)):
         if value < 1:
             raise TwinsError(f"{name} must be at least 1, not {value}", argument=name)
-    paths, missing = find_images(inputs)
-    if not paths:
-        reasons = "; ".join(f"{item}: {reason}" for item, reason in missing)
-        raise TwinsError(
-            f"no images to predict ({reasons}); name image files, folders or globs",
-            argument="inputs",
-        )
-    weights = load_weights(checkpoint, ema=ema, arch=arch)
-    task = model_task(weights, arch)
-    if task == "segment":
-        from twins.tasks.segment.predict import predict_segmentation
-
-        run = predict_segmentation(weights, paths, output, device=device)
-        run.failures = missing + run.failures
-        return run
-    if task == "detect":
-        from twins.tasks.detect.predict import MIN_SCORE, predict_detections
-
-        detections = predict_detections(
-            weights,
-            paths,
-            output=output,
-            min_score=MIN_SCORE if min_score is None else min_score,
-            arch=arch,
-            model_args=model_args,
-            device=device,
-        )
-        detections.failures = missing + detections.failures
-        return detections
-    if output is not None or min_score is not None:
-        raise TwinsError(
-            "output is where a segmenter's label maps or a detector's pictures go, min_score "
-            "a detector's; a classifier prints its top-k classes (leave out --output and "
-            "--min-score)",
-            argument="output" if output is not None else "min_score",
-        )
     predictor = Predictor(
         checkpoint,
         weights=weights,
         arch=arch,
         model_args=model_args,
-        ema=ema,
         device=device,
         image_size=image_size,
         crop_pct=crop_pct,
     )
-    run = predictor.predict(paths, topk=topk, batch_size=batch_size)
-    run.failures = missing + run.failures
-    return run
+    return predictor.predict(paths, topk=topk, batch_size=batch_size)
 
 
-def model_task(weights: StateDict, arch: str | None = None) -> str:
-    """ "classify", "segment" or "detect": the task of the model `arch` names, else the file's."""
-    from twins.tasks.heads import task_of
-
-    named = arch or weights.metadata.get("arch")
-    if isinstance(named, str):
-        try:
-            return task_of(named)
-        except TwinsError:  # a name this toolkit does not know: the file's task, if any
-            pass
-    return weights.metadata.get("task") or "classify"
-
-
-def format_run(run: PredictionRun | SegmentationRun) -> str:
+def format_run(run: PredictionRun) -> str:
     """Readable top-k lists, one block per image, then the failures."""
-    if not isinstance(run, PredictionRun):  # a segmenter's: the files written
-        return run.format()
     lines = []
     for prediction in run.predictions:
         lines.append(prediction.image)

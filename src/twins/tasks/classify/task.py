@@ -13,6 +13,7 @@ from torch.utils.data import default_collate
 from twins.data.folder import describe_left_out
 from twins.data.loader import stack_by_value
 from twins.errors import TwinsError
+from twins.export.engine import export_model
 from twins.models import create_model, smallest_image_size
 from twins.models.from_weights import model_from_weights
 from twins.tasks.classify.data import build_datasets
@@ -95,3 +96,33 @@ class ClassifyTask(Task):
 
     def describe_evaluation(self, result: dict[str, Any], data_url: str) -> str:
         return describe(result, data_url)
+
+    predict_options = ("topk", "batch_size", "image_size", "crop_pct")
+
+    def predict(
+        self,
+        weights: Any,
+        paths: list,
+        *,
+        arch=None,
+        model_args=None,
+        device="auto",
+        **options: Any,
+    ) -> Any:
+        from twins.tasks.classify.predict import predict_weights
+
+        return predict_weights(
+            weights, paths, arch=arch, model_args=model_args, device=device, **options
+        )
+
+    def export(
+        self,
+        model: nn.Module,
+        format: str,
+        output: Any,
+        metadata: dict,
+        *,
+        image_size: int = 224,
+        check: bool = True,
+    ) -> Any:
+        return export_model(model, format, output, metadata, image_size=image_size, check=check)

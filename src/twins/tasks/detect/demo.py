@@ -26,9 +26,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from twins.atomic import write_text
-from twins.tasks.classify.demo import compute_threads, duration, load_demo_recipe
+from twins.tasks.demo_common import compute_threads, duration, load_demo_recipe
 from twins.tasks.detect.data import CategoryMap
 from twins.tasks.detect.predict import MIN_SCORE, draw_detections, predict_detections, write_picture
+from twins.tasks.detect.task import DetectTask
 from twins.tasks.scenes import (
     DIGIT_SIDE,
     DIGITS_PER_SCENE,
@@ -39,7 +40,7 @@ from twins.tasks.scenes import (
 from twins.train import fit
 from twins.weights import load_weights
 
-RECIPE = Path(__file__).parent.parent / "configs" / "demo_detect.yaml"
+RECIPE = Path(__file__).parents[2] / "configs" / "demo_detect.yaml"
 SPLITS = {"train": "training", "val": "validation"}
 MANIFEST = "scenes.json"
 # Scene counts, side, seed, digits per scene, digit side (as fractions of the scene's), grid
@@ -154,7 +155,7 @@ def run_detect_demo(
         f"digits in the COCO layout; training {config.arch} now"
     )
     with compute_threads(COMPUTE_THREADS):
-        result = fit(config)
+        result = fit(config, DetectTask())
         checkpoint = output / "checkpoints" / "last.pt"
         picture = output / "predictions.png"
         draw_val_predictions(checkpoint, sorted((data / "val").glob("*.png")), picture)

@@ -40,8 +40,10 @@ from twins.device import select_device
 from twins.errors import TwinsError
 from twins.notes import note
 from twins.tasks.detect.data import CategoryMap
+from twins.tasks.detect.heads import HEADS
 from twins.tasks.detect.metrics import detections_to_coco
 from twins.tasks.detect.transforms import eval_transform
+from twins.tasks.head import named_model_from_weights
 from twins.tasks.segment.ade20k import ADE20K_PALETTE
 from twins.weights.state_dict import StateDict
 
@@ -126,10 +128,8 @@ class DetectionPredictor:
         model_args: Mapping[str, Any] | None = None,
         device: str = "auto",
     ) -> None:
-        from twins.models.from_weights import model_from_weights
-
         self.device = select_device(device)
-        self.model: nn.Module = model_from_weights(weights, arch, model_args=model_args)
+        self.model: nn.Module = named_model_from_weights(HEADS, weights, arch, model_args)
         self.model.to(self.device).eval()
         self.categories = category_map(weights.metadata, self.model.num_classes)
         args = self.model.model_args

@@ -44,6 +44,8 @@ from twins.train.task import ToDevice
 
 class DetectTask(DenseTask):
     heads = HEADS
+    data_folders = ("train", "val", "annotations")
+    verb = "detect"
     name = "detect"
     score = "bbox_AP"
     score_label = "box AP"
@@ -108,6 +110,54 @@ class DetectTask(DenseTask):
     ) -> dict[str, dict[str, Any]]:
         return evaluate_detectors(models, loader, precision, progress=progress)
 
+    predict_options = ("output", "min_score")
+
+    def predict(
+        self,
+        weights: Any,
+        paths: list,
+        *,
+        arch=None,
+        model_args=None,
+        device="auto",
+        **options: Any,
+    ) -> Any:
+        from twins.tasks.detect.predict import MIN_SCORE, predict_detections
+
+        min_score = options.get("min_score")
+        return predict_detections(
+            weights,
+            paths,
+            output=options.get("output"),
+            min_score=MIN_SCORE if min_score is None else min_score,
+            arch=arch,
+            model_args=model_args,
+            device=device,
+        )
+
+    def export(
+        self,
+        model: nn.Module,
+        format: str,
+        output: Any,
+        metadata: dict,
+        *,
+        image_size: int = 224,
+        check: bool = True,
+    ) -> Any:
+        from twins.tasks.detect.export import export_detector
+
+        return export_detector(model, format, output, metadata, image_size=image_size, check=check)
+
+    def evaluation_model(self, weights: Any, config: Any) -> nn.Module:
+        return evaluate.detector_for(weights, config)
+
+    def evaluation_set(self, config: Any, metadata: dict[str, Any], model: nn.Module) -> Any:
+        return evaluate.validation_set(config, metadata, model)
+
+    def describe_evaluation(self, result: dict[str, Any], data_url: str) -> str:
+        return evaluate.describe(result, data_url)
+
 
 def with_masks(config: Any) -> bool:
     """Whether the config's detector predicts masks (Mask R-CNN): its data then carry them."""
@@ -135,12 +185,3 @@ def train_transform(config: Any) -> Any:
         (crop_sizes[0], crop_sizes[-1]),
         flip=config.hflip,
     )
-
-    def evaluation_model(self, weights: Any, config: Any) -> nn.Module:
-        return evaluate.detector_for(weights, config)
-
-    def evaluation_set(self, config: Any, metadata: dict[str, Any], model: nn.Module) -> Any:
-        return evaluate.validation_set(config, metadata, model)
-
-    def describe_evaluation(self, result: dict[str, Any], data_url: str) -> str:
-        return evaluate.describe(result, data_url)

@@ -21,13 +21,15 @@ import torch
 
 from twins.atomic import atomic_path
 from twins.errors import TwinsError
+from twins.tasks.demo_common import compute_threads, duration, load_demo_recipe
 from twins.tasks.scenes import write_digit_scenes
 from twins.tasks.segment.data import open_segmentation
+from twins.tasks.segment.evaluate import eval_transform
 from twins.tasks.segment.metrics import predict_labels
-from twins.tasks.segment.task import eval_transform
+from twins.tasks.segment.task import SegmentTask
 from twins.train import fit
 
-RECIPE = Path(__file__).parents[1] / "configs" / "demo_segment.yaml"
+RECIPE = Path(__file__).parents[2] / "configs" / "demo_segment.yaml"
 # Scenes written for the recipe; their side is the short side of its img_scale.
 TRAIN_SCENES, VAL_SCENES = 1000, 200
 # 3-4 digits of 32 px (the classifier demo's size), each in its own cell of the scene's 2 x 2
@@ -48,7 +50,6 @@ def run_segment_demo(
     val_scenes: int = VAL_SCENES,
 ) -> dict[str, Any]:
     """Write the scenes, train, draw predictions; returns the numbers and paths."""
-    from twins.tasks.classify.demo import compute_threads, duration, load_demo_recipe
 
     start = time.perf_counter()
     output = Path(output)
@@ -61,7 +62,7 @@ def run_segment_demo(
         "handwritten digits in the ADE20K layout; training now"
     )
     with compute_threads(COMPUTE_THREADS):
-        result = fit(config)
+        result = fit(config, SegmentTask())
         checkpoint = output / "checkpoints" / "last.pt"
         picture = output / "predictions.png"
         draw_predictions(config, checkpoint, picture)

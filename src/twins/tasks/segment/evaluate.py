@@ -103,7 +103,9 @@ def _classes(model: nn.Module) -> int:
     return int(getattr(model, "num_classes", None) or model.model_args["num_classes"])
 
 
-def validation_set(config: Any, class_names: list[str] | None, num_classes: int) -> SegmentationFolder:
+def validation_set(
+    config: Any, class_names: list[str] | None, num_classes: int
+) -> SegmentationFolder:
     # TTA resizes the decoded image itself, at every scale; the plain test gets it resized.
     transform = _decoded if config.tta else eval_transform(config)
     val_set = open_segmentation(config.data_url, "validation", transform)

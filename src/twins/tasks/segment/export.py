@@ -10,10 +10,14 @@ segmenter's (arch, model_args, classes, task "segment") and the checkpoint's "da
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from twins.export.engine import ExportResult, export_model
 from twins.models import smallest_image_size
 from twins.tasks.head import split_head_name
 from twins.tasks.segment.heads import HEADS
@@ -37,6 +41,7 @@ class SegmentationLogits(nn.Module):
         # What twins.weights.model_metadata reads of a model.
         self.arch, self.model_args = segmenter.arch, segmenter.model_args
         self.num_classes, self.task = segmenter.num_classes, segmenter.task
+        self.smallest_export_side = smallest_dense_side(self.arch, self.model_args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.segmenter(x)["out"]
@@ -68,9 +73,24 @@ def _bins(length: int, size: int, like: torch.Tensor) -> torch.Tensor:
     return inside / inside.sum(dim=1, keepdim=True)
 
 
-def smallest_dense_side(arch: str, model_args: dict) -> int | None:
-    """The smallest input side of an exported dense model, or None for a classifier: twice the
-    backbone's, since torch.export cannot trace the heads for a last-stage map one token
-    across (it guards the width against it); segmentation images are far larger anyway."""
-    dense = split_head_name(arch, HEADS)
-    return None if dense is None else 2 * smallest_image_size(dense[1], model_args)
+def smallest_dense_side(arch: str, model_args: dict) -> int:
+    """The smallest input side of an exported segmenter: twice the backbone's, since
+    torch.export cannot trace the heads for a last-stage map one token across (it guards the
+    width against it); segmentation images are far larger anyway."""
+    _, variant = split_head_name(arch, HEADS)
+    return 2 * smallest_image_size(variant, model_args)
+
+
+def export_segmenter(
+    model: nn.Module,
+    format: str,
+    output: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    *,
+    image_size: int = 224,
+    check: bool = True,
+) -> ExportResult:
+    """The segmenter's weights, or its "out" logits as a graph (`SegmentationLogits`)."""
+    if format != "safetensors":
+        model = SegmentationLogits(model)  # the graph gives the "out" logits
+    return export_model(model, format, output, metadata, image_size=image_size, check=check)

@@ -32,8 +32,9 @@ from twins import storage
 from twins.data.images import decode_rgb_tensor
 from twins.device import select_device
 from twins.errors import TwinsError
-from twins.models.from_weights import model_from_weights
+from twins.tasks.head import named_model_from_weights
 from twins.tasks.segment.ade20k import ADE20K_PALETTE
+from twins.tasks.segment.heads import HEADS
 from twins.tasks.segment.metrics import predict_labels
 from twins.tasks.segment.transforms import IMG_SCALE, MEAN, STD, SegTestTransform
 from twins.weights import StateDict
@@ -82,9 +83,17 @@ class SegmentationRun:
 class SegmentationPredictor:
     """A segmenter from its weights (with metadata), ready to label images."""
 
-    def __init__(self, weights: StateDict, *, device: str = "auto") -> None:
+    def __init__(
+        self,
+        weights: StateDict,
+        *,
+        arch: str | None = None,
+        model_args: Mapping[str, Any] | None = None,
+        device: str = "auto",
+    ) -> None:
         self.device = select_device(device)
-        self.model = model_from_weights(weights).to(self.device).eval()
+        model = named_model_from_weights(HEADS, weights, arch, model_args)
+        self.model = model.to(self.device).eval()
         metadata = weights.metadata
         num_classes = self.model.num_classes
         names = metadata.get("class_names")
@@ -166,7 +175,13 @@ class SegmentationPredictor:
 
 
 def predict_segmentation(
-    weights: StateDict, paths: Sequence[Path], output: str | os.PathLike | None, *, device: str
+    weights: StateDict,
+    paths: Sequence[Path],
+    output: str | os.PathLike | None,
+    *,
+    arch: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    device: str = "auto",
 ) -> SegmentationRun:
     """Label maps and overlays of `paths` written to `output` (see the module's docstring)."""
     if output is None:
@@ -187,7 +202,8 @@ def predict_segmentation(
     if not storage.is_remote(output):
         Path(output).expanduser().mkdir(parents=True, exist_ok=True)
         output = str(Path(output).expanduser())
-    return SegmentationPredictor(weights, device=device).predict(paths, output)
+    predictor = SegmentationPredictor(weights, arch=arch, model_args=model_args, device=device)
+    return predictor.predict(paths, output)
 
 
 def _png_bytes(image: Image.Image) -> bytes:

@@ -31,6 +31,8 @@ from twins.train.task import ToDevice
 
 class SegmentTask(DenseTask):
     heads = HEADS
+    data_folders = ("images", "annotations")
+    verb = "segment"
     name = "segment"
     score = "mIoU"
     score_label = "mIoU"
@@ -120,3 +122,35 @@ class SegmentTask(DenseTask):
 
     def describe_evaluation(self, result: dict[str, Any], data_url: str) -> str:
         return evaluate.describe(result, data_url)
+
+    predict_options = ("output",)
+
+    def predict(
+        self,
+        weights: Any,
+        paths: list,
+        *,
+        arch=None,
+        model_args=None,
+        device="auto",
+        **options: Any,
+    ) -> Any:
+        from twins.tasks.segment.predict import predict_segmentation
+
+        return predict_segmentation(
+            weights, paths, options.get("output"), arch=arch, model_args=model_args, device=device
+        )
+
+    def export(
+        self,
+        model: nn.Module,
+        format: str,
+        output: Any,
+        metadata: dict,
+        *,
+        image_size: int = 224,
+        check: bool = True,
+    ) -> Any:
+        from twins.tasks.segment.export import export_segmenter
+
+        return export_segmenter(model, format, output, metadata, image_size=image_size, check=check)

@@ -4,21 +4,21 @@ the draws are a function of (seed, epoch, index); batches are lists."""
 from __future__ import annotations
 
 import torch
-from coco_files import COLOURS
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
+from coco_files import COLOURS
 from twins.data.loader import collate_batch
+from twins.seeds import seeded
 from twins.tasks.detect.data import open_coco_split
 from twins.tasks.detect.transforms import (
     MULTI_SCALE_SHORT_SIDES,
     eval_transform,
+    images_and_targets,
     to_model_input,
     train_transform_1x,
     train_transform_3x,
 )
-from twins.seeds import seeded
-from twins.tasks.detect.task import images_and_targets
 from twins.train.sample_seeds import SampleSeededDataset
 
 

@@ -28,7 +28,7 @@ from twins.tasks.detect.demo import run_detect_demo, write_detection_scenes
 from twins.train.resume import load_checkpoint
 from twins.weights import load_weights, save_weights
 
-FAULTY_TWINS = Path(__file__).parents[1] / "train" / "faulty_twins.py"
+FAULTY_TWINS = Path(__file__).parents[2] / "train" / "faulty_twins.py"
 # A reduced demo: 24 training scenes (3 steps an epoch), 9 iterations, evaluated at the end.
 REDUCED = ["max_iters=9", "eval_every=9", "warmup_iters=3", "base_lr=0.002"]
 SCENES = {"train": 24, "val": 6}

@@ -10,6 +10,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
+from twins.errors import TwinsError
 from twins.tasks.detect.data import (
     EMPTY_POLYGON,
     MALFORMED_BOX,
@@ -22,7 +23,6 @@ from twins.tasks.detect.data import (
     coco_split_paths,
     open_coco_split,
 )
-from twins.errors import TwinsError
 
 
 def test_labels_follow_the_sorted_category_ids_and_map_back():

@@ -13,8 +13,9 @@ import torch
 import twins
 from factories import TINY_MODEL
 from twins.cli.main import main
+from twins.export.engine import exported_metadata
+from twins.tasks import export
 from twins.tasks.segment.export import AdaptiveAvgPoolAnySize
-from twins.export.engine import export, exported_metadata
 from twins.weights import StateDict, load_weights, model_metadata, save_weights
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import twins
-from twins.tasks.segment.checkpoint import segmenter_layout
 from twins.errors import TwinsError
 from twins.models import VARIANTS
+from twins.tasks.segment.checkpoint import segmenter_layout
 from twins.weights import mismatches, model_metadata, save_weights
 
 TINY = {"embed_dims": [16, 32, 40, 64], "num_heads": [1, 2, 5, 8], "depths": [1, 1, 1, 1]}

@@ -12,8 +12,8 @@ import torch.nn.functional as F  # noqa: N812
 
 import twins
 from factories import TINY_MODEL
-from twins.tasks.heads import dense_model_names
 from twins.errors import TwinsError
+from twins.tasks import model_names
 from twins.weights import model_metadata, save_weights
 
 # Lean backbone + torchvision neck and heads (FACTS §4).
@@ -45,7 +45,7 @@ def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("name", dense_model_names("detect"))
+@pytest.mark.parametrize("name", model_names("detect"))
 def test_builds_with_the_torchvision_parameter_count(name: str) -> None:
     with torch.device("meta"):
         model = twins.create_model(name)

@@ -8,8 +8,8 @@ import torch
 
 from factories import TINY_MODEL, make_config
 from killed_runs import fit_killed_at_step, without_timings
+from twins.tasks import fit
 from twins.tasks.scenes import write_digit_scenes
-from twins.train import fit
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 

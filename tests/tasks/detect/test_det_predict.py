@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from coco_files import write_coco_val
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
 import twins
+from coco_files import write_coco_val
 from factories import TINY_MODEL
 from twins.cli.main import main
 from twins.tasks.detect.data import open_coco_split

@@ -85,7 +85,7 @@ def test_the_recipes_ship_inside_the_package():
     # An installed package (no source tree beside it) must still find the demo's recipe.
     packaged = Path(twins.__file__).parent / "configs"
     assert RECIPE.parent == packaged and RECIPE.is_file()
-    repository = Path(__file__).resolve().parents[1] / "configs"
+    repository = Path(__file__).resolve().parents[3] / "configs"
     assert sorted(p.name for p in packaged.glob("*.yaml")) == sorted(
         p.name for p in repository.glob("*.yaml")
     )

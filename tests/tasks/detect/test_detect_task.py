@@ -20,11 +20,12 @@ from factories import TINY_MODEL, make_config
 from killed_runs import fit_killed_at_step, without_timings
 from twins.cli.main import main
 from twins.config import save_config
-from twins.tasks.detect.demo import SPLITS, coco_annotation
-from twins.tasks.scenes import make_scene, split_digits
 from twins.seeds import derive_seed, seeded
+from twins.tasks import fit, task_for
+from twins.tasks.detect.demo import SPLITS, coco_annotation
 from twins.tasks.detect.task import DetectTask
-from twins.train import build_model, fit
+from twins.tasks.scenes import make_scene, split_digits
+from twins.train import build_model
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 from twins.weights import model_metadata, save_weights
@@ -206,7 +207,7 @@ def test_eval_under_torchrun_counts_each_image_once(scenes, tmp_path, capsys):
     config = detect_config(scenes, tmp_path, arch="maskrcnn_svt_small", batch_size=1)
     save_config(config, tmp_path / "config.yaml")
     torch.manual_seed(0)
-    model = build_model(config)
+    model = build_model(config, task_for(config))
     save_weights(model.state_dict(), tmp_path / "w.safetensors", metadata=model_metadata(model))
     argv = ["eval", "-c", str(tmp_path / "config.yaml"), "--checkpoint"]
     argv += [str(tmp_path / "w.safetensors"), "--json"]

@@ -16,13 +16,12 @@ from PIL import Image
 
 import twins.data.packed.reader
 from factories import make_config
-from twins.tasks.classify.data import build_datasets
 from twins.data.folder import SafeImageFolder
-from twins.data.packed.writer import pack
 from twins.data.packed.reader import ShardDataset, verify_packed
+from twins.data.packed.writer import pack
 from twins.errors import TwinsError
-from twins.train import fit
-from twins.train.evaluate import evaluate_checkpoint
+from twins.tasks import evaluate_checkpoint, fit
+from twins.tasks.classify.data import build_datasets
 
 
 @pytest.fixture

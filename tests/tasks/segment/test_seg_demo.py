@@ -20,7 +20,7 @@ from twins.cli.main import main
 from twins.tasks.segment.demo import RECIPE, run_segment_demo
 from twins.train.resume import load_checkpoint
 
-FAULTY_TWINS = Path(__file__).parents[1] / "train" / "faulty_twins.py"
+FAULTY_TWINS = Path(__file__).parents[2] / "train" / "faulty_twins.py"
 # 32 training scenes at the recipe's batch of 16: 2 steps an epoch, so runs stop and resume
 # within epochs and at their ends; evaluations every 3 iterations.
 REDUCED = ["max_iters=6", "eval_every=3", "warmup_iters=2", "log_every=1"]
@@ -94,7 +94,7 @@ def test_the_cli_offers_the_three_tasks_only(capsys):
 
 
 def test_the_recipe_ships_inside_the_package():
-    repository = Path(__file__).resolve().parents[2] / "configs" / "demo_segment.yaml"
+    repository = Path(__file__).resolve().parents[3] / "configs" / "demo_segment.yaml"
     assert RECIPE.is_file() and RECIPE.read_text() == repository.read_text()
 
 

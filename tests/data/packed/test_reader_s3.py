@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from twins import storage
-from twins.data.packed.writer import pack
 from twins.data.packed.reader import ShardDataset, open_packed, verify_packed
+from twins.data.packed.writer import pack
 from twins.errors import TwinsError
-from twins.train import fit
+from twins.tasks import fit
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 

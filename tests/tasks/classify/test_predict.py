@@ -15,10 +15,12 @@ from twins.cli.main import main
 from twins.config import build_config
 from twins.convert import convert
 from twins.data import SafeImageFolder, build_loader
-from twins.tasks.classify.transforms import build_eval_transform
+from twins.data.images import find_images
 from twins.errors import TwinsError
-from twins.export.engine import export, exported_metadata
-from twins.tasks.classify.predict import Predictor, find_images, imagenet_class_names, predict
+from twins.export.engine import exported_metadata
+from twins.tasks import export, predict
+from twins.tasks.classify.predict import Predictor, imagenet_class_names
+from twins.tasks.classify.transforms import build_eval_transform
 from twins.weights import StateDict, model_metadata, save_weights
 
 SHAPE = {"embed_dims": (16, 32, 40, 64), "depths": (1, 1, 1, 1)}

@@ -13,7 +13,8 @@ from timm.models.twins import Twins as TimmTwins
 import twins
 from twins.cli.main import main
 from twins.errors import TwinsError
-from twins.export.engine import export, export_onnx, export_pt2, exported_metadata
+from twins.export.engine import export_onnx, export_pt2, exported_metadata
+from twins.tasks import export
 from twins.weights import StateDict, load_weights, model_metadata, save_weights
 
 # Two-stage models keep the traces short; the SVT one has LSA and GSA blocks in both stages.

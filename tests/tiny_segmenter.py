@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 
 from factories import TINY_MODEL, make_config
+from twins.tasks import fit
 from twins.tasks.scenes import write_digit_scenes
-from twins.train import fit
 
 RECIPE = {
     "task": "segment",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from coco_files import write_coco_train, write_coco_val
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from twins.errors import TwinsError
 from twins.tasks.segment.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, display_name
 from twins.tasks.segment.data import open_segmentation, read_class_list, reduce_zero_label
 from twins.tasks.segment.transforms import SegTrainTransform
-from twins.errors import TwinsError
 from twins.train.sample_seeds import SampleSeededDataset
 
 
