@@ -19,10 +19,10 @@ import re
 from collections.abc import Mapping
 
 import torch
+from torch import nn
 
 from twins.errors import TwinsError
 from twins.notes import note
-from twins.tasks.segment.segmenter import Segmenter
 from twins.weights import load_into_model, load_weights, mismatches
 from twins.weights.formats import detect_format
 from twins.weights.safetensors_io import read_safetensors
@@ -68,7 +68,7 @@ def segmenter_layout(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return renamed
 
 
-def load_pretrained(model: Segmenter, weights: StateDict, path: str | os.PathLike) -> None:
+def load_pretrained(model: nn.Module, weights: StateDict, path: str | os.PathLike) -> None:
     """Put `read_pretrained`'s weights into `model` (see the module's docstring)."""
     if weights.metadata.get("kind") == "segmenter":
         problem = mismatches(model, weights)

@@ -22,12 +22,15 @@ import torch
 from twins.atomic import atomic_path
 from twins.errors import TwinsError
 from twins.tasks.demo_common import compute_threads, duration, load_demo_recipe
+from twins.tasks.head import named_model_from_weights
 from twins.tasks.scenes import write_digit_scenes
 from twins.tasks.segment.data import open_segmentation
 from twins.tasks.segment.evaluate import eval_transform
+from twins.tasks.segment.heads import HEADS
 from twins.tasks.segment.metrics import predict_labels
 from twins.tasks.segment.task import SegmentTask
 from twins.train import fit
+from twins.weights import load_weights
 
 RECIPE = Path(__file__).parents[2] / "configs" / "demo_segment.yaml"
 # Scenes written for the recipe; their side is the short side of its img_scale.
@@ -102,9 +105,7 @@ def draw_predictions(config: Any, checkpoint: Path, path: Path, count: int = SHO
     prediction, the labels coloured with the data set's palette (ignored pixels black)."""
     from matplotlib.figure import Figure  # no pyplot: renders to the file, needs no display
 
-    from twins.tasks import load_model
-
-    model = load_model(checkpoint).eval()
+    model = named_model_from_weights(HEADS, load_weights(checkpoint)).eval()
     val_set = open_segmentation(config.data_url, "validation")
     palette = np.zeros((256, 3), dtype=np.uint8)
     palette[: len(val_set.class_list.palette)] = val_set.class_list.palette
