@@ -155,11 +155,7 @@ def _constants(node: ast.AST) -> set[str]:
 
 
 def test_nothing_below_the_tasks_compares_with_a_task_name():
-    below = [
-        path
-        for module, path in MODULES.items()
-        if layer_of(module) < layer_of("twins.tasks")
-    ]
+    below = [path for module, path in MODULES.items() if layer_of(module) < layer_of("twins.tasks")]
     assert [hit for path in below for hit in _compared_task_names(path)] == []
 
 
