@@ -128,17 +128,24 @@ def model_from_weights(
 ) -> nn.Module:
     """The model the weights describe (their metadata's `arch`, else `arch`), loaded strictly,
     in eval mode: a classifier (`twins.models.from_weights`) or a dense model."""
+    named = named_in(weights, arch)
+    try:
+        task = task_of(named)
+    except TwinsError as error:
+        raise TwinsError(f"{error} ({names_by_task()})", argument="arch") from error
+    return task_named(task).model_from_weights(weights, arch, model_args=model_args)
+
+
+def named_in(weights: Any, arch: str | None) -> str:
+    """The model name `arch` gives, else the file's; a file that names none without `arch` is
+    refused, listing the names by task."""
     named = arch or getattr(weights, "metadata", {}).get("arch")
     if not isinstance(named, str) or not named:
         raise TwinsError(
             f"the weights do not say which model they hold; pass arch ({names_by_task()})",
             argument="arch",
         )
-    try:
-        task = task_of(named)
-    except TwinsError as error:
-        raise TwinsError(f"{error} ({names_by_task()})", argument="arch") from error
-    return task_named(task).model_from_weights(weights, arch, model_args=model_args)
+    return named
 
 
 def load_model(
@@ -227,6 +234,7 @@ def predict(
             argument="inputs",
         )
     weights = load_weights(checkpoint, ema=ema, arch=arch)
+    named_in(weights, arch)
     task = task_of_weights(weights, arch)
     given = {name: value for name, value in options.items() if value is not None}
     unread = [name for name in given if name not in task.predict_options]
@@ -264,6 +272,7 @@ def export(
 
     check_export_request(checkpoint, format, output, image_size)
     weights = load_weights(checkpoint, ema=ema, arch=arch)
+    named_in(weights, arch)
     task = task_of_weights(weights, arch)
     model = task.model_from_weights(weights, arch, model_args=model_args)
     return task.export(model, format, output, weights.metadata, image_size=image_size, check=check)
