@@ -157,7 +157,13 @@ def _fit(
 
     if ctx.is_main:
         save_config(config, output / "config.yaml")
-    log = RunLog(output, ctx.is_main, resume_epoch=state.epoch, resume_step=state.step)
+    log = RunLog(
+        output,
+        ctx.is_main,
+        resume_epoch=state.epoch,
+        resume_step=state.step,
+        score=(task.score, task.score_label),
+    )
     notices += [hardware_notice(config, trainer.precision), distributed.restart_notice()]
     for line in [*filter(None, notices), *header(config, trainer, ctx, train_set, val_set)]:
         say(line)

@@ -21,9 +21,17 @@ from twins.train.curves import draw_curves
 
 
 class RunLog:
-    def __init__(self, folder: str | Path, enabled: bool, resume_epoch: int, resume_step: int):
+    def __init__(
+        self,
+        folder: str | Path,
+        enabled: bool,
+        resume_epoch: int,
+        resume_step: int,
+        score: tuple[str, str] = ("top1", "top-1"),
+    ):
         self.folder = Path(folder)
         self.enabled = enabled
+        self.score = score  # the task's validation score the curves show: (key, label)
         self.records: list[dict[str, Any]] = []
         self.writer = None
         if not enabled:
@@ -59,7 +67,7 @@ class RunLog:
         if not self.enabled:
             return
         self.writer.flush()
-        draw_curves(self.records, self.folder / "curves.png")
+        draw_curves(self.records, self.folder / "curves.png", *self.score)
 
     def close(self) -> None:
         if self.writer is not None:
