@@ -236,6 +236,12 @@ class TrainConfig:
     )
     log_every: int = _key(50, "int", (1, None), doc="metrics.jsonl line every N steps")
     num_parallel_workers: int = _key(8, "int", (0, None), doc="data loader workers per process")
+    threads: int = _key(
+        0,
+        "int",
+        (0, None),
+        doc="compute threads per process (0: the cores left after the data workers, at least 1)",
+    )
     device_target: str = _key("auto", "str", ("auto", "GPU", "CPU", "Ascend"))
 
     @property

@@ -28,7 +28,9 @@ def test_predict_export_and_convert_take_a_dense_arch(plain_segmenter, tmp_path,
     path, model_args, image = plain_segmenter
     named = ["--arch", "semantic_fpn_svt_small", "--model-args", model_args]
     out = tmp_path / "labels"
-    assert main(["predict", "--checkpoint", str(path), *named, str(image), "--output", str(out)]) == 0
+    assert (
+        main(["predict", "--checkpoint", str(path), *named, str(image), "--output", str(out)]) == 0
+    )
     assert (out / f"{image.stem}.png").is_file()
     exported = tmp_path / "segmenter.safetensors"
     assert main(["export", "--checkpoint", str(path), *named, "--format", "safetensors", "-o",
@@ -51,7 +53,17 @@ def test_a_file_naming_no_model_is_refused_with_the_names_by_task(plain_segmente
 def test_predict_refuses_an_option_the_files_task_does_not_read(plain_segmenter, capsys):
     path, model_args, image = plain_segmenter
     named = ["--arch", "semantic_fpn_svt_small", "--model-args", model_args]
-    args = ["predict", "--checkpoint", str(path), *named, str(image), "--output", "x", "--topk", "3"]
+    args = [
+        "predict",
+        "--checkpoint",
+        str(path),
+        *named,
+        str(image),
+        "--output",
+        "x",
+        "--topk",
+        "3",
+    ]
     assert main(args) == 2
     error = capsys.readouterr().err
     assert "topk: not read by a segment model's predict (it reads output)" in error

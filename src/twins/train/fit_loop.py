@@ -38,6 +38,7 @@ from twins.train.sampler import training_sampler
 from twins.train.state import EpochProgress
 from twins.train.stop import StopSignals, raise_stop, signal_name
 from twins.train.task import Task
+from twins.train.threads import compute_threads, threads_set
 from twins.train.trainer import Trainer
 
 
@@ -57,7 +58,8 @@ def fit(config: TrainConfig, task: Task, *, stop_after_epoch: int | None = None)
                 mirror.pull()
             distributed.barrier()
             try:
-                result = _fit(config, task, ctx, stop, stop_after_epoch, mirror)
+                with threads_set(compute_threads(config)):
+                    result = _fit(config, task, ctx, stop, stop_after_epoch, mirror)
             except BaseException:
                 if ctx.is_main:
                     mirror.sync()  # what a stop or an error left: the checkpoint of its step

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from twins.config import MMCV_POLICIES
 from twins.data.folder import describe_left_out
 from twins.storage import display
 from twins.train.schedule import global_batch
+from twins.train.threads import describe_threads
 from twins.train.trainer import Trainer
 
 
@@ -30,7 +33,8 @@ def header(config: Any, trainer: Trainer, ctx: Any, train_set: Any, val_set: Any
     lines = [
         f"semantics: {config.semantics}{_brings(config)} (docs/recipes.md)",
         f"model: {model.arch}, {params / 1e6:.2f} M parameters, {config.num_classes} classes",
-        f"device: {ctx.device} × {ctx.world_size} process(es), {trainer.precision.describe()}",
+        f"device: {ctx.device} × {ctx.world_size} process(es), {trainer.precision.describe()}, "
+        + describe_threads(torch.get_num_threads(), config),
         f"data: {display(config.data_url)} ({len(train_set)} train, {len(val_set)} val images"
         + (f"; {left_out})" if left_out else ")"),
         f"batch: global {batch} = {config.batch_size} per device × {ctx.world_size} "
