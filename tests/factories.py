@@ -82,6 +82,9 @@ def make_config(**values) -> TrainConfig:
         "cooldown_epochs": 0,
         "drop_path_rate": 0.0,
         "num_parallel_workers": 0,
+        # The compute threads are part of a run's numbers: the same in every run a test
+        # compares, whatever its data workers (the default is the cores left after them).
+        "threads": 1,
         "device_target": "CPU",
         "log_every": 1,
         "save_every": 1,

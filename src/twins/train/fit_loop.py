@@ -121,173 +121,245 @@ def _fit(
     stop_after_epoch: int | None,
     mirror: OutputMirror,
 ) -> dict[str, Any]:
-    say = printer(ctx.is_main)
-    output = mirror.local
-    files = resume.CheckpointFiles(
-        output / "checkpoints", config.keep_checkpoint_max, config.save_every
-    )
-    saved, notices = resume.find(files, config, ctx.device)  # the run's last.pt, or None
+    run = FitRun(config, task, ctx, stop, mirror)
+    first_epoch = run.state.epoch
+    try:
+        for epoch_index in range(first_epoch, run.total_epochs):
+            run.train_epoch(epoch_index)
+            if stop_after_epoch is not None and epoch_index + 1 >= stop_after_epoch:
+                break
+    finally:
+        run.log.close()
+    return run.finish(first_epoch)
 
-    train_set, val_set, class_names = task.datasets(config)  # first: fail fast on a bad folder
-    task_metadata = task.metadata(config, train_set)
-    seed_everything(config.seed)  # the same initial weights on every rank and every try
-    # A resumed run takes its activation from the checkpoint: `pretrained` may have chosen it.
-    act_layer = ((saved or {}).get("meta") or {}).get("act_layer")
-    model = build_model(
-        config,
-        task,
-        pretrained=None if saved else config.pretrained,
-        **({"act_layer": act_layer} if act_layer else {}),
-    ).to(ctx.device)
-    train_samples = SampleSeededDataset(train_set, config.seed)
-    train_loader, val_loader = _loaders(config, ctx, task, train_samples, val_set)
-    steps_per_epoch = math.ceil(len(train_loader) / config.accumulation_step)
-    trainer = Trainer(
-        config,
-        _parallel(synchronised_batchnorm(model, task, ctx), ctx),
-        steps_per_epoch,
-        world_size=ctx.world_size,
-        criterion=task.criterion(config),
-    )
-    trainer.state.epoch = config.start_epoch
-    samples_done = resume.restore(saved, trainer, notices) if saved else 0
-    state = trainer.state
-    mixup = task.batch_mix(config)
-    to_device = task.to_device(config)
-    if mixup is not None and config.batch_size % 2:
-        raise TwinsError(f"mixup/cutmix need an even batch_size, not {config.batch_size}")
 
-    if ctx.is_main:
-        save_config(config, output / "config.yaml")
-    log = RunLog(
-        output,
-        ctx.is_main,
-        resume_epoch=state.epoch,
-        resume_step=state.step,
-        score=(task.score, task.score_label),
-    )
-    notices += [hardware_notice(config, trainer.precision), distributed.restart_notice()]
-    for line in [*filter(None, notices), *header(config, trainer, ctx, train_set, val_set)]:
-        say(line)
-    if saved:
-        say(resume.describe(saved, mirror.shown(files.last)))
+class FitRun:
+    """One run: everything built from the config (data, model, trainer, checkpoint files, the
+    log), resumed from the output folder's last.pt where it holds one, and the steps the loop
+    takes: train an epoch, evaluate (per epoch, or every `eval_every` iterations of a run
+    counted in iterations, mmseg's IterBasedRunner), checkpoint, stop on a signal."""
 
-    record: dict[str, Any] = dict(saved.get("metrics") or {}) if saved else {}
+    def __init__(
+        self,
+        config: TrainConfig,
+        task: Task,
+        ctx: distributed.DistContext,
+        stop: StopSignals,
+        mirror: OutputMirror,
+    ) -> None:
+        self.config, self.task, self.ctx, self.stop, self.mirror = config, task, ctx, stop, mirror
+        self.say = printer(ctx.is_main)
+        self.output = mirror.local
+        self.files = resume.CheckpointFiles(
+            self.output / "checkpoints", config.keep_checkpoint_max, config.save_every
+        )
+        self.saved, notices = resume.find(self.files, config, ctx.device)  # last.pt, or None
+        # The data first: fail fast on a bad folder.
+        self.train_set, self.val_set, self.class_names = task.datasets(config)
+        self.task_metadata = task.metadata(config, self.train_set)
+        self.trainer = self._build_trainer()
+        self.state = self.trainer.state
+        self.mixup = task.batch_mix(config)
+        self.to_device = task.to_device(config)
+        if self.mixup is not None and config.batch_size % 2:
+            raise TwinsError(f"mixup/cutmix need an even batch_size, not {config.batch_size}")
+        # A run counted in iterations evaluates every `eval_every` and keeps a checkpoint every
+        # `save_every` iterations, and stops at `max_iters`, within an epoch.
+        self.iterations = config.max_iters if config.counts_iterations else 0
+        steps = self.steps_per_epoch
+        self.total_epochs = (
+            math.ceil(self.iterations / steps) if self.iterations else config.total_epochs
+        )
+        self.record: dict[str, Any] = dict(self.saved.get("metrics") or {}) if self.saved else {}
+        self.evaluation: dict[str, Any] = {}  # the latest evaluation of an iteration run
+        self.best_at_epoch_end = False  # an evaluation at an epoch's last step found a new best
+        self.progress = ctx.is_main and sys.stderr.isatty()
+        self.log = self._open_log(notices)
 
-    def save_within_epoch() -> None:
-        state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
-        checkpoint = resume.within_epoch(trainer, class_names, record, task_metadata)
+    def _build_trainer(self) -> Trainer:
+        """The model (seeded: the same initial weights on every rank and every try), the loaders
+        and the trainer, restored from the checkpoint found."""
+        config, task, ctx, saved = self.config, self.task, self.ctx, self.saved
+        seed_everything(config.seed)
+        # A resumed run takes its activation from the checkpoint: `pretrained` may have chosen it.
+        act_layer = ((saved or {}).get("meta") or {}).get("act_layer")
+        model = build_model(
+            config,
+            task,
+            pretrained=None if saved else config.pretrained,
+            **({"act_layer": act_layer} if act_layer else {}),
+        ).to(ctx.device)
+        self.train_samples = SampleSeededDataset(self.train_set, config.seed)
+        self.train_loader, self.val_loader = _loaders(
+            config, ctx, task, self.train_samples, self.val_set
+        )
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / config.accumulation_step)
+        trainer = Trainer(
+            config,
+            _parallel(synchronised_batchnorm(model, task, ctx), ctx),
+            self.steps_per_epoch,
+            world_size=ctx.world_size,
+            criterion=task.criterion(config),
+        )
+        trainer.state.epoch = config.start_epoch
+        self.notices: list[str | None] = []
+        self.samples_done = resume.restore(saved, trainer, self.notices) if saved else 0
+        return trainer
+
+    def _open_log(self, notices: list[str | None]) -> RunLog:
+        """config.yaml, the run's log, and the lines that open the run."""
+        config, ctx, state = self.config, self.ctx, self.state
+        if ctx.is_main:
+            save_config(config, self.output / "config.yaml")
+        log = RunLog(
+            self.output,
+            ctx.is_main,
+            resume_epoch=state.epoch,
+            resume_step=state.step,
+            score=(self.task.score, self.task.score_label),
+        )
+        notices += self.notices
+        notices += [hardware_notice(config, self.trainer.precision), distributed.restart_notice()]
+        opening = header(config, self.trainer, ctx, self.train_set, self.val_set)
+        for line in [*filter(None, notices), *opening]:
+            self.say(line)
+        if self.saved:
+            self.say(resume.describe(self.saved, self.mirror.shown(self.files.last)))
+        return log
+
+    def data_counts(self) -> dict[str, int]:
+        loaders = (self.train_loader, self.val_loader)
+        return _data_counts(loaders, self.saved, self.ctx.device)
+
+    def save_within_epoch(self) -> None:
+        self.state.data_counts = self.data_counts()
+        checkpoint = resume.within_epoch(
+            self.trainer, self.class_names, self.record, self.task_metadata
+        )
         if checkpoint is not None:
-            files.save_last(checkpoint)
-            mirror.sync()
+            self.files.save_last(checkpoint)
+            self.mirror.sync()
 
-    def stop_if_asked(within_epoch: bool) -> None:
-        number = stop.requested()
+    def stop_if_asked(self, within_epoch: bool) -> None:
+        number = self.stop.requested()
         if number is None:
             return
         if within_epoch:
-            save_within_epoch()
-        say(
-            f"stopped by {signal_name(number)} after step {state.step}: "
-            f"{mirror.shown(files.last)} holds the "
+            self.save_within_epoch()
+        self.say(
+            f"stopped by {signal_name(number)} after step {self.state.step}: "
+            f"{self.mirror.shown(self.files.last)} holds the "
             "run; start the same command again to resume it"
         )
         raise_stop(number)
 
-    # A run counted in iterations (mmseg's IterBasedRunner) evaluates every `eval_every` and
-    # keeps a checkpoint every `save_every` iterations, and stops at `max_iters`, within an epoch.
-    iterations = config.max_iters if config.counts_iterations else 0
-    total_epochs = math.ceil(iterations / steps_per_epoch) if iterations else config.total_epochs
-    evaluation: dict[str, Any] = {}  # the latest evaluation of an iteration run
-    best_at_epoch_end = False  # an evaluation at an epoch's last step found a new best
-
-    def evaluate_at_step(last_of_epoch: bool) -> None:
-        nonlocal evaluation, best_at_epoch_end
-        evaluation = _evaluate(task, trainer, val_loader, val_set, ctx, progress)
-        trainer.model.train()  # the epoch's remaining steps train in training mode
-        score, weights = _best_of(evaluation, task.score)
-        is_best = score > state.best_score
-        if is_best:
-            state.best_score, state.best_weights = score, weights
-        log.log({"kind": "eval", "epoch": state.epoch + 1, "step": state.step} | evaluation)
-        say(eval_summary(evaluation, state.step, iterations, is_best and weights, task.shown))
+    def evaluate_at_step(self, last_of_epoch: bool) -> None:
+        """An iteration run's evaluation; its checkpoint, unless the epoch's end writes it."""
+        state, task = self.state, self.task
+        self.evaluation = self.evaluate()
+        self.trainer.model.train()  # the epoch's remaining steps train in training mode
+        is_best = self.note_best(self.evaluation)
+        self.log.log(
+            {"kind": "eval", "epoch": state.epoch + 1, "step": state.step} | self.evaluation
+        )
+        weights = is_best and state.best_weights
+        self.say(eval_summary(self.evaluation, state.step, self.iterations, weights, task.shown))
         if last_of_epoch:  # the epoch's end writes the checkpoint
-            best_at_epoch_end = is_best
+            self.best_at_epoch_end = is_best
             return
-        state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
-        checkpoint = resume.within_epoch(trainer, class_names, record | evaluation, task_metadata)
+        state.data_counts = self.data_counts()
+        checkpoint = resume.within_epoch(
+            self.trainer, self.class_names, self.record | self.evaluation, self.task_metadata
+        )
         if checkpoint is not None:
-            files.save(checkpoint, is_best, at_step=True)
-            mirror.sync()
+            self.files.save(checkpoint, is_best, at_step=True)
+            self.mirror.sync()
 
-    def after_step(trainer: Trainer, last_of_epoch: bool) -> None:
+    def after_step(self, trainer: Trainer, last_of_epoch: bool) -> None:
         """Checks of the data (under DDP, every log_every steps), evaluations of an iteration
         run, checkpoints within the epoch (every save_every_steps steps but the epoch's last)
         and stop requests."""
-        if ctx.enabled and state.step % config.log_every == 0:
-            distributed.check_health_together(train_set, ctx.device)
+        config, state, iterations = self.config, self.state, self.iterations
+        if self.ctx.enabled and state.step % config.log_every == 0:
+            distributed.check_health_together(self.train_set, self.ctx.device)
         if iterations and (state.step % config.eval_every == 0 or state.step == iterations):
-            evaluate_at_step(last_of_epoch)
+            self.evaluate_at_step(last_of_epoch)
         if last_of_epoch or state.step == iterations:
             return
         every = config.save_every_steps
         if every and state.step % every == 0:
-            save_within_epoch()
-        stop_if_asked(within_epoch=True)
+            self.save_within_epoch()
+        self.stop_if_asked(within_epoch=True)
 
-    progress = ctx.is_main and sys.stderr.isatty()
-    first_epoch = state.epoch
-    shown = mirror.shown(output)
-    try:
-        for epoch_index in range(first_epoch, total_epochs):
-            epoch = epoch_index + 1
-            train_samples.set_epoch(epoch_index)
-            train_loader.set_epoch(epoch_index)  # the sampler's order too, from its start
-            train_loader.sampler.start_at(samples_done)
-            samples_done = 0
-            stats = train_one_epoch(
-                trainer, train_loader, to_device=to_device, mixup=mixup, log=log.log,
-                after_step=after_step, progress=progress, stop_at_step=iterations or None,
-            )  # fmt: skip
-            record = _epoch_record(epoch, stats, trainer, ctx.world_size)
-            is_best, best_at_epoch_end = best_at_epoch_end, False
-            if not iterations and (epoch % config.eval_every == 0 or epoch == total_epochs):
-                record |= _evaluate(task, trainer, val_loader, val_set, ctx, progress)
-                score, weights = _best_of(record, task.score)
-                is_best = score > state.best_score
-                if is_best:
-                    state.best_score, state.best_weights = score, weights
-            state.epoch, state.progress = epoch, EpochProgress()
-            state.data_counts = _data_counts((train_loader, val_loader), saved, ctx.device)
-            record |= state.data_counts
-            # Logged before the checkpoint: a kill between the two repeats the epoch, whose
-            # line the resumed run drops and writes again.
-            log.log(record)
-            checkpoint = resume.checkpoint(trainer, class_names, record | evaluation, task_metadata)
-            if ctx.is_main:
-                files.save(checkpoint, is_best, at_step=bool(iterations))
-            log.end_epoch()
-            if ctx.is_main:
-                mirror.sync()
-            say(summary(record, total_epochs, is_best and state.best_weights, task.shown))
-            distributed.barrier()
-            stop_if_asked(within_epoch=False)
-            if stop_after_epoch is not None and epoch >= stop_after_epoch:
-                break
-    finally:
-        log.close()
-    if first_epoch >= total_epochs:
-        length = f"{iterations} iterations" if iterations else f"{total_epochs} epochs"
-        say(f"{shown} holds a finished run of {length}: nothing to train")
-    record |= evaluation
-    say(done_line(record, state, shown, task.score, task.score_label))
-    return {
-        **record,
-        "best_score": state.best_score,
-        f"best_{task.score}": state.best_score,
-        "best_weights": state.best_weights,
-        "output": shown,
-    }
+    def evaluate(self) -> dict[str, Any]:
+        return _evaluate(
+            self.task, self.trainer, self.val_loader, self.val_set, self.ctx, self.progress
+        )
+
+    def note_best(self, evaluation: dict[str, Any]) -> bool:
+        """Whether `evaluation` scores a new best (then kept as the state's best)."""
+        score, weights = _best_of(evaluation, self.task.score)
+        is_best = score > self.state.best_score
+        if is_best:
+            self.state.best_score, self.state.best_weights = score, weights
+        return is_best
+
+    def train_epoch(self, epoch_index: int) -> None:
+        """One epoch: its steps, its evaluation (of an epoch run), its checkpoint and line."""
+        config, state, ctx, iterations = self.config, self.state, self.ctx, self.iterations
+        epoch = epoch_index + 1
+        self.train_samples.set_epoch(epoch_index)
+        self.train_loader.set_epoch(epoch_index)  # the sampler's order too, from its start
+        self.train_loader.sampler.start_at(self.samples_done)
+        self.samples_done = 0
+        stats = train_one_epoch(
+            self.trainer, self.train_loader, to_device=self.to_device, mixup=self.mixup,
+            log=self.log.log, after_step=self.after_step, progress=self.progress,
+            stop_at_step=iterations or None,
+        )  # fmt: skip
+        self.record = record = _epoch_record(epoch, stats, self.trainer, ctx.world_size)
+        is_best, self.best_at_epoch_end = self.best_at_epoch_end, False
+        if not iterations and (epoch % config.eval_every == 0 or epoch == self.total_epochs):
+            record |= self.evaluate()
+            is_best = self.note_best(record)
+        state.epoch, state.progress = epoch, EpochProgress()
+        state.data_counts = self.data_counts()
+        record |= state.data_counts
+        # Logged before the checkpoint: a kill between the two repeats the epoch, whose line
+        # the resumed run drops and writes again.
+        self.log.log(record)
+        checkpoint = resume.checkpoint(
+            self.trainer, self.class_names, record | self.evaluation, self.task_metadata
+        )
+        if ctx.is_main:
+            self.files.save(checkpoint, is_best, at_step=bool(iterations))
+        self.log.end_epoch()
+        if ctx.is_main:
+            self.mirror.sync()
+        weights = is_best and state.best_weights
+        self.say(summary(record, self.total_epochs, weights, self.task.shown))
+        distributed.barrier()
+        self.stop_if_asked(within_epoch=False)
+
+    def finish(self, first_epoch: int) -> dict[str, Any]:
+        """The run's result (and the line that ends it)."""
+        state, task, shown = self.state, self.task, self.mirror.shown(self.output)
+        if first_epoch >= self.total_epochs:
+            length = (
+                f"{self.iterations} iterations"
+                if self.iterations
+                else f"{self.total_epochs} epochs"
+            )
+            self.say(f"{shown} holds a finished run of {length}: nothing to train")
+        record = self.record | self.evaluation
+        self.say(done_line(record, state, shown, task.score, task.score_label))
+        return {
+            **record,
+            "best_score": state.best_score,
+            f"best_{task.score}": state.best_score,
+            "best_weights": state.best_weights,
+            "output": shown,
+        }
 
 
 def synchronised_batchnorm(model: nn.Module, task: Task, ctx: distributed.DistContext) -> nn.Module:
