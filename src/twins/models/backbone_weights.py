@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from twins.models.backbone import DenseBackbone
-from twins.models.registry import _recorded_shape, resolve_name
+from twins.models.pretrained import recorded_shape
+from twins.models.registry import RECORDED_SHAPE, resolve_name
 from twins.notes import note
 from twins.weights import StateDict, load_into_model, load_weights
 
@@ -25,7 +26,7 @@ def read_imagenet_weights(path: str | os.PathLike, variant: str) -> StateDict:
 
 def recorded_backbone_shape(weights: StateDict, variant: str) -> dict[str, Any]:
     """The shape arguments (widths, depths, ...) the file records for `variant`, if any."""
-    shape = _recorded_shape(resolve_name(variant), weights.metadata)
+    shape = recorded_shape(resolve_name(variant), weights.metadata, RECORDED_SHAPE)
     act_layer = weights.metadata.get("act_layer")
     return {**shape, "act_layer": act_layer} if act_layer else shape
 

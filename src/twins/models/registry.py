@@ -17,6 +17,7 @@ from torch import nn
 
 from twins.errors import TwinsError
 from twins.models.arguments import STAGE_ARGS
+from twins.models.pretrained import pretrained_file, recorded_shape
 from twins.models.twins import Twins, smallest_side
 from twins.notes import note
 
@@ -60,8 +61,6 @@ ALIASES: dict[str, str] = {
 }
 
 # timm's published ImageNet-1k weights (official weights, timm's layout is the official one).
-HUB_WEIGHTS = {name: f"timm/twins_{name}.in1k" for name in VARIANTS}
-
 # The official constructor's argument names, and timm's where the official code has none.
 OVERRIDES = (
     *STAGE_ARGS,
@@ -176,15 +175,12 @@ def create_model(
         )
     state_dict = None
     if pretrained:
-        if device is not None and torch.device(device).type == "meta":
-            raise TwinsError(
-                "a model on the meta device holds no weights: build it without pretrained, or "
-                "on a real device",
-                argument="device",
-            )
-        state_dict = _pretrained_state_dict(arch, pretrained)
+        from twins.weights import load_weights  # loading weights is not needed to build a model
+
+        # arch tells PCPVT from SVT where a .ckpt cannot
+        state_dict = load_weights(pretrained_file(pretrained, arch, device), arch=arch)
         metadata = getattr(state_dict, "metadata", {})
-        overrides = {**_recorded_shape(arch, metadata), **overrides}
+        overrides = {**recorded_shape(arch, metadata, RECORDED_SHAPE), **overrides}
         if metadata.get("act_layer") and "act_layer" not in overrides:
             overrides["act_layer"] = metadata["act_layer"]
     try:
@@ -240,21 +236,6 @@ def pretrained_cfg(
     return cfg
 
 
-def _recorded_shape(arch: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The shape arguments a pretrained file records for `arch` (none when it records another
-    variant: its tensors then do not fit, and loading says so)."""
-    recorded = metadata.get("model_args")
-    named = metadata.get("arch")
-    if not isinstance(recorded, Mapping):
-        return {}
-    try:
-        if named is not None and resolve_name(str(named)) != arch:
-            return {}
-    except TwinsError:  # a name this toolkit does not know: not this variant
-        return {}
-    return {key: recorded[key] for key in RECORDED_SHAPE if recorded.get(key) is not None}
-
-
 def _note_replaced_head(state_dict: Mapping[str, torch.Tensor], num_classes: int) -> None:
     head = state_dict.get("head.weight")
     classes = None if head is None else int(head.shape[0])
@@ -267,27 +248,3 @@ def _note_replaced_head(state_dict: Mapping[str, torch.Tensor], num_classes: int
         else "no head, as num_classes=0 asks"
     )
     note(f"pretrained: the file's {classes}-class head dropped; {instead}")
-
-
-# Imported where used: loading weights is not needed to build a model.
-
-
-def _pretrained_state_dict(arch: str, pretrained: str | os.PathLike | bool) -> dict:
-    from twins.weights import load_weights
-
-    path = _download_hub_weights(arch) if pretrained is True else pretrained
-    return load_weights(path, arch=arch)  # arch tells PCPVT from SVT where a .ckpt cannot
-
-
-def _download_hub_weights(arch: str) -> str:
-    """Path of the published weights, fetched once into the Hugging Face cache."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return hf_hub_download(HUB_WEIGHTS[arch], "model.safetensors")
-    except Exception as error:  # network, proxy or hub errors all end the same way
-        raise TwinsError(
-            f"cannot download the {arch} weights from {HUB_WEIGHTS[arch]} ({error}): "
-            "download model.safetensors by hand and pass its path as pretrained",
-            argument="pretrained",
-        ) from error

@@ -246,9 +246,8 @@ def predict(
             argument=unread[0],
         )
     run = task.predict(
-        weights, paths, arch=arch, model_args=model_args, device=device, checkpoint=checkpoint,
-        **given,
-    )  # fmt: skip
+        weights, paths, checkpoint, arch=arch, model_args=model_args, device=device, **given
+    )
     run.failures = missing + run.failures
     return run
 

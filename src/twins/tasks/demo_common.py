@@ -3,12 +3,8 @@ they train with, and how they print a duration."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from twins.config import load_config
 from twins.errors import TwinsError
@@ -22,16 +18,6 @@ def load_demo_recipe(
     if not recipe.is_file():
         raise TwinsError(f"demo recipe {recipe} not found: run the demo from a clone of twins")
     return load_config(recipe, overrides, data_url=str(data), train_url=str(output))
-
-
-@contextlib.contextmanager
-def compute_threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def duration(seconds: float) -> str:

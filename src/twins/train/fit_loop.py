@@ -156,7 +156,7 @@ class FitRun:
         self.saved, notices = resume.find(self.files, config, ctx.device)  # last.pt, or None
         # The data first: fail fast on a bad folder.
         self.train_set, self.val_set, self.class_names = task.datasets(config)
-        self.task_metadata = task.metadata(config, self.train_set)
+        self.task_metadata = {"task": task.name} | task.metadata(config, self.train_set)
         self.trainer = self._build_trainer()
         self.state = self.trainer.state
         self.mixup = task.batch_mix(config)

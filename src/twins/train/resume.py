@@ -40,7 +40,6 @@ import torch
 
 from twins.atomic import remove_temporaries, save_torch
 from twins.errors import TwinsError
-from twins.preprocessing import eval_preprocessing
 from twins.train import distributed
 from twins.train.rng import capture_rng, restore_rng
 from twins.train.state import EpochProgress, TrainState
@@ -81,8 +80,7 @@ def checkpoint(
         "format": FORMAT,
         "version": VERSION,
         "model": trainer.module.state_dict(),
-        "meta": model_metadata(trainer.module, class_names, eval_preprocessing(config))
-        | (task_metadata or {}),
+        "meta": model_metadata(trainer.module, class_names) | (task_metadata or {}),
         "optimizer": trainer.optimizer.state_dict(),
         "scaler": trainer.precision.scaler.state_dict() if trainer.precision.scaler else None,
         "rng": capture_rng(),

@@ -70,7 +70,8 @@ class Task:
 
     def metadata(self, config: Any, train_set: Dataset) -> dict[str, Any]:
         """What the task's checkpoints say over the model's metadata (`twins.weights.metadata`):
-        a dense task's "preprocessing" and "dataset" (palette, category ids)."""
+        its "preprocessing" (a classifier's crop and normalisation, a dense task's scale) and a
+        dense task's "dataset" (palette, category ids)."""
         return {}
 
     def batch_mix(self, config: Any) -> Callable | None:
@@ -130,29 +131,13 @@ class Task:
     # The `predict` options the task reads; any other one given is refused (`twins.tasks.predict`).
     predict_options: tuple[str, ...] = ()
 
-    def predict(
-        self,
-        weights: Any,
-        paths: list[Any],
-        *,
-        arch: str | None = None,
-        model_args: dict[str, Any] | None = None,
-        device: str = "auto",
-        **options: Any,
-    ) -> Any:
-        """The predictions of the model in `weights` for the image files `paths` (a run with
-        `predictions`, `failures`, `to_json()` and `format()`)."""
+    def predict(self, weights: Any, paths: list[Any], checkpoint: Any, **options: Any) -> Any:
+        """The predictions of the model in `weights` (read from `checkpoint`) for the image
+        files `paths`: a run with `predictions`, `failures`, `to_json()` and `format()`.
+        `options`: `arch`, `model_args`, `device` and those of `predict_options` given."""
         raise NotImplementedError
 
-    def export(
-        self,
-        model: nn.Module,
-        format: str,
-        output: Any,
-        metadata: dict[str, Any],
-        *,
-        image_size: int = 224,
-        check: bool = True,
-    ) -> Any:
-        """Export `model` (built from a file with `metadata`) as `format` to `output`."""
+    def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
+        """Export `model` (built from a file with `metadata`) as `format` to `output`;
+        `options`: `image_size` (the side traced at), `check`."""
         raise NotImplementedError

@@ -28,8 +28,9 @@ def model_metadata(
     preprocessing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """{"arch", "model_args", "num_classes", "act_layer", "class_names", "preprocessing",
-    "task"} of a Twins model; `preprocessing` is `twins.preprocessing.eval_preprocessing(config)`
-    for a classifier (a dense task gives its own, `twins.tasks.Task.metadata`)."""
+    "task"} of a model over a Twins backbone; a training checkpoint's task and preprocessing
+    are its task's (`twins.train.task.Task.metadata`; a classifier's preprocessing is
+    `twins.preprocessing.eval_preprocessing(config)`)."""
     model_args = dict(getattr(model, "model_args", None) or {})
     return {
         "arch": getattr(model, "arch", None),
@@ -38,7 +39,7 @@ def model_metadata(
         "act_layer": model_args.get("act_layer"),
         "class_names": None if class_names is None else list(class_names),
         "preprocessing": None if preprocessing is None else dict(preprocessing),
-        "task": getattr(model, "task", "classify"),
+        "task": getattr(model, "task", None),  # a dense model's; the task's in a checkpoint
     }
 
 

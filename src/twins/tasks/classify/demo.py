@@ -20,8 +20,9 @@ from twins.errors import TwinsError
 from twins.models.from_weights import model_from_weights
 from twins.tasks.classify.data import build_datasets
 from twins.tasks.classify.task import ClassifyTask
-from twins.tasks.demo_common import compute_threads, duration, load_demo_recipe
+from twins.tasks.demo_common import duration, load_demo_recipe
 from twins.train import fit
+from twins.train.threads import threads_set
 from twins.weights import load_weights
 
 # configs/ ships inside the package (twins/configs), so an installed package finds it too.
@@ -44,7 +45,7 @@ def run_demo(
     config = load_demo_recipe(RECIPE, overrides, data, output)
     write_digits_imagefolder(data)
     say(f"demo: {data} holds scikit-learn's handwritten digits as class folders; training now")
-    with compute_threads(COMPUTE_THREADS):
+    with threads_set(COMPUTE_THREADS):
         result = fit(config, ClassifyTask())
         checkpoint = output / "checkpoints" / "last.pt"
         paths, labels, predictions = predict_val(config, checkpoint)

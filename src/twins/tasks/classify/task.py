@@ -16,6 +16,7 @@ from twins.errors import TwinsError
 from twins.export.engine import export_model
 from twins.models import create_model, smallest_image_size
 from twins.models.from_weights import model_from_weights
+from twins.preprocessing import eval_preprocessing
 from twins.tasks.classify.data import build_datasets
 from twins.tasks.classify.device_batch import build_device_batch
 from twins.tasks.classify.evaluate import describe, evaluate_models, validation_set
@@ -56,6 +57,9 @@ class ClassifyTask(Task):
 
     def datasets(self, config: Any) -> tuple[Any, Any, list[str]]:
         return build_datasets(config)
+
+    def metadata(self, config: Any, train_set: Any) -> dict[str, Any]:
+        return {"preprocessing": eval_preprocessing(config)}
 
     def collate(self, train: bool) -> Any:
         # Training batches (uint8) leave the loader's workers by value, the cheaper hand-over.
@@ -99,30 +103,10 @@ class ClassifyTask(Task):
 
     predict_options = ("topk", "batch_size", "image_size", "crop_pct")
 
-    def predict(
-        self,
-        weights: Any,
-        paths: list,
-        *,
-        arch=None,
-        model_args=None,
-        device="auto",
-        **options: Any,
-    ) -> Any:
+    def predict(self, weights: Any, paths: list, checkpoint: Any, **options: Any) -> Any:
         from twins.tasks.classify.predict import predict_weights
 
-        return predict_weights(
-            weights, paths, arch=arch, model_args=model_args, device=device, **options
-        )
+        return predict_weights(weights, paths, checkpoint=checkpoint, **options)
 
-    def export(
-        self,
-        model: nn.Module,
-        format: str,
-        output: Any,
-        metadata: dict,
-        *,
-        image_size: int = 224,
-        check: bool = True,
-    ) -> Any:
-        return export_model(model, format, output, metadata, image_size=image_size, check=check)
+    def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
+        return export_model(model, format, output, metadata, **options)

@@ -26,7 +26,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from twins.atomic import write_text
-from twins.tasks.demo_common import compute_threads, duration, load_demo_recipe
+from twins.tasks.demo_common import duration, load_demo_recipe
 from twins.tasks.detect.data import CategoryMap
 from twins.tasks.detect.predict import MIN_SCORE, draw_detections, predict_detections, write_picture
 from twins.tasks.detect.task import DetectTask
@@ -38,6 +38,7 @@ from twins.tasks.scenes import (
     split_digits,
 )
 from twins.train import fit
+from twins.train.threads import threads_set
 from twins.weights import load_weights
 
 RECIPE = Path(__file__).parents[2] / "configs" / "demo_detect.yaml"
@@ -154,7 +155,7 @@ def run_detect_demo(
         f"demo: {data} holds {spec['train']} training and {spec['val']} validation scenes of "
         f"digits in the COCO layout; training {config.arch} now"
     )
-    with compute_threads(COMPUTE_THREADS):
+    with threads_set(COMPUTE_THREADS):
         result = fit(config, DetectTask())
         checkpoint = output / "checkpoints" / "last.pt"
         picture = output / "predictions.png"

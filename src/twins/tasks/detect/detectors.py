@@ -36,7 +36,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from twins.errors import TwinsError
 from twins.models.backbone import dense_backbone
 from twins.models.backbone_weights import recorded_backbone_shape
-from twins.models.registry import OVERRIDES, _download_hub_weights, resolve_name
+from twins.models.pretrained import pretrained_file
+from twins.models.registry import OVERRIDES, resolve_name
 from twins.tasks.detect.checkpoint import load_detector_weights, read_detector_weights
 from twins.tasks.detect.fpn_backbone import P6P7OnInput, TwinsFPN
 from twins.tasks.detect.retinanet_labels import RetinaNetFromOne
@@ -149,14 +150,7 @@ def _build(
     device, dtype = settings["device"], settings["dtype"]
     weights = None
     if pretrained:
-        if device is not None and torch.device(device).type == "meta":
-            raise TwinsError(
-                "a model on the meta device holds no weights: build it without pretrained, or "
-                "on a real device",
-                argument="device",
-            )
-        if pretrained is True:  # the published ImageNet-1k weights of the backbone
-            pretrained = _download_hub_weights(variant)
+        pretrained = pretrained_file(pretrained, variant, device)
         layout, weights = read_detector_weights(pretrained, variant)
         if layout == "imagenet":
             overrides = {**recorded_backbone_shape(weights, variant), **overrides}

@@ -166,13 +166,14 @@ def predict_detections(
     paths: Sequence[Path],
     *,
     output: str | os.PathLike | None = None,
-    min_score: float = MIN_SCORE,
+    min_score: float | None = None,
     arch: str | None = None,
     model_args: Mapping[str, Any] | None = None,
     device: str = "auto",
 ) -> DetectionRun:
     """Detections in every image of `paths`, with a picture each under `output` when given;
     unreadable images are listed, not fatal."""
+    min_score = MIN_SCORE if min_score is None else min_score
     if not 0 <= min_score <= 1:
         raise TwinsError(
             f"min_score is a detection score in [0, 1], not {min_score!r}", argument="min_score"

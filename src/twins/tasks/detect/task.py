@@ -112,42 +112,15 @@ class DetectTask(DenseTask):
 
     predict_options = ("output", "min_score")
 
-    def predict(
-        self,
-        weights: Any,
-        paths: list,
-        *,
-        arch=None,
-        model_args=None,
-        device="auto",
-        **options: Any,
-    ) -> Any:
-        from twins.tasks.detect.predict import MIN_SCORE, predict_detections
+    def predict(self, weights: Any, paths: list, checkpoint: Any, **options: Any) -> Any:
+        from twins.tasks.detect.predict import predict_detections
 
-        min_score = options.get("min_score")
-        return predict_detections(
-            weights,
-            paths,
-            output=options.get("output"),
-            min_score=MIN_SCORE if min_score is None else min_score,
-            arch=arch,
-            model_args=model_args,
-            device=device,
-        )
+        return predict_detections(weights, paths, **options)
 
-    def export(
-        self,
-        model: nn.Module,
-        format: str,
-        output: Any,
-        metadata: dict,
-        *,
-        image_size: int = 224,
-        check: bool = True,
-    ) -> Any:
+    def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
         from twins.tasks.detect.export import export_detector
 
-        return export_detector(model, format, output, metadata, image_size=image_size, check=check)
+        return export_detector(model, format, output, metadata, **options)
 
     def evaluation_model(self, weights: Any, config: Any) -> nn.Module:
         return evaluate.detector_for(weights, config)

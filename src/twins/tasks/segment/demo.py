@@ -21,7 +21,7 @@ import torch
 
 from twins.atomic import atomic_path
 from twins.errors import TwinsError
-from twins.tasks.demo_common import compute_threads, duration, load_demo_recipe
+from twins.tasks.demo_common import duration, load_demo_recipe
 from twins.tasks.head import named_model_from_weights
 from twins.tasks.scenes import write_digit_scenes
 from twins.tasks.segment.data import open_segmentation
@@ -30,6 +30,7 @@ from twins.tasks.segment.heads import HEADS
 from twins.tasks.segment.metrics import predict_labels
 from twins.tasks.segment.task import SegmentTask
 from twins.train import fit
+from twins.train.threads import threads_set
 from twins.weights import load_weights
 
 RECIPE = Path(__file__).parents[2] / "configs" / "demo_segment.yaml"
@@ -64,7 +65,7 @@ def run_segment_demo(
         f"demo: {data} holds {train_scenes} training and {val_scenes} validation scenes of "
         "handwritten digits in the ADE20K layout; training now"
     )
-    with compute_threads(COMPUTE_THREADS):
+    with threads_set(COMPUTE_THREADS):
         result = fit(config, SegmentTask())
         checkpoint = output / "checkpoints" / "last.pt"
         picture = output / "predictions.png"

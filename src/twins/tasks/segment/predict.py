@@ -177,7 +177,7 @@ class SegmentationPredictor:
 def predict_segmentation(
     weights: StateDict,
     paths: Sequence[Path],
-    output: str | os.PathLike | None,
+    output: str | os.PathLike | None = None,
     *,
     arch: str | None = None,
     model_args: Mapping[str, Any] | None = None,

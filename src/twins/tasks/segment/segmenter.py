@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from torch import nn
 
 from twins.errors import TwinsError
 from twins.models.backbone import DenseBackbone, dense_backbone
+from twins.models.pretrained import pretrained_file, recorded_shape
 from twins.models.registry import OVERRIDES, RECORDED_SHAPE, resolve_name
 from twins.tasks.segment.layers import init_head, resize
 
@@ -106,18 +107,11 @@ def build_segmenter(
     if pretrained:
         from twins.tasks.segment.checkpoint import read_pretrained
 
-        if device is not None and torch.device(device).type == "meta":
-            raise TwinsError(
-                "a model on the meta device holds no weights: build it without pretrained, or "
-                "on a real device",
-                argument="device",
-            )
-        if pretrained is True:  # the published ImageNet-1k weights of the variant
-            from twins.models.registry import _download_hub_weights
-
-            pretrained = _download_hub_weights(variant)
+        pretrained = pretrained_file(pretrained, variant, device)
         weights = read_pretrained(pretrained, variant)
-        overrides = {**_recorded_shape(arch, variant, weights.metadata), **overrides}
+        if isinstance(weights.metadata.get("arch"), str):  # a file naming no model: no shape
+            keys = (*RECORDED_SHAPE, "stage_norms")
+            overrides = {**recorded_shape(variant, weights.metadata, keys, (arch,)), **overrides}
     model_args = {"num_classes": num_classes, "drop_path_rate": drop_path_rate, **overrides}
     model_args |= head_args or {}
     try:
@@ -143,17 +137,3 @@ def build_segmenter(
 
         load_pretrained(model, weights, pretrained)
     return model
-
-
-def _recorded_shape(arch: str, variant: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The backbone shape a weights file records (`model_args`) when it names this segmenter or
-    its variant, so that a file made for a custom shape loads without repeating it."""
-    recorded, named = metadata.get("model_args"), metadata.get("arch")
-    if not isinstance(recorded, Mapping) or not isinstance(named, str):
-        return {}
-    try:
-        same = named == arch or resolve_name(named) == variant
-    except TwinsError:  # another segmenter, or a name this toolkit does not know
-        same = False
-    keys = (*RECORDED_SHAPE, "stage_norms")
-    return {key: recorded[key] for key in keys if same and recorded.get(key) is not None}

@@ -125,32 +125,12 @@ class SegmentTask(DenseTask):
 
     predict_options = ("output",)
 
-    def predict(
-        self,
-        weights: Any,
-        paths: list,
-        *,
-        arch=None,
-        model_args=None,
-        device="auto",
-        **options: Any,
-    ) -> Any:
+    def predict(self, weights: Any, paths: list, checkpoint: Any, **options: Any) -> Any:
         from twins.tasks.segment.predict import predict_segmentation
 
-        return predict_segmentation(
-            weights, paths, options.get("output"), arch=arch, model_args=model_args, device=device
-        )
+        return predict_segmentation(weights, paths, **options)
 
-    def export(
-        self,
-        model: nn.Module,
-        format: str,
-        output: Any,
-        metadata: dict,
-        *,
-        image_size: int = 224,
-        check: bool = True,
-    ) -> Any:
+    def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
         from twins.tasks.segment.export import export_segmenter
 
-        return export_segmenter(model, format, output, metadata, image_size=image_size, check=check)
+        return export_segmenter(model, format, output, metadata, **options)
