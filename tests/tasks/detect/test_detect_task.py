@@ -29,7 +29,7 @@ from twins.tasks.scenes import make_scene, split_digits
 from twins.train import build_model
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
-from twins.weights import model_metadata, save_weights
+from twins.weights import load_weights, model_metadata, save_weights
 
 
 def category_id(digit: int) -> int:
@@ -285,3 +285,17 @@ def test_differing_category_lists_name_their_first_difference(tmp_path):
     _rewrite(data / "annotations" / "instances_val.json", change)
     with pytest.raises(TwinsError, match=r"position 6: 18 vs 17"):
         DetectTask().datasets(detect_config(data, tmp_path / "run"))
+
+
+def test_eval_on_other_categories_names_the_first_difference(tmp_path, capsys):
+    data = write_coco_scenes(tmp_path / "coco", {"train": 1, "val": 1})
+    config = detect_config(data, tmp_path / "run")
+    save_config(config, tmp_path / "config.yaml")
+    checkpoint = _untrained(config, tmp_path / "w.safetensors")
+    weights = load_weights(checkpoint)
+    weights.metadata["dataset"]["category_ids"][7] = 99  # digit 7: 23 in the val file
+    save_weights(weights, checkpoint)
+    argv = ["eval", "-c", str(tmp_path / "config.yaml"), "--checkpoint", str(checkpoint)]
+    assert main(argv) != 0
+    error = capsys.readouterr().err.strip()
+    assert "position 8: 23 vs 99" in error and len(error.splitlines()) == 1
