@@ -206,6 +206,19 @@ def test_an_image_the_coco_file_does_not_list_is_named(tmp_path: Path, capsys) -
     assert "extra.png" in captured.err and "not among the images of --coco" in captured.err
 
 
+def test_a_coco_file_with_a_repeated_image_id_is_refused_naming_both(tmp_path, capsys) -> None:
+    checkpoint = _detector(tmp_path / "detector.safetensors")
+    annotation_file = _write_users_coco(tmp_path / "mine")
+    content = json.loads(annotation_file.read_text())
+    content["images"][1]["id"] = 12  # 12.png now shares 7.png's id
+    annotation_file.write_text(json.dumps(content))
+    args = ["predict", "--checkpoint", str(checkpoint), str(tmp_path / "mine"), "--json"]
+    assert main([*args, "--coco", str(annotation_file)]) != 0
+    error = capsys.readouterr().err.strip()
+    assert "share the id 12" in error and '"7.png"' in error and '"12.png"' in error
+    assert len(error.splitlines()) == 1
+
+
 def test_coco_is_refused_for_a_classifier(tmp_path: Path, capsys) -> None:
     model = twins.create_model("pcpvt_small", num_classes=3, **TINY_MODEL)
     checkpoint = tmp_path / "classifier.safetensors"

@@ -178,13 +178,17 @@ def coco_image_ids(coco: str | os.PathLike, paths: Sequence[Path]) -> list[int |
             "give the instances file of these images",
             argument="coco",
         ) from error
-    if len(ids) != len(entries):
-        repeated = next(
-            n for n, k in Counter(str(e["file_name"]) for e in entries).items() if k > 1
-        )
-        raise TwinsError(
-            f"--coco {coco} lists {repeated} twice: give each image one entry", argument="coco"
-        )
+    for key in ("file_name", "id"):  # one of them repeated would score a result twice
+        seen: dict[Any, Any] = {}
+        for entry in entries:
+            if entry[key] in seen:
+                raise TwinsError(
+                    f"images entries {json.dumps(seen[entry[key]])[:100]} and "
+                    f"{json.dumps(entry)[:100]} of --coco {coco} share the {key} "
+                    f"{entry[key]!r}: give each image its own",
+                    argument="coco",
+                )
+            seen[entry[key]] = entry
     found: list[int | None] = []
     taken: dict[Any, Path] = {}
     for path in paths:
