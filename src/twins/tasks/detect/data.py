@@ -28,9 +28,17 @@ those it cannot score (malformed box, unknown category, bad mask).
 
 Images: with `drop_empty` (training, mmdetection's `filter_empty_gt`) an image without a
 usable target is left out (crowd-only images too: torchvision cannot ignore their crowd
-regions); without it (evaluation) every image of the file is kept. An image that cannot be
-decoded, or whose decoded size differs from the annotation file's, is skipped and counted as
-the classification data sets do (`twins.data.counted`): the data set returns None for it.
+regions); without it (evaluation) every image of the file is kept. Annotations whose image_id
+is not among the images are left out everywhere. One warning per file counts what is left out
+(`dataset.summary()`, names in `dataset.left_out_images`). An image that cannot be decoded
+(an empty file is called empty), whose decoded size differs from the annotation file's (the
+message says where an EXIF quarter turn is why), or that the pipeline cannot take, is skipped
+and counted as the classification data sets do (`twins.data.counted`): the data set returns
+None for it.
+
+Refused in one line, naming both entries: two images with one id (they would merge), two
+categories with one id or one name (their per-class numbers would merge); and an empty
+categories list.
 """
 
 from __future__ import annotations
