@@ -138,5 +138,8 @@ def test_the_resizes_give_torchvisions_sizes_and_never_a_side_of_0():
             assert ours.shape == theirs.shape, (height, width, short_side, long_side)
     line = tv_tensors.Image(torch.zeros(3, 1, 2000, dtype=torch.uint8))
     assert eval_transform(800, 1333)(line).shape == (3, 1, 1333)
-    with seeded(0):
-        assert min(train_transform_3x()(line).shape[-2:]) >= 1
+    boxes = tv_tensors.BoundingBoxes([[100, 0, 500, 1]], format="XYXY", canvas_size=(1, 2000))
+    for seed in range(8):  # both policies
+        with seeded(seed):
+            image, _ = train_transform_3x()(line, {"boxes": boxes, "labels": torch.tensor([1])})
+        assert min(image.shape[-2:]) >= 1
