@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from factories import write_imagefolder
 from twins import create_model
 from twins.cli.main import main
 from twins.errors import TwinsError
@@ -61,3 +62,18 @@ def test_eval_arch_tells_the_family_of_a_mindspore_file_that_cannot(imagefolder,
     assert main([*argv, "--arch", "svt_small", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["arch"] == "svt_small" and result["images"] == 14
+
+
+def test_eval_says_which_images_it_skipped_for_any_task(tmp_path, tiny_config):
+    """A classifier's pass, through the one evaluation driver: an empty file in val/ is left
+    out, counted and named."""
+    data = write_imagefolder(tmp_path / "data")
+    broken = sorted((data / "val").rglob("*.*"))[0]
+    broken.write_bytes(b"")
+    torch.manual_seed(0)
+    model = create_model("pcpvt_small", num_classes=4, **CUSTOM)
+    weights = tmp_path / "bare.pth"
+    torch.save(model.state_dict(), weights)
+    result = evaluate_checkpoint(tiny_config(data, tmp_path / "run", model_args=CUSTOM), weights)
+    assert result["images"] == 13
+    assert result["skipped"] == {"count": 1, "files": [str(broken)]}

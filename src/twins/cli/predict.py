@@ -69,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SCORE",
         help="detectors: the lowest score printed and drawn (default 0.5; --json lists all)",
     )
+    parser.add_argument(
+        "--coco",
+        metavar="FILE",
+        help="detectors: the COCO instances file of the images; each result's image_id is its "
+        "entry's id, matched by file_name (default: 1, 2, ... in input order)",
+    )
     add_device(parser)
     add_json(
         parser,
@@ -96,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         crop_pct=args.crop_pct,
         output=args.output,
         min_score=args.min_score,
+        coco=args.coco,
     )
     print(json.dumps(result.to_json()) if args.json else result.format())
     return 0 if result.predictions else 1

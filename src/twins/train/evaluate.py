@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from twins.config import TrainConfig
@@ -59,11 +60,23 @@ def evaluate_checkpoint(
             distributed.check_health_together(val_set, ctx.device)
         result = task.evaluation_result(results["raw"], config, val_set)
         result |= {"arch": model.arch, "checkpoint": str(checkpoint)}
+        result["skipped"] = skipped_images(val_set)
         if "ema" in results:
             result["ema"] = task.evaluation_result(results["ema"], config, None)
         return result
     finally:
         distributed.cleanup()
+
+
+def skipped_images(val_set: Any) -> dict[str, Any]:
+    """{"count", "files"}: the images the pass left out (unreadable, or refused by the task's
+    data checks), of every process."""
+    files = list(val_set.broken_files)
+    if torch.distributed.is_initialized():
+        shards: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(shards, files)
+        files = sorted(name for shard in shards for name in shard)
+    return {"count": len(files), "files": files}
 
 
 def with_ema(model: nn.Module, ema_weights: StateDict | None) -> dict[str, nn.Module]:

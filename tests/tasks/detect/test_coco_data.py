@@ -7,14 +7,18 @@ import logging
 
 import pytest
 import torch
+from PIL import ExifTags, Image
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
+from coco_files import annotation, polygon, write_image
 from twins.errors import TwinsError
 from twins.tasks.detect.data import (
+    CROWD_ONLY,
     EMPTY_POLYGON,
     MALFORMED_BOX,
     MALFORMED_RLE,
+    NO_ANNOTATIONS,
     OUTSIDE,
     TOO_SMALL,
     UNKNOWN_CATEGORY,
@@ -23,6 +27,7 @@ from twins.tasks.detect.data import (
     coco_split_paths,
     open_coco_split,
 )
+from twins.tasks.detect.transforms import train_transform_1x, train_transform_3x
 
 
 def test_labels_follow_the_sorted_category_ids_and_map_back():
@@ -160,3 +165,130 @@ def test_a_file_that_is_not_coco_is_one_clear_error(tmp_path, coco_train):
     bad.write_text("{not json")
     with pytest.raises(TwinsError, match="not readable JSON"):
         CocoDataset(coco_train / "train", bad)
+
+
+def _rewrite(path, change):
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
+
+
+def test_left_out_images_and_orphan_annotations_are_counted_and_said(coco_train, caplog):
+    """b.png (only bad annotations) and c.png (none) are left out of training, e.png has a
+    crowd region only, and one annotation names an image_id the file does not list."""
+    write_image(coco_train / "train" / "e.png", 32, 32, [])
+
+    def change(content):
+        content["images"].append({"id": 6, "file_name": "e.png", "width": 32, "height": 32})
+        content["annotations"] += [
+            annotation(14, 6, 3, [2, 2, 10, 10], iscrowd=1, segmentation=polygon(2, 2, 10, 10)),
+            annotation(15, 99, 3, [2, 2, 10, 10], segmentation=polygon(2, 2, 10, 10)),
+        ]
+
+    _rewrite(coco_train / "annotations" / "instances_train.json", change)
+    with caplog.at_level(logging.WARNING):
+        data = open_coco_split(coco_train, "train", with_masks=True)
+    assert data.left_out_images == {NO_ANNOTATIONS: ["b.png", "c.png"], CROWD_ONLY: ["e.png"]}
+    assert (data.crowd_annotations, data.orphan_annotations, data.dropped_images) == (2, 1, 3)
+    summary = data.summary()
+    assert "2 image(s) without a usable annotation left out (e.g. b.png, c.png)" in summary
+    assert "1 image(s) with crowd regions only left out (e.g. e.png)" in summary
+    assert "2 crowd annotation(s) not trained on" in summary
+    assert "1 annotation(s) whose image_id is not in its images left out" in summary
+    assert any(summary in r.getMessage() for r in caplog.records)
+    # Evaluation keeps every image: only the annotation of no image is left out.
+    val = CocoDataset(coco_train / "train", data.annotation_file, drop_empty=False)
+    assert val.summary() == "1 annotation(s) whose image_id is not in its images left out"
+
+
+@pytest.mark.parametrize(
+    ("key", "duplicate", "complaint"),
+    [
+        ("images", {"id": 2, "file_name": "twin.png", "width": 8, "height": 8}, "share the id 2"),
+        ("categories", {"id": 7, "name": "cube"}, "share the id 7"),
+        ("categories", {"id": 12, "name": "circle"}, "share the name 'circle'"),
+    ],
+)
+def test_duplicate_ids_and_names_are_refused_naming_both(coco_train, key, duplicate, complaint):
+    path = coco_train / "annotations" / "instances_train.json"
+    _rewrite(path, lambda content: content[key].append(duplicate))
+    with pytest.raises(TwinsError, match=complaint) as raised:
+        CocoDataset(coco_train / "train", path)
+    message = str(raised.value)
+    field = "name" if "name" in complaint else "id"
+    entries = json.loads(path.read_text())[key]
+    first = next(e for e in entries if e.get(field) == duplicate[field])
+    assert json.dumps(first)[:60] in message and json.dumps(duplicate)[:60] in message
+    assert "\n" not in message
+
+
+def test_an_empty_category_list_says_so(coco_train):
+    path = coco_train / "annotations" / "instances_train.json"
+    _rewrite(path, lambda content: content.update(categories=[]))
+    with pytest.raises(TwinsError, match="lists no categories") as raised:
+        CocoDataset(coco_train / "train", path)
+    assert "num_classes" not in str(raised.value)
+
+
+def test_a_zero_width_box_inside_the_image_is_too_small_not_outside(coco_train):
+    path = coco_train / "annotations" / "instances_train.json"
+    _rewrite(
+        path,
+        lambda content: content.update(annotations=[annotation(1, 1, 3, [10, 10, 0, 12])]),
+    )
+    data = CocoDataset(coco_train / "train", path)
+    assert data.skipped_annotations == {TOO_SMALL: 1}
+
+
+def test_an_exif_turned_image_of_the_stored_size_says_exif_is_why(coco_train, caplog):
+    """A camera's JPEG stored 40 x 20 with orientation 6 is read upright, 20 x 40; the
+    annotation file gives the stored size."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    Image.new("RGB", (40, 20), (90, 90, 90)).save(coco_train / "train" / "a.png", exif=exif)
+    path = coco_train / "annotations" / "instances_train.json"
+    _rewrite(
+        path,
+        lambda content: content["images"][0].update(file_name="a.png", width=40, height=20),
+    )
+    data = CocoDataset(coco_train / "train", path, drop_empty=False)
+    with caplog.at_level(logging.WARNING):
+        assert data[0] is None
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "a.png" in message and "EXIF orientation turns it a quarter" in message
+    # d.png's size is simply wrong: nothing is said of EXIF.
+    with caplog.at_level(logging.WARNING):
+        assert data[4] is None
+    assert "EXIF" not in caplog.records[-1].getMessage()
+
+
+def test_an_empty_file_is_named_and_called_empty(coco_train, caplog):
+    (coco_train / "train" / "c.png").write_bytes(b"")
+    data = CocoDataset(coco_train / "train", coco_train / "annotations" / "instances_train.json")
+    with caplog.at_level(logging.WARNING):
+        assert data[2] is None and data[3] is None  # c.png empty, broken.png not an image
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("c.png" in m and "the file is empty (0 bytes)" in m for m in messages)
+    assert any("broken.png" in m and "not an image file" in m for m in messages)
+    assert not any("BytesIO" in m for m in messages)
+
+
+@pytest.mark.parametrize("policy", ["1x", "3x"])
+def test_a_2000_by_1_image_trains_at_one_row(coco_train, policy):
+    Image.new("RGB", (2000, 1), (90, 90, 90)).save(coco_train / "train" / "line.png")
+
+    def change(content):
+        content["images"] = [{"id": 1, "file_name": "line.png", "width": 2000, "height": 1}]
+        content["annotations"] = [annotation(1, 1, 3, [100, 0, 400, 1])]
+
+    path = coco_train / "annotations" / "instances_train.json"
+    _rewrite(path, change)
+    pipeline = train_transform_1x(800, 1333) if policy == "1x" else train_transform_3x()
+    data = CocoDataset(coco_train / "train", path, pipeline, drop_empty=True)
+    torch.manual_seed(0)
+    image, target = data[0]
+    if policy == "1x":
+        assert tuple(image.shape[-2:]) == (1, 1333)
+    else:  # a crop of 384 to 600 columns may be scaled up again: a few rows
+        assert 1 <= image.shape[-2] <= 3 and image.shape[-1] <= 1333
+    assert data.skipped == 0

@@ -103,10 +103,12 @@ def test_pycocotools_on_predict_json_gives_the_box_ap_eval_prints(demo, tmp_path
     config, data = str(output / "config.yaml"), str(output / "data")
     assert main(["eval", "-c", config, "--checkpoint", checkpoint, "--data", data, "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
-    assert main(["predict", "--checkpoint", checkpoint, f"{data}/val", "--json"]) == 0
+    annotation_file = Path(data) / "annotations" / "instances_val.json"
+    args = ["predict", "--checkpoint", checkpoint, f"{data}/val", "--coco", str(annotation_file)]
+    assert main([*args, "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results, "the reduced demo's model detects nothing: the check would be empty"
-    truth = COCO(Path(data) / "annotations" / "instances_val.json")
+    truth = COCO(annotation_file)
     evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
     evaluation.evaluate()
     evaluation.accumulate()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
+from torchvision.transforms import v2
 
 from coco_files import COLOURS
 from twins.data.loader import collate_batch
@@ -122,3 +123,23 @@ def test_collate_gives_lists_and_leaves_out_unreadable_images(coco_val):
         and 0 <= float(inputs[0].min()) <= float(inputs[0].max()) <= 1
     )
     assert torch.equal(moved[0]["boxes"], targets[0]["boxes"])
+
+
+def test_the_resizes_give_torchvisions_sizes_and_never_a_side_of_0():
+    for height, width in [(480, 640), (333, 517), (1000, 300), (427, 640), (64, 64), (20, 1900)]:
+        image = tv_tensors.Image(torch.zeros(3, height, width, dtype=torch.uint8))
+        for short_side, long_side in [(800, 1333), (64, 96), (96, 96)]:
+            ours = eval_transform(short_side, long_side)(image)
+            theirs = (
+                v2.Resize(size=None, max_size=short_side)
+                if long_side <= short_side
+                else v2.Resize(size=short_side, max_size=long_side)
+            )(image)
+            assert ours.shape == theirs.shape, (height, width, short_side, long_side)
+    line = tv_tensors.Image(torch.zeros(3, 1, 2000, dtype=torch.uint8))
+    assert eval_transform(800, 1333)(line).shape == (3, 1, 1333)
+    boxes = tv_tensors.BoundingBoxes([[100, 0, 500, 1]], format="XYXY", canvas_size=(1, 2000))
+    for seed in range(8):  # both policies
+        with seeded(seed):
+            image, _ = train_transform_3x()(line, {"boxes": boxes, "labels": torch.tensor([1])})
+        assert min(image.shape[-2:]) >= 1

@@ -20,6 +20,7 @@ from factories import TINY_MODEL, make_config
 from killed_runs import fit_killed_at_step, without_timings
 from twins.cli.main import main
 from twins.config import save_config
+from twins.errors import TwinsError
 from twins.seeds import derive_seed, seeded
 from twins.tasks import fit, task_for
 from twins.tasks.detect.demo import SPLITS, coco_annotation
@@ -28,7 +29,7 @@ from twins.tasks.scenes import make_scene, split_digits
 from twins.train import build_model
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
-from twins.weights import model_metadata, save_weights
+from twins.weights import load_weights, model_metadata, save_weights
 
 
 def category_id(digit: int) -> int:
@@ -225,6 +226,76 @@ def test_eval_under_torchrun_counts_each_image_once(scenes, tmp_path, capsys):
     alone = json.loads(capsys.readouterr().out)
     assert shared["images"] == alone["images"] == 3  # 2 + 1 over the two processes
     assert "segm_ARl" in shared
-    assert {k: shared[k] for k in alone if k != "checkpoint"} == pytest.approx(
-        {k: alone[k] for k in alone if k != "checkpoint"}
-    )
+    assert shared["skipped"] == alone["skipped"] == {"count": 0, "files": []}
+    numbers = [k for k in alone if k not in ("checkpoint", "skipped")]
+    assert {k: shared[k] for k in numbers} == pytest.approx({k: alone[k] for k in numbers})
+
+
+def _untrained(config, path: Path) -> Path:
+    """A fresh detector of the config, saved with the metadata a training run writes."""
+    torch.manual_seed(0)
+    model = build_model(config, task_for(config))
+    metadata = model_metadata(model, [str(d) for d in range(10)])
+    metadata["dataset"] = {"category_ids": [category_id(d) for d in range(10)]}
+    save_weights(model.state_dict(), path, metadata=metadata)
+    return path
+
+
+def test_eval_json_names_the_images_it_skipped(tmp_path, capsys):
+    data = write_coco_scenes(tmp_path / "coco", {"train": 1, "val": 3})
+    (data / "val" / "00001.png").write_bytes(b"")
+    config = detect_config(data, tmp_path / "run")
+    save_config(config, tmp_path / "config.yaml")
+    checkpoint = _untrained(config, tmp_path / "w.safetensors")
+    argv = ["eval", "-c", str(tmp_path / "config.yaml"), "--checkpoint", str(checkpoint)]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 2
+    assert result["skipped"] == {"count": 1, "files": [str(data / "val" / "00001.png")]}
+    assert main(argv) == 0
+    assert "(2 images; 1 skipped" in capsys.readouterr().out
+
+
+def _rewrite(path: Path, change) -> None:
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
+
+
+def test_training_data_without_annotations_says_so_not_lower_batch_size(tmp_path):
+    data = write_coco_scenes(tmp_path / "coco", {"train": 2, "val": 1})
+    train_file = data / "annotations" / "instances_train.json"
+    _rewrite(train_file, lambda content: content.update(annotations=[]))
+    with pytest.raises(TwinsError) as raised:
+        fit(detect_config(data, tmp_path / "run"))
+    message = str(raised.value)
+    assert f"no image of {train_file} has a usable annotation" in message
+    assert "2 image(s) without a usable annotation left out (e.g. 00000.png, 00001.png)" in message
+    assert "batch_size" not in message and "\n" not in message
+
+
+def test_differing_category_lists_name_their_first_difference(tmp_path):
+    data = write_coco_scenes(tmp_path / "coco", {"train": 2, "val": 1})
+
+    def change(content):  # digit 5's id: 17 in train, 18 in val
+        content["categories"][5]["id"] = 18
+        for entry in content["annotations"]:
+            entry["category_id"] = 18 if entry["category_id"] == 17 else entry["category_id"]
+
+    _rewrite(data / "annotations" / "instances_val.json", change)
+    with pytest.raises(TwinsError, match=r"position 6: 18 vs 17"):
+        DetectTask().datasets(detect_config(data, tmp_path / "run"))
+
+
+def test_eval_on_other_categories_names_the_first_difference(tmp_path, capsys):
+    data = write_coco_scenes(tmp_path / "coco", {"train": 1, "val": 1})
+    config = detect_config(data, tmp_path / "run")
+    save_config(config, tmp_path / "config.yaml")
+    checkpoint = _untrained(config, tmp_path / "w.safetensors")
+    weights = load_weights(checkpoint)
+    weights.metadata["dataset"]["category_ids"][7] = 99  # digit 7: 23 in the val file
+    save_weights(weights, checkpoint)
+    argv = ["eval", "-c", str(tmp_path / "config.yaml"), "--checkpoint", str(checkpoint)]
+    assert main(argv) != 0
+    error = capsys.readouterr().err.strip()
+    assert "position 8: 23 vs 99" in error and len(error.splitlines()) == 1

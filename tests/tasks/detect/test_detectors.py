@@ -330,6 +330,14 @@ def test_bad_arguments_are_one_clear_error(arguments, complaint) -> None:
     assert complaint in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_a_retinanet_argument_for_mask_rcnn_is_not_listed_as_valid() -> None:
+    with pytest.raises(TwinsError) as raised:
+        twins.create_model("maskrcnn_svt_small", device="meta", head_norm=True)
+    message = str(raised.value)
+    assert "unknown argument(s) head_norm for maskrcnn_svt_small (head_norm: RetinaNet's" in message
+    assert "head_norm" not in message.split("valid ones are")[1]
+
+
 def test_resize_in_model_false_leaves_the_images_at_their_size() -> None:
     images = [torch.rand(3, 64, 80), torch.rand(3, 50, 40)]
     sizes = {}

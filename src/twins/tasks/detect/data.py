@@ -28,9 +28,17 @@ those it cannot score (malformed box, unknown category, bad mask).
 
 Images: with `drop_empty` (training, mmdetection's `filter_empty_gt`) an image without a
 usable target is left out (crowd-only images too: torchvision cannot ignore their crowd
-regions); without it (evaluation) every image of the file is kept. An image that cannot be
-decoded, or whose decoded size differs from the annotation file's, is skipped and counted as
-the classification data sets do (`twins.data.counted`): the data set returns None for it.
+regions); without it (evaluation) every image of the file is kept. Annotations whose image_id
+is not among the images are left out everywhere. One warning per file counts what is left out
+(`dataset.summary()`, names in `dataset.left_out_images`). An image that cannot be decoded
+(an empty file is called empty), whose decoded size differs from the annotation file's (the
+message says where an EXIF quarter turn is why), or that the pipeline cannot take, is skipped
+and counted as the classification data sets do (`twins.data.counted`): the data set returns
+None for it.
+
+Refused in one line, naming both entries: two images with one id (they would merge), two
+categories with one id or one name (their per-class numbers would merge); and an empty
+categories list.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import ExifTags, Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
@@ -68,6 +77,10 @@ UNKNOWN_CATEGORY = "unknown category"
 EMPTY_POLYGON = "empty polygon"
 MALFORMED_RLE = "RLE of another size or malformed"
 NO_MASK = "no segmentation"
+# Why an image is left out of training (`drop_empty`), and how many are named in the summary.
+NO_ANNOTATIONS = "without a usable annotation"
+CROWD_ONLY = "with crowd regions only"
+NAMED = 3
 # Reasons that keep an annotation out of the evaluation ground truth too: COCOeval cannot
 # score them. Boxes outside the image or under a pixel stay there, as in COCO's own files.
 _UNSCORABLE = {MALFORMED_BOX, UNKNOWN_CATEGORY, EMPTY_POLYGON, MALFORMED_RLE, NO_MASK}
@@ -97,6 +110,16 @@ class CategoryMap:
         if not 1 <= label <= len(self.category_ids):
             raise ValueError(f"label {label} is not in 1..{len(self.category_ids)}")
         return self.category_ids[label - 1]
+
+
+def first_difference(ours: Sequence[Any], theirs: Sequence[Any]) -> str:
+    """Where two category lists first part: "position 6: 12 vs 13" (or the end of one)."""
+    for index, (a, b) in enumerate(zip(ours, theirs, strict=False)):
+        if a != b:
+            return f"position {index + 1}: {a!r} vs {b!r}"
+    shorter, longer = sorted((ours, theirs), key=len)
+    extra = longer[len(shorter)]
+    return f"{len(ours)} vs {len(theirs)} categories, the first extra one {extra!r}"
 
 
 def coco_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
@@ -152,11 +175,13 @@ class CocoDataset(CountedReads, Dataset):
         self.transforms = transforms
         self.transform = None  # CountedReads' per-image transform: this data set's is joint
         self.with_masks = with_masks
+        self.drop_empty = drop_empty
         content = _read_annotation_file(self.annotation_file)
         self.categories = CategoryMap(content["categories"])
         images_by_id = {image["id"]: image for image in content["images"]}
         self.skipped_annotations: Counter[str] = Counter()
         self.crowd_annotations = 0
+        self.orphan_annotations = 0  # their image_id is not in `images`
         self._targets: dict[Any, list[tuple[list[float], int, Any]]] = {i: [] for i in images_by_id}
         scored = self._sort_annotations(content["annotations"], images_by_id)
         self.coco = _index(
@@ -171,7 +196,11 @@ class CocoDataset(CountedReads, Dataset):
         ]  # the file's order, as pycocotools' getImgIds gives it
         self.dropped_images = len(images_by_id) - len(self.image_ids)
         self._images = images_by_id
+        self.left_out_images = self._left_out(scored, drop_empty)
         self.init_counts(len(self.image_ids))
+        summary = self.summary()
+        if summary:
+            logger.warning("%s: %s", self.annotation_file, summary)
 
     def _sort_annotations(
         self, annotations: list[dict[str, Any]], images: dict[Any, dict[str, Any]]
@@ -185,7 +214,8 @@ class CocoDataset(CountedReads, Dataset):
         for number, annotation in enumerate(annotations, start=1):
             image = images.get(annotation.get("image_id"))
             if image is None:
-                continue  # pycocotools never reaches it either
+                self.orphan_annotations += 1  # pycocotools never reaches it either
+                continue
             reason, box, segmentation = self._check(annotation, image)
             if reason is not None:
                 self.skipped_annotations[reason] += 1
@@ -211,6 +241,36 @@ class CocoDataset(CountedReads, Dataset):
             self._targets[image["id"]].append((box, label, segmentation))
         self._warn(bad, images, len(annotations))
         return scored
+
+    def _left_out(self, scored: list[dict[str, Any]], drop_empty: bool) -> dict[str, list[str]]:
+        """The file names of the images left out (`drop_empty`), by why: no usable annotation
+        at all, or crowd regions only."""
+        if not drop_empty:
+            return {}
+        crowded = {a["image_id"] for a in scored if a["iscrowd"]}
+        left_out: dict[str, list[str]] = {NO_ANNOTATIONS: [], CROWD_ONLY: []}
+        for image_id, image in self._images.items():
+            if not self._targets[image_id]:
+                reason = CROWD_ONLY if image_id in crowded else NO_ANNOTATIONS
+                left_out[reason].append(str(image["file_name"]))
+        return {reason: names for reason, names in left_out.items() if names}
+
+    def summary(self) -> str:
+        """What the data set leaves out, counted, with a few names: images without a usable
+        annotation or with crowd regions only (training), crowd annotations (never trained
+        on), annotations of an image_id the file's images do not list; "" when nothing."""
+        parts = [
+            f"{len(names)} image(s) {reason} left out (e.g. {', '.join(names[:NAMED])})"
+            for reason, names in self.left_out_images.items()
+        ]
+        if self.crowd_annotations and self.drop_empty:
+            parts.append(f"{self.crowd_annotations} crowd annotation(s) not trained on")
+        if self.orphan_annotations:
+            parts.append(
+                f"{self.orphan_annotations} annotation(s) whose image_id is not in its images "
+                "left out"
+            )
+        return "; ".join(parts)
 
     def _check(
         self, annotation: dict[str, Any], image: dict[str, Any]
@@ -238,10 +298,12 @@ class CocoDataset(CountedReads, Dataset):
             )
             if reason is not None:
                 return reason, box, None
-        if overlap_w * overlap_h == 0:
-            return OUTSIDE, box, segmentation
+        # A box of no width or height is too small wherever it lies (mmdetection tests the
+        # overlap first and calls it outside; both are left out alike).
         if w < 1 or h < 1 or annotation.get("area", 1) <= 0:
             return TOO_SMALL, box, segmentation
+        if overlap_w * overlap_h == 0:
+            return OUTSIDE, box, segmentation
         return None, box, segmentation
 
     def _warn(
@@ -281,24 +343,45 @@ class CocoDataset(CountedReads, Dataset):
 
     def __getitem__(self, index: int) -> ImageSample | None:
         image_id = self.image_ids[index]
-        sample = self.read_sample(index, None, lambda: self._read(image_id))
+        # Transformed inside the counted read: an image the pipeline cannot take is counted
+        # and named like an undecodable one, never a stop of the run.
+        sample = self.read_sample(index, None, lambda: self._read_transformed(image_id))
         if sample is None:
             return None
         image, target = sample[0]
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
         return ImageSample(image, target, sample.converted)
+
+    def _read_transformed(self, image_id: Any) -> tuple[tuple[Any, dict[str, Any]], str]:
+        (image, target), mode = self._read(image_id)
+        if self.transforms is not None:
+            try:
+                image, target = self.transforms(image, target)
+            except (RuntimeError, ValueError) as error:
+                height, width = image.shape[-2:]
+                raise ValueError(
+                    f"the pipeline cannot take it at {width}x{height}: {error}"
+                ) from error
+        return (image, target), mode
 
     def _read(self, image_id: Any) -> tuple[tuple[tv_tensors.Image, dict[str, Any]], str]:
         """((image, target), mode the image was stored in); raises when the image cannot be
         decoded, has another size than the annotation file says, or a mask cannot be decoded."""
         info = self._images[image_id]
-        pixels, mode = decode_rgb_tensor((self.root / info["file_name"]).read_bytes())
+        data = (self.root / info["file_name"]).read_bytes()
+        pixels, mode = decode_image(data)
         height, width = pixels.shape[-2:]
         if (height, width) != (info["height"], info["width"]):
+            turned = (width, height) == (info["height"], info["width"]) and exif_turns(data)
             raise ValueError(
                 f"decoded size {width}x{height} differs from the annotation file's "
                 f"{info['width']}x{info['height']}"
+                + (
+                    ": its EXIF orientation turns it a quarter (images are read upright, as "
+                    "displayed); give the upright size in the annotation file, or store the "
+                    "pixels upright"
+                    if turned
+                    else ""
+                )
             )
         objects = self._targets[image_id]
         boxes = torch.tensor([box for box, _, _ in objects], dtype=torch.float32).reshape(-1, 4)
@@ -314,6 +397,28 @@ class CocoDataset(CountedReads, Dataset):
                 masks[i] = annotation_mask(segmentation, height, width)
             target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
         return (tv_tensors.Image(pixels), target), mode
+
+
+def decode_image(data: bytes) -> tuple[torch.Tensor, str]:
+    """`decode_rgb_tensor` of a file's bytes, with the reason an empty file or one that is not
+    an image fails in words (Pillow's names an in-memory buffer, not the file)."""
+    if not data:
+        raise ValueError("the file is empty (0 bytes)")
+    try:
+        return decode_rgb_tensor(data)
+    except UnidentifiedImageError as error:
+        raise ValueError(
+            f"not an image file Pillow can read ({len(data)} bytes, starting {data[:8]!r})"
+        ) from error
+
+
+def exif_turns(data: bytes) -> bool:
+    """Whether the image's EXIF orientation turns it a quarter (values 5 to 8)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError):
+        return False
 
 
 def annotation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -382,7 +487,33 @@ def _read_annotation_file(path: Path) -> dict[str, Any]:
             f"annotation file {path} has annotations that are not objects; repair or replace it",
             argument="data_url",
         )
+    if not content["categories"]:
+        raise TwinsError(
+            f"annotation file {path} lists no categories: a COCO instances file names each "
+            'class in its categories list ({"id": 1, "name": "person"}, ...); add them',
+            argument="data_url",
+        )
+    # Two entries with one id would merge two images (or classes) into one; two categories with
+    # one name would merge their per-class numbers.
+    for key, field in (("images", "id"), ("categories", "id"), ("categories", "name")):
+        seen: dict[Any, dict[str, Any]] = {}
+        for entry in content[key]:
+            value = entry.get(field)
+            if field == "name" and value is None:
+                continue
+            if value in seen:
+                raise TwinsError(
+                    f"{key} entries {_brief(seen[value])} and {_brief(entry)} in {path} share "
+                    f"the {field} {value!r}: give each its own {field}",
+                    argument="data_url",
+                )
+            seen[value] = entry
     return content
+
+
+def _brief(entry: dict[str, Any]) -> str:
+    """An entry of the annotation file as it is named in a message."""
+    return json.dumps(entry)[:100]
 
 
 def _index(content: dict[str, Any]) -> COCO:

@@ -130,15 +130,20 @@ def _build(
                 *BACKBONE_ARGUMENTS,
                 *TRANSFORM_ARGUMENTS,
                 "fpn_channels",
-                "anchor_scale",
-                "head_norm",
+                *(("anchor_scale", "head_norm") if head == "retinanet" else ()),
                 "fast_path",
                 "device",
                 "dtype",
             ]
         )
+        retinanet_only = [name for name in unknown if name in ("anchor_scale", "head_norm")]
+        why = (
+            f" ({', '.join(retinanet_only)}: RetinaNet's head only)"
+            if head != "retinanet" and retinanet_only
+            else ""
+        )
         raise TwinsError(
-            f"unknown argument(s) {', '.join(unknown)} for {arch}: valid ones are {valid}",
+            f"unknown argument(s) {', '.join(unknown)} for {arch}{why}: valid ones are {valid}",
             argument=unknown[0],
         )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:

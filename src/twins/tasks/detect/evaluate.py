@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from twins.config import TrainConfig
 from twins.errors import TwinsError
-from twins.tasks.detect.data import open_coco_split
+from twins.tasks.detect.data import first_difference, open_coco_split
 from twins.tasks.detect.heads import HEADS
 from twins.tasks.detect.metrics import coco_metrics, detections_to_coco, gather_by_image
 from twins.tasks.detect.transforms import (
@@ -124,8 +124,8 @@ def check_categories(
     if trained and list(trained) != list(category_ids):
         raise TwinsError(
             f"the val annotations of {config.data_url} list other category ids than the model "
-            f"was trained on (first: {category_ids[:3]} vs {list(trained)[:3]}): use the same "
-            "categories",
+            f"was trained on (sorted, val vs trained, {first_difference(category_ids, trained)})"
+            ": use the same categories",
             argument="data_url",
         )
 
@@ -138,7 +138,11 @@ def describe(result: dict[str, Any], data_url: str) -> str:
     )
     if "segm_AP" in result:
         text += f"  mask AP {result['segm_AP']:.2f}"
-    text += f"  ({result['images']} images)"
+    skipped = result.get("skipped") or {}
+    if skipped.get("count"):
+        text += f"  ({result['images']} images; {skipped['count']} skipped, the warnings name them)"
+    else:
+        text += f"  ({result['images']} images)"
     if "ema" in result:
         text += f"\nEMA weights: box AP {result['ema']['bbox_AP']:.2f}"
     return text

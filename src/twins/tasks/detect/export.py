@@ -5,8 +5,11 @@
   `twins.load_model`.
 - ONNX: torch's TorchScript-based exporter, the one torchvision's detectors are written for
   (their resize, anchors and NMS take its tracing paths): one image (3 x H x W, float in 0..1,
-  any height and width) in; `boxes`, `labels`, `scores` (and `masks`) out, as the model's dict
-  in evaluation, in the pixels of the image given. A detector trained by the fit loop does not
+  any height and width) in; the outputs named, in this order, `boxes` (N x 4, x0, y0, x1, y1),
+  `labels` (N, int64, 1..K), `scores` (N) and, for Mask R-CNN, `masks` (N x 1 x H x W), as the
+  model's dict in evaluation, in the pixels of the image given. `labels` are the model's
+  classes, not category ids: label i is the file's metadata `dataset.category_ids[i - 1]`
+  (`twins.export.engine.exported_metadata`). A detector trained by the fit loop does not
   resize (`resize_in_model: false`): resize images as its metadata's `preprocessing` says first.
   Checked in onnxruntime against PyTorch at two sizes. The newer torch.export-based exporter
   fails on these models, as `.pt2` does.
@@ -36,6 +39,23 @@ from twins.weights import StateDict, model_metadata, save_weights
 from twins.weights.metadata import to_strings
 
 ONNX_OPSET = 17
+# The ONNX outputs, in this order: the keys of torchvision's evaluation dict (masks for
+# Mask R-CNN only).
+OUTPUT_NAMES = ("boxes", "labels", "scores", "masks")
+
+
+class NamedOutputs(nn.Module):
+    """The detector with its one image's dict as a tuple in the order of `names`."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        (found,) = self.model(images)
+        return tuple(found[name] for name in self.names)
+
+
 INSTEAD = (
     "export safetensors (rebuilt by twins.load_model) or onnx (the TorchScript-based exporter, "
     "which torchvision's detectors support)"
@@ -91,12 +111,15 @@ def export_detector_onnx(
 
     image = torch.rand(3, image_size, image_size + 32)
     with torch.no_grad():
-        output_names = list(model([image])[0])  # boxes, labels, scores (masks), in its order
+        produced = set(model([image])[0])
+    # torchvision's dicts differ in order (RetinaNet: boxes, scores, labels; Mask R-CNN: boxes,
+    # labels, scores, masks): the graph gives one order, named, whatever the head.
+    output_names = [name for name in OUTPUT_NAMES if name in produced]
     buffer = io.BytesIO()
     try:
         with torch.no_grad():
             torch.onnx.export(
-                model,
+                NamedOutputs(model, output_names).eval(),
                 ([image],),
                 buffer,
                 dynamo=False,
@@ -148,8 +171,23 @@ def check_detector_onnx(
         if found["boxes"].shape != tuple(reference["boxes"].shape):
             differences[tuple(shape)] = 1.0
             continue
-        pairs = [(found[key], reference[key].numpy()) for key in ("boxes", "scores")]
+        order = counterparts(found, {key: value.numpy() for key, value in reference.items()})
+        pairs = [(found[key][order], reference[key].numpy()) for key in ("boxes", "scores")]
         differences[tuple(shape)] = max(
             relative_difference(np.asarray(a), b) if b.size else 0.0 for a, b in pairs
         )
     return differences
+
+
+def counterparts(found: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> list[int]:
+    """For each reference detection in turn, the index of its counterpart among `found`: the
+    unused one of the same label with the nearest box. Scores that tie to a few ulps (a
+    detector that scores many anchors alike) may come out of the two runtimes in either order,
+    so detections are compared by what they are, not by their rank."""
+    distance = np.abs(reference["boxes"][:, None, :] - found["boxes"][None, :, :]).max(axis=-1)
+    distance[reference["labels"][:, None] != found["labels"][None, :]] = np.inf
+    order: list[int] = []
+    for row in distance:
+        row[order] = np.inf
+        order.append(int(np.argmin(row)))
+    return order

@@ -9,18 +9,25 @@ image goes through the model alone, so its detections do not depend on the other
 The results are `twins.tasks.detect.metrics.detections_to_coco`'s, as `twins eval` scores them:
 `category_id` as in the training annotations (the checkpoint's `dataset.category_ids`), `bbox`
 x, y, w, h in the original pixels, `score`, `segmentation` as RLE for Mask R-CNN, and
-`file_name`. `image_id` is the number a COCO-style file name holds (`000000397133.jpg` -> 397133,
-as in COCO's own files), else the file name, so `COCO.loadRes` takes the list as it is when the
-images are those of an annotation file named that way.
+`file_name`: the image's path relative to the folder that holds all the inputs (just its name
+when they share one folder), so same-named files of two folders stay apart. `image_id` comes
+from a COCO file where one is given (`coco`: the entry whose `file_name` is the end of the
+image's path), so `COCO.loadRes` scores the list against the right images; else images are
+numbered 1, 2, ... in the order the inputs name them. It is never read from a file name: a
+user's `7.png` may well be image 12.
 
-Pictures (`output`): `<output>/<image stem>_detections.png`, the image with each detection
-scoring at least `min_score` drawn: its mask (Mask R-CNN) and box in its class's colour, and
-"name score" above the box.
+Pictures (`output`): `<output>/<path relative to the inputs' folder>/<stem>_detections.png`
+(`<stem>_<extension>_detections.png` where two inputs of one folder share a stem), the image
+with each detection scoring at least `min_score` drawn: its mask (Mask R-CNN) and box in its
+class's colour, and "name score" above the box. A picture that would land on an input, or on
+another picture, is refused before anything is written.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +42,10 @@ from torchvision import tv_tensors
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from twins.atomic import atomic_path
-from twins.data.images import decode_rgb_tensor
 from twins.device import select_device
 from twins.errors import TwinsError
 from twins.notes import note
-from twins.tasks.detect.data import CategoryMap
+from twins.tasks.detect.data import CategoryMap, decode_image
 from twins.tasks.detect.heads import HEADS
 from twins.tasks.detect.metrics import detections_to_coco
 from twins.tasks.detect.transforms import eval_transform
@@ -51,6 +57,7 @@ from twins.weights.state_dict import StateDict
 MIN_SCORE = 0.5
 PICTURE_SUFFIX = "_detections.png"
 MASK_ALPHA = 0.45
+NAMED = 5  # skipped images named in the note
 
 
 @dataclass
@@ -111,10 +118,92 @@ def category_map(metadata: Mapping[str, Any], num_classes: int) -> CategoryMap:
     return CategoryMap([{"id": int(i), "name": str(n)} for i, n in zip(ids, names, strict=True)])
 
 
-def image_id_of(path: Path) -> int | str:
-    """COCO's image id of a file named as COCO names its images (the digits of its stem), else
-    its file name."""
-    return int(path.stem) if path.stem.isdigit() else path.name
+def input_root(paths: Sequence[Path]) -> Path:
+    """The deepest folder that holds every one of `paths`."""
+    return Path(os.path.commonpath([path.absolute().parent for path in paths]))
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """`path` relative to `root` (`input_root`), with forward slashes."""
+    return path.absolute().relative_to(root).as_posix()
+
+
+def picture_paths(paths: Sequence[Path], root: Path, output: Path) -> list[Path]:
+    """Where each image's picture goes under `output`, keeping its path relative to `root`;
+    TwinsError, before anything is written, where one would land on an input or two on one
+    file."""
+    relative = [path.absolute().relative_to(root) for path in paths]
+    stems = Counter((name.parent, name.stem) for name in relative)
+    pictures = [
+        output
+        / name.parent
+        / (
+            f"{name.stem}{PICTURE_SUFFIX}"
+            if stems[name.parent, name.stem] == 1
+            else f"{name.stem}_{name.suffix.lstrip('.')}{PICTURE_SUFFIX}"
+        )
+        for name in relative
+    ]
+    inputs = {path.resolve(): path for path in paths}
+    drawn: dict[Path, Path] = {}
+    for path, picture in zip(paths, pictures, strict=True):
+        target = picture.resolve()
+        if target in inputs:
+            raise TwinsError(
+                f"the picture of {path} would overwrite the input {inputs[target]}: choose an "
+                "--output folder that holds no input images",
+                argument="output",
+            )
+        if target in drawn:
+            raise TwinsError(
+                f"the pictures of {drawn[target]} and {path} would both be {picture}: rename "
+                "one of them",
+                argument="output",
+            )
+        drawn[target] = path
+    return pictures
+
+
+def coco_image_ids(coco: str | os.PathLike, paths: Sequence[Path]) -> list[int | None]:
+    """Each image's id in the COCO file `coco`: the `images` entry whose `file_name` is the
+    end of the image's path (the longest such); None for an image the file does not list."""
+    try:
+        with open(coco, encoding="utf-8") as file:
+            content = json.load(file)
+        entries = content["images"]
+        ids = {str(entry["file_name"]): entry["id"] for entry in entries}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise TwinsError(
+            f"--coco {coco} is not a COCO file whose images have file_name and id ({error}); "
+            "give the instances file of these images",
+            argument="coco",
+        ) from error
+    for key in ("file_name", "id"):  # one of them repeated would score a result twice
+        seen: dict[Any, Any] = {}
+        for entry in entries:
+            if entry[key] in seen:
+                raise TwinsError(
+                    f"images entries {json.dumps(seen[entry[key]])[:100]} and "
+                    f"{json.dumps(entry)[:100]} of --coco {coco} share the {key} "
+                    f"{entry[key]!r}: give each image its own",
+                    argument="coco",
+                )
+            seen[entry[key]] = entry
+    found: list[int | None] = []
+    taken: dict[Any, Path] = {}
+    for path in paths:
+        parts = path.absolute().parts
+        names = ("/".join(parts[start:]) for start in range(1, len(parts)))
+        image_id = next((ids[name] for name in names if name in ids), None)
+        if image_id is not None and image_id in taken:
+            raise TwinsError(
+                f"{taken[image_id]} and {path} both match image {image_id} of --coco {coco}: "
+                "predict one folder at a time, or give file_names with their folders",
+                argument="coco",
+            )
+        taken[image_id] = path
+        found.append(image_id)
+    return found
 
 
 class DetectionPredictor:
@@ -140,19 +229,29 @@ class DetectionPredictor:
             self.resize = eval_transform(int(short_side), int(args["max_size"]))
 
     @torch.inference_mode()
-    def detect(self, path: Path) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-        """(the image as decoded, uint8 3 x H x W; its COCO result objects, best first)."""
-        pixels, _ = decode_rgb_tensor(path.read_bytes())
+    def detect(
+        self, path: Path, image_id: int, file_name: str
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """(the image as decoded, uint8 3 x H x W; its COCO result objects, best first).
+        Raises ValueError saying why where the image cannot be read or processed."""
+        try:
+            pixels, _ = decode_image(path.read_bytes())
+        except (OSError, ValueError, RuntimeError, Image.DecompressionBombError) as error:
+            raise ValueError(f"unreadable image: {error}") from error
         original_size = tuple(pixels.shape[-2:])
-        image = tv_tensors.Image(pixels)
-        if self.resize is not None:
-            image = self.resize(image)
-        inputs = image.as_subclass(torch.Tensor).to(self.device).float().div_(255)
-        (found,) = self.model([inputs])
+        try:
+            image = tv_tensors.Image(pixels)
+            if self.resize is not None:
+                image = self.resize(image)
+            inputs = image.as_subclass(torch.Tensor).to(self.device).float().div_(255)
+            (found,) = self.model([inputs])
+        except (RuntimeError, ValueError) as error:  # e.g. a side resized to no pixels
+            height, width = original_size
+            raise ValueError(f"cannot be processed at {width}x{height}: {error}") from error
         results = detections_to_coco(
             found,
-            image_id_of(path),
-            path.name,
+            image_id,
+            file_name,
             tuple(inputs.shape[-2:]),
             original_size,
             self.categories,
@@ -170,33 +269,46 @@ def predict_detections(
     arch: str | None = None,
     model_args: Mapping[str, Any] | None = None,
     device: str = "auto",
+    coco: str | os.PathLike | None = None,
 ) -> DetectionRun:
     """Detections in every image of `paths`, with a picture each under `output` when given;
-    unreadable images are listed, not fatal."""
+    images that cannot be read or processed are listed, not fatal. `coco`: a COCO file whose
+    `images` give the ids (see the module's notes)."""
     min_score = MIN_SCORE if min_score is None else min_score
     if not 0 <= min_score <= 1:
         raise TwinsError(
             f"min_score is a detection score in [0, 1], not {min_score!r}", argument="min_score"
         )
+    root = input_root(paths)
+    image_ids: list[int | None] = (
+        coco_image_ids(coco, paths) if coco is not None else list(range(1, len(paths) + 1))
+    )
+    pictures: list[Path | None] = [None] * len(paths)
+    if output is not None:
+        pictures = list(picture_paths(paths, root, Path(output)))
     predictor = DetectionPredictor(weights, arch=arch, model_args=model_args, device=device)
-    folder = Path(output) if output is not None else None
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
     categories = predictor.categories
     names = dict(zip(categories.category_ids, categories.names, strict=True))
     run = DetectionRun(names=names, min_score=min_score)
-    for path in paths:
-        try:
-            pixels, results = predictor.detect(path)
-        except (OSError, ValueError, RuntimeError, Image.DecompressionBombError) as error:
-            run.failures.append((str(path), f"unreadable image: {error}"))
+    for path, image_id, picture_path in zip(paths, image_ids, pictures, strict=True):
+        if image_id is None:
+            run.failures.append((str(path), f"not among the images of --coco {coco}"))
             continue
-        prediction = ImageDetections(str(path), results)
-        if folder is not None:
-            prediction.picture = folder / f"{path.stem}{PICTURE_SUFFIX}"
+        try:
+            pixels, results = predictor.detect(path, image_id, relative_name(path, root))
+        except ValueError as error:
+            run.failures.append((str(path), str(error)))
+            continue
+        prediction = ImageDetections(str(path), results, picture_path)
+        if picture_path is not None:
+            picture_path.parent.mkdir(parents=True, exist_ok=True)
             picture = draw_detections(pixels, results, predictor.categories, min_score)
-            write_picture(picture, prediction.picture)
+            write_picture(picture, picture_path)
         run.predictions.append(prediction)
+    if run.failures:  # said on stderr too: a --json list of results has no room for them
+        named = "; ".join(f"{image}: {reason}" for image, reason in run.failures[:NAMED])
+        more = f" (and {len(run.failures) - NAMED} more)" if len(run.failures) > NAMED else ""
+        note(f"{len(run.failures)} of {len(paths)} images skipped: {named}{more}")
     return run
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from twins.errors import TwinsError
 from twins.tasks.base import DenseTask
 from twins.tasks.detect import evaluate
-from twins.tasks.detect.data import CocoDataset, open_coco_split
+from twins.tasks.detect.data import CocoDataset, first_difference, open_coco_split
 from twins.tasks.detect.detectors import IMAGENET_MEAN, IMAGENET_STD
 from twins.tasks.detect.evaluate import evaluate_detectors
 from twins.tasks.detect.heads import HEADS
@@ -62,10 +62,18 @@ class DetectTask(DenseTask):
                 argument="num_classes",
             )
         if val.categories.category_ids != train.categories.category_ids:
+            difference = first_difference(
+                val.categories.category_ids, train.categories.category_ids
+            )
             raise TwinsError(
-                f"the val and train annotation files of {config.data_url} list other categories "
-                f"({val.categories.category_ids[:5]} vs {train.categories.category_ids[:5]}): "
-                "give both the same categories",
+                f"the val and train annotation files of {config.data_url} list other category "
+                f"ids (sorted, val vs train, {difference}): give both the same categories",
+                argument="data_url",
+            )
+        if len(train) == 0:
+            raise TwinsError(
+                f"no image of {train.annotation_file} has a usable annotation "
+                f"({train.summary() or 'it lists no images'}): annotate the training images",
                 argument="data_url",
             )
         return train, val, list(train.categories.names)
@@ -110,7 +118,7 @@ class DetectTask(DenseTask):
     ) -> dict[str, dict[str, Any]]:
         return evaluate_detectors(models, loader, precision, progress=progress)
 
-    predict_options = ("output", "min_score")
+    predict_options = ("output", "min_score", "coco")
 
     def predict(self, weights: Any, paths: list, checkpoint: Any, **options: Any) -> Any:
         from twins.tasks.detect.predict import predict_detections

@@ -50,8 +50,42 @@ def eval_transform(short_side: int = SHORT_SIDE, long_side: int = LONG_SIDE) -> 
     `Resize(img_scale=(long_side, short_side), keep_ratio=True)`. A square scale (long_side
     equal to short_side) sets the long side."""
     if long_side <= short_side:  # torchvision's max_size must exceed size; the long side rules
-        return v2.Resize(size=None, max_size=short_side, antialias=True)
-    return v2.Resize(size=short_side, max_size=long_side, antialias=True)
+        return KeepRatioResize(None, short_side)
+    return KeepRatioResize(short_side, long_side)
+
+
+class KeepRatioResize(v2.Transform):
+    """torchvision's `v2.Resize(size=short_side, max_size=long_side)` (`short_side` None: the
+    long side set to `long_side`), the same sizes, but no side rounds to 0 pixels: a 2000 x 1
+    image becomes 1333 x 1, not a resize to 0 rows that stops the run."""
+
+    def __init__(self, short_side: int | None, long_side: int) -> None:
+        super().__init__()
+        self.short_side, self.long_side = short_side, long_side
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        short, long = min(height, width), max(height, width)
+        if self.short_side is None:
+            new_short, new_long = int(self.long_side * short / long), self.long_side
+        else:  # torchvision's arithmetic (int() truncates), so every other size is unchanged
+            new_short, new_long = self.short_side, int(self.short_side * long / short)
+            if new_long > self.long_side:
+                new_short, new_long = int(self.long_side * new_short / new_long), self.long_side
+        new_short = max(1, new_short)
+        size = (new_long, new_short) if width <= height else (new_short, new_long)
+        return {"size": list(size)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(F.resize, inpt, params["size"], antialias=True)
+
+
+class ShortestSize(v2.RandomShortestSize):
+    """`v2.RandomShortestSize` (the same draws and sizes) whose sides never round to 0."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = super().make_params(flat_inputs)["size"]
+        return {"size": (max(1, height), max(1, width))}
 
 
 def train_transform_1x(
@@ -69,10 +103,10 @@ def train_transform_3x(
     flip: float = 0.5,
 ) -> v2.Transform:
     """The 3x recipe's multi-scale training pipeline with the DETR crop policy."""
-    multi_scale = v2.RandomShortestSize(list(short_sides), max_size=long_side, antialias=True)
+    multi_scale = ShortestSize(list(short_sides), max_size=long_side, antialias=True)
     crop_then_multi_scale = v2.Compose(
         [
-            v2.RandomShortestSize(list(crop_short_sides), max_size=long_side, antialias=True),
+            ShortestSize(list(crop_short_sides), max_size=long_side, antialias=True),
             RandomCropAbsoluteRange(crop_size_range),
             v2.SanitizeBoundingBoxes(min_size=1),
             multi_scale,
