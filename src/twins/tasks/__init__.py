@@ -222,7 +222,7 @@ def predict(
     folders searched recursively, globs); unreadable ones are listed, not fatal. The file's
     task reads its own `options` (`Task.predict_options`: a classifier's `topk`,
     `batch_size`, `image_size`, `crop_pct`; a segmenter's and a detector's `output`; a
-    detector's `min_score`); any other one given (not None) is refused in one line."""
+    detector's `min_score` and `coco`); any other one given (not None) is refused in one line."""
     from twins.data.images import find_images
     from twins.weights import load_weights
 
