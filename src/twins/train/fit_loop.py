@@ -156,7 +156,7 @@ def _fit(
         raise TwinsError(f"mixup/cutmix need an even batch_size, not {config.batch_size}")
 
     if ctx.is_main:
-        save_config(config, output / "config.yaml")
+        save_config(config, output / "config.yaml", keys=task.reads)
     log = RunLog(output, ctx.is_main, resume_epoch=state.epoch, resume_step=state.step)
     notices += [hardware_notice(config, trainer.precision), distributed.restart_notice()]
     for line in [*filter(None, notices), *header(config, trainer, ctx, train_set, val_set)]:
