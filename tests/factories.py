@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from twins.config import TrainConfig, build_config
+from twins.tasks import task_named
 
 # One colour per class: learnable in a few steps, whatever the crop or flip.
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40)]
@@ -61,7 +62,8 @@ def write_imagefolder(
 
 def make_config(**values) -> TrainConfig:
     """A real training config: small test-sized defaults (a tiny PCPVT on 32 px images, one
-    process on the CPU, this toolkit's semantics), then `values`."""
+    process on the CPU, this toolkit's semantics), then `values`. A dense task's config gets
+    the defaults of the keys it reads only (it refuses the others)."""
     defaults = {
         "semantics": "twins",
         "arch": "pcpvt_small",
@@ -89,4 +91,8 @@ def make_config(**values) -> TrainConfig:
         "log_every": 1,
         "save_every": 1,
     }
+    task = values.get("task", "classify")
+    if task != "classify":
+        reads = task_named(task).reads
+        defaults = {key: value for key, value in defaults.items() if key in reads}
     return build_config({**defaults, **values})

@@ -2,11 +2,15 @@
 
 import json
 import mmap
+import os
 import re
+import signal
 import sys
 
 import pytest
+import torch
 
+import twins.benchmark.loaders
 from factories import write_imagefolder
 from twins.benchmark.hardware import DATASHEET_TFLOPS, PeakMemory, peak_tflops
 from twins.cli.main import main
@@ -122,6 +126,27 @@ def test_too_few_images_for_a_batch(capsys, tmp_path):
     args = ["--mode", "data", "--data", str(tmp_path), *QUICK, "--batch-size", "4"]
     assert main(["benchmark", *args]) == 2
     assert "holds 2 images, not one full batch of 4" in capsys.readouterr().err
+
+
+def test_a_killed_loader_worker_is_one_line_naming_the_data(capsys, tmp_path, monkeypatch):
+    """A worker the system kills (SIGKILL, as the out-of-memory killer sends) while it decodes."""
+    _write_jpegs(tmp_path)
+    decode = twins.benchmark.loaders.decode_rgb_tensor
+
+    def decode_or_die(*args, **kwargs):
+        if torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(twins.benchmark.loaders, "decode_rgb_tensor", decode_or_die)
+    args = ["--mode", "data", "--data", str(tmp_path), "--workers", "1", *QUICK]
+    assert main(["benchmark", *args]) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    # torch's loader reports the death as "exited unexpectedly" or "is killed by signal: Killed"
+    died = r"the data loader worker \(pid \d+\) reading (.+) (exited unexpectedly|is killed by)"
+    found = re.search(died, error)
+    assert found is not None and found[1] == str(tmp_path / "train"), error
+    assert "killed" in error and "--workers 0" in error
 
 
 def test_gpu_peaks_come_from_the_datasheet(monkeypatch):

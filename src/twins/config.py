@@ -14,7 +14,9 @@ and the data pipeline's `img_scale`, `ratio_range`, `crop_size`, `cat_max_ratio`
 `reduce_zero_label`, `ignore_index`, `scale_policy` and `pad_divisor`. A file that does
 not name its semantics is read as the seed's, whose keys these are. Every value is checked for type and range, an unknown key
 is refused with the closest known names, and the resolved configuration is what a run writes
-to its output folder as `config.yaml`.
+to its output folder as `config.yaml`: the keys its task reads (`ENGINE_KEYS` and the task's
+own, `twins.train.task.Task.reads`); a key given (`TrainConfig.given`) that the task does not
+read is refused by the task.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import dataclasses
 import difflib
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -61,6 +64,10 @@ def _key(default: Any, kind: str, check: Any = None, doc: str = "", **extra: Any
 class TrainConfig:
     """Every key of a training run. Defaults are the official ImageNet-1k recipe of Twins
     (AdamW, lr 1e-3 at global batch 1024, weight decay 0.05, 300 epochs, 5 warmup epochs)."""
+
+    # The keys the YAML file, the key=value overrides and the settings named (`build_config`
+    # sets it): a task refuses those it does not read.
+    given: ClassVar[frozenset[str]] = frozenset()
 
     # ===== Semantics ===== #
     semantics: str = _key(
@@ -265,7 +272,28 @@ class TrainConfig:
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# The keys the task-blind engines read, whatever the task (the fit loop, the loader, the
+# optimiser, schedule and precision, checkpoints and output); a task reads these and the keys of
+# its own data pipeline and loss (`twins.train.task.Task.reads`).
+ENGINE_KEYS: frozenset[str] = frozenset(
+    {"semantics", "task", "arch", "model_args", "pretrained", "data_url", "set", "num_classes"}
+    # Learning rate policy
+    | {"optimizer", "base_lr", "lr_base_size", "layer_decay", "warmup_lr", "min_lr"}
+    | {"lr_scheduler", "warmup_length", "max_iters", "warmup_iters", "warmup_ratio"}
+    | {"poly_power", "lr_steps"}
+    # Network training
+    | {"amp_level", "keep_bn_fp32", "beta", "eps", "clip_global_norm_value"}
+    | {"is_dynamic_loss_scale", "loss_scale", "epochs", "cooldown_epochs", "weight_decay"}
+    | {"no_decay_keys", "momentum", "batch_size", "accumulation_step", "drop_path_rate"}
+    | {"with_ema", "ema_decay", "start_epoch"}
+    # Run, output and hardware
+    | {"seed", "train_url", "keep_checkpoint_max", "save_every", "save_every_steps"}
+    | {"max_nonfinite_steps", "eval_every", "log_every", "num_parallel_workers", "device_target"}
+    | {"threads"}
+)
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# Each key's default value.
+DEFAULTS: dict[str, Any] = dataclasses.asdict(TrainConfig())
 _CHOICE_ALIASES = {"device_target": {"cuda": "GPU", "gpu": "GPU", "cpu": "CPU"}}
 # Names other tools (timm, DeiT, the seed's own command line flags) use for our keys: an
 # unknown key close to one of them is pointed to the key meant.
@@ -436,6 +464,7 @@ def build_config(values: dict[str, Any], source: str = "config") -> TrainConfig:
         hint = f"did you mean {' or '.join(close)}?" if close else "see configs/ for the keys"
         raise TwinsError(f"unknown config key {key!r} in {source}: {hint}")
     config = TrainConfig(**{k: _convert(k, v) for k, v in values.items()})
+    config.given = frozenset(values)
     _check_together(config)
     return config
 
@@ -690,9 +719,15 @@ def _check_auto_augment(text: str) -> None:
         ) from error
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
-    """Write the resolved configuration; `load_config(path)` reads back the same values."""
-    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+def save_config(config: TrainConfig, path: str | Path, keys: Collection[str] | None = None) -> None:
+    """Write the resolved configuration: the values of `keys` (a run writes those its task
+    reads: the others change nothing, and are left out rather than shown as if in use), by
+    default of the keys given (`TrainConfig.given`) and the engines' (`ENGINE_KEYS`), so that no
+    other task's key is written unless given. The keys left out hold their defaults, so
+    `load_config(path)` reads back the same values."""
+    wanted = ENGINE_KEYS | config.given if keys is None else keys
+    values = {key: value for key, value in config.to_dict().items() if key in wanted}
+    text = yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
     write_text(path, text)
 
 

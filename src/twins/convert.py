@@ -4,7 +4,8 @@ The source format is judged from the file's content, the destination's from its 
 With an architecture (from the file or `arch`) the weights are first checked against that
 model, so a conversion that succeeds is known to fit, and the destination's metadata then
 describes the model fully (`twins.weights.metadata`: arch, model_args, class names,
-preprocessing). A destination that is the source itself, or a training checkpoint, is refused.
+preprocessing). A destination that is the source itself, or a training checkpoint, is refused,
+and so is a `.ckpt` of a segmenter or a detector (the seed's layout holds classifiers only).
 """
 
 from __future__ import annotations

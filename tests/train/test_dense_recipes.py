@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import twins
-from twins.tasks import task_of
+from twins.tasks import task_for, task_of
 from twins.train import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,13 +127,24 @@ def test_each_dense_recipe_holds_the_official_settings(name):
     assert config.semantics == "official" and config.optimizer == "adamw"
     assert config.clip_global_norm_value == 0.0  # no gradient clipping in any of them
     assert config.lr_base_size == 0  # the lr is the config's, whatever the batch
-    assert config.label_smoothing == 0.0
+    # No label smoothing: the dense losses do not read the key, and the recipe does not set it.
+    assert "label_smoothing" not in task_for(config).reads | config.given
     values = {key: getattr(config, key) for key in RECIPES[name]}
     assert values == RECIPES[name]
     text = (DENSE / f"{name}.yaml").read_text()
     header = text.split("\n\n", 1)[0]
     for line in ("# Run:", "# Expect:", "# Time:", f"-c configs/dense/{name}.yaml"):
         assert line in header, line
+
+
+@pytest.mark.parametrize(
+    "path", sorted([*DENSE.glob("*.yaml"), *ROOT.glob("configs/*.yaml")]), ids=lambda p: p.name
+)
+def test_every_shipped_recipe_gives_only_keys_its_task_reads(path):
+    """The task refuses a key it does not read (`Task.check_config`): no recipe, dense, demo or
+    classification, gives one."""
+    config = load_config(path)
+    assert config.given <= task_for(config).reads
 
 
 def test_dense_recipes_resolve_from_the_checkout_and_ship_with_the_package(monkeypatch):

@@ -23,12 +23,13 @@ from twins.benchmark.loaders import (
     summarise,
 )
 from twins.benchmark.profile import profile_steps
-from twins.benchmark.steps import make_step, timm_twin
+from twins.benchmark.steps import detection_loss, logits_loss, make_step, timm_twin
 from twins.benchmark.timing import Timing, alternate, round_ratios
+from twins.data.worker_death import reporting_worker_deaths
 from twins.device import select_device
 from twins.errors import TwinsError
 from twins.models import count_macs
-from twins.tasks import create_model
+from twins.tasks import create_model, task_of
 
 MODES = ("infer", "train", "data")
 # What a model benchmark compares with: timm's classifier, smp's UperNet (twins.benchmark.smp).
@@ -120,13 +121,20 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
     torch.manual_seed(options.seed)
-    ours = create_model(options.model, **options.model_args)
-    segmenter = getattr(ours, "task", "classify") == "segment"
+    task = task_of(options.model)
+    model_args = dict(options.model_args)
+    if task == "detect":  # timed at image_size, as the fit loop's detectors take their images
+        model_args.setdefault("resize_in_model", False)
+    ours = create_model(options.model, **model_args)
+    segmenter = task == "segment"
     models = {"ours": ours}
     if options.compare == "timm":
-        if segmenter:
+        if task != "classify":
+            with_smp = " (compare a segmenter with smp)" if segmenter else ""
             raise TwinsError(
-                "timm has no segmentation models: compare a segmenter with smp", argument="compare"
+                f"timm has no {'segmentation' if segmenter else 'detection'} models: benchmark "
+                f"{options.model} without --compare{with_smp}",
+                argument="compare",
             )
         models["timm"] = timm_twin(ours, options.image_size)
     if options.compare == "smp":
@@ -141,15 +149,19 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
     # a class per image, or per pixel for a segmenter
     label_shape = (options.batch_size, side, side) if segmenter else (options.batch_size,)
     labels = torch.randint(0, max(ours.num_classes, 1), label_shape, device=device)
+    inputs, loss_of = images, logits_loss
+    if task == "detect":  # a list of images in 0..1, and a box per image to train on
+        inputs, loss_of = list(images.uniform_(0, 1)), detection_loss
+        labels = synthetic_targets(options.batch_size, side, ours.num_classes, device)
+    macs = _macs(ours, options.image_size, in_chans)  # before training changes the weights
     steps = {}
     for name, model in models.items():
         model.to(device, memory_format=memory_format)
         steps[name] = make_step(
-            model, options.mode, images, labels, options.precision, options.compile
+            model, options.mode, inputs, labels, options.precision, options.compile, loss_of
         )
     timings = alternate(steps, device, options.warmup, options.iters, options.rounds)
 
-    macs = _macs(ours, options.image_size, in_chans)
     flops_per_image = 2 * macs * (3 if options.mode == "train" else 1)
     peak, peak_source = peak_tflops(device, options.precision)
     results = {}
@@ -183,7 +195,8 @@ def _data_benchmark(options: BenchmarkOptions) -> dict[str, Any]:
         source, options.image_size, options.batch_size, options.workers, options.iters,
         options.compare,
     )  # fmt: skip
-    passes = measure_loaders(loaders, options.rounds)
+    with reporting_worker_deaths(storage.display(source), fewer="--workers 0"):
+        passes = measure_loaders(loaders, options.rounds)
     kind = "packed" if is_packed_source(source) else "folder"
     return {"data_root": storage.display(source), "data_kind": kind, "workers": workers,
             **summarise(passes)}  # fmt: skip
@@ -196,13 +209,38 @@ def _ratio(timings: dict[str, Timing], reference: str | None) -> dict[str, Any]:
     return {"ratio": statistics.median(ratios), "ratios": ratios, "reference": reference}
 
 
+def synthetic_targets(
+    count: int, side: int, num_classes: int, device: torch.device
+) -> list[dict[str, torch.Tensor]]:
+    """A detector's training targets: one box per image, the middle half of it, of a class
+    drawn at random (labels count from 1), with its mask (Mask R-CNN reads one)."""
+    low, high = side / 4, side * 3 / 4
+    mask = torch.zeros(1, side, side, dtype=torch.uint8, device=device)
+    mask[:, side // 4 : side * 3 // 4, side // 4 : side * 3 // 4] = 1
+    return [
+        {
+            "boxes": torch.tensor([[low, low, high, high]], device=device),
+            "labels": torch.randint(1, num_classes + 1, (1,), device=device),
+            "masks": mask,
+        }
+        for _ in range(count)
+    ]
+
+
 def _macs(model: torch.nn.Module, image_size: int, in_chans: int) -> int:
-    """Multiply-adds of one image's forward: a classifier's by `count_macs`, any other
-    model's counted on a copy on the meta device (no memory, no compute)."""
-    if getattr(model, "task", "classify") == "classify":
+    """Multiply-adds of one image's forward: a classifier's by `count_macs`, a segmenter's
+    counted on a copy on the meta device (no memory, no compute), a detector's on a copy on the
+    CPU (its box selection needs real values) with an image in 0..1."""
+    task = getattr(model, "task", "classify")
+    if task == "classify":
         return count_macs(model, image_size)
-    meta = copy.deepcopy(model).to("meta").eval()
     counter = FlopCounterMode(display=False)
+    if task == "detect":
+        cpu = copy.deepcopy(model).cpu().float().eval()
+        with counter, torch.no_grad():
+            cpu([torch.rand(in_chans, image_size, image_size)])
+        return counter.get_total_flops() // 2
+    meta = copy.deepcopy(model).to("meta").eval()
     with counter, torch.no_grad():
         meta(torch.empty(1, in_chans, image_size, image_size, device="meta"))
     return counter.get_total_flops() // 2

@@ -1,6 +1,8 @@
-"""The timed steps: inference (forward under no_grad) and training (forward, cross-entropy,
-backward, AdamW step), for our model and for timm's implementation of the same variant carrying
-the same weights. Both get the same inputs, precision, memory format, compilation and optimiser.
+"""The timed steps: inference (forward under no_grad) and training (forward, loss, backward,
+AdamW step), for our model and for timm's implementation of the same variant carrying the same
+weights. Both get the same inputs, precision, memory format, compilation and optimiser. The loss
+is the cross-entropy of the logits (a segmenter's "out"), or a detector's own training losses
+(`detection_loss`).
 """
 
 from __future__ import annotations
@@ -55,16 +57,34 @@ def _adamw(model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05, foreach=True)
 
 
+# (the model to run, its inputs, their targets) -> the loss a training step minimises
+Loss = Callable[[Callable, Any, Any], torch.Tensor]
+
+
+def logits_loss(run: Callable, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a classifier's logits, or of a segmenter's "out" per pixel."""
+    output = run(images)
+    logits = output["out"] if isinstance(output, dict) else output  # a segmenter's
+    return F.cross_entropy(logits, labels)
+
+
+def detection_loss(run: Callable, images: list, targets: list[dict]) -> torch.Tensor:
+    """A torchvision detector's training losses (`forward(images, targets)`), summed."""
+    return sum(run(images, targets).values())
+
+
 def make_step(
     model: nn.Module,
     mode: str,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    images: Any,
+    labels: Any,
     precision: str,
     compiled: bool,
+    loss_of: Loss = logits_loss,
 ) -> Callable[[], None]:
-    """One benchmark step of `model` on the given batch."""
-    device_type = images.device.type
+    """One benchmark step of `model` on the given batch (a tensor, or a detector's list of
+    images) and targets."""
+    device_type = (images[0] if isinstance(images, list) else images).device.type
     autocast_dtype = DTYPES[precision]
     use_autocast = precision != "fp32"
     run = torch.compile(model) if compiled else model
@@ -84,9 +104,7 @@ def make_step(
 
     def train_step() -> None:
         with torch.autocast(device_type, autocast_dtype, use_autocast):
-            output = run(images)
-            logits = output["out"] if isinstance(output, dict) else output  # a segmenter's
-            loss = F.cross_entropy(logits, labels)
+            loss = loss_of(run, images, labels)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

@@ -11,8 +11,7 @@ from typing import Any
 import torch
 
 from twins.models.backbone import DenseBackbone
-from twins.models.pretrained import recorded_shape
-from twins.models.registry import RECORDED_SHAPE, resolve_name
+from twins.models.registry import RECORDED_SHAPE, recorded_shape, resolve_name
 from twins.notes import note
 from twins.weights import StateDict, load_into_model, load_weights
 

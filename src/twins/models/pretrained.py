@@ -8,7 +8,6 @@ none; the shape a file records is used where the caller does not give it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -49,23 +48,3 @@ def hub_weights(variant: str) -> str:
             "download model.safetensors by hand and pass its path as pretrained",
             argument="pretrained",
         ) from error
-
-
-def recorded_shape(
-    variant: str, metadata: Mapping[str, Any], keys: tuple[str, ...], names: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """The shape arguments (`keys`) a pretrained file records (`model_args`) where it names
-    `variant` (or one of `names`, a dense model over it); none where it records another model:
-    its tensors then do not fit, and loading says so."""
-    from twins.models.registry import resolve_name  # the variant table, light
-
-    recorded, named = metadata.get("model_args"), metadata.get("arch")
-    if not isinstance(recorded, Mapping):
-        return {}
-    if named is not None and named not in names:
-        try:
-            if resolve_name(str(named)) != variant:
-                return {}
-        except TwinsError:  # a name this toolkit does not know: not this variant
-            return {}
-    return {key: recorded[key] for key in keys if recorded.get(key) is not None}

@@ -17,7 +17,7 @@ from torch import nn
 
 from twins.errors import TwinsError
 from twins.models.arguments import STAGE_ARGS
-from twins.models.pretrained import pretrained_file, recorded_shape
+from twins.models.pretrained import pretrained_file
 from twins.models.twins import Twins, smallest_side
 from twins.notes import note
 
@@ -234,6 +234,24 @@ def pretrained_cfg(
     if class_names and len(class_names) == model.num_classes:
         cfg["label_names"] = tuple(class_names)
     return cfg
+
+
+def recorded_shape(
+    variant: str, metadata: Mapping[str, Any], keys: tuple[str, ...], names: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The shape arguments (`keys`) a pretrained file records (`model_args`) where it names
+    `variant` (or one of `names`, a dense model over it); none where it records another model:
+    its tensors then do not fit, and loading says so."""
+    recorded, named = metadata.get("model_args"), metadata.get("arch")
+    if not isinstance(recorded, Mapping):
+        return {}
+    if named is not None and named not in names:
+        try:
+            if resolve_name(str(named)) != variant:
+                return {}
+        except TwinsError:  # a name this toolkit does not know: not this variant
+            return {}
+    return {key: recorded[key] for key in keys if recorded.get(key) is not None}
 
 
 def _note_replaced_head(state_dict: Mapping[str, torch.Tensor], num_classes: int) -> None:

@@ -163,7 +163,9 @@ def load_model(
     class names (`label_names`), so `timm.data.resolve_data_config(model=model)` prepares
     images as training evaluated them. `arch` and `model_args` describe the model where the
     file does not (official or timm weights). A dense model's file (arch `upernet_svt_small`,
-    `maskrcnn_svt_small`, ...) gives back that model, rebuilt from its `model_args`; a detector
+    `maskrcnn_svt_small`, ...) gives back that model, rebuilt from its `model_args`, what the
+    file knows of its data in its `pretrained_cfg` (`label_names`, `img_scale`, `mean`, `std`, a
+    segmenter's `palette` and `reduce_zero_label`, a detector's `category_ids`); a detector
     trained here takes images already resized to its `min_size` / `max_size`
     (`resize_in_model: false`: `twins.tasks.detect.transforms.eval_transform` does it).
     """

@@ -63,7 +63,8 @@ def head_model_from_weights(
 ) -> nn.Module:
     """A dense model from its weights: the file's recorded `model_args` (classes, backbone
     shape) where it holds the same head and variant, checked on the meta device, then built
-    and loaded strictly, in eval mode."""
+    and loaded strictly, in eval mode, with what the file says of its data as its
+    `pretrained_cfg` (`dense_pretrained_cfg`)."""
     from twins.weights import load_into_model, mismatches
 
     metadata = getattr(weights, "metadata", {})
@@ -81,7 +82,30 @@ def head_model_from_weights(
         )
     model = create_head_model(heads, name, **kwargs)
     load_into_model(model, weights)
+    model.pretrained_cfg = model.default_cfg = dense_pretrained_cfg(model, metadata)
     return model.eval()
+
+
+def dense_pretrained_cfg(model: nn.Module, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What a dense model's file says of the data it was made for, as a classifier's
+    `pretrained_cfg` says it (timm's names where timm has one): `architecture`, `num_classes`,
+    `label_names` (the class names, label order), and each key of the file's `preprocessing`
+    (`img_scale`, `mean`, `std`; a detector's `min_size`, `max_size`, `pad_divisor`) and
+    `dataset` (a segmenter's `palette`, `reduce_zero_label`, `ignore_index`; a detector's
+    `category_ids`, `category_names`: its label i + 1 is category `category_ids[i]`). A key
+    the file does not hold is absent."""
+    cfg: dict[str, Any] = {"architecture": model.arch, "num_classes": model.num_classes}
+    names = metadata.get("class_names")
+    if isinstance(names, list) and len(names) == model.num_classes:
+        cfg["label_names"] = tuple(names)
+    for part in ("preprocessing", "dataset"):
+        described = metadata.get(part)
+        if isinstance(described, Mapping):
+            cfg |= {key: value for key, value in described.items() if value is not None}
+    for key in ("mean", "std"):  # timm's are tuples
+        if isinstance(cfg.get(key), list):
+            cfg[key] = tuple(cfg[key])
+    return cfg
 
 
 def _split_or_none(name: str, heads: Mapping[str, Head]) -> tuple[str, str] | None:

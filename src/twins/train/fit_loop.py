@@ -210,7 +210,7 @@ class FitRun:
         """config.yaml, the run's log, and the lines that open the run."""
         config, ctx, state = self.config, self.ctx, self.state
         if ctx.is_main:
-            save_config(config, self.output / "config.yaml")
+            save_config(config, self.output / "config.yaml", keys=self.task.reads)
         log = RunLog(
             self.output,
             ctx.is_main,

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from twins.config import DEFAULTS, KEYS
+from twins.errors import TwinsError
 from twins.train.loss import Criterion
 
 if TYPE_CHECKING:
@@ -37,10 +39,30 @@ class Task:
     # The folders of the task's data layout an output folder must not be inside (its files
     # would become data there).
     data_folders: tuple[str, ...] = ()
+    # The config keys the task reads: the engines' (`twins.config.ENGINE_KEYS`) and those of
+    # its data pipeline and loss. A run's config.yaml lists these; another key given is refused.
+    reads: frozenset[str] = frozenset(KEYS)
 
     def check_config(self, config: Any) -> None:
         """Refuse, in one line, a config this task cannot train or evaluate (its `arch` is
-        checked to be a model of the task before: `twins.tasks.task_for`)."""
+        checked to be a model of the task before: `twins.tasks.task_for`): here, a key given
+        that the task does not read (another task's), which would change nothing. A key given
+        at its default value changes nothing either way, so a config.yaml written with every
+        key (by an earlier version) still loads."""
+        given = getattr(config, "given", frozenset())
+        unread = [
+            key
+            for key in KEYS
+            if key in given and key not in self.reads and getattr(config, key) != DEFAULTS[key]
+        ]
+        if unread:
+            one = len(unread) == 1
+            raise TwinsError(
+                f"{', '.join(unread)} {'is a key' if one else 'are keys'} a {self.name} run "
+                f"does not read (another task's): leave {'it' if one else 'them'} out of the "
+                "config and the key=value overrides",
+                argument=unread[0],
+            )
 
     def create_model(self, name: str, **kwargs: Any) -> nn.Module:
         """Build the model `name` of this task (`twins.tasks.create_model`'s arguments)."""

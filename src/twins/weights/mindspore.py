@@ -58,8 +58,20 @@ def write_mindspore(
 ) -> None:
     """Official-layout tensors in the seed's layout (`model.` prefix, gamma/beta, separate
     q/k/v), with `metadata` in the `twins_metadata` entry; its act_layer, when it has none, is
-    the exact GELU that every reader but MindSpore's assumes."""
+    the exact GELU that every reader but MindSpore's assumes.
+
+    The seed's layout holds a classifier's network only (`TWINS_MODULES`): weights with other
+    modules (a segmenter's or a detector's heads, its trunk under `backbone.`) are refused
+    before anything is written, since nothing could read them back from it."""
     metadata = metadata or {}
+    outside = [name for name in tensors if network_name(name) is None]
+    if outside:
+        what = metadata.get("arch") or "these weights"
+        raise TwinsError(
+            f"{path}: a MindSpore .ckpt holds Twins classifiers only (the seed's network), not "
+            f"{what} ({outside[0]} has no place in it): write .safetensors or .pth instead",
+            argument="destination",
+        )
     described = {key: metadata[key] for key in METADATA_KEYS if metadata.get(key) is not None}
     described.setdefault("act_layer", DEFAULT_ACT_LAYER)
     write_tags(to_mindspore(tensors), path, strings={METADATA_TAG: json.dumps(described)})

@@ -22,9 +22,11 @@ from twins.weights.state_dict import METADATA_KEYS, StateDict
 # The extra file (`torch.export.save(extra_files=...)`) holding the metadata as JSON.
 METADATA_FILE = "twins_metadata.json"
 WEIGHTS_CONFIG = "data/weights/model_weights_config.json"
-# torch.export's serialised dtype numbers (torch._export.serde.schema.ScalarType) of the
-# floating-point types a Twins model holds.
-DTYPES = {6: torch.float16, 7: torch.float32, 8: torch.float64, 13: torch.bfloat16}
+# torch.export's serialised dtype numbers (torch._export.serde.schema.ScalarType) of the types
+# a Twins model holds: floating point, and int64 for BatchNorm's `num_batches_tracked` (the
+# dense models' heads).
+DTYPES = {5: torch.int64, 6: torch.float16, 7: torch.float32, 8: torch.float64}
+DTYPES |= {13: torch.bfloat16}
 
 
 def _archive_name(archive: zipfile.ZipFile, name: str) -> str | None:
@@ -69,9 +71,10 @@ def _tensor(
     meta = entry.get("tensor_meta") or {}
     dtype = DTYPES.get(meta.get("dtype"))
     if entry.get("use_pickle") or dtype is None:
+        how = "as a pickle" if entry.get("use_pickle") else f"in type {meta.get('dtype')}"
         raise TwinsError(
-            f"{path}: weight {name} is stored as a pickle or in a type no Twins model holds; "
-            "a .pt2 written by twins export has neither: use the weights it was exported from"
+            f"{path}: weight {name} is stored {how}, which no Twins model holds, so twins export "
+            "did not write this program: load the weights it was exported from"
         )
     content = bytearray(archive.read(f"{folder}data/weights/{entry['path_name']}"))
     flat = torch.frombuffer(content, dtype=dtype) if content else torch.empty(0, dtype=dtype)

@@ -82,7 +82,6 @@ def detect_config(data, output, **changes):
         "weight_decay": 1e-4,
         "no_decay_keys": [],
         "clip_global_norm_value": 0.0,
-        "label_smoothing": 0.0,
         "lr_scheduler": "step_lr",
         "lr_steps": [1],
         "warmup_length": 0,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
+from twins.config import ENGINE_KEYS
 from twins.data.folder import describe_left_out
 from twins.data.loader import stack_by_value
 from twins.errors import TwinsError
@@ -34,8 +35,15 @@ class ClassifyTask(Task):
     shown = ("top1", "top5", "loss")
     data_folders = ("train", "val")
     verb = "classify"
+    # The image pipeline (timm's augmentations, Mixup/CutMix, the eval resize and crop), packed
+    # data sets and the smoothed cross-entropy.
+    reads = ENGINE_KEYS | {"shuffle_block", "cache_dir", "cache_size", "hflip", "crop_scale"}
+    reads |= {"mix_up", "cutmix", "mixup_prob", "switch_prob", "mixup_mode", "label_smoothing"}
+    reads |= {"auto_augment", "interpolation", "re_prob", "re_mode", "re_count", "image_size"}
+    reads |= {"crop_pct"}
 
     def check_config(self, config: Any) -> None:
+        super().check_config(config)
         try:
             smallest = smallest_image_size(config.arch, config.model_args)
         except (TwinsError, KeyError, TypeError, ValueError):

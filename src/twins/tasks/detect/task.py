@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from twins.config import ENGINE_KEYS
 from twins.errors import TwinsError
 from twins.tasks.base import DenseTask
 from twins.tasks.detect import evaluate
@@ -47,6 +48,8 @@ class DetectTask(DenseTask):
     data_folders = ("train", "val", "annotations")
     verb = "detect"
     name = "detect"
+    # mmdet's resize (one scale or DETR's) and padding; torchvision's losses.
+    reads = ENGINE_KEYS | {"img_scale", "scale_policy", "pad_divisor", "hflip"}
     score = "bbox_AP"
     score_label = "box AP"
     shown = ("bbox_AP", "bbox_AP50", "segm_AP")

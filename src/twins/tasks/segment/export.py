@@ -1,10 +1,12 @@
 """What `twins export` needs of a segmenter: its graph's one output is the `"out"` logits
 (N x K x H x W at the input size), without the auxiliary head's, which only training uses.
 
-`SegmentationLogits` wraps the segmenter so that the classifier's exporters (`twins.export.engine`)
-trace, check and describe it as they do a classifier; the metadata it carries is the
-segmenter's (arch, model_args, classes, task "segment") and the checkpoint's "dataset"
-(palette, label reduction).
+`SegmentationLogits` is the segmenter with that one output, so that the classifier's exporters
+(`twins.export.engine`) trace, check and describe it as they do a classifier; the metadata it
+carries is the segmenter's (arch, model_args, classes, task "segment") and the checkpoint's
+"dataset" (palette, label reduction). Its parameters keep the segmenter's names (it is a
+`Segmenter` of the same modules, not a wrapper around one), so `twins.load_model` rebuilds the
+segmenter from a `.pt2` program's weights.
 """
 
 from __future__ import annotations
@@ -21,30 +23,36 @@ from twins.export.engine import ExportResult, export_model
 from twins.models import smallest_image_size
 from twins.tasks.head import split_head_name
 from twins.tasks.segment.heads import HEADS
+from twins.tasks.segment.segmenter import Segmenter
 
 OUTPUT_NAME = "out"
 
 
-class SegmentationLogits(nn.Module):
-    """A segmenter whose forward gives the `"out"` logits alone (a tensor, not a dict), its
-    adaptive average poolings (UperNet's pyramid pooling) made traceable at any size."""
+class SegmentationLogits(Segmenter):
+    """A copy of a segmenter whose forward gives the `"out"` logits alone (a tensor, not a
+    dict), its adaptive average poolings (UperNet's pyramid pooling) made traceable at any
+    size."""
 
     output_name = OUTPUT_NAME
 
-    def __init__(self, segmenter: nn.Module) -> None:
-        super().__init__()
-        self.segmenter = copy.deepcopy(segmenter)
-        for parent in list(self.segmenter.modules()):
+    def __init__(self, segmenter: Segmenter) -> None:
+        own = copy.deepcopy(segmenter)
+        for parent in list(own.modules()):
             for name, child in parent.named_children():
                 if isinstance(child, nn.AdaptiveAvgPool2d):
                     setattr(parent, name, AdaptiveAvgPoolAnySize(child.output_size))
-        # What twins.weights.model_metadata reads of a model.
-        self.arch, self.model_args = segmenter.arch, segmenter.model_args
-        self.num_classes, self.task = segmenter.num_classes, segmenter.task
+        super().__init__(
+            own.backbone,
+            own.decode_head,
+            getattr(own, "neck", None),
+            getattr(own, "auxiliary_head", None),
+            arch=own.arch,
+            model_args=own.model_args,
+        )
         self.smallest_export_side = smallest_dense_side(self.arch, self.model_args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.segmenter(x)["out"]
+        return super().forward(x)["out"]
 
 
 class AdaptiveAvgPoolAnySize(nn.Module):

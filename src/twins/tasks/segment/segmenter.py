@@ -20,8 +20,8 @@ from torch import nn
 
 from twins.errors import TwinsError
 from twins.models.backbone import DenseBackbone, dense_backbone
-from twins.models.pretrained import pretrained_file, recorded_shape
-from twins.models.registry import OVERRIDES, RECORDED_SHAPE, resolve_name
+from twins.models.pretrained import pretrained_file
+from twins.models.registry import OVERRIDES, RECORDED_SHAPE, recorded_shape, resolve_name
 from twins.tasks.segment.layers import init_head, resize
 
 # Backbone arguments a segmenter builder takes (the classifier's, less its pooling), and

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from twins.config import ENGINE_KEYS
 from twins.errors import TwinsError
 from twins.tasks.base import DenseTask
 from twins.tasks.segment import evaluate
@@ -34,6 +35,9 @@ class SegmentTask(DenseTask):
     data_folders = ("images", "annotations")
     verb = "segment"
     name = "segment"
+    # mmseg's training pipeline and its loss with the auxiliary head's.
+    reads = ENGINE_KEYS | {"img_scale", "ratio_range", "crop_size", "cat_max_ratio", "hflip"}
+    reads |= {"reduce_zero_label", "ignore_index", "tta", "aux_loss_weight"}
     score = "mIoU"
     score_label = "mIoU"
     shown = ("mIoU", "mAcc", "aAcc")
