@@ -2,8 +2,8 @@
 
 Every module's imports are read with `ast`, those inside functions and under `TYPE_CHECKING`
 included, and so are `"twins.module:attr"` strings (what `importlib` resolves). A module may
-import its own layer or lower ones only; nothing below `tasks/` compares a value with a task
-name; no two modules reach each other through any chain of imports.
+import its own layer or lower ones only; nothing outside `tasks/` and `cli/` compares a value
+with a task name; no two modules reach each other through any chain of imports.
 """
 
 from __future__ import annotations

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import copy
 import datetime
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from twins import storage
 from twins.benchmark.hardware import PeakMemory, device_name, peak_tflops
@@ -23,13 +21,12 @@ from twins.benchmark.loaders import (
     summarise,
 )
 from twins.benchmark.profile import profile_steps
-from twins.benchmark.steps import detection_loss, logits_loss, make_step, timm_twin
+from twins.benchmark.steps import make_step, timm_twin
 from twins.benchmark.timing import Timing, alternate, round_ratios
 from twins.data.worker_death import reporting_worker_deaths
 from twins.device import select_device
 from twins.errors import TwinsError
-from twins.models import count_macs
-from twins.tasks import create_model, task_of
+from twins.tasks import create_model, task_named, task_of
 
 MODES = ("infer", "train", "data")
 # What a model benchmark compares with: timm's classifier, smp's UperNet (twins.benchmark.smp).
@@ -121,19 +118,17 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
     torch.manual_seed(options.seed)
-    task = task_of(options.model)
-    model_args = dict(options.model_args)
-    if task == "detect":  # timed at image_size, as the fit loop's detectors take their images
-        model_args.setdefault("resize_in_model", False)
+    task = task_named(task_of(options.model))
+    # Timed at image_size, as the fit loop's detectors take their images: their own resize off.
+    model_args = {**task.model_arguments_for_benchmark(), **options.model_args}
     ours = create_model(options.model, **model_args)
-    segmenter = task == "segment"
     models = {"ours": ours}
     if options.compare == "timm":
-        if task != "classify":
-            with_smp = " (compare a segmenter with smp)" if segmenter else ""
+        if options.compare not in task.compares_with:
+            instead = [f"compare a {task.name} model with {name}" for name in task.compares_with]
             raise TwinsError(
-                f"timm has no {'segmentation' if segmenter else 'detection'} models: benchmark "
-                f"{options.model} without --compare{with_smp}",
+                f"timm has no {task.description} models: benchmark {options.model} without "
+                f"--compare" + (f" ({', '.join(instead)})" if instead else ""),
                 argument="compare",
             )
         models["timm"] = timm_twin(ours, options.image_size)
@@ -142,18 +137,12 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
 
         models["smp"] = smp_upernet(ours)
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
-    side = options.image_size
-    in_chans = ours.model_args.get("in_chans", 3)
-    images = torch.randn(options.batch_size, in_chans, side, side, device=device)
-    images = images.contiguous(memory_format=memory_format)
-    # a class per image, or per pixel for a segmenter
-    label_shape = (options.batch_size, side, side) if segmenter else (options.batch_size,)
-    labels = torch.randint(0, max(ours.num_classes, 1), label_shape, device=device)
-    inputs, loss_of = images, logits_loss
-    if task == "detect":  # a list of images in 0..1, and a box per image to train on
-        inputs, loss_of = list(images.uniform_(0, 1)), detection_loss
-        labels = synthetic_targets(options.batch_size, side, ours.num_classes, device)
-    macs = _macs(ours, options.image_size, in_chans)  # before training changes the weights
+    inputs, labels, loss_of = task.benchmark_batch(
+        ours, options.batch_size, options.image_size, device
+    )
+    if isinstance(inputs, torch.Tensor):
+        inputs = inputs.contiguous(memory_format=memory_format)
+    macs = task.count_macs(ours, options.image_size)  # before training changes the weights
     steps = {}
     for name, model in models.items():
         model.to(device, memory_format=memory_format)
@@ -207,40 +196,3 @@ def _ratio(timings: dict[str, Timing], reference: str | None) -> dict[str, Any]:
         return {"ratio": None, "ratios": None}
     ratios = round_ratios(timings["ours"], timings[reference])
     return {"ratio": statistics.median(ratios), "ratios": ratios, "reference": reference}
-
-
-def synthetic_targets(
-    count: int, side: int, num_classes: int, device: torch.device
-) -> list[dict[str, torch.Tensor]]:
-    """A detector's training targets: one box per image, the middle half of it, of a class
-    drawn at random (labels count from 1), with its mask (Mask R-CNN reads one)."""
-    low, high = side / 4, side * 3 / 4
-    mask = torch.zeros(1, side, side, dtype=torch.uint8, device=device)
-    mask[:, side // 4 : side * 3 // 4, side // 4 : side * 3 // 4] = 1
-    return [
-        {
-            "boxes": torch.tensor([[low, low, high, high]], device=device),
-            "labels": torch.randint(1, num_classes + 1, (1,), device=device),
-            "masks": mask,
-        }
-        for _ in range(count)
-    ]
-
-
-def _macs(model: torch.nn.Module, image_size: int, in_chans: int) -> int:
-    """Multiply-adds of one image's forward: a classifier's by `count_macs`, a segmenter's
-    counted on a copy on the meta device (no memory, no compute), a detector's on a copy on the
-    CPU (its box selection needs real values) with an image in 0..1."""
-    task = getattr(model, "task", "classify")
-    if task == "classify":
-        return count_macs(model, image_size)
-    counter = FlopCounterMode(display=False)
-    if task == "detect":
-        cpu = copy.deepcopy(model).cpu().float().eval()
-        with counter, torch.no_grad():
-            cpu([torch.rand(in_chans, image_size, image_size)])
-        return counter.get_total_flops() // 2
-    meta = copy.deepcopy(model).to("meta").eval()
-    with counter, torch.no_grad():
-        meta(torch.empty(1, in_chans, image_size, image_size, device="meta"))
-    return counter.get_total_flops() // 2

@@ -1,8 +1,8 @@
 """The timed steps: inference (forward under no_grad) and training (forward, loss, backward,
 AdamW step), for our model and for timm's implementation of the same variant carrying the same
 weights. Both get the same inputs, precision, memory format, compilation and optimiser. The loss
-is the cross-entropy of the logits (a segmenter's "out"), or a detector's own training losses
-(`detection_loss`).
+is the task's (`twins.train.task.Task.benchmark_batch`): the cross-entropy of the logits (a
+segmenter's "out" per pixel), or a detector's own training losses.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from twins.benchmark.hardware import DTYPES
@@ -61,18 +60,6 @@ def _adamw(model: nn.Module) -> torch.optim.Optimizer:
 Loss = Callable[[Callable, Any, Any], torch.Tensor]
 
 
-def logits_loss(run: Callable, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of a classifier's logits, or of a segmenter's "out" per pixel."""
-    output = run(images)
-    logits = output["out"] if isinstance(output, dict) else output  # a segmenter's
-    return F.cross_entropy(logits, labels)
-
-
-def detection_loss(run: Callable, images: list, targets: list[dict]) -> torch.Tensor:
-    """A torchvision detector's training losses (`forward(images, targets)`), summed."""
-    return sum(run(images, targets).values())
-
-
 def make_step(
     model: nn.Module,
     mode: str,
@@ -80,7 +67,7 @@ def make_step(
     labels: Any,
     precision: str,
     compiled: bool,
-    loss_of: Loss = logits_loss,
+    loss_of: Loss,
 ) -> Callable[[], None]:
     """One benchmark step of `model` on the given batch (a tensor, or a detector's list of
     images) and targets."""

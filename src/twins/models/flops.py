@@ -20,3 +20,16 @@ def count_macs(model: Twins, image_size: int | tuple[int, int] = 224) -> int:
     with counter, torch.no_grad():
         meta_model(image)
     return counter.get_total_flops() // 2
+
+
+def count_macs_of_call(model: torch.nn.Module, inputs: object, on: str = "meta") -> int:
+    """Multiply-adds of `model(inputs)` (one image's), on a copy of it: on the meta device (no
+    memory, no compute), or on the CPU where the forward needs real values (a detector's box
+    selection); `inputs` are made on that device."""
+    import copy
+
+    counted = copy.deepcopy(model).to(on).float().eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        counted(inputs)
+    return counter.get_total_flops() // 2

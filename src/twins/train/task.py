@@ -163,3 +163,24 @@ class Task:
         """Export `model` (built from a file with `metadata`) as `format` to `output`;
         `options`: `image_size` (the side traced at), `check`."""
         raise NotImplementedError
+
+    # --- `twins benchmark` (`twins.benchmark`) ---
+    # The task's models in a sentence ("segmentation models"), and the libraries `--compare`
+    # times them against.
+    description: str = ""
+    compares_with: tuple[str, ...] = ()
+
+    def benchmark_batch(
+        self, model: nn.Module, batch_size: int, side: int, device: torch.device
+    ) -> tuple[Any, Any, Callable[..., torch.Tensor]]:
+        """(inputs, targets, loss): a random batch of `side`-pixel images the model takes, the
+        targets a training step needs, and `loss(run, inputs, targets)` of a training step."""
+        raise NotImplementedError
+
+    def count_macs(self, model: nn.Module, side: int) -> int:
+        """Multiply-adds of one `side`-pixel image's forward."""
+        raise NotImplementedError
+
+    def model_arguments_for_benchmark(self) -> dict[str, Any]:
+        """`create_model` arguments a benchmarked model takes (under the user's)."""
+        return {}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import default_collate
 
@@ -15,7 +16,7 @@ from twins.data.folder import describe_left_out
 from twins.data.loader import stack_by_value
 from twins.errors import TwinsError
 from twins.export.engine import export_model
-from twins.models import create_model, smallest_image_size
+from twins.models import count_macs, create_model, smallest_image_size
 from twins.models.from_weights import model_from_weights
 from twins.preprocessing import eval_preprocessing
 from twins.tasks.classify.data import build_datasets
@@ -118,3 +119,14 @@ class ClassifyTask(Task):
 
     def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
         return export_model(model, format, output, metadata, **options)
+
+    description = "classification"
+    compares_with = ("timm",)
+
+    def benchmark_batch(self, model: nn.Module, batch_size: int, side: int, device: Any) -> Any:
+        images = torch.randn(batch_size, model.in_chans, side, side, device=device)
+        labels = torch.randint(0, max(model.num_classes, 1), (batch_size,), device=device)
+        return images, labels, lambda run, x, y: F.cross_entropy(run(x), y)
+
+    def count_macs(self, model: nn.Module, side: int) -> int:
+        return count_macs(model, side)

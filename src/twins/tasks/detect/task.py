@@ -19,6 +19,7 @@ from torch import nn
 
 from twins.config import ENGINE_KEYS
 from twins.errors import TwinsError
+from twins.models.flops import count_macs_of_call
 from twins.tasks.base import DenseTask
 from twins.tasks.detect import evaluate
 from twins.tasks.detect.data import CocoDataset, first_difference, open_coco_split
@@ -142,6 +143,23 @@ class DetectTask(DenseTask):
     def describe_evaluation(self, result: dict[str, Any], data_url: str) -> str:
         return evaluate.describe(result, data_url)
 
+    description = "detection"
+
+    def model_arguments_for_benchmark(self) -> dict[str, Any]:
+        return {"resize_in_model": False}
+
+    def benchmark_batch(self, model: nn.Module, batch_size: int, side: int, device: Any) -> Any:
+        """Images in 0..1 and a box per image (with its mask) to train on; the detector's own
+        losses summed."""
+        channels = model.model_args.get("in_chans", 3)
+        images = list(torch.rand(batch_size, channels, side, side, device=device))
+        targets = synthetic_targets(batch_size, side, model.num_classes, device)
+        return images, targets, lambda run, x, y: sum(run(x, y).values())
+
+    def count_macs(self, model: nn.Module, side: int) -> int:
+        channels = model.model_args.get("in_chans", 3)
+        return count_macs_of_call(model, [torch.rand(channels, side, side)], on="cpu")
+
 
 def with_masks(config: Any) -> bool:
     """Whether the config's detector predicts masks (Mask R-CNN): its data then carry them."""
@@ -169,3 +187,21 @@ def train_transform(config: Any) -> Any:
         (crop_sizes[0], crop_sizes[-1]),
         flip=config.hflip,
     )
+
+
+def synthetic_targets(
+    count: int, side: int, num_classes: int, device: torch.device
+) -> list[dict[str, torch.Tensor]]:
+    """A detector's training targets: one box per image, the middle half of it, of a class
+    drawn at random (labels count from 1), with its mask (Mask R-CNN reads one)."""
+    low, high = side / 4, side * 3 / 4
+    mask = torch.zeros(1, side, side, dtype=torch.uint8, device=device)
+    mask[:, side // 4 : side * 3 // 4, side // 4 : side * 3 // 4] = 1
+    return [
+        {
+            "boxes": torch.tensor([[low, low, high, high]], device=device),
+            "labels": torch.randint(1, num_classes + 1, (1,), device=device),
+            "masks": mask,
+        }
+        for _ in range(count)
+    ]

@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from twins.config import ENGINE_KEYS
 from twins.errors import TwinsError
+from twins.models.flops import count_macs_of_call
 from twins.tasks.base import DenseTask
 from twins.tasks.segment import evaluate
 from twins.tasks.segment.data import open_segmentation
@@ -138,3 +140,16 @@ class SegmentTask(DenseTask):
         from twins.tasks.segment.export import export_segmenter
 
         return export_segmenter(model, format, output, metadata, **options)
+
+    description = "segmentation"
+    compares_with = ("smp",)
+
+    def benchmark_batch(self, model: nn.Module, batch_size: int, side: int, device: Any) -> Any:
+        channels = model.model_args.get("in_chans", 3)
+        images = torch.randn(batch_size, channels, side, side, device=device)
+        labels = torch.randint(0, model.num_classes, (batch_size, side, side), device=device)
+        return images, labels, lambda run, x, y: F.cross_entropy(run(x)["out"], y)
+
+    def count_macs(self, model: nn.Module, side: int) -> int:
+        channels = model.model_args.get("in_chans", 3)
+        return count_macs_of_call(model, torch.empty(1, channels, side, side, device="meta"))
