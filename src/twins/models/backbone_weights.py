@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
+from twins.errors import TwinsError
 from twins.models.backbone import DenseBackbone
 from twins.models.registry import RECORDED_SHAPE, recorded_shape, resolve_name
 from twins.notes import note
-from twins.weights import StateDict, load_into_model, load_weights
+from twins.weights import StateDict, load_into_model, load_weights, mismatches
 
 CLASSIFIER_ONLY = ("head.", "norm.")  # the classifier's head and final norm
 
@@ -31,19 +32,34 @@ def recorded_backbone_shape(weights: StateDict, variant: str) -> dict[str, Any]:
 
 
 def load_imagenet_into_backbone(
-    backbone: DenseBackbone, weights: Mapping[str, torch.Tensor]
+    backbone: DenseBackbone,
+    weights: Mapping[str, torch.Tensor],
+    source: str | os.PathLike = "the weights",
+    model: str = "the dense model",
 ) -> None:
-    """Strict load of the classifier's stage weights, with one note saying what was left out."""
+    """Strict load of an ImageNet classifier's stage weights (`source`) into the backbone of
+    `model`, checked first, with one note saying what was left out and what starts fresh."""
     tensors = {name: t for name, t in weights.items() if not name.startswith(CLASSIFIER_ONLY)}
     dropped = sorted({name.split(".")[0] for name in weights if name.startswith(CLASSIFIER_ONLY)})
     own = backbone.state_dict()
     fresh = [name for name in own if name.startswith("norm_list.") and name not in tensors]
     tensors.update({name: own[name] for name in fresh})
+    problem = mismatches(backbone, tensors)
+    if problem is not None:
+        raise TwinsError(
+            f"{source}: its backbone does not fit {model}: {problem}; pass the backbone "
+            "arguments (embed_dims, depths, ...) the classifier was built with",
+            argument="pretrained",
+        )
     load_into_model(backbone, tensors)
     said = []
     if dropped:
-        said.append(f"the classifier's {' and '.join(dropped)} dropped (unused by dense models)")
+        parts = " and ".join("final norm" if part == "norm" else part for part in dropped)
+        said.append(f"its {parts} dropped (unused by dense models)")
     if fresh:
         said.append("the per-stage norms (norm_list) start fresh, as the official code's do")
-    if said:
-        note(f"pretrained: ImageNet weights into the dense backbone; {'; '.join(said)}")
+    said.append("the heads start from their initialisation")
+    note(
+        f"pretrained: {source} is an ImageNet classifier, loaded into the backbone of {model}; "
+        + "; ".join(said)
+    )

@@ -300,7 +300,7 @@ def test_imagenet_weights_fill_the_backbone_with_one_note(tmp_path, caplog) -> N
     with caplog.at_level(logging.WARNING, logger="twins.notes"):
         model = twins.create_model("retinanet_alt_gvt_small", pretrained=path, **TINY)
     notes = [r.getMessage() for r in caplog.records if r.name == "twins.notes"]
-    assert len(notes) == 1 and "head and norm dropped" in notes[0] and "norm_list" in notes[0]
+    assert len(notes) == 1 and "head and final norm dropped" in notes[0] and "norm_list" in notes[0]
     body = model.backbone.body.state_dict()
     for key, tensor in classifier.state_dict().items():
         if not key.startswith(("head.", "norm.")):

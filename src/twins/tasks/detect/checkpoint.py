@@ -38,11 +38,16 @@ def read_detector_weights(path: str | os.PathLike, variant: str) -> tuple[Layout
 
 
 def load_detector_weights(
-    model: nn.Module, layout: Layout, weights: StateDict, detector: str
+    model: nn.Module,
+    layout: Layout,
+    weights: StateDict,
+    detector: str,
+    source: str | os.PathLike = "the weights",
 ) -> None:
-    """Put `weights` of `layout` into `model`, a `detector` ("retinanet" or "maskrcnn")."""
+    """Put `weights` of `layout` (read from `source`) into `model`, a `detector` ("retinanet"
+    or "maskrcnn")."""
     if layout == "imagenet":
-        load_imagenet_into_backbone(model.backbone.body, weights)
+        load_imagenet_into_backbone(model.backbone.body, weights, source, model.arch)
     elif layout == "mmdet":
         load_into_model(model, mmdet_to_torchvision(weights, detector))
     else:

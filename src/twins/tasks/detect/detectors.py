@@ -203,7 +203,7 @@ def _build(
     if head == "retinanet" and head_norm:
         model.model_args["head_norm"] = True
     if weights is not None:
-        load_detector_weights(model, layout, weights, head)
+        load_detector_weights(model, layout, weights, head, pretrained)
     return model
 
 

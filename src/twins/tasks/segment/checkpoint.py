@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from twins.errors import TwinsError
-from twins.notes import note
+from twins.models.backbone_weights import load_imagenet_into_backbone
 from twins.weights import load_into_model, load_weights, mismatches
 from twins.weights.formats import detect_format
 from twins.weights.safetensors_io import read_safetensors
@@ -80,25 +80,4 @@ def load_pretrained(model: nn.Module, weights: StateDict, path: str | os.PathLik
             )
         load_into_model(model, weights)
         return
-    backbone = {
-        name: tensor for name, tensor in weights.items() if not name.startswith(CLASSIFIER_ONLY)
-    }
-    new = {
-        name: tensor
-        for name, tensor in model.backbone.state_dict().items()
-        if name.startswith("norm_list.")
-    }
-    problem = mismatches(model.backbone, {**backbone, **new})
-    if problem is not None:
-        raise TwinsError(
-            f"{path}: its backbone does not fit {model.arch}: {problem}; pass the backbone "
-            "arguments (embed_dims, depths, ...) the classifier was built with",
-            argument="pretrained",
-        )
-    load_into_model(model.backbone, {**backbone, **new})
-    fresh = "the per-stage norms (norm_list) and " if new else ""
-    note(
-        f"pretrained: {path} is an ImageNet classifier: its backbone is loaded (head and final "
-        f"norm dropped); {fresh}the {model.arch.rsplit('_', 2)[0]} heads start from their "
-        "initialisation"
-    )
+    load_imagenet_into_backbone(model.backbone, weights, path, model.arch)
