@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import shutil
+import threading
+import time
 from functools import partial
 from pathlib import Path
 
@@ -86,3 +88,29 @@ def test_an_altered_download_is_never_used(tmp_path, store):
         cache.path("s2.tar")
     left = sorted(p.name for p in (tmp_path / "cache" / "shards" / "data").iterdir())
     assert left == ["s2.tar.lock"]  # neither the file nor a partial one, nor its reservation
+
+
+_present = ShardCache._present
+
+
+def _slow_present(cache: ShardCache, name: str) -> bool:
+    time.sleep(0.01)  # a slower existence check, as on a busy disk: widens the race
+    return _present(cache, name)
+
+
+def test_the_reader_and_prefetch_threads_of_one_process_never_wait_on_each_other(
+    tmp_path, store, monkeypatch
+):
+    """Both threads of one process may want a shard that is not cached yet: flock locks belong
+    to the open file description, so one thread waiting for an exclusive lock while the other
+    holds a shared one on the same shard would wait for ever."""
+    monkeypatch.setattr(ShardCache, "_present", _slow_present)
+    for trial in range(200):
+        cache = ShardCache(
+            tmp_path / "cache", f"t{trial}", 10**9, make_cache(tmp_path, store).download, store
+        )
+        cache.prefetch(["s0.tar", "s1.tar"])
+        reader = threading.Thread(target=read_all, args=(cache, ["s0.tar", "s1.tar"]), daemon=True)
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), f"the reader hung in trial {trial}"

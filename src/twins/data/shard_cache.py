@@ -56,12 +56,14 @@ class ShardCache:
         self.expected = expected  # shard name -> (bytes, sha256)
         self._pid = -1
         self._held: dict[str, int] = {}  # shard name -> lock file descriptor (shared lock)
+        # One thread of this process at a time takes a shard's file lock (see `_acquire`).
+        self._taking: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._queue: queue.Queue[list[str]] | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.update(_pid=-1, _held={}, _guard=None, _queue=None)
+        state.update(_pid=-1, _held={}, _taking={}, _guard=None, _queue=None)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -104,7 +106,7 @@ class ShardCache:
             for fd in self._held.values():
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            self._pid, self._held, self._queue = os.getpid(), {}, None
+            self._pid, self._held, self._taking, self._queue = os.getpid(), {}, {}, None
             self._guard = threading.Lock()
 
     def _prefetch_loop(self) -> None:
@@ -121,6 +123,22 @@ class ShardCache:
                         logger.warning("prefetching %s failed: %s", name, error)
 
     def _acquire(self, name: str) -> None:
+        # flock locks belong to the open file description, not the thread: were the reader and
+        # the prefetch thread both to go for the same missing shard, one would wait for its
+        # exclusive lock while the other holds a shared one in the same process, for ever.
+        # So the threads of a process take a shard's file lock one after the other.
+        with self._guard:
+            taking = self._taking.setdefault(name, threading.Lock())
+        with taking:
+            with self._guard:
+                if name in self._held:  # the other thread got there first
+                    return
+            fd = self._lock_shared(name)
+            with self._guard:
+                self._held[name] = fd
+
+    def _lock_shared(self, name: str) -> int:
+        """A descriptor of shard `name`'s lock file holding a shared lock, the shard there."""
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.folder / (name + _LOCK_SUFFIX), os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -137,11 +155,7 @@ class ShardCache:
         except BaseException:
             os.close(fd)
             raise
-        with self._guard:
-            if name in self._held:  # the other thread got there first
-                os.close(fd)
-            else:
-                self._held[name] = fd
+        return fd
 
     def _present(self, name: str) -> bool:
         try:
