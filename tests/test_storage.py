@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import gc
 import logging
+import random
 import socket
 import threading
 import time
@@ -168,6 +169,23 @@ def test_reads_ride_out_an_outage(s3_prefix, s3_env, monkeypatch, caplog):
     assert len([line for line in lines if "unreachable" in line]) == 1, lines
     assert len([line for line in lines if "reachable again" in line]) == 1, lines
     assert lines[0].startswith(f"storage: {urls[0].rsplit('/', 1)[0]}")
+
+
+def test_retries_leave_the_global_random_stream_alone(s3_prefix, s3_env, monkeypatch):
+    """The per-sample augmentation draws from `random` in a loader worker: a retry's jitter
+    drawn from it too would change the training result after an outage."""
+    monkeypatch.setenv("TWINS_STORAGE_RETRY_SECONDS", "60")
+    url = storage.join(s3_prefix, "x")
+    storage.write_bytes(url, b"1")
+    random.seed(7)
+    before = random.getstate()
+    s3_env.stop(kill=True)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(storage.read_bytes, url)  # retried until the server is back
+        time.sleep(1.5)
+        s3_env.start()
+        assert answer.result(timeout=60) == b"1"
+    assert random.getstate() == before
 
 
 def test_retries_end_after_the_budget(s3_prefix, s3_env, monkeypatch):

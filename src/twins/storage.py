@@ -11,7 +11,8 @@ No message or log line shows them: URLs are printed without any `user:password@`
 server messages are reduced to their error code.
 
 Remote calls retry transient failures (refused or reset connections, timeouts, 5xx, SlowDown)
-with exponential backoff and jitter for TWINS_STORAGE_RETRY_SECONDS (300 by default), with one
+with exponential backoff and jitter (from a generator of their own: a retry changes no random
+stream of the training) for TWINS_STORAGE_RETRY_SECONDS (300 by default), with one
 warning when a store becomes unreachable and one line when it answers again. Permanent errors
 (credentials, a missing bucket) raise one `TwinsError` line at once, naming the fix; a missing
 object raises FileNotFoundError.
@@ -52,6 +53,9 @@ CHECK_RETRY_SECONDS = 3.0
 _FIRST_DELAY = 0.25
 _LONGEST_DELAY = 30.0
 _S3_PROTOCOLS = ("s3", "s3a", "obs")
+# The retries' jitter has its own generator: drawn from the global `random`, the stream a
+# loader worker's augmentation draws from, an outage would change the training result.
+_jitter = random.Random()
 _CREDENTIAL_VARIABLES = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -398,7 +402,7 @@ def _remote(url: str, call: Callable[[Any, str], T], budget: float | None = None
                     f"AWS_ENDPOINT_URL{_endpoint_note()} and the network; "
                     f"{RETRY_SECONDS_VARIABLE} sets how long to retry"
                 ) from error
-            wait = min(left, delay * random.uniform(0.5, 1.0))
+            wait = min(left, delay * _jitter.uniform(0.5, 1.0))
             with _unreachable_lock:
                 first = store not in _unreachable
                 _unreachable.add(store)
