@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import fsspec
@@ -19,7 +20,7 @@ from factories import make_config
 from twins.data import build_datasets
 from twins.data.datasets import SafeImageFolder
 from twins.data.pack import pack
-from twins.data.shards import ShardDataset, verify_packed
+from twins.data.shards import ShardDataset, open_packed, verify_packed
 from twins.errors import TwinsError
 from twins.train import fit
 from twins.train.evaluate import evaluate_checkpoint
@@ -116,6 +117,40 @@ def test_a_shard_that_does_not_match_the_manifest_is_named_with_the_fix(packed_c
         TwinsError, match="the index of shard val-000001.tar .* does not match the manifest"
     ):
         ShardDataset(url, "val")
+
+
+@pytest.mark.parametrize(
+    ("entry", "refusal"),
+    [
+        ({"name": "/tmp/train-000000.tar"}, "names shard '/tmp/train-000000.tar' in split train"),
+        ({"name": "../train-000000.tar"}, "names shard '../train-000000.tar' in split train"),
+        ({"index": "../../x.idx.json"}, "names the index of shard train-000000.tar '../../x"),
+        ({"name": "train-000001.tar"}, "lists shard train-000001.tar where train-000000.tar"),
+    ],
+)
+def test_names_in_the_manifest_are_checked_before_they_become_paths(
+    packed_copy, tmp_path, entry, refusal
+):
+    manifest = json.loads((packed_copy / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0].update(entry)
+    (packed_copy / "manifest.json").write_text(json.dumps(manifest))
+    for read in (
+        lambda: ShardDataset(str(packed_copy), "train"),
+        lambda: verify_packed(str(packed_copy)),
+        lambda: open_packed(f"file://{packed_copy}", {"train": None}, cache_dir=tmp_path / "cache"),
+    ):
+        with pytest.raises(TwinsError, match=re.escape(refusal)) as refused:
+            read()
+        assert "re-run `twins pack`" in str(refused.value) and "\n" not in str(refused.value)
+    assert not list(Path("/tmp").glob("train-000000.tar*"))
+
+
+def test_a_dropped_shard_entry_is_refused(packed_copy):
+    manifest = json.loads((packed_copy / "manifest.json").read_text())
+    del manifest["splits"]["val"]["shards"][1]
+    (packed_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TwinsError, match="lists shard val-000002.tar where val-000001.tar"):
+        ShardDataset(str(packed_copy), "val")
 
 
 def test_an_image_folder_behind_a_url_is_refused_with_the_command_that_packs_it(image_folder):

@@ -95,3 +95,18 @@ def test_the_cache_stays_within_its_size_and_refuses_an_altered_shard(
 
 def _cache_of(url: str, folder: Path):
     return open_packed(url, {"val": None}, cache_dir=folder, cache_size=10**9)["val"].cache
+
+
+def test_a_shard_name_that_would_lead_out_of_the_cache_is_refused(bucket, tmp_path):
+    outside = tmp_path / "outside" / "train-000000.tar"
+    shard = {"name": str(outside), "samples": 1, "bytes": 10240, "sha256": "0" * 64}
+    manifest = {
+        "format": "twins-shards",
+        "version": 1,
+        "classes": ["a"],
+        "splits": {"train": {"samples": 1, "shards": [shard]}},
+    }
+    storage.write_bytes(storage.join(bucket, "manifest.json"), json.dumps(manifest).encode())
+    with pytest.raises(TwinsError, match=f"names shard '{outside}' in split train, not a shard"):
+        open_packed(bucket, {"train": None}, cache_dir=tmp_path / "cache", cache_size=10**9)
+    assert not outside.parent.exists()

@@ -126,4 +126,43 @@ def read_manifest(url: str) -> dict[str, Any]:
         raise TwinsError(f"{path} is not a twins shard manifest: re-run `twins pack`")
     if manifest.get("version", 0) > VERSION:
         raise TwinsError(f"{path} was written by a newer twins: upgrade to read it")
+    check_names(manifest, storage.display(path))
     return manifest
+
+
+def check_names(manifest: dict[str, Any], shown: str) -> None:
+    """Refuse, in one line, a manifest whose splits or files are not named as `twins pack`
+    names them: the names become paths in the output and in a node's cache (an absolute name
+    or one with `..` would write outside them), and each split's shards are numbered from 0
+    without a gap (a dropped entry would leave its samples out unseen)."""
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict):
+        raise TwinsError(f"{shown} lists no splits: re-run `twins pack`")
+    for split, value in splits.items():
+        if split not in SPLITS:
+            raise TwinsError(
+                f"{shown} names a split {split!r}: `twins pack` writes {' and '.join(SPLITS)} "
+                "only; re-run `twins pack`"
+            )
+        for number, shard in enumerate(value.get("shards", ())):
+            name, expected = shard.get("name"), shard_name(split, number)
+            if not isinstance(name, str) or not _is_shard_name(name, split):
+                raise TwinsError(
+                    f"{shown} names shard {name!r} in split {split}, not a shard name of "
+                    f"`twins pack` ({split}-NNNNNN.tar, no / or ..): re-run `twins pack`"
+                )
+            if name != expected:
+                raise TwinsError(
+                    f"{shown} lists shard {name} where {expected} belongs: an entry of split "
+                    f"{split} is missing or out of order; re-run `twins pack`"
+                )
+            if shard.get("index", index_name(name)) != index_name(name):
+                raise TwinsError(
+                    f"{shown} names the index of shard {name} {shard['index']!r}, not "
+                    f"{index_name(name)}: re-run `twins pack`"
+                )
+
+
+def _is_shard_name(name: str, split: str) -> bool:
+    number = name.removeprefix(f"{split}-").removesuffix(".tar")
+    return name == shard_name(split, int(number)) if number.isdigit() else False
