@@ -4,12 +4,14 @@ through the shard cache, resumed from it, and altered shards refused on download
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
 import torch
 
 from twins import storage
+from twins.cli.main import main
 from twins.data.pack import pack
 from twins.data.shards import ShardDataset, open_packed, verify_packed
 from twins.errors import TwinsError
@@ -110,3 +112,23 @@ def test_a_shard_name_that_would_lead_out_of_the_cache_is_refused(bucket, tmp_pa
     with pytest.raises(TwinsError, match=f"names shard '{outside}' in split train, not a shard"):
         open_packed(bucket, {"train": None}, cache_dir=tmp_path / "cache", cache_size=10**9)
     assert not outside.parent.exists()
+
+
+def test_verify_names_a_storage_problem_as_such(bucket, s3_env, monkeypatch, capsys):
+    storage.write_bytes(storage.join(bucket, "manifest.json"), b"{}")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    problems = [
+        ("AWS_SECRET_ACCESS_KEY", "wrong-" + s3_env.secret, bucket, "secret key does not match"),
+        (None, None, "s3://no-such-bucket-twins/data", "bucket 'no-such-bucket-twins' does not"),
+        ("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}", bucket, "unreachable"),
+    ]
+    monkeypatch.setenv("TWINS_STORAGE_RETRY_SECONDS", "1")
+    for variable, value, url, line in problems:
+        with monkeypatch.context() as changed:
+            if variable:
+                changed.setenv(variable, value)
+            assert main(["pack", "--verify", url]) == 2
+        error = capsys.readouterr().err
+        assert line in error and "not JSON" not in error and len(error.splitlines()) == 1, error

@@ -120,6 +120,8 @@ def read_manifest(url: str) -> dict[str, Any]:
             "`twins pack IMAGEFOLDER OUT`",
             argument="data_url",
         ) from error
+    except TwinsError:  # storage's line (credentials, bucket, endpoint): a ValueError too
+        raise
     except (ValueError, UnicodeDecodeError) as error:
         raise TwinsError(f"{path} is not a manifest (not JSON): re-run `twins pack`") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

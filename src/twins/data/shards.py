@@ -264,6 +264,8 @@ def verify_packed(url: str) -> int:
 
     from twins.data.pack import file_sha256
 
+    if storage.is_remote(url):
+        storage.check_access(url)  # within seconds, the specific line for the store's problem
     manifest = packed.read_manifest(url)
     source = manifest.get("source", "SRC")
     count = 0
@@ -296,6 +298,8 @@ def _read_indexes(url: str, shards: list[dict[str, Any]]) -> list[dict[str, Any]
             raise TwinsError(
                 f"the index {location} of shard {shard['name']} is missing: re-run `twins pack`"
             ) from error
+        except TwinsError:  # storage's line (credentials, bucket, endpoint): a ValueError too
+            raise
         except ValueError as error:
             raise TwinsError(f"the index {location} is not JSON: re-run `twins pack`") from error
 
