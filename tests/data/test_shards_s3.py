@@ -4,6 +4,7 @@ through the shard cache, resumed from it, and altered shards refused on download
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from pathlib import Path
 
@@ -88,7 +89,10 @@ def test_the_cache_stays_within_its_size_and_refuses_an_altered_shard(
     altered[600] ^= 1
     storage.write_bytes(storage.join(bucket, name), bytes(altered))
     fresh = ShardDataset(bucket, "train", cache=_cache_of(bucket, tmp_path / "fresh"))
-    with pytest.raises(TwinsError, match=f"shard {name} as downloaded does not match its sha256"):
+    with pytest.raises(
+        TwinsError,
+        match=f"shard {name} of {bucket} as downloaded does not match its sha256 in the manifest: .*; delete {bucket}/{name} and re-run `twins pack {imagefolder} {bucket}`",
+    ):
         fresh[fresh.starts[5]]
     assert not list((tmp_path / "fresh").glob(f"shards/*/{name}"))
     with pytest.raises(TwinsError, match=f"shard {name} of .* does not match its sha256"):
@@ -132,3 +136,28 @@ def test_verify_names_a_storage_problem_as_such(bucket, s3_env, monkeypatch, cap
             assert main(["pack", "--verify", url]) == 2
         error = capsys.readouterr().err
         assert line in error and "not JSON" not in error and len(error.splitlines()) == 1, error
+
+
+def test_a_shard_damaged_in_the_cache_is_fetched_again_and_the_cache_blamed(
+    imagefolder, bucket, tmp_path, caplog
+):
+    pack(imagefolder, bucket, shard_size=SHARD_SIZE, workers=1)
+
+    def first_image(shard: int) -> torch.Tensor:
+        train = open_packed(
+            bucket, {"train": None}, cache_dir=tmp_path / "cache", cache_size=10**9
+        )["train"]
+        return train[train.starts[shard]][0]
+
+    name = "train-000002.tar"
+    original = first_image(2)
+    cached = next((tmp_path / "cache").glob(f"shards/*/{name}"))
+    index = json.loads(storage.read_bytes(storage.join(bucket, "train-000002.idx.json")))
+    damaged = bytearray(cached.read_bytes())
+    damaged[index["members"][0][2] + 200 : index["members"][0][2] + 400] = bytes(200)
+    cached.write_bytes(bytes(damaged))  # the same size, in place, between two runs
+    caplog.set_level(logging.WARNING, logger="twins.data.shard_cache")
+    assert torch.equal(first_image(2), original)  # the next run reads what was packed
+    assert cached.read_bytes() == storage.read_bytes(storage.join(bucket, name))
+    assert f"shard {name} in the cache" in caplog.text and "damaged there" in caplog.text
+    assert f"the data at {bucket} is not at fault" in caplog.text

@@ -2,7 +2,8 @@
 
 Shards are downloaded whole into `folder/shards/<data set>/` (the data set named by a hash of its URL
 and manifest), to a temporary name, checked against the manifest's sha256, then renamed: a
-partial or altered file is never read. Every process of a node (ranks × loader workers) may
+partial or altered file is never read. A run checks the sha256 of a shard it finds cached the
+first time it uses it, and fetches a copy damaged in the cache again. Every process of a node (ranks × loader workers) may
 share the folder: a lock file per shard (`fcntl.flock`) makes one process download it while the
 others wait, and a process holds a shared lock on each shard it is reading or about to read.
 The cache keeps the total size of its shards under `limit` bytes by removing the least recently
@@ -25,11 +26,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from twins import storage
 from twins.errors import TwinsError
 
 logger = logging.getLogger(__name__)
 
 _LOCK_SUFFIX = ".lock"
+_CHECKED_SUFFIX = ".checked"
 
 
 def default_cache_dir() -> Path:
@@ -48,12 +51,19 @@ class ShardCache:
         limit: int,
         download: Callable[[str, Path], None],
         expected: dict[str, tuple[int, str]],
+        *,
+        source: str = ".",
+        repack: str = "twins pack",
     ) -> None:
         self.root = Path(folder).expanduser() / "shards"
         self.folder = self.root / dataset
         self.limit = limit
         self.download = download
         self.expected = expected  # shard name -> (bytes, sha256)
+        self.source, self.repack = source, repack  # for messages: the data's URL, its pack
+        # This run's mark on the shards it has checked (`_usable`); its forked or spawned
+        # loader workers carry the same.
+        self.session = os.urandom(8).hex()
         self._pid = -1
         self._held: dict[str, int] = {}  # shard name -> lock file descriptor (shared lock)
         # One thread of this process at a time takes a shard's file lock (see `_acquire`).
@@ -146,10 +156,10 @@ class ShardCache:
             # doing so would wait for each other. An evictor may take a shard between the
             # exclusive and the shared lock: then round again.
             fcntl.flock(fd, fcntl.LOCK_SH)
-            while not self._present(name):
+            while not self._usable(name):
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 fcntl.flock(fd, fcntl.LOCK_EX)  # one process downloads, the others wait
-                if not self._present(name):
+                if not self._usable(name):
                     self._fetch(name)
                 fcntl.flock(fd, fcntl.LOCK_SH)
         except BaseException:
@@ -163,7 +173,38 @@ class ShardCache:
         except OSError:
             return False
 
-    def _fetch(self, name: str) -> None:
+    def _usable(self, name: str) -> bool:
+        """Whether shard `name` is there (False: to be downloaded), checked in this run. A
+        cached file can be damaged in place (a disk, another tool), keeping its size, and then
+        every later run would read garbled images: so the first process of a run to use a
+        cached shard checks its sha256, fetches a damaged one again (a whole new file renamed
+        over it) and marks the shard checked for the run (`{name}.checked` holds the run's
+        mark). The processes of a run take the mark's lock one at a time, never while waiting
+        for another lock, so no other process has to let go of the shard first."""
+        if not self._present(name):
+            return False
+        fd = os.open(self.folder / (name + _CHECKED_SUFFIX), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.pread(fd, 64, 0).decode(errors="replace") == self.session:
+                return True
+            if _file_sha256(self.folder / name) != self.expected[name][1]:
+                logger.warning(
+                    "shard %s in the cache %s was damaged there (its sha256 is not the "
+                    "manifest's; the data at %s is not at fault): fetching it again",
+                    name,
+                    self.folder,
+                    self.source,
+                )
+                self._fetch(name, mark=False)
+            _mark(fd, self.session)
+            return True
+        finally:
+            os.close(fd)  # and its lock
+
+    def _fetch(self, name: str, mark: bool = True) -> None:
+        """Download shard `name`, check it and rename it into place; marked checked for this
+        run unless the caller holds the mark's lock and marks it."""
         size, sha256 = self.expected[name]
         for left in self.folder.glob(f".*{name}.*"):  # of a process killed while downloading
             left.unlink(missing_ok=True)
@@ -172,12 +213,21 @@ class ShardCache:
         try:
             self.download(name, partial)
             if _file_sha256(partial) != sha256:
+                # A rerun of the pack keeps an object of the right size: it has to go first.
                 raise TwinsError(
-                    f"shard {name} as downloaded does not match its sha256 in the manifest: the "
-                    "shard was altered or the manifest belongs to other shards; re-run "
-                    "`twins pack`"
+                    f"shard {name} of {self.source} as downloaded does not match its sha256 in "
+                    "the manifest: it was altered or damaged there, or the manifest belongs to "
+                    f"other shards; delete {storage.join(self.source, name)} and re-run "
+                    f"`{self.repack}`"
                 )
             os.replace(partial, self.folder / name)
+            if mark:
+                fd = os.open(self.folder / (name + _CHECKED_SUFFIX), os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    _mark(fd, self.session)  # checked as downloaded
+                finally:
+                    os.close(fd)
         finally:
             with contextlib.suppress(OSError):
                 partial.unlink()
@@ -256,6 +306,11 @@ def _remove_unheld(path: Path) -> bool:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _mark(fd: int, session: str) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, session.encode(), 0)
 
 
 def _file_sha256(path: Path) -> str:

@@ -254,7 +254,16 @@ def _cache(
         storage.get_file(storage.join(url, shard), path)
 
     expected = {s["name"]: (s["bytes"], s["sha256"]) for s in shards}
-    return ShardCache(folder or default_cache_dir(), name, limit, download, expected)
+    shown = storage.display(url)
+    return ShardCache(
+        folder or default_cache_dir(),
+        name,
+        limit,
+        download,
+        expected,
+        source=shown,
+        repack=f"twins pack {manifest.get('source', 'SRC')} {shown}",
+    )
 
 
 def verify_packed(url: str) -> int:
