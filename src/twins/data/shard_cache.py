@@ -3,9 +3,10 @@
 Shards are downloaded whole into `folder/shards/<data set>/` (the data set named by a hash of its URL
 and manifest), to a temporary name, checked against the manifest's sha256, then renamed: a
 partial or altered file is never read. A run checks the sha256 of a shard it finds cached the
-first time it uses it, and fetches a copy damaged in the cache again. Every process of a node (ranks × loader workers) may
-share the folder: a lock file per shard (`fcntl.flock`) makes one process download it while the
-others wait, and a process holds a shared lock on each shard it is reading or about to read.
+first time it uses it, and fetches a copy damaged in the cache again. Every process of a node
+(ranks × loader workers) may share the folder: a lock file per shard (`fcntl.flock`) makes one
+process download it while the others wait, and a process holds a shared lock on each shard it
+is reading or about to read.
 The cache keeps the total size of its shards under `limit` bytes by removing the least recently
 used ones (by modification time, renewed at each use) that no process holds.
 
