@@ -161,3 +161,29 @@ def test_a_shard_damaged_in_the_cache_is_fetched_again_and_the_cache_blamed(
     assert cached.read_bytes() == storage.read_bytes(storage.join(bucket, name))
     assert f"shard {name} in the cache" in caplog.text and "damaged there" in caplog.text
     assert f"the data at {bucket} is not at fault" in caplog.text
+
+
+def test_an_error_in_a_loader_worker_is_one_line_naming_the_data(
+    imagefolder, bucket, tiny_config, tmp_path
+):
+    pack(imagefolder, bucket, shard_size=SHARD_SIZE, workers=1)
+    name = "train-000005.tar"
+    altered = bytearray(storage.read_bytes(storage.join(bucket, name)))
+    altered[600] ^= 1
+    storage.write_bytes(storage.join(bucket, name), bytes(altered))
+    config = tiny_config(bucket, tmp_path / "run", **RECIPE, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(TwinsError) as raised:
+        fit(config)  # the shards are read in the two loader workers
+    message = str(raised.value)
+    assert "\n" not in message and "DataLoader worker" not in message, message
+    assert message.startswith(f"shard {name} of {bucket} as downloaded does not match")
+
+
+def test_a_cache_dir_that_cannot_be_written_is_refused_at_start(imagefolder, bucket, tmp_path):
+    pack(imagefolder, bucket, shard_size=SHARD_SIZE, workers=1)
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(TwinsError, match=r"cache_dir .*/file/cache cannot be written") as raised:
+        open_packed(
+            bucket, {"train": None}, cache_dir=tmp_path / "file" / "cache", cache_size=10**9
+        )
+    assert raised.value.argument == "cache_dir" and bucket in str(raised.value)

@@ -19,6 +19,7 @@ import bisect
 import contextlib
 import hashlib
 import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -249,6 +250,7 @@ def _cache(
         )
     text = storage.read_bytes(storage.join(url, packed.MANIFEST))
     name = hashlib.sha256(url.encode() + b"\0" + text).hexdigest()[:16]
+    folder = _writable_cache_dir(Path(folder or default_cache_dir()).expanduser(), url)
 
     def download(shard: str, path: Path) -> None:
         storage.get_file(storage.join(url, shard), path)
@@ -256,7 +258,7 @@ def _cache(
     expected = {s["name"]: (s["bytes"], s["sha256"]) for s in shards}
     shown = storage.display(url)
     return ShardCache(
-        folder or default_cache_dir(),
+        folder,
         name,
         limit,
         download,
@@ -266,11 +268,26 @@ def _cache(
     )
 
 
+def _writable_cache_dir(folder: Path, url: str) -> Path:
+    """`folder`, checked at start: a cache_dir the loader workers cannot write would stop the
+    run at its first shard."""
+    try:
+        (folder / "shards").mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder / "shards", prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise TwinsError(
+            f"cache_dir {folder} cannot be written ({error.strerror or error}): the shards of "
+            f"{storage.display(url)} are cached there; set cache_dir (or TWINS_CACHE_DIR) to a "
+            "writable folder with room for cache_size",
+            argument="cache_dir",
+        ) from error
+    return folder
+
+
 def verify_packed(url: str) -> int:
     """Check every shard of the packed data set at `url` against the manifest's sha256 (a
     remote shard is downloaded to a temporary folder); returns the number of shards."""
-    import tempfile
-
     from twins.data.pack import file_sha256
 
     if storage.is_remote(url):
