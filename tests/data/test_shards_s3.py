@@ -95,7 +95,11 @@ def test_the_cache_stays_within_its_size_and_refuses_an_altered_shard(
     ):
         fresh[fresh.starts[5]]
     assert not list((tmp_path / "fresh").glob(f"shards/*/{name}"))
-    with pytest.raises(TwinsError, match=f"shard {name} of .* does not match its sha256"):
+    with pytest.raises(
+        TwinsError,
+        match=f"shard {name} of {bucket} does not match its sha256 in the manifest: .*; delete "
+        f"{bucket}/{name} and re-run `twins pack",
+    ):
         verify_packed(bucket)
 
 

@@ -73,8 +73,10 @@ def pack(
         remove_temporaries(packed.local_path(output))  # of a pack killed while writing
     classes, plans = _plan(source, shard_size, resize_short, seed)
     tasks = [task for split in packed.SPLITS for task in plans[split]]
+    recorded = _recorded_indexes(output)
     for task in tasks:
         task["output"], task["resize_short"] = output, resize_short
+        task["index_sha256"] = recorded.get(task["name"])
     report = PackReport(output)
     records: dict[str, dict[str, Any]] = {}
     bar = _progress_bar(sum(len(t["members"]) for t in tasks), progress)
@@ -243,9 +245,9 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
     returns its manifest record with `kept` saying whether it was already there."""
     output, name = task["output"], task["name"]
     shard_url, index_url = storage.join(output, name), storage.join(output, packed.index_name(name))
-    kept = _existing(shard_url, index_url, task["inputs"])
+    kept = _existing(shard_url, index_url, task)
     if kept is not None:
-        return _record(name, kept, True)
+        return _record(name, *kept, True)
     if storage.is_remote(output):
         with tempfile.TemporaryDirectory(prefix="twins-pack-") as folder:
             local = Path(folder) / name
@@ -254,8 +256,9 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
     else:
         with atomic_path(packed.local_path(shard_url)) as temporary:
             index = _write_tar(temporary, task)
-    packed.write_json(index_url, index)  # after the shard: an index vouches for a whole shard
-    return _record(name, index, False)
+    text = packed.json_bytes(index)
+    storage.write_bytes(index_url, text)  # after the shard: an index vouches for a whole shard
+    return _record(name, index, hashlib.sha256(text).hexdigest(), False)
 
 
 def _write_tar(path: Path, task: dict[str, Any]) -> dict[str, Any]:
@@ -290,19 +293,41 @@ def _write_tar(path: Path, task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _existing(shard_url: str, index_url: str, inputs: str) -> dict[str, Any] | None:
-    """The index of a whole shard at `shard_url` made from `inputs`, else None. A local shard's
-    bytes are hashed; an object is whole once it exists (uploads are whole), so its size is
-    compared."""
+def _existing(
+    shard_url: str, index_url: str, task: dict[str, Any]
+) -> tuple[dict[str, Any], str] | None:
+    """The index of a whole shard at `shard_url` holding `task`'s samples, and the sha256 of
+    the index file, else None. The index must list the task's samples with their classes (an
+    edited one is written anew, not vouched for in the manifest). A local shard's bytes are
+    hashed; an object is whole once it exists (uploads are whole), so its size is compared."""
     try:
-        index = packed.read_json(index_url)
-        if index.get("inputs") != inputs or storage.size(shard_url) != index["bytes"]:
+        text = storage.read_bytes(index_url)
+        index = json.loads(text)
+        planned = [[key, target, name] for key, _, target, name in task["members"]]
+        listed = [[key, target, name] for key, _, _, _, target, name in index["members"]]
+        if index.get("inputs") != task["inputs"] or listed != planned:
+            return None
+        if task.get("index_sha256") not in (None, hashlib.sha256(text).hexdigest()):
+            return None  # edited since the last pack wrote it
+        if storage.size(shard_url) != index["bytes"]:
             return None
     except Exception:  # missing, unreadable or foreign: written anew
         return None
-    if storage.is_remote(shard_url):
-        return index
-    return index if file_sha256(packed.local_path(shard_url)) == index["sha256"] else None
+    local = not storage.is_remote(shard_url)
+    if local and file_sha256(packed.local_path(shard_url)) != index["sha256"]:
+        return None
+    return index, hashlib.sha256(text).hexdigest()
+
+
+def _recorded_indexes(output: str) -> dict[str, str]:
+    """Shard name -> the sha256 of its index, as the manifest of an earlier pack into `output`
+    records them; empty when there is none (or it cannot be read)."""
+    try:
+        manifest = packed.read_json(storage.join(output, packed.MANIFEST))
+        shards = [s for split in manifest["splits"].values() for s in split["shards"]]
+        return {s["name"]: s["index_sha256"] for s in shards if "index_sha256" in s}
+    except Exception:  # none, or not a manifest: nothing is vouched for
+        return {}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -313,13 +338,14 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _record(name: str, index: dict[str, Any], kept: bool) -> dict[str, Any]:
+def _record(name: str, index: dict[str, Any], index_sha256: str, kept: bool) -> dict[str, Any]:
     return {
         "name": name,
         "samples": len(index["members"]),
         "bytes": index["bytes"],
         "sha256": index["sha256"],
         "index": packed.index_name(name),
+        "index_sha256": index_sha256,
         "kept": kept,
     }
 

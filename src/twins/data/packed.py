@@ -15,7 +15,9 @@ A packed data set is a folder (or an object-store prefix) holding, for each spli
   pack` keeps the shards that already hold it.
 - `manifest.json`, written last: `{"format": "twins-shards", "version", "classes", "source",
   "resize_short", "pack_seed", "splits": {split: {"samples", "shards": [{"name", "samples",
-  "bytes", "sha256", "index"}]}}}`.
+  "bytes", "sha256", "index", "index_sha256"}]}}}`: the sha256 of each shard and of its index
+  file (packs written before `index_sha256` was recorded are read without that check), and
+  each split's total of samples.
 - `_info.json`: the same splits as timm's `wds/` reader expects them (`name`, `num_samples`,
   `filenames`, `shard_lengths`), so `timm.data.create_dataset("wds/twins", root=OUT,
   split="train")` reads the shards too.
@@ -95,8 +97,13 @@ def read_json(url: str) -> Any:
     return json.loads(storage.read_bytes(url))
 
 
+def json_bytes(value: Any) -> bytes:
+    """`value` as this format writes its JSON files: the same value, the same bytes."""
+    return (json.dumps(value, indent=1, sort_keys=True) + "\n").encode()
+
+
 def write_json(url: str, value: Any) -> None:
-    storage.write_bytes(url, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
+    storage.write_bytes(url, json_bytes(value))
 
 
 def is_packed(url: str) -> bool:
