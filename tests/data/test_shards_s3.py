@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 
 from twins import storage
 from twins.cli.main import main
+from twins.data import build_datasets
 from twins.data.pack import pack
 from twins.data.shards import ShardDataset, open_packed, verify_packed
 from twins.errors import TwinsError
@@ -191,3 +193,24 @@ def test_a_cache_dir_that_cannot_be_written_is_refused_at_start(imagefolder, buc
             bucket, {"train": None}, cache_dir=tmp_path / "file" / "cache", cache_size=10**9
         )
     assert raised.value.argument == "cache_dir" and bucket in str(raised.value)
+
+
+def test_data_behind_a_bad_endpoint_or_secret_is_refused_within_seconds(
+    bucket, s3_env, monkeypatch, tiny_config, tmp_path
+):
+    """The data's URL is checked at start as the output's is: not after the whole retry
+    budget, and with the line that names the problem."""
+    config = tiny_config(bucket, tmp_path / "run")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    for variable, value, line in [
+        ("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}", "unreachable"),
+        ("AWS_SECRET_ACCESS_KEY", "wrong-" + s3_env.secret, "secret key does not match"),
+    ]:
+        with monkeypatch.context() as changed:
+            changed.setenv(variable, value)
+            started = time.monotonic()
+            with pytest.raises(TwinsError, match=line):
+                build_datasets(config)
+            assert time.monotonic() - started < 15
