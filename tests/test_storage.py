@@ -126,6 +126,14 @@ def test_check_access_names_each_problem(s3_prefix, s3_env, monkeypatch, caplog)
         assert s3_env.secret not in text
 
 
+def test_credentials_written_in_a_url_are_refused_without_showing_them(s3_prefix, s3_env):
+    url = s3_prefix.replace("s3://", f"s3://{s3_env.key}:{s3_env.secret}@", 1)
+    for call in (storage.check_access, storage.read_bytes, storage.exists):
+        with pytest.raises(TwinsError, match="credentials in it .* remove them") as refused:
+            call(storage.join(url, "x"))
+        assert s3_env.secret not in str(refused.value) and "\n" not in str(refused.value)
+
+
 def test_a_wrong_secret_is_refused_by_the_server(s3_prefix, s3_env, monkeypatch):
     """The server checks credentials: without them it would accept anyone."""
     storage.write_bytes(storage.join(s3_prefix, "x"), b"1")

@@ -8,7 +8,8 @@ Credentials and endpoint come only from botocore's own chain (AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, AWS_ENDPOINT_URL(_S3), AWS_REGION,
 ~/.aws/...); for `obs://` alone, OBS_ENDPOINT names the endpoint when no AWS_ENDPOINT_URL is set.
 No message or log line shows them: URLs are printed without any `user:password@` part and
-server messages are reduced to their error code.
+server messages are reduced to their error code; an s3:// or obs:// URL with such a part is
+refused (s3fs would not use it, and the run would save it).
 
 Remote calls retry transient failures (refused or reset connections, timeouts, 5xx, SlowDown)
 with exponential backoff and jitter (from a generator of their own: a retry changes no random
@@ -112,8 +113,15 @@ def _protocol_and_path(url: str) -> tuple[str, str]:
     protocol, _, path = url.partition("://")
     protocol = protocol.lower()
     if protocol in _S3_PROTOCOLS:
-        bucket_and_key = path.split("@", 1)[1] if "@" in path.split("/", 1)[0] else path
-        return "s3", bucket_and_key.rstrip("/")
+        if "@" in path.split("/", 1)[0]:
+            # s3fs would not log in with them, and the URL is saved with the run (config.yaml,
+            # checkpoints, the output's copy of both).
+            raise TwinsError(
+                f"{display(url)} was given with credentials in it (user:password@), which are "
+                "not used and would be saved with the run: remove them from the URL and set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            )
+        return "s3", path.rstrip("/")
     return protocol, path
 
 
