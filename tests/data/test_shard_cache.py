@@ -4,7 +4,9 @@ and never evicted while a process holds it."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
+import pickle
 import shutil
 import threading
 import time
@@ -116,3 +118,20 @@ def test_the_reader_and_prefetch_threads_of_one_process_never_wait_on_each_other
         reader.start()
         reader.join(10)
         assert not reader.is_alive(), f"the reader hung in trial {trial}"
+
+
+def test_a_run_says_once_that_the_cache_is_over_its_size(tmp_path, store, caplog):
+    caplog.set_level(logging.WARNING, logger="twins.data.shard_cache")
+    for _run in range(2):
+        for cached in (tmp_path / "cache").glob("shards/data/*.tar"):
+            cached.unlink()
+        cache = make_cache(tmp_path, store, limit=SHARD + 1)
+        cache.path("s0.tar")  # held throughout: each other shard is over the limit
+        for name in sorted(store)[1:]:
+            worker = pickle.loads(pickle.dumps(cache))  # a loader worker of the same run
+            worker.path(name)
+            worker.release_all_but(set())
+        cache.release_all_but(set())
+    said = [r.getMessage() for r in caplog.records if "over its cache_size" in r.getMessage()]
+    assert len(said) == 2, said  # once per run, not once per download
+    assert "holds 20KB in shards being read: over its cache_size of 10KB" in said[0]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from twins import storage
 from twins.errors import TwinsError
+from twins.sizes import format_size
 
 logger = logging.getLogger(__name__)
 
@@ -256,11 +257,13 @@ class ShardCache:
                     continue
                 if _remove_unheld(path):
                     total -= nbytes
-            if total + size > self.limit:
+            if total + size > self.limit and self._first_time_over():
                 logger.warning(
-                    "shard cache %s holds %.1f GB in shards being read: over its cache_size",
+                    "shard cache %s holds %s in shards being read: over its cache_size of %s "
+                    "(said once per run)",
                     self.root,
-                    (total + size) / 1e9,
+                    format_size(total + size),
+                    format_size(self.limit),
                 )
             reservation = self.folder / f".{name}.{os.getpid()}.{size}.reserved"
             reservation.touch()
@@ -268,6 +271,19 @@ class ShardCache:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def _first_time_over(self) -> bool:
+        """Whether this run has not yet said that the cache is over its size (room lock held):
+        every process of the run downloads, again each epoch, and would say it each time."""
+        said = self.root / ".over-limit"
+        try:
+            runs = said.read_text().split()
+        except FileNotFoundError:
+            runs = []
+        if self.session in runs:
+            return False
+        said.write_text("\n".join([*runs[-31:], self.session]) + "\n")  # the last runs only
+        return True
 
 
 def _reservations(root: Path) -> list[int]:

@@ -254,15 +254,17 @@ def _cache(
     url: str, manifest: dict[str, Any], folder: str | Path | None, limit: int, block: int
 ) -> ShardCache:
     from twins.data.shard_cache import default_cache_dir
+    from twins.sizes import format_size
 
     shards = [s for split in manifest["splits"].values() for s in split["shards"]]
     largest = max((s["bytes"] for s in shards), default=0)
     needed = 2 * block * largest
     if limit < needed:
         raise TwinsError(
-            f"cache_size {limit / 1e9:.2f} GB cannot hold the 2 × shuffle_block ({block}) shards "
-            f"of up to {largest / 1e6:.0f} MB being read and fetched: raise cache_size to at "
-            f"least {needed / 1e9:.2f} GB or lower shuffle_block"
+            f"cache_size {format_size(limit)} cannot hold the 2 × shuffle_block ({block}) "
+            f"shards of up to {format_size(largest)} being read and fetched: raise cache_size "
+            f"to at least {format_size(needed, round_up=True)} or lower shuffle_block",
+            argument="cache_size",
         )
     text = storage.read_bytes(storage.join(url, packed.MANIFEST))
     name = hashlib.sha256(url.encode() + b"\0" + text).hexdigest()[:16]
