@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import twins.data.pack
 from twins import storage
 from twins.cli.main import main
 from twins.data import build_datasets
@@ -217,3 +218,12 @@ def test_data_behind_a_bad_endpoint_or_secret_is_refused_within_seconds(
             with pytest.raises(TwinsError, match=line):
                 build_datasets(config)
             assert time.monotonic() - started < 15
+
+
+def test_pack_checks_its_bucket_before_it_reads_an_image(imagefolder, bucket, monkeypatch):
+    def read_nothing(*args, **kwargs):
+        raise AssertionError("images read before the bucket was checked")
+
+    monkeypatch.setattr(twins.data.pack, "_plan", read_nothing)
+    with pytest.raises(TwinsError, match="bucket 'no-such-bucket-twins' does not exist"):
+        pack(imagefolder, "s3://no-such-bucket-twins/packed", shard_size=SHARD_SIZE, workers=1)

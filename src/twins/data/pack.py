@@ -132,6 +132,8 @@ def _check_places(source: Path, output: str) -> None:
             argument="source",
         )
     if storage.is_remote(output):
+        # Before any image is read: a missing bucket, wrong credentials, a bad endpoint.
+        storage.check_access(output, write=True)
         return
     out = packed.local_path(output).resolve()
     if out == source.resolve() or source.resolve() in out.parents:
