@@ -196,6 +196,21 @@ def test_retries_leave_the_global_random_stream_alone(s3_prefix, s3_env, monkeyp
     assert random.getstate() == before
 
 
+def test_a_store_back_from_an_outage_is_tried_again_within_seconds(monkeypatch):
+    """However long the outage, the next attempt is at most a few seconds away."""
+    waits, attempts = [], []
+    monkeypatch.setattr(storage.time, "sleep", waits.append)
+
+    def refused_a_while(fs, path):
+        attempts.append(path)
+        if len(attempts) <= 12:
+            raise ConnectionRefusedError("refused")
+        return b"back"
+
+    assert storage._remote("s3://bucket/x", refused_a_while, budget=600) == b"back"
+    assert len(waits) == 12 and max(waits) <= 4
+
+
 def test_retries_end_after_the_budget(s3_prefix, s3_env, monkeypatch):
     url = storage.join(s3_prefix, "x")
     storage.write_bytes(url, b"1")

@@ -52,7 +52,9 @@ DEFAULT_RETRY_SECONDS = 300.0
 # `check_access` runs at start, where a wrong endpoint should be said within seconds.
 CHECK_RETRY_SECONDS = 3.0
 _FIRST_DELAY = 0.25
-_LONGEST_DELAY = 30.0
+# A store back from an outage is noticed within this many seconds (30 made training wait up to
+# 30 s more); one attempt every few seconds per process is no load on a store.
+_LONGEST_DELAY = 4.0
 _S3_PROTOCOLS = ("s3", "s3a", "obs")
 # The retries' jitter has its own generator: drawn from the global `random`, the stream a
 # loader worker's augmentation draws from, an outage would change the training result.
