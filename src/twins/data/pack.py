@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -151,7 +152,7 @@ def _plan(
 ) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
     """The classes, and for each split its shards: name and members (key, path, class, source
     name), in the split's shuffled order, cut at about `shard_size` bytes."""
-    from twins.data.datasets import SafeImageFolder  # the discovery training uses
+    from twins.data.datasets import SafeImageFolder, describe_left_out  # as training finds them
 
     found, classes = {}, None
     for number, split in enumerate(packed.SPLITS):
@@ -168,7 +169,18 @@ def _plan(
         classes = folder.classes
         generator = torch.Generator().manual_seed(derive_seed(seed, number))
         order = torch.randperm(len(folder.samples), generator=generator).tolist()
-        found[split] = [folder.samples[i] for i in order]
+        found[split] = _regular_files([folder.samples[i] for i in order], source)
+        left_out = describe_left_out([folder], source)
+        if left_out:
+            logger.warning("pack: %s", left_out)
+        unseen = sorted(set(range(len(classes))) - {target for _, target in found[split]})
+        if unseen:
+            logger.warning(
+                "pack: no image of class %s in %s can be packed: a model trained on it has a "
+                "class it never sees",
+                ", ".join(classes[i] for i in unseen),
+                source / split,
+            )
     assert classes is not None
     sizes = {split: [os.stat(p).st_size for p, _ in found[split]] for split in packed.SPLITS}
     shrink = _shrink_ratio(found["train"], sizes["train"], resize_short)
@@ -191,6 +203,29 @@ def _plan(
             shards.append(_shard_task(split, len(shards), members, resize_short))
         plans[split] = shards
     return classes, plans
+
+
+def _regular_files(samples: list[tuple[str, int]], source: Path) -> list[tuple[str, int]]:
+    """`samples` without the files that cannot be packed, named in a warning: a link leading
+    nowhere (training skips and counts it), a FIFO, socket or device named like an image
+    (reading one would wait for ever)."""
+    kept, refused = [], []
+    for path, target in samples:
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:
+            regular = False
+        (kept if regular else refused).append((path, target))
+    if refused:
+        names = sorted(os.path.relpath(path, source) for path, _ in refused)
+        logger.warning(
+            "pack: left out %d image names that are no readable file (a link leading nowhere, "
+            "a FIFO, a device): %s%s",
+            len(names),
+            ", ".join(names[:5]),
+            f" and {len(names) - 5} more" if len(names) > 5 else "",
+        )
+    return kept
 
 
 def _shard_task(
