@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import twins.data.pack
 from twins import storage
 from twins.cli.main import main
 from twins.data import build_datasets
+from twins.data.loader import TwinsDataLoader
 from twins.data.pack import pack
 from twins.data.shards import ShardDataset, open_packed, verify_packed
 from twins.errors import TwinsError
@@ -227,3 +229,42 @@ def test_pack_checks_its_bucket_before_it_reads_an_image(imagefolder, bucket, mo
     monkeypatch.setattr(twins.data.pack, "_plan", read_nothing)
     with pytest.raises(TwinsError, match="bucket 'no-such-bucket-twins' does not exist"):
         pack(imagefolder, "s3://no-such-bucket-twins/packed", shard_size=SHARD_SIZE, workers=1)
+
+
+def test_a_run_through_an_outage_ends_on_the_unbroken_run_s_weights(
+    imagefolder, bucket, s3_env, tiny_config, tmp_path, monkeypatch
+):
+    """The store is killed as the first epoch starts, before the loader workers have fetched a
+    shard, and started again 3 s later: the workers' retries change nothing in the numbers."""
+    pack(imagefolder, bucket, shard_size=SHARD_SIZE, workers=1)
+    fit(tiny_config(bucket, tmp_path / "unbroken", **RECIPE, cache_dir=str(tmp_path / "cache1")))
+
+    back, done, outages = threading.Event(), threading.Event(), []
+    iterate = TwinsDataLoader.__iter__
+
+    def restart_later() -> None:
+        time.sleep(3)
+        s3_env.start()  # the server lives as long as this thread: it waits for the test
+        back.set()
+        done.wait(300)
+
+    def outage_first(loader):
+        if not outages:
+            outages.append(loader)
+            s3_env.stop(kill=True)
+            threading.Thread(target=restart_later, daemon=True).start()
+        return iterate(loader)
+
+    monkeypatch.setattr(TwinsDataLoader, "__iter__", outage_first)
+    try:
+        fit(tiny_config(bucket, tmp_path / "broken", **RECIPE, cache_dir=str(tmp_path / "cache2")))
+    finally:
+        back.wait(120)  # the server may answer reads before its start is complete
+        done.set()
+        s3_env.stop()
+        s3_env.start()  # from the main thread again
+    assert back.is_set() and len(outages) == 1
+    assert records(tmp_path / "broken") == records(tmp_path / "unbroken")
+    a = load_checkpoint(tmp_path / "unbroken" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "broken" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[name], b[name]) for name in a)
