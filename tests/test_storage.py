@@ -5,7 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import gc
 import logging
+import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -16,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from twins import storage
 from twins.errors import TwinsError
+from twins.train.stop import StopSignals
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -199,7 +202,7 @@ def test_retries_leave_the_global_random_stream_alone(s3_prefix, s3_env, monkeyp
 def test_a_store_back_from_an_outage_is_tried_again_within_seconds(monkeypatch):
     """However long the outage, the next attempt is at most a few seconds away."""
     waits, attempts = [], []
-    monkeypatch.setattr(storage.time, "sleep", waits.append)
+    monkeypatch.setattr(storage, "_wait", lambda seconds, _: waits.append(seconds) or True)
 
     def refused_a_while(fs, path):
         attempts.append(path)
@@ -209,6 +212,26 @@ def test_a_store_back_from_an_outage_is_tried_again_within_seconds(monkeypatch):
 
     assert storage._remote("s3://bucket/x", refused_a_while, budget=600) == b"back"
     assert len(waits) == 12 and max(waits) <= 4
+
+
+def test_a_stop_signal_ends_the_retries_under_way_at_once(s3_prefix, s3_env, monkeypatch):
+    """SIGTERM or Ctrl-C during an outage stops a run now, not after the retry budget."""
+    monkeypatch.setenv("TWINS_STORAGE_RETRY_SECONDS", "120")
+    url = storage.join(s3_prefix, "x")
+    storage.write_bytes(url, b"1")
+    s3_env.stop(kill=True)
+    try:
+        with StopSignals(), concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(storage.read_bytes, url)
+            time.sleep(1.0)  # retrying by now
+            started = time.monotonic()
+            os.kill(os.getpid(), signal.SIGTERM)
+            with pytest.raises(TwinsError, match="unreachable .* stopped waiting for it"):
+                reading.result(timeout=30)
+            assert time.monotonic() - started < 2
+    finally:
+        s3_env.start()
+    assert storage.read_bytes(url) == b"1"  # later calls retry as usual
 
 
 def test_retries_end_after_the_budget(s3_prefix, s3_env, monkeypatch):

@@ -395,6 +395,7 @@ def _remote(url: str, call: Callable[[Any, str], T], budget: float | None = None
     budget = _retry_seconds() if budget is None else budget
     deadline = time.monotonic() + budget
     delay = _FIRST_DELAY
+    interruptions = _interruptions
     while True:
         try:
             result = call(filesystem(url), path)
@@ -420,7 +421,13 @@ def _remote(url: str, call: Callable[[Any, str], T], budget: float | None = None
                 logger.warning(
                     "storage: %s unreachable (%s), retrying in %.1fs", shown, reason, wait
                 )
-            time.sleep(wait)
+            if not _wait(wait, interruptions):
+                with _unreachable_lock:
+                    _unreachable.discard(store)
+                raise TwinsError(
+                    f"storage: {shown} unreachable ({reason}): stopped waiting for it, as a "
+                    "signal asked"
+                ) from error
             delay = min(2 * delay, _LONGEST_DELAY)
             continue
         with _unreachable_lock:
@@ -429,6 +436,29 @@ def _remote(url: str, call: Callable[[Any, str], T], budget: float | None = None
         if back:
             logger.warning("storage: %s reachable again", shown)
         return result
+
+
+# Incremented by `interrupt_waits` (from a signal handler: nothing there may take a lock).
+_interruptions = 0
+_WAIT_SLICE = 0.1
+
+
+def interrupt_waits() -> None:
+    """End the retries under way in this process (in any thread) within a tenth of a second,
+    each with its `TwinsError` line: for a signal that asks the process to stop, which would
+    otherwise wait out the whole retry budget. Retries begun later wait as usual."""
+    global _interruptions
+    _interruptions += 1
+
+
+def _wait(seconds: float, interruptions: int) -> bool:
+    """Sleep `seconds`; False as soon as `interrupt_waits` was called since `interruptions`."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, _WAIT_SLICE))
+        if _interruptions != interruptions:
+            return False
+    return _interruptions == interruptions
 
 
 def _retry_seconds() -> float:

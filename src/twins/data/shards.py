@@ -395,7 +395,13 @@ def _read_indexes(url: str, shards: list[dict[str, Any]], fix: str) -> list[dict
 
 def _in_threads(function: Any, items: list[Any]) -> list[Any]:
     with ThreadPoolExecutor(16) as pool:
-        return list(pool.map(function, items))
+        try:
+            return list(pool.map(function, items))
+        except BaseException:
+            # Ctrl-C, or one call's error: the others' retries would hold the pool's end (and
+            # the process) for the whole retry budget.
+            storage.interrupt_waits()
+            raise
 
 
 def _size_or_none(location: str) -> int | None:
