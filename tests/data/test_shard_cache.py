@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import twins.data.shard_cache
 from twins.data.shard_cache import ShardCache
 from twins.errors import TwinsError
 
@@ -135,3 +136,23 @@ def test_a_run_says_once_that_the_cache_is_over_its_size(tmp_path, store, caplog
     said = [r.getMessage() for r in caplog.records if "over its cache_size" in r.getMessage()]
     assert len(said) == 2, said  # once per run, not once per download
     assert "holds 20KB in shards being read: over its cache_size of 10KB" in said[0]
+
+
+def test_each_run_checks_a_cached_shard_once(tmp_path, store, monkeypatch):
+    """Two runs (or two ranks of one run, each its own cache object) take turns on a shard:
+    each hashes it once, not at every turn."""
+    hashed = []
+    file_sha256 = twins.data.shard_cache._file_sha256
+    monkeypatch.setattr(
+        twins.data.shard_cache,
+        "_file_sha256",
+        lambda path: hashed.append(path) or file_sha256(path),
+    )
+    first, second = make_cache(tmp_path, store), make_cache(tmp_path, store)
+    for cache in (first, second, first, second, first):
+        cache.path("s0.tar")
+        cache.release_all_but(set())
+    assert len(hashed) == 2  # the download, and the second run's check
+    (tmp_path / "cache" / "shards" / "data" / "s0.tar").write_bytes(b"x" * SHARD)
+    make_cache(tmp_path, store).path("s0.tar")  # a third run finds it damaged
+    assert (tmp_path / "cache" / "shards" / "data" / "s0.tar").read_bytes() == bytes([0]) * SHARD

@@ -180,15 +180,15 @@ class ShardCache:
         cached file can be damaged in place (a disk, another tool), keeping its size, and then
         every later run would read garbled images: so the first process of a run to use a
         cached shard checks its sha256, fetches a damaged one again (a whole new file renamed
-        over it) and marks the shard checked for the run (`{name}.checked` holds the run's
-        mark). The processes of a run take the mark's lock one at a time, never while waiting
+        over it) and marks the shard checked for the run (`{name}.checked` holds the marks of
+        the last runs, or ranks, that checked it). The processes of a run take the mark's lock one at a time, never while waiting
         for another lock, so no other process has to let go of the shard first."""
         if not self._present(name):
             return False
         fd = os.open(self.folder / (name + _CHECKED_SUFFIX), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.pread(fd, 64, 0).decode(errors="replace") == self.session:
+            if self.session in _marks(fd):
                 return True
             if _file_sha256(self.folder / name) != self.expected[name][1]:
                 logger.warning(
@@ -199,7 +199,7 @@ class ShardCache:
                     self.source,
                 )
                 self._fetch(name, mark=False)
-            _mark(fd, self.session)
+            _mark(fd, self.session, _marks(fd))
             return True
         finally:
             os.close(fd)  # and its lock
@@ -227,7 +227,7 @@ class ShardCache:
                 fd = os.open(self.folder / (name + _CHECKED_SUFFIX), os.O_RDWR | os.O_CREAT, 0o644)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
-                    _mark(fd, self.session)  # checked as downloaded
+                    _mark(fd, self.session, [])  # checked as downloaded: older marks go
                 finally:
                     os.close(fd)
         finally:
@@ -325,9 +325,20 @@ def _remove_unheld(path: Path) -> bool:
         os.close(fd)
 
 
-def _mark(fd: int, session: str) -> None:
+# Runs whose marks a shard keeps: the ranks of a run on one node (each its own mark) and the
+# runs sharing the cache, each checking a shard once.
+_MARKS_KEPT = 64
+
+
+def _marks(fd: int) -> list[str]:
+    """The marks of the runs that have checked a shard (its `.checked` file, lock held)."""
+    return os.pread(fd, 17 * _MARKS_KEPT, 0).decode(errors="replace").split()
+
+
+def _mark(fd: int, session: str, marks: list[str]) -> None:
+    text = "\n".join([*marks[-(_MARKS_KEPT - 1) :], session]) + "\n"
     os.ftruncate(fd, 0)
-    os.pwrite(fd, session.encode(), 0)
+    os.pwrite(fd, text.encode(), 0)
 
 
 def _file_sha256(path: Path) -> str:
