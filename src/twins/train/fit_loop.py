@@ -254,6 +254,17 @@ def _fit(
             if ctx.is_main:
                 mirror.sync()
             say(summary(record, total_epochs, is_best and state.best_weights, task.shown))
+            # A data set of the toolkit knows which classes it could read none of; other data
+            # sets (a user's own) do not say.
+            judge = getattr(train_set, "unreadable_classes", None)
+            unseen = judge() if judge is not None and epoch == first_epoch + 1 else []
+            if unseen and ctx.is_main:  # each process judges the images it read: the main's
+                say(
+                    f"warning: no image of class {', '.join(unseen[:5])}"
+                    f"{f' and {len(unseen) - 5} more' if len(unseen) > 5 else ''} in "
+                    f"{train_set.root} could be read: the model has a class it never sees; "
+                    "repair or remove the broken files (the warnings above name them)"
+                )
             distributed.barrier()
             stop_if_asked(within_epoch=False)
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
