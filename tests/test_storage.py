@@ -5,6 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import gc
 import logging
+import os
+import random
+import signal
 import socket
 import threading
 import time
@@ -15,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from twins import storage
 from twins.errors import TwinsError
+from twins.train.stop import StopSignals
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -125,6 +129,14 @@ def test_check_access_names_each_problem(s3_prefix, s3_env, monkeypatch, caplog)
         assert s3_env.secret not in text
 
 
+def test_credentials_written_in_a_url_are_refused_without_showing_them(s3_prefix, s3_env):
+    url = s3_prefix.replace("s3://", f"s3://{s3_env.key}:{s3_env.secret}@", 1)
+    for call in (storage.check_access, storage.read_bytes, storage.exists):
+        with pytest.raises(TwinsError, match="credentials in it .* remove them") as refused:
+            call(storage.join(url, "x"))
+        assert s3_env.secret not in str(refused.value) and "\n" not in str(refused.value)
+
+
 def test_a_wrong_secret_is_refused_by_the_server(s3_prefix, s3_env, monkeypatch):
     """The server checks credentials: without them it would accept anyone."""
     storage.write_bytes(storage.join(s3_prefix, "x"), b"1")
@@ -168,6 +180,58 @@ def test_reads_ride_out_an_outage(s3_prefix, s3_env, monkeypatch, caplog):
     assert len([line for line in lines if "unreachable" in line]) == 1, lines
     assert len([line for line in lines if "reachable again" in line]) == 1, lines
     assert lines[0].startswith(f"storage: {urls[0].rsplit('/', 1)[0]}")
+
+
+def test_retries_leave_the_global_random_stream_alone(s3_prefix, s3_env, monkeypatch):
+    """The per-sample augmentation draws from `random` in a loader worker: a retry's jitter
+    drawn from it too would change the training result after an outage."""
+    monkeypatch.setenv("TWINS_STORAGE_RETRY_SECONDS", "60")
+    url = storage.join(s3_prefix, "x")
+    storage.write_bytes(url, b"1")
+    random.seed(7)
+    before = random.getstate()
+    s3_env.stop(kill=True)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(storage.read_bytes, url)  # retried until the server is back
+        time.sleep(1.5)
+        s3_env.start()
+        assert answer.result(timeout=60) == b"1"
+    assert random.getstate() == before
+
+
+def test_a_store_back_from_an_outage_is_tried_again_within_seconds(monkeypatch):
+    """However long the outage, the next attempt is at most a few seconds away."""
+    waits, attempts = [], []
+    monkeypatch.setattr(storage, "_wait", lambda seconds, _: waits.append(seconds) or True)
+
+    def refused_a_while(fs, path):
+        attempts.append(path)
+        if len(attempts) <= 12:
+            raise ConnectionRefusedError("refused")
+        return b"back"
+
+    assert storage._remote("s3://bucket/x", refused_a_while, budget=600) == b"back"
+    assert len(waits) == 12 and max(waits) <= 4
+
+
+def test_a_stop_signal_ends_the_retries_under_way_at_once(s3_prefix, s3_env, monkeypatch):
+    """SIGTERM or Ctrl-C during an outage stops a run now, not after the retry budget."""
+    monkeypatch.setenv("TWINS_STORAGE_RETRY_SECONDS", "120")
+    url = storage.join(s3_prefix, "x")
+    storage.write_bytes(url, b"1")
+    s3_env.stop(kill=True)
+    try:
+        with StopSignals(), concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(storage.read_bytes, url)
+            time.sleep(1.0)  # retrying by now
+            started = time.monotonic()
+            os.kill(os.getpid(), signal.SIGTERM)
+            with pytest.raises(TwinsError, match="unreachable .* stopped waiting for it"):
+                reading.result(timeout=30)
+            assert time.monotonic() - started < 2
+    finally:
+        s3_env.start()
+    assert storage.read_bytes(url) == b"1"  # later calls retry as usual
 
 
 def test_retries_end_after_the_budget(s3_prefix, s3_env, monkeypatch):

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9}
 _UNITS |= {"GB": 10**9, "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 _UNITS |= {"TIB": 2**40}
+
+
+def format_size(value: int, round_up: bool = False) -> str:
+    """`value` bytes in the largest decimal unit it fills, to three significant digits, as
+    `parse_size` reads it back: 80KB, 1.5GB, 512MB. `round_up` never gives less than
+    `value` (for a size to set)."""
+    units = (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3))
+    unit, scale = next(((u, s) for u, s in units if value >= s), ("B", 1))
+    if scale == 1:
+        return f"{value}B"
+    number = value / scale
+    step = 10.0 ** (math.floor(math.log10(number)) - 2)  # the third significant digit
+    number = (math.ceil(number / step) if round_up else round(number / step)) * step
+    text = f"{number:.{max(0, -math.floor(math.log10(step)))}f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + unit
 
 
 def parse_size(text: str | int) -> int:

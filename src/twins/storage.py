@@ -8,10 +8,12 @@ Credentials and endpoint come only from botocore's own chain (AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, AWS_ENDPOINT_URL(_S3), AWS_REGION,
 ~/.aws/...); for `obs://` alone, OBS_ENDPOINT names the endpoint when no AWS_ENDPOINT_URL is set.
 No message or log line shows them: URLs are printed without any `user:password@` part and
-server messages are reduced to their error code.
+server messages are reduced to their error code; an s3:// or obs:// URL with such a part is
+refused (s3fs would not use it, and the run would save it).
 
 Remote calls retry transient failures (refused or reset connections, timeouts, 5xx, SlowDown)
-with exponential backoff and jitter for TWINS_STORAGE_RETRY_SECONDS (300 by default), with one
+with exponential backoff and jitter (from a generator of their own: a retry changes no random
+stream of the training) for TWINS_STORAGE_RETRY_SECONDS (300 by default), with one
 warning when a store becomes unreachable and one line when it answers again. Permanent errors
 (credentials, a missing bucket) raise one `TwinsError` line at once, naming the fix; a missing
 object raises FileNotFoundError.
@@ -50,8 +52,13 @@ DEFAULT_RETRY_SECONDS = 300.0
 # `check_access` runs at start, where a wrong endpoint should be said within seconds.
 CHECK_RETRY_SECONDS = 3.0
 _FIRST_DELAY = 0.25
-_LONGEST_DELAY = 30.0
+# A store back from an outage is noticed within this many seconds (30 made training wait up to
+# 30 s more); one attempt every few seconds per process is no load on a store.
+_LONGEST_DELAY = 4.0
 _S3_PROTOCOLS = ("s3", "s3a", "obs")
+# The retries' jitter has its own generator: drawn from the global `random`, the stream a
+# loader worker's augmentation draws from, an outage would change the training result.
+_jitter = random.Random()
 _CREDENTIAL_VARIABLES = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -108,8 +115,15 @@ def _protocol_and_path(url: str) -> tuple[str, str]:
     protocol, _, path = url.partition("://")
     protocol = protocol.lower()
     if protocol in _S3_PROTOCOLS:
-        bucket_and_key = path.split("@", 1)[1] if "@" in path.split("/", 1)[0] else path
-        return "s3", bucket_and_key.rstrip("/")
+        if "@" in path.split("/", 1)[0]:
+            # s3fs would not log in with them, and the URL is saved with the run (config.yaml,
+            # checkpoints, the output's copy of both).
+            raise TwinsError(
+                f"{display(url)} was given with credentials in it (user:password@), which are "
+                "not used and would be saved with the run: remove them from the URL and set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
+            )
+        return "s3", path.rstrip("/")
     return protocol, path
 
 
@@ -381,6 +395,7 @@ def _remote(url: str, call: Callable[[Any, str], T], budget: float | None = None
     budget = _retry_seconds() if budget is None else budget
     deadline = time.monotonic() + budget
     delay = _FIRST_DELAY
+    interruptions = _interruptions
     while True:
         try:
             result = call(filesystem(url), path)
@@ -398,7 +413,7 @@ def _remote(url: str, call: Callable[[Any, str], T], budget: float | None = None
                     f"AWS_ENDPOINT_URL{_endpoint_note()} and the network; "
                     f"{RETRY_SECONDS_VARIABLE} sets how long to retry"
                 ) from error
-            wait = min(left, delay * random.uniform(0.5, 1.0))
+            wait = min(left, delay * _jitter.uniform(0.5, 1.0))
             with _unreachable_lock:
                 first = store not in _unreachable
                 _unreachable.add(store)
@@ -406,7 +421,13 @@ def _remote(url: str, call: Callable[[Any, str], T], budget: float | None = None
                 logger.warning(
                     "storage: %s unreachable (%s), retrying in %.1fs", shown, reason, wait
                 )
-            time.sleep(wait)
+            if not _wait(wait, interruptions):
+                with _unreachable_lock:
+                    _unreachable.discard(store)
+                raise TwinsError(
+                    f"storage: {shown} unreachable ({reason}): stopped waiting for it, as a "
+                    "signal asked"
+                ) from error
             delay = min(2 * delay, _LONGEST_DELAY)
             continue
         with _unreachable_lock:
@@ -415,6 +436,29 @@ def _remote(url: str, call: Callable[[Any, str], T], budget: float | None = None
         if back:
             logger.warning("storage: %s reachable again", shown)
         return result
+
+
+# Incremented by `interrupt_waits` (from a signal handler: nothing there may take a lock).
+_interruptions = 0
+_WAIT_SLICE = 0.1
+
+
+def interrupt_waits() -> None:
+    """End the retries under way in this process (in any thread) within a tenth of a second,
+    each with its `TwinsError` line: for a signal that asks the process to stop, which would
+    otherwise wait out the whole retry budget. Retries begun later wait as usual."""
+    global _interruptions
+    _interruptions += 1
+
+
+def _wait(seconds: float, interruptions: int) -> bool:
+    """Sleep `seconds`; False as soon as `interrupt_waits` was called since `interruptions`."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, _WAIT_SLICE))
+        if _interruptions != interruptions:
+            return False
+    return _interruptions == interruptions
 
 
 def _retry_seconds() -> float:

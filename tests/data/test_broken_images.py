@@ -12,6 +12,7 @@ from PIL import Image
 from twins.data import build_loader
 from twins.data.images import to_rgb
 from twins.errors import TwinsError
+from twins.tasks import fit
 from twins.tasks.classify.data import build_datasets
 
 
@@ -210,3 +211,15 @@ def test_in_lockstep_a_batch_without_readable_images_gets_a_stand_in(tmp_path, m
         assert torch.equal(stand_in_erasing, erasing)
     assert lockstep[0][0][0].data_ptr() != lockstep[1][0][0].data_ptr()  # a copy
     assert train.classes == ["a", "b"] and labels.tolist() == [1, 1, 1, 1]
+
+
+def test_a_class_whose_images_are_all_unreadable_is_named_after_the_first_epoch(
+    make_imagefolder, tiny_config, tmp_path, capsys
+):
+    data = make_imagefolder(tmp_path / "data", 8, [2, 2, 2, 2])
+    for image in (data / "train" / "class_3").iterdir():
+        image.write_bytes(b"not an image")  # a quarter of the images: the run goes on
+    fit(tiny_config(data, tmp_path / "run", epochs=2, batch_size=8))
+    said = capsys.readouterr().out
+    assert said.count("warning: no image of class class_3 in") == 1, said
+    assert "the model has a class it never sees" in said

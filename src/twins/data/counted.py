@@ -112,6 +112,18 @@ class CountedReads:
         """Raise TwinsError when most of the images read so far were unreadable."""
         judge_health(self.tried, self.skipped, len(self), self.root)
 
+    def unreadable_classes(self) -> list[str]:
+        """The classes every image of which was found unreadable (once all were read, e.g.
+        after an epoch): a model trained on the data set has a class it never sees. Empty for
+        a data set without one class per image (`targets`)."""
+        targets, classes = getattr(self, "targets", None), getattr(self, "classes", None)
+        if targets is None or not classes:
+            return []
+        targets = torch.as_tensor(targets, dtype=torch.int64)
+        images = torch.bincount(targets, minlength=len(classes)).tolist()
+        broken = torch.bincount(targets[self._broken], minlength=len(classes)).tolist()
+        return [c for c, n, b in zip(classes, images, broken, strict=True) if n and b == n]
+
 
 def judge_health(tried: int, skipped: int, size: int, root: str | Path) -> None:
     """Raise TwinsError when more than half of `tried` reads of the data set at `root` (`size`

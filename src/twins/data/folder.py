@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,11 @@ class SafeImageFolder(CountedReads, ImageFolder):
 
 
 def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as file:
+    # Not blocking on open, and only a regular file read: a FIFO named like an image would
+    # stop the loader for ever; this way it is an unreadable file, skipped and counted.
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
         return file.read()
 
 

@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
+from twins.errors import TwinsError
 from twins.seeds import derive_seed
 
 if TYPE_CHECKING:  # the config is only read here; importing it would tie data to train
@@ -213,7 +214,10 @@ class TwinsDataLoader(DataLoader):
         while True:
             # Without workers the transforms run here: give them the loader's random states.
             with self._random_states.active() if in_process else contextlib.nullcontext():
-                batch = next(batches, _END)
+                try:
+                    batch = next(batches, _END)
+                except TwinsError as error:
+                    raise TwinsError(worker_line(error), argument=error.argument) from error
             if batch is _END:
                 break
             batch, skipped, converted = batch
@@ -233,6 +237,17 @@ class TwinsDataLoader(DataLoader):
         if last is not None:
             for _ in range(unreadable):
                 yield _copy(last)
+
+
+def worker_line(error: TwinsError) -> str:
+    """The line of a `TwinsError` raised in a loader worker. torch raises it again in the
+    main process with the worker's whole traceback as its message ("Caught TwinsError in
+    DataLoader worker process 0. Original Traceback ..."): the user's line is its last part."""
+    message = str(error)
+    marker = f"\n{TwinsError.__module__}.{TwinsError.__qualname__}: "
+    if "Original Traceback" not in message or marker not in message:
+        return message
+    return message.rsplit(marker, 1)[1].strip()
 
 
 def _copy(batch: Any) -> Any:

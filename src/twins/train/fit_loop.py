@@ -159,6 +159,7 @@ class FitRun:
         self.task_metadata = {"task": task.name} | task.metadata(config, self.train_set)
         self.trainer = self._build_trainer()
         self.state = self.trainer.state
+        self.first_epoch = self.state.epoch
         self.mixup = task.batch_mix(config)
         self.to_device = task.to_device(config)
         if self.mixup is not None and config.batch_size % 2:
@@ -338,8 +339,23 @@ class FitRun:
             self.mirror.sync()
         weights = is_best and state.best_weights
         self.say(summary(record, self.total_epochs, weights, self.task.shown))
+        if epoch == self.first_epoch + 1:
+            self.warn_of_unread_classes()
         distributed.barrier()
         self.stop_if_asked(within_epoch=False)
+
+    def warn_of_unread_classes(self) -> None:
+        """After the first epoch: the classes none of whose images could be read. A data set of
+        the toolkit knows them; other data sets (a user's own) do not say."""
+        judge = getattr(self.train_set, "unreadable_classes", None)
+        unseen = judge() if judge is not None else []
+        if unseen and self.ctx.is_main:  # each process judges the images it read: the main's
+            more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
+            self.say(
+                f"warning: no image of class {', '.join(unseen[:5])}{more} in "
+                f"{self.train_set.root} could be read: the model has a class it never sees; "
+                "repair or remove the broken files (the warnings above name them)"
+            )
 
     def finish(self, first_epoch: int) -> dict[str, Any]:
         """The run's result (and the line that ends it)."""

@@ -15,6 +15,7 @@ import signal
 import threading
 from types import FrameType
 
+from twins import storage
 from twins.train import distributed
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -44,6 +45,9 @@ class StopSignals:
             signal.raise_signal(number)
             return
         self.received = number
+        # A storage call retrying through an outage would keep the run from stopping for the
+        # whole retry budget (300 s): it ends now, with its line.
+        storage.interrupt_waits()
 
     def requested(self) -> int | None:
         """The signal that asks this run to stop (on any process), or None. A collective under

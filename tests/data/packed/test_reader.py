@@ -4,9 +4,11 @@ counted, and a manifest that does not match its shards refused at start."""
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import fsspec
@@ -17,7 +19,7 @@ from PIL import Image
 import twins.data.packed.reader
 from factories import make_config
 from twins.data.folder import SafeImageFolder
-from twins.data.packed.reader import ShardDataset, verify_packed
+from twins.data.packed.reader import ShardDataset, open_packed, verify_packed
 from twins.data.packed.writer import pack
 from twins.errors import TwinsError
 from twins.tasks import evaluate_checkpoint, fit
@@ -112,9 +114,109 @@ def test_a_shard_that_does_not_match_the_manifest_is_named_with_the_fix(packed_c
     members["sha256"] = "0" * 64
     index.write_text(json.dumps(members))
     with pytest.raises(
-        TwinsError, match="the index of shard val-000001.tar .* does not match the manifest"
+        TwinsError, match="the index .*val-000001.idx.json of shard val-000001.tar does not match"
     ):
         ShardDataset(url, "val")
+
+
+def edit_json(path: Path, change) -> None:
+    value = json.loads(path.read_text())
+    change(value)
+    path.write_text(json.dumps(value))
+
+
+def relabel_first(index: dict) -> None:
+    member = index["members"][0]
+    member[4] = 1 - member[4] if member[4] < 2 else 0
+
+
+def test_an_edited_index_or_manifest_is_refused_and_a_rerun_of_pack_repairs_it(
+    imagefolder, packed_copy
+):
+    url, index = str(packed_copy), packed_copy / "train-000002.idx.json"
+    original = index.read_bytes()
+    edit_json(index, relabel_first)
+    with pytest.raises(TwinsError, match="train-000002.idx.json of shard train-000002.tar does"):
+        ShardDataset(url, "train")
+    with pytest.raises(TwinsError, match="train-000002.idx.json of shard train-000002.tar does"):
+        verify_packed(url)
+    pack(imagefolder, url, shard_size=20_000, workers=1)  # the edited index is written anew
+    assert index.read_bytes() == original
+    ShardDataset(url, "train")
+
+    # A manifest of before index_sha256: the classes still have to match the class folders.
+    edit_json(
+        packed_copy / "manifest.json",
+        lambda m: m["splits"]["train"]["shards"][2].pop("index_sha256"),
+    )
+    edit_json(index, relabel_first)
+    with pytest.raises(
+        TwinsError, match="of shard train-000002.tar in .* has class .* packed from"
+    ):
+        ShardDataset(url, "train")
+    index.write_bytes(original)
+    edit_json(packed_copy / "manifest.json", lambda m: m["classes"].reverse())
+    with pytest.raises(TwinsError, match="the index or the manifest's classes were edited"):
+        ShardDataset(url, "train")
+    edit_json(packed_copy / "manifest.json", lambda m: m["classes"].reverse())
+    edit_json(packed_copy / "manifest.json", lambda m: m["splits"]["val"].update(samples=15))
+    with pytest.raises(TwinsError, match="counts 15 val samples, its shards 14"):
+        ShardDataset(url, "val")
+
+
+def test_verify_checks_each_index_against_the_tar_members(packed_copy):
+    url, index = str(packed_copy), packed_copy / "train-000002.idx.json"
+
+    def shift_first(value: dict) -> None:
+        value["members"][0][2] += 512
+
+    edit_json(index, shift_first)
+    edit_json(  # as if the index had been packed so
+        packed_copy / "manifest.json",
+        lambda m: m["splits"]["train"]["shards"][2].update(
+            index_sha256=hashlib.sha256(index.read_bytes()).hexdigest()
+        ),
+    )
+    ShardDataset(url, "train")  # in bounds: only the tar tells
+    with pytest.raises(
+        TwinsError,
+        match="index of shard train-000002.tar of .* does not match the tar's members at train_",
+    ):
+        verify_packed(url)
+
+
+@pytest.mark.parametrize(
+    ("entry", "refusal"),
+    [
+        ({"name": "/tmp/train-000000.tar"}, "names shard '/tmp/train-000000.tar' in split train"),
+        ({"name": "../train-000000.tar"}, "names shard '../train-000000.tar' in split train"),
+        ({"index": "../../x.idx.json"}, "names the index of shard train-000000.tar '../../x"),
+        ({"name": "train-000001.tar"}, "lists shard train-000001.tar where train-000000.tar"),
+    ],
+)
+def test_names_in_the_manifest_are_checked_before_they_become_paths(
+    packed_copy, tmp_path, entry, refusal
+):
+    manifest = json.loads((packed_copy / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0].update(entry)
+    (packed_copy / "manifest.json").write_text(json.dumps(manifest))
+    for read in (
+        lambda: ShardDataset(str(packed_copy), "train"),
+        lambda: verify_packed(str(packed_copy)),
+        lambda: open_packed(f"file://{packed_copy}", {"train": None}, cache_dir=tmp_path / "cache"),
+    ):
+        with pytest.raises(TwinsError, match=re.escape(refusal)) as refused:
+            read()
+        assert "re-run `twins pack`" in str(refused.value) and "\n" not in str(refused.value)
+    assert not list(Path("/tmp").glob("train-000000.tar*"))
+
+
+def test_a_dropped_shard_entry_is_refused(packed_copy):
+    manifest = json.loads((packed_copy / "manifest.json").read_text())
+    del manifest["splits"]["val"]["shards"][1]
+    (packed_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TwinsError, match="lists shard val-000002.tar where val-000001.tar"):
+        ShardDataset(str(packed_copy), "val")
 
 
 def test_an_image_folder_behind_a_url_is_refused_with_the_command_that_packs_it(image_folder):

@@ -4,6 +4,7 @@ a SIGKILL, readable by timm's `wds/` reader."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -166,3 +167,28 @@ def test_pack_command_reports_and_verifies(imagefolder, packed, tmp_path, capsys
     assert "packed 64 train, 14 val images into 2 shards" in capsys.readouterr().out
     assert main(["pack", "--verify", str(packed)]) == 0
     assert "all 20 shards match" in capsys.readouterr().out
+
+
+def test_files_that_cannot_be_packed_are_left_out_and_named(make_imagefolder, tmp_path, caplog):
+    data = make_imagefolder(tmp_path / "data", 3, [2, 1])
+    (data / "train" / "class_0" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(data / "train" / "class_0" / "pipe.jpg")  # read, it would wait for ever
+    (data / "train" / "class_1" / "notes.txt").write_text("not an image")
+    (data / "val" / "class_1" / "0.png").unlink()
+    (data / "val" / "class_1" / "lost.png").symlink_to(tmp_path / "nowhere.png")
+    caplog.set_level(logging.WARNING, logger="twins.data.packed.writer")
+    report = pack(data, str(tmp_path / "out"), workers=1)
+    assert report.samples == {"train": 6, "val": 2}
+    said = caplog.text
+    assert "left out 2 image names that are no readable file" in said
+    assert "train/class_0/gone.png, train/class_0/pipe.jpg" in said
+    assert "1 file not an image left out (e.g. train/class_1/notes.txt)" in said
+    assert f"no image of class class_1 in {data / 'val'} can be packed" in said
+
+
+def test_training_skips_and_counts_a_fifo_named_like_an_image(make_imagefolder, tmp_path):
+    data = make_imagefolder(tmp_path / "data", 2, [1, 1])
+    os.mkfifo(data / "train" / "class_0" / "pipe.png")
+    folder = SafeImageFolder(data / "train")
+    index = [path for path, _ in folder.samples].index(str(data / "train/class_0/pipe.png"))
+    assert folder[index] is None  # at once: unreadable, not a wait

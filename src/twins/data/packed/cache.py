@@ -2,9 +2,11 @@
 
 Shards are downloaded whole into `folder/shards/<data set>/` (the data set named by a hash of its URL
 and manifest), to a temporary name, checked against the manifest's sha256, then renamed: a
-partial or altered file is never read. Every process of a node (ranks × loader workers) may
-share the folder: a lock file per shard (`fcntl.flock`) makes one process download it while the
-others wait, and a process holds a shared lock on each shard it is reading or about to read.
+partial or altered file is never read. A run checks the sha256 of a shard it finds cached the
+first time it uses it, and fetches a copy damaged in the cache again. Every process of a node
+(ranks × loader workers) may share the folder: a lock file per shard (`fcntl.flock`) makes one
+process download it while the others wait, and a process holds a shared lock on each shard it
+is reading or about to read.
 The cache keeps the total size of its shards under `limit` bytes by removing the least recently
 used ones (by modification time, renewed at each use) that no process holds.
 
@@ -24,12 +26,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from twins import storage
 from twins.data.packed.format import file_sha256
 from twins.errors import TwinsError
+from twins.sizes import format_size
 
 logger = logging.getLogger(__name__)
 
 _LOCK_SUFFIX = ".lock"
+_CHECKED_SUFFIX = ".checked"
 
 
 def default_cache_dir() -> Path:
@@ -48,20 +53,29 @@ class ShardCache:
         limit: int,
         download: Callable[[str, Path], None],
         expected: dict[str, tuple[int, str]],
+        *,
+        source: str = ".",
+        repack: str = "twins pack",
     ) -> None:
         self.root = Path(folder).expanduser() / "shards"
         self.folder = self.root / dataset
         self.limit = limit
         self.download = download
         self.expected = expected  # shard name -> (bytes, sha256)
+        self.source, self.repack = source, repack  # for messages: the data's URL, its pack
+        # This run's mark on the shards it has checked (`_usable`); its forked or spawned
+        # loader workers carry the same.
+        self.session = os.urandom(8).hex()
         self._pid = -1
         self._held: dict[str, int] = {}  # shard name -> lock file descriptor (shared lock)
+        # One thread of this process at a time takes a shard's file lock (see `_acquire`).
+        self._taking: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._queue: queue.Queue[list[str]] | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.update(_pid=-1, _held={}, _guard=None, _queue=None)
+        state.update(_pid=-1, _held={}, _taking={}, _guard=None, _queue=None)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -104,7 +118,7 @@ class ShardCache:
             for fd in self._held.values():
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            self._pid, self._held, self._queue = os.getpid(), {}, None
+            self._pid, self._held, self._taking, self._queue = os.getpid(), {}, {}, None
             self._guard = threading.Lock()
 
     def _prefetch_loop(self) -> None:
@@ -121,6 +135,22 @@ class ShardCache:
                         logger.warning("prefetching %s failed: %s", name, error)
 
     def _acquire(self, name: str) -> None:
+        # flock locks belong to the open file description, not the thread: were the reader and
+        # the prefetch thread both to go for the same missing shard, one would wait for its
+        # exclusive lock while the other holds a shared one in the same process, for ever.
+        # So the threads of a process take a shard's file lock one after the other.
+        with self._guard:
+            taking = self._taking.setdefault(name, threading.Lock())
+        with taking:
+            with self._guard:
+                if name in self._held:  # the other thread got there first
+                    return
+            fd = self._lock_shared(name)
+            with self._guard:
+                self._held[name] = fd
+
+    def _lock_shared(self, name: str) -> int:
+        """A descriptor of shard `name`'s lock file holding a shared lock, the shard there."""
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.folder / (name + _LOCK_SUFFIX), os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -128,20 +158,16 @@ class ShardCache:
             # doing so would wait for each other. An evictor may take a shard between the
             # exclusive and the shared lock: then round again.
             fcntl.flock(fd, fcntl.LOCK_SH)
-            while not self._present(name):
+            while not self._usable(name):
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 fcntl.flock(fd, fcntl.LOCK_EX)  # one process downloads, the others wait
-                if not self._present(name):
+                if not self._usable(name):
                     self._fetch(name)
                 fcntl.flock(fd, fcntl.LOCK_SH)
         except BaseException:
             os.close(fd)
             raise
-        with self._guard:
-            if name in self._held:  # the other thread got there first
-                os.close(fd)
-            else:
-                self._held[name] = fd
+        return fd
 
     def _present(self, name: str) -> bool:
         try:
@@ -149,7 +175,38 @@ class ShardCache:
         except OSError:
             return False
 
-    def _fetch(self, name: str) -> None:
+    def _usable(self, name: str) -> bool:
+        """Whether shard `name` is there (False: to be downloaded), checked in this run. A
+        cached file can be damaged in place (a disk, another tool), keeping its size, and then
+        every later run would read garbled images: so the first process of a run to use a
+        cached shard checks its sha256, fetches a damaged one again (a whole new file renamed
+        over it) and marks the shard checked for the run (`{name}.checked` holds the marks of
+        the last runs, or ranks, that checked it). The processes of a run take the mark's lock one at a time, never while waiting
+        for another lock, so no other process has to let go of the shard first."""
+        if not self._present(name):
+            return False
+        fd = os.open(self.folder / (name + _CHECKED_SUFFIX), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self.session in _marks(fd):
+                return True
+            if file_sha256(self.folder / name) != self.expected[name][1]:
+                logger.warning(
+                    "shard %s in the cache %s was damaged there (its sha256 is not the "
+                    "manifest's; the data at %s is not at fault): fetching it again",
+                    name,
+                    self.folder,
+                    self.source,
+                )
+                self._fetch(name, mark=False)
+            _mark(fd, self.session, _marks(fd))
+            return True
+        finally:
+            os.close(fd)  # and its lock
+
+    def _fetch(self, name: str, mark: bool = True) -> None:
+        """Download shard `name`, check it and rename it into place; marked checked for this
+        run unless the caller holds the mark's lock and marks it."""
         size, sha256 = self.expected[name]
         for left in self.folder.glob(f".*{name}.*"):  # of a process killed while downloading
             left.unlink(missing_ok=True)
@@ -158,12 +215,21 @@ class ShardCache:
         try:
             self.download(name, partial)
             if file_sha256(partial) != sha256:
+                # A rerun of the pack keeps an object of the right size: it has to go first.
                 raise TwinsError(
-                    f"shard {name} as downloaded does not match its sha256 in the manifest: the "
-                    "shard was altered or the manifest belongs to other shards; re-run "
-                    "`twins pack`"
+                    f"shard {name} of {self.source} as downloaded does not match its sha256 in "
+                    "the manifest: it was altered or damaged there, or the manifest belongs to "
+                    f"other shards; delete {storage.join(self.source, name)} and re-run "
+                    f"`{self.repack}`"
                 )
             os.replace(partial, self.folder / name)
+            if mark:
+                fd = os.open(self.folder / (name + _CHECKED_SUFFIX), os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    _mark(fd, self.session, [])  # checked as downloaded: older marks go
+                finally:
+                    os.close(fd)
         finally:
             with contextlib.suppress(OSError):
                 partial.unlink()
@@ -191,11 +257,13 @@ class ShardCache:
                     continue
                 if _remove_unheld(path):
                     total -= nbytes
-            if total + size > self.limit:
+            if total + size > self.limit and self._first_time_over():
                 logger.warning(
-                    "shard cache %s holds %.1f GB in shards being read: over its cache_size",
+                    "shard cache %s holds %s in shards being read: over its cache_size of %s "
+                    "(said once per run)",
                     self.root,
-                    (total + size) / 1e9,
+                    format_size(total + size),
+                    format_size(self.limit),
                 )
             reservation = self.folder / f".{name}.{os.getpid()}.{size}.reserved"
             reservation.touch()
@@ -203,6 +271,19 @@ class ShardCache:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def _first_time_over(self) -> bool:
+        """Whether this run has not yet said that the cache is over its size (room lock held):
+        every process of the run downloads, again each epoch, and would say it each time."""
+        said = self.root / ".over-limit"
+        try:
+            runs = said.read_text().split()
+        except FileNotFoundError:
+            runs = []
+        if self.session in runs:
+            return False
+        said.write_text("\n".join([*runs[-31:], self.session]) + "\n")  # the last runs only
+        return True
 
 
 def _reservations(root: Path) -> list[int]:
@@ -242,3 +323,19 @@ def _remove_unheld(path: Path) -> bool:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+# Runs whose marks a shard keeps: the ranks of a run on one node (each its own mark) and the
+# runs sharing the cache, each checking a shard once.
+_MARKS_KEPT = 64
+
+
+def _marks(fd: int) -> list[str]:
+    """The marks of the runs that have checked a shard (its `.checked` file, lock held)."""
+    return os.pread(fd, 17 * _MARKS_KEPT, 0).decode(errors="replace").split()
+
+
+def _mark(fd: int, session: str, marks: list[str]) -> None:
+    text = "\n".join([*marks[-(_MARKS_KEPT - 1) :], session]) + "\n"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, text.encode(), 0)

@@ -15,7 +15,9 @@ A packed data set is a folder (or an object-store prefix) holding, for each spli
   pack` keeps the shards that already hold it.
 - `manifest.json`, written last: `{"format": "twins-shards", "version", "classes", "source",
   "resize_short", "pack_seed", "splits": {split: {"samples", "shards": [{"name", "samples",
-  "bytes", "sha256", "index"}]}}}`.
+  "bytes", "sha256", "index", "index_sha256"}]}}}`: the sha256 of each shard and of its index
+  file (packs written before `index_sha256` was recorded are read without that check), and
+  each split's total of samples.
 - `_info.json`: the same splits as timm's `wds/` reader expects them (`name`, `num_samples`,
   `filenames`, `shard_lengths`), so `timm.data.create_dataset("wds/twins", root=OUT,
   split="train")` reads the shards too.
@@ -96,8 +98,13 @@ def read_json(url: str) -> Any:
     return json.loads(storage.read_bytes(url))
 
 
+def json_bytes(value: Any) -> bytes:
+    """`value` as this format writes its JSON files: the same value, the same bytes."""
+    return (json.dumps(value, indent=1, sort_keys=True) + "\n").encode()
+
+
 def write_json(url: str, value: Any) -> None:
-    storage.write_bytes(url, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
+    storage.write_bytes(url, json_bytes(value))
 
 
 def is_packed(url: str) -> bool:
@@ -121,12 +128,15 @@ def read_manifest(url: str) -> dict[str, Any]:
             "`twins pack IMAGEFOLDER OUT`",
             argument="data_url",
         ) from error
+    except TwinsError:  # storage's line (credentials, bucket, endpoint): a ValueError too
+        raise
     except (ValueError, UnicodeDecodeError) as error:
         raise TwinsError(f"{path} is not a manifest (not JSON): re-run `twins pack`") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise TwinsError(f"{path} is not a twins shard manifest: re-run `twins pack`")
     if manifest.get("version", 0) > VERSION:
         raise TwinsError(f"{path} was written by a newer twins: upgrade to read it")
+    check_names(manifest, storage.display(path))
     return manifest
 
 
@@ -136,3 +146,41 @@ def file_sha256(path: str | Path) -> str:
         while chunk := file.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_names(manifest: dict[str, Any], shown: str) -> None:
+    """Refuse, in one line, a manifest whose splits or files are not named as `twins pack`
+    names them: the names become paths in the output and in a node's cache (an absolute name
+    or one with `..` would write outside them), and each split's shards are numbered from 0
+    without a gap (a dropped entry would leave its samples out unseen)."""
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict):
+        raise TwinsError(f"{shown} lists no splits: re-run `twins pack`")
+    for split, value in splits.items():
+        if split not in SPLITS:
+            raise TwinsError(
+                f"{shown} names a split {split!r}: `twins pack` writes {' and '.join(SPLITS)} "
+                "only; re-run `twins pack`"
+            )
+        for number, shard in enumerate(value.get("shards", ())):
+            name, expected = shard.get("name"), shard_name(split, number)
+            if not isinstance(name, str) or not _is_shard_name(name, split):
+                raise TwinsError(
+                    f"{shown} names shard {name!r} in split {split}, not a shard name of "
+                    f"`twins pack` ({split}-NNNNNN.tar, no / or ..): re-run `twins pack`"
+                )
+            if name != expected:
+                raise TwinsError(
+                    f"{shown} lists shard {name} where {expected} belongs: an entry of split "
+                    f"{split} is missing or out of order; re-run `twins pack`"
+                )
+            if shard.get("index", index_name(name)) != index_name(name):
+                raise TwinsError(
+                    f"{shown} names the index of shard {name} {shard['index']!r}, not "
+                    f"{index_name(name)}: re-run `twins pack`"
+                )
+
+
+def _is_shard_name(name: str, split: str) -> bool:
+    number = name.removeprefix(f"{split}-").removesuffix(".tar")
+    return name == shard_name(split, int(number)) if number.isdigit() else False

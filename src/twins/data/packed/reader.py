@@ -18,7 +18,9 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
+import json
 import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -73,7 +75,8 @@ class ShardDataset(CountedReads, Dataset):
         self.starts = np.cumsum([0, *self.shard_sizes]).tolist()
         self.cache = cache
         self._fix = f"re-run `twins pack {manifest.get('source', 'SRC')} {self.shown}`"
-        indexes = _read_indexes(url, self.shards)
+        self.samples = manifest["splits"][split].get("samples")
+        indexes = _read_indexes(url, self.shards, self._fix)
         self._check(indexes)
         self.offsets = np.concatenate([_column(i, 2) for i in indexes]).astype(np.int64)
         self.sizes = np.concatenate([_column(i, 3) for i in indexes]).astype(np.int64)
@@ -170,7 +173,13 @@ class ShardDataset(CountedReads, Dataset):
         return self.cache.path(name)  # downloaded first if need be, and held
 
     def _check(self, indexes: list[dict[str, Any]]) -> None:
-        """Each index agrees with the manifest; local shards are there with their size."""
+        """Each index agrees with the manifest (and its classes with the class folders its
+        images were packed from); local shards are there with their size."""
+        if self.samples != sum(self.shard_sizes):
+            raise TwinsError(
+                f"the manifest of {self.shown} counts {self.samples} {self.split} samples, its "
+                f"shards {sum(self.shard_sizes)}: it was edited or is incomplete; {self._fix}"
+            )
         for shard, index in zip(self.shards, indexes, strict=True):
             name = shard["name"]
             agrees = (
@@ -186,6 +195,14 @@ class ShardDataset(CountedReads, Dataset):
             last = index["members"][-1] if index["members"] else None
             if last is not None and last[2] + last[3] > shard["bytes"]:
                 raise TwinsError(f"the index of shard {name} points past its end; {self._fix}")
+            for key, _, _, _, target, source in index["members"]:
+                folder = source.split("/", 1)[0]
+                if not 0 <= target < len(self.classes) or self.classes[target] != folder:
+                    raise TwinsError(
+                        f"{key} of shard {name} in {self.shown} has class {target}, but was "
+                        f"packed from {source} (class {folder!r}): the index or the manifest's "
+                        f"classes were edited; {self._fix}"
+                    )
         if storage.is_remote(self.url):
             sizes = _in_threads(
                 lambda s: _size_or_none(storage.join(self.url, s["name"])), self.shards
@@ -237,63 +254,137 @@ def _cache(
     url: str, manifest: dict[str, Any], folder: str | Path | None, limit: int, block: int
 ) -> ShardCache:
     from twins.data.packed.cache import default_cache_dir
+    from twins.sizes import format_size
 
     shards = [s for split in manifest["splits"].values() for s in split["shards"]]
     largest = max((s["bytes"] for s in shards), default=0)
     needed = 2 * block * largest
     if limit < needed:
         raise TwinsError(
-            f"cache_size {limit / 1e9:.2f} GB cannot hold the 2 × shuffle_block ({block}) shards "
-            f"of up to {largest / 1e6:.0f} MB being read and fetched: raise cache_size to at "
-            f"least {needed / 1e9:.2f} GB or lower shuffle_block"
+            f"cache_size {format_size(limit)} cannot hold the 2 × shuffle_block ({block}) "
+            f"shards of up to {format_size(largest)} being read and fetched: raise cache_size "
+            f"to at least {format_size(needed, round_up=True)} or lower shuffle_block",
+            argument="cache_size",
         )
     text = storage.read_bytes(storage.join(url, packed.MANIFEST))
     name = hashlib.sha256(url.encode() + b"\0" + text).hexdigest()[:16]
+    folder = _writable_cache_dir(Path(folder or default_cache_dir()).expanduser(), url)
 
     def download(shard: str, path: Path) -> None:
         storage.get_file(storage.join(url, shard), path)
 
     expected = {s["name"]: (s["bytes"], s["sha256"]) for s in shards}
-    return ShardCache(folder or default_cache_dir(), name, limit, download, expected)
+    shown = storage.display(url)
+    return ShardCache(
+        folder,
+        name,
+        limit,
+        download,
+        expected,
+        source=shown,
+        repack=f"twins pack {manifest.get('source', 'SRC')} {shown}",
+    )
+
+
+def _writable_cache_dir(folder: Path, url: str) -> Path:
+    """`folder`, checked at start: a cache_dir the loader workers cannot write would stop the
+    run at its first shard."""
+    try:
+        (folder / "shards").mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder / "shards", prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise TwinsError(
+            f"cache_dir {folder} cannot be written ({error.strerror or error}): the shards of "
+            f"{storage.display(url)} are cached there; set cache_dir (or TWINS_CACHE_DIR) to a "
+            "writable folder with room for cache_size",
+            argument="cache_dir",
+        ) from error
+    return folder
 
 
 def verify_packed(url: str) -> int:
-    """Check every shard of the packed data set at `url` against the manifest's sha256 (a
-    remote shard is downloaded to a temporary folder); returns the number of shards."""
-    import tempfile
-
+    """Check every shard of the packed data set at `url` against the manifest's sha256 and its
+    index against the shard's tar members (a remote shard is downloaded to a temporary
+    folder); returns the number of shards."""
+    if storage.is_remote(url):
+        storage.check_access(url)  # within seconds, the specific line for the store's problem
     manifest = packed.read_manifest(url)
-    source = manifest.get("source", "SRC")
+    shown = storage.display(url)
+    repack = f"`twins pack {manifest.get('source', 'SRC')} {shown}`"
     count = 0
     for split in manifest["splits"]:
-        ShardDataset(url, split, manifest=manifest)  # indexes and sizes
+        ShardDataset(url, split, manifest=manifest)  # indexes, their hashes, sizes, classes
         for shard in manifest["splits"][split]["shards"]:
-            location = storage.join(url, shard["name"])
-            if storage.is_remote(url):
-                with tempfile.TemporaryDirectory(prefix="twins-verify-") as folder:
-                    storage.get_file(location, Path(folder) / shard["name"])
-                    digest = packed.file_sha256(Path(folder) / shard["name"])
-            else:
-                digest = packed.file_sha256(packed.local_path(location))
-            if digest != shard["sha256"]:
-                raise TwinsError(
-                    f"shard {shard['name']} of {storage.display(url)} does not match its sha256 in "
-                    f"the manifest: it was altered or damaged; re-run `twins pack {source} "
-                    f"{storage.display(url)}`"
-                )
+            name, location = shard["name"], storage.join(url, shard["name"])
+            index = packed.read_json(storage.join(url, packed.index_name(name)))
+            with tempfile.TemporaryDirectory(prefix="twins-verify-") as folder:
+                if storage.is_remote(url):
+                    path = Path(folder) / name
+                    storage.get_file(location, path)
+                    # A rerun of the pack keeps an object of the right size: it has to go.
+                    fix = f"delete {storage.join(shown, name)} and re-run {repack}"
+                else:
+                    path, fix = packed.local_path(location), f"re-run {repack}"
+                if packed.file_sha256(path) != shard["sha256"]:
+                    raise TwinsError(
+                        f"shard {name} of {shown} does not match its sha256 in the manifest: "
+                        f"it was altered or damaged; {fix}"
+                    )
+                _check_members(path, index["members"], f"shard {name} of {shown}", repack)
             count += 1
     return count
 
 
-def _read_indexes(url: str, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _check_members(path: Path, members: list[list[Any]], shown: str, repack: str) -> None:
+    """The tar at `path` holds exactly the members its index lists: each image where the
+    index says, and each class member saying the index's class."""
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        found = {info.name: info for info in tar}
+        expected = set()
+        for key, extension, offset, size, target, _ in members:
+            image, label = found.get(key + extension), found.get(key + ".cls")
+            expected.update({key + extension, key + ".cls"})
+            if image is None or label is None or (image.offset_data, image.size) != (offset, size):
+                raise TwinsError(
+                    f"the index of {shown} does not match the tar's members at {key}: the index "
+                    f"was edited or belongs to another shard; re-run {repack}"
+                )
+            stored = tar.extractfile(label).read()  # type: ignore[union-attr]
+            if stored != str(target).encode():
+                raise TwinsError(
+                    f"the index of {shown} gives {key} class {target}, the tar's {key}.cls "
+                    f"says {stored.decode(errors='replace')}: the index was edited; re-run "
+                    f"{repack}"
+                )
+        if set(found) != expected:
+            extra = sorted(set(found) - expected)[0]
+            raise TwinsError(
+                f"{shown} holds {extra}, which its index does not list: re-run {repack}"
+            )
+
+
+def _read_indexes(url: str, shards: list[dict[str, Any]], fix: str) -> list[dict[str, Any]]:
     def read(shard: dict[str, Any]) -> dict[str, Any]:
         location = storage.join(url, shard.get("index") or packed.index_name(shard["name"]))
         try:
-            return packed.read_json(location)
+            text = storage.read_bytes(location)
+            recorded = shard.get("index_sha256")  # None: packed before it was recorded
+            if recorded is not None and hashlib.sha256(text).hexdigest() != recorded:
+                raise TwinsError(
+                    f"the index {storage.display(location)} of shard {shard['name']} does not "
+                    f"match its sha256 in the manifest: it was edited or belongs to another "
+                    f"pack; {fix}"
+                )
+            return json.loads(text)
         except FileNotFoundError as error:
             raise TwinsError(
                 f"the index {location} of shard {shard['name']} is missing: re-run `twins pack`"
             ) from error
+        except TwinsError:  # storage's line (credentials, bucket, endpoint): a ValueError too
+            raise
         except ValueError as error:
             raise TwinsError(f"the index {location} is not JSON: re-run `twins pack`") from error
 
@@ -302,7 +393,13 @@ def _read_indexes(url: str, shards: list[dict[str, Any]]) -> list[dict[str, Any]
 
 def _in_threads(function: Any, items: list[Any]) -> list[Any]:
     with ThreadPoolExecutor(16) as pool:
-        return list(pool.map(function, items))
+        try:
+            return list(pool.map(function, items))
+        except BaseException:
+            # Ctrl-C, or one call's error: the others' retries would hold the pool's end (and
+            # the process) for the whole retry budget.
+            storage.interrupt_waits()
+            raise
 
 
 def _size_or_none(location: str) -> int | None:

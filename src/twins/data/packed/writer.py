@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -73,8 +74,10 @@ def pack(
         remove_temporaries(packed.local_path(output))  # of a pack killed while writing
     classes, plans = _plan(source, shard_size, resize_short, seed)
     tasks = [task for split in packed.SPLITS for task in plans[split]]
+    recorded = _recorded_indexes(output)
     for task in tasks:
         task["output"], task["resize_short"] = output, resize_short
+        task["index_sha256"] = recorded.get(task["name"])
     report = PackReport(output)
     records: dict[str, dict[str, Any]] = {}
     bar = _progress_bar(sum(len(t["members"]) for t in tasks), progress)
@@ -130,6 +133,8 @@ def _check_places(source: Path, output: str) -> None:
             argument="source",
         )
     if storage.is_remote(output):
+        # Before any image is read: a missing bucket, wrong credentials, a bad endpoint.
+        storage.check_access(output, write=True)
         return
     out = packed.local_path(output).resolve()
     if out == source.resolve() or source.resolve() in out.parents:
@@ -147,7 +152,7 @@ def _plan(
 ) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
     """The classes, and for each split its shards: name and members (key, path, class, source
     name), in the split's shuffled order, cut at about `shard_size` bytes."""
-    from twins.data.folder import SafeImageFolder  # the discovery training uses
+    from twins.data.folder import SafeImageFolder, describe_left_out  # as training finds them
 
     found, classes = {}, None
     for number, split in enumerate(packed.SPLITS):
@@ -164,7 +169,18 @@ def _plan(
         classes = folder.classes
         generator = torch.Generator().manual_seed(derive_seed(seed, number))
         order = torch.randperm(len(folder.samples), generator=generator).tolist()
-        found[split] = [folder.samples[i] for i in order]
+        found[split] = _regular_files([folder.samples[i] for i in order], source)
+        left_out = describe_left_out([folder], source)
+        if left_out:
+            logger.warning("pack: %s", left_out)
+        unseen = sorted(set(range(len(classes))) - {target for _, target in found[split]})
+        if unseen:
+            logger.warning(
+                "pack: no image of class %s in %s can be packed: a model trained on it has a "
+                "class it never sees",
+                ", ".join(classes[i] for i in unseen),
+                source / split,
+            )
     assert classes is not None
     sizes = {split: [os.stat(p).st_size for p, _ in found[split]] for split in packed.SPLITS}
     shrink = _shrink_ratio(found["train"], sizes["train"], resize_short)
@@ -187,6 +203,29 @@ def _plan(
             shards.append(_shard_task(split, len(shards), members, resize_short))
         plans[split] = shards
     return classes, plans
+
+
+def _regular_files(samples: list[tuple[str, int]], source: Path) -> list[tuple[str, int]]:
+    """`samples` without the files that cannot be packed, named in a warning: a link leading
+    nowhere (training skips and counts it), a FIFO, socket or device named like an image
+    (reading one would wait for ever)."""
+    kept, refused = [], []
+    for path, target in samples:
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:
+            regular = False
+        (kept if regular else refused).append((path, target))
+    if refused:
+        names = sorted(os.path.relpath(path, source) for path, _ in refused)
+        logger.warning(
+            "pack: left out %d image names that are no readable file (a link leading nowhere, "
+            "a FIFO, a device): %s%s",
+            len(names),
+            ", ".join(names[:5]),
+            f" and {len(names) - 5} more" if len(names) > 5 else "",
+        )
+    return kept
 
 
 def _shard_task(
@@ -243,9 +282,9 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
     returns its manifest record with `kept` saying whether it was already there."""
     output, name = task["output"], task["name"]
     shard_url, index_url = storage.join(output, name), storage.join(output, packed.index_name(name))
-    kept = _existing(shard_url, index_url, task["inputs"])
+    kept = _existing(shard_url, index_url, task)
     if kept is not None:
-        return _record(name, kept, True)
+        return _record(name, *kept, True)
     if storage.is_remote(output):
         with tempfile.TemporaryDirectory(prefix="twins-pack-") as folder:
             local = Path(folder) / name
@@ -254,8 +293,9 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
     else:
         with atomic_path(packed.local_path(shard_url)) as temporary:
             index = _write_tar(temporary, task)
-    packed.write_json(index_url, index)  # after the shard: an index vouches for a whole shard
-    return _record(name, index, False)
+    text = packed.json_bytes(index)
+    storage.write_bytes(index_url, text)  # after the shard: an index vouches for a whole shard
+    return _record(name, index, hashlib.sha256(text).hexdigest(), False)
 
 
 def _write_tar(path: Path, task: dict[str, Any]) -> dict[str, Any]:
@@ -290,28 +330,51 @@ def _write_tar(path: Path, task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _existing(shard_url: str, index_url: str, inputs: str) -> dict[str, Any] | None:
-    """The index of a whole shard at `shard_url` made from `inputs`, else None. A local shard's
-    bytes are hashed; an object is whole once it exists (uploads are whole), so its size is
-    compared."""
+def _existing(
+    shard_url: str, index_url: str, task: dict[str, Any]
+) -> tuple[dict[str, Any], str] | None:
+    """The index of a whole shard at `shard_url` holding `task`'s samples, and the sha256 of
+    the index file, else None. The index must list the task's samples with their classes (an
+    edited one is written anew, not vouched for in the manifest). A local shard's bytes are
+    hashed; an object is whole once it exists (uploads are whole), so its size is compared."""
     try:
-        index = packed.read_json(index_url)
-        if index.get("inputs") != inputs or storage.size(shard_url) != index["bytes"]:
+        text = storage.read_bytes(index_url)
+        index = json.loads(text)
+        planned = [[key, target, name] for key, _, target, name in task["members"]]
+        listed = [[key, target, name] for key, _, _, _, target, name in index["members"]]
+        if index.get("inputs") != task["inputs"] or listed != planned:
+            return None
+        if task.get("index_sha256") not in (None, hashlib.sha256(text).hexdigest()):
+            return None  # edited since the last pack wrote it
+        if storage.size(shard_url) != index["bytes"]:
             return None
     except Exception:  # missing, unreadable or foreign: written anew
         return None
-    if storage.is_remote(shard_url):
-        return index
-    return index if packed.file_sha256(packed.local_path(shard_url)) == index["sha256"] else None
+    local = not storage.is_remote(shard_url)
+    if local and packed.file_sha256(packed.local_path(shard_url)) != index["sha256"]:
+        return None
+    return index, hashlib.sha256(text).hexdigest()
 
 
-def _record(name: str, index: dict[str, Any], kept: bool) -> dict[str, Any]:
+def _recorded_indexes(output: str) -> dict[str, str]:
+    """Shard name -> the sha256 of its index, as the manifest of an earlier pack into `output`
+    records them; empty when there is none (or it cannot be read)."""
+    try:
+        manifest = packed.read_json(storage.join(output, packed.MANIFEST))
+        shards = [s for split in manifest["splits"].values() for s in split["shards"]]
+        return {s["name"]: s["index_sha256"] for s in shards if "index_sha256" in s}
+    except Exception:  # none, or not a manifest: nothing is vouched for
+        return {}
+
+
+def _record(name: str, index: dict[str, Any], index_sha256: str, kept: bool) -> dict[str, Any]:
     return {
         "name": name,
         "samples": len(index["members"]),
         "bytes": index["bytes"],
         "sha256": index["sha256"],
         "index": packed.index_name(name),
+        "index_sha256": index_sha256,
         "kept": kept,
     }
 

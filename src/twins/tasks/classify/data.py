@@ -63,8 +63,10 @@ def open_data(cfg: Any, transforms: dict[str, Any]) -> dict[str, Any]:
         from twins.data.packed.reader import open_packed
         from twins.sizes import parse_size
 
-        # Reading the manifest says what check_access would (credentials, bucket, endpoint),
-        # in one line, after the normal retries rather than its short start-up ones.
+        # At start, within seconds and in one specific line: an unreachable endpoint (not after
+        # the whole retry budget), wrong credentials, a missing bucket or prefix.
+        if storage.is_remote(url):
+            storage.check_access(url)
         if not packed.is_packed(url):
             raise TwinsError(
                 f"{storage.display(url)} holds no packed data set (manifest.json): an "
