@@ -142,10 +142,10 @@ def test_each_run_checks_a_cached_shard_once(tmp_path, store, monkeypatch):
     """Two runs (or two ranks of one run, each its own cache object) take turns on a shard:
     each hashes it once, not at every turn."""
     hashed = []
-    file_sha256 = twins.data.packed.cache._file_sha256
+    file_sha256 = twins.data.packed.cache.file_sha256
     monkeypatch.setattr(
         twins.data.packed.cache,
-        "_file_sha256",
+        "file_sha256",
         lambda path: hashed.append(path) or file_sha256(path),
     )
     first, second = make_cache(tmp_path, store), make_cache(tmp_path, store)
