@@ -9,9 +9,9 @@ label gives 0 / 0 = NaN and is skipped), aAcc = all correct pixels / all labelle
 in %. Under DDP, `all_reduce()` sums the counts of every process before `compute()`.
 
 Predictions are made at the original image size: the logits of the resized input are resized
-back bilinearly (align_corners False), softmaxed and argmaxed (`predict_labels`); with test-time
-augmentation the softmax probabilities of every scale and flip are averaged first
-(`predict_tta`, mmsegmentation's `--aug-test`).
+back bilinearly (align_corners False) and argmaxed (`predict_labels`; mmseg's softmax before the
+argmax changes no label and is left out); with test-time augmentation the softmax probabilities
+of every scale and flip are averaged first (`predict_tta`, mmsegmentation's `--aug-test`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from twins.tasks.segment.transforms import IMG_SCALE, MEAN, STD, TTA_RATIOS, normalize, resize_pair
 
 IGNORE_INDEX = 255
+# At most this many bytes of classes resized to the full image at once (`predict_labels`).
+RESIZE_BYTES = 256 * 2**20
 
 
 class SegmentationMetrics:
@@ -102,8 +104,34 @@ def probabilities_at(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def predict_labels(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """The label map (N x H x W class indices) at the original `size` for network logits."""
-    return probabilities_at(logits, size).argmax(dim=1)
+    """The label map (N x H x W class indices) at the original `size` for network logits.
+
+    The classes are resized a group at a time, each group by torch's own kernel (a class's
+    plane is the same floats as when all are resized at once), and a running maximum keeps
+    each pixel's best class, a tie going to the lower class as in `argmax`. Memory holds a few
+    full-size planes (RESIZE_BYTES), not one per class: 150 classes at 24 megapixels would be
+    14 GB, twice that with a softmax."""
+    size = tuple(size)
+    if tuple(logits.shape[-2:]) == size:
+        return logits.argmax(dim=1)
+    plane = logits.shape[0] * size[0] * size[1] * logits.element_size()
+    group = max(1, RESIZE_BYTES // plane)
+    best = labels = None
+    for start in range(0, logits.shape[1], group):
+        resized = F.interpolate(
+            logits[:, start : start + group], size=size, mode="bilinear", align_corners=False
+        )
+        index = resized.argmax(dim=1, keepdim=True)
+        value = resized.gather(1, index)[:, 0]
+        del resized
+        index = index[:, 0].add_(start)
+        if best is None:
+            best, labels = value, index
+            continue
+        better = value > best  # strictly: a tie keeps the lower class
+        best[better] = value[better]
+        labels[better] = index[better]
+    return labels
 
 
 def predict_tta(
