@@ -28,7 +28,7 @@ from twins.tasks.segment.transforms import IMG_SCALE, MEAN, STD, TTA_RATIOS, nor
 
 IGNORE_INDEX = 255
 # At most this many bytes of classes resized to the full image at once (`predict_labels`).
-RESIZE_BYTES = 256 * 2**20
+RESIZE_BYTES = 128 * 2**20
 
 
 class SegmentationMetrics:
@@ -114,24 +114,28 @@ def predict_labels(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     size = tuple(size)
     if tuple(logits.shape[-2:]) == size:
         return logits.argmax(dim=1)
-    plane = logits.shape[0] * size[0] * size[1] * logits.element_size()
+    batch, classes = logits.shape[:2]
+    plane = batch * size[0] * size[1] * logits.element_size()
     group = max(1, RESIZE_BYTES // plane)
-    best = labels = None
-    for start in range(0, logits.shape[1], group):
+    # uint8 holds up to 256 classes in an eighth of int64's memory while the maxima run.
+    labels = torch.zeros((batch, *size), dtype=torch.uint8 if classes <= 256 else torch.int64)
+    labels = labels.to(logits.device)
+    best = None
+    for start in range(0, classes, group):
         resized = F.interpolate(
             logits[:, start : start + group], size=size, mode="bilinear", align_corners=False
         )
-        index = resized.argmax(dim=1, keepdim=True)
-        value = resized.gather(1, index)[:, 0]
-        del resized
-        index = index[:, 0].add_(start)
-        if best is None:
-            best, labels = value, index
-            continue
-        better = value > best  # strictly: a tie keeps the lower class
-        best[better] = value[better]
-        labels[better] = index[better]
-    return labels
+        for offset in range(resized.shape[1]):
+            value = resized[:, offset]
+            if best is None:
+                best = value.clone()
+                continue
+            better = value > best  # strictly: a tie keeps the lower class
+            labels.masked_fill_(better, start + offset)
+            torch.maximum(best, value, out=best)
+        del resized, value
+    del best  # before the int64 copy: the peak is the planes' or that copy's, not both
+    return labels.long()
 
 
 def predict_tta(
