@@ -128,17 +128,17 @@ def check_label_values(
     count = len(classes.names)
     if classes.reduce_zero_label:  # stored 0 and 255 are ignored, i + 1 is class i
         bad = (label > count) & (label != IGNORE_INDEX)
-        valid = f"1..{count} for class i - 1, 0 and 255 ignored"
+        valid = f"values 1..{count} store classes 0..{count - 1}; 0 and 255 are ignored"
     else:
         bad = (label >= count) & (label != ignore_index)
-        valid = f"0..{count - 1}, {ignore_index} ignored"
+        valid = f"values 0..{count - 1} are the classes; {ignore_index} is ignored"
     if bool(bad.any()):
         values = torch.unique(label[bad])
         shown = ", ".join(str(v) for v in values[:5].tolist())
         raise LabelValueError(
             f"label {path} holds value{'s' if len(values) > 1 else ''} {shown}, which "
             f"{'are' if len(values) > 1 else 'is'} no class of the {count} in the data set "
-            f"(values {valid}): fix the label file, or list every class in classes.json"
+            f"({valid}): fix the label file, or list every class in classes.json"
         )
     label = label.to(torch.uint8)
     return reduce_zero_label(label) if classes.reduce_zero_label else label
