@@ -182,7 +182,7 @@ class SegmentationPredictor:
             try:
                 classes = self.label_map(image)
                 label_png, overlay_png = self.label_png(classes), self.overlay_png(image, classes)
-            except (RuntimeError, ValueError, MemoryError) as error:  # too large, for one
+            except (RuntimeError, ValueError, MemoryError) as error:  # e.g. out of memory
                 run.failures.append((str(path), f"could not be processed: {error}"))
                 continue
             label_file = storage.join(output, name + LABEL_SUFFIX)
