@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--output",
         type=output_folder,
         metavar="DIR",
-        help="segmenters: the folder for DIR/<image stem>.png and DIR/<image stem>_overlay.png; "
+        help="segmenters: the folder for DIR/<name>.png and DIR/<name>_overlay.png, <name> the "
+        "image's path under the folder holding all the images (never over an input); "
         "detectors: for DIR/<image stem>_detections.png, the image with its detections",
     )
     parser.add_argument(

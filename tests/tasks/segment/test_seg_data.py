@@ -14,7 +14,13 @@ from PIL import Image
 
 from twins.errors import TwinsError
 from twins.tasks.segment.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, display_name
-from twins.tasks.segment.data import open_segmentation, read_class_list, reduce_zero_label
+from twins.tasks.segment.data import (
+    LabelValueError,
+    decode_label,
+    open_segmentation,
+    read_class_list,
+    reduce_zero_label,
+)
 from twins.tasks.segment.transforms import SegTrainTransform
 from twins.train.sample_seeds import SampleSeededDataset
 
@@ -131,3 +137,95 @@ def test_training_samples_depend_on_seed_epoch_and_index_through_the_engine_seed
     assert first[0].shape == (3, 8, 8) and torch.equal(data[1][0], first[0])
     data.set_epoch(1)
     assert not torch.equal(data[1][0], first[0])
+
+
+def palette_png(path: Path, values: np.ndarray, colours: int) -> None:
+    """An indexed PNG as Pillow writes one: a palette of `colours` colours (Pillow stores 2 in
+    1 bit, up to 4 in 2 bits, up to 16 in 4 bits, more in 8)."""
+    image = Image.fromarray(values)
+    image.putpalette([(37 * i + c) % 256 for i in range(colours) for c in (0, 80, 160)])
+    image.save(path)
+
+
+@pytest.mark.parametrize(("colours", "bits"), [(2, 1), (3, 2), (4, 2), (16, 4), (17, 8), (256, 8)])
+def test_palette_labels_read_as_pillow_reads_them_at_every_bit_depth(tmp_path, colours, bits):
+    values = np.random.default_rng(colours).integers(0, colours, (7, 13), dtype=np.uint8)
+    palette_png(tmp_path / "label.png", values, colours)
+    data = (tmp_path / "label.png").read_bytes()
+    assert data[24] == bits  # the IHDR bit depth Pillow chose
+    pillow = np.asarray(Image.open(tmp_path / "label.png"))
+    assert np.array_equal(pillow, values)
+    assert np.array_equal(decode_label(data).numpy(), pillow)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_greyscale_labels_read_as_pillow_reads_them(tmp_path, bits):
+    levels = np.random.default_rng(bits).integers(0, 4, (5, 9), dtype=np.uint8) * 85
+    Image.fromarray(levels).save(tmp_path / "grey.png", bits=bits)
+    data = (tmp_path / "grey.png").read_bytes()
+    assert data[24] == bits
+    pillow = np.asarray(Image.open(tmp_path / "grey.png"))
+    assert np.array_equal(decode_label(data).numpy(), pillow)
+
+
+def test_a_16_bit_label_reads_its_values(tmp_path):
+    values = np.random.default_rng(0).integers(0, 300, (5, 9)).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    label = decode_label((tmp_path / "deep.png").read_bytes())
+    assert label.dtype == torch.int32 and np.array_equal(label.numpy(), values)
+
+
+def _own_data(root: Path, classes: list[str], reduce: bool = False) -> None:
+    spec = {"classes": classes, "reduce_zero_label": reduce}
+    (root / "classes.json").write_text(json.dumps(spec))
+
+
+def test_a_boolean_mask_is_classes_0_and_1_not_the_ignore_index(tmp_path):
+    _own_data(tmp_path, ["background", "object"])
+    mask = np.zeros((6, 8), dtype=bool)
+    mask[2:5, 3:7] = True
+    write_pair(tmp_path, "validation", "a", mask.astype(np.uint8))
+    Image.fromarray(mask).save(tmp_path / "annotations/validation/a.png")  # 1-bit, as users do
+    assert (tmp_path / "annotations/validation/a.png").read_bytes()[24] == 1
+    label = open_segmentation(tmp_path, "validation")[0][1]
+    assert np.array_equal(label.numpy(), mask.astype(np.uint8))
+
+
+def test_a_4_bit_palette_label_reads_the_same_every_time(tmp_path):
+    _own_data(tmp_path, [f"c{i}" for i in range(12)])
+    values = np.random.default_rng(3).integers(0, 12, (40, 50), dtype=np.uint8)
+    write_pair(tmp_path, "training", "a", values)
+    palette_png(tmp_path / "annotations/training/a.png", values, 12)
+    data = open_segmentation(tmp_path, "train")
+    reads = [data[0][1].numpy() for _ in range(3)]
+    assert all(np.array_equal(read, values) for read in reads)
+
+
+def test_colour_labels_are_skipped_saying_to_convert_them(tmp_path, caplog):
+    _own_data(tmp_path, ["a", "b"])
+    write_pair(tmp_path, "training", "a", np.zeros((4, 4), dtype=np.uint8))
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "annotations/training/a.png")
+    data = open_segmentation(tmp_path, "train")
+    assert data[0] is None and data.skipped == 1
+    assert "convert colour masks to class indices" in caplog.text
+
+
+@pytest.mark.parametrize("reduce", [False, True])
+def test_a_label_value_that_is_no_class_is_refused_naming_file_and_value(tmp_path, reduce):
+    _own_data(tmp_path, ["background", "cat", "dog"], reduce=reduce)
+    label = np.ones((4, 6), dtype=np.uint8)
+    label[1, 2], label[0, 0] = 39, 255  # 255 is ignored, 39 is no class
+    write_pair(tmp_path, "validation", "a", label)
+    data = open_segmentation(tmp_path, "validation")
+    with pytest.raises(LabelValueError) as error:
+        data[0]
+    message = str(error.value)
+    assert str(tmp_path / "annotations/validation/a.png") in message and "39" in message
+    assert "\n" not in message and "255" not in message.split("(")[0]
+    assert data.skipped == 0  # refused, not skipped as a broken file
+
+
+def test_the_largest_class_value_and_the_ignore_index_pass(tmp_path):
+    _own_data(tmp_path, ["background", "cat", "dog"], reduce=True)
+    write_pair(tmp_path, "validation", "a", np.array([[0, 3, 255, 1]], dtype=np.uint8))
+    assert open_segmentation(tmp_path, "validation")[0][1].tolist() == [[255, 2, 255, 0]]

@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from twins.tasks.segment import metrics
 from twins.tasks.segment.metrics import SegmentationMetrics, predict_labels, predict_tta
 
 LABEL = torch.tensor([[0, 0, 1, 255], [1, 1, 0, 255]])
@@ -84,6 +85,22 @@ def test_logits_are_resized_back_bilinearly_then_argmaxed():
     assert labels.tolist() == [[[0, 0, 1, 1]] * 3]
     expected = F.interpolate(logits, (3, 4), mode="bilinear", align_corners=False).argmax(1)
     assert torch.equal(labels, expected)
+
+
+@pytest.mark.parametrize("budget", [1, 3 * 4 * 2 * 97 * 131, 2**30])  # 1, 3 or all classes
+def test_labels_a_group_of_classes_at_a_time_are_the_full_size_softmaxs(monkeypatch, budget):
+    """The same labels as the argmax of the softmax of all classes resized at once (the test
+    mmseg runs), whatever the number of classes resized together."""
+    monkeypatch.setattr(metrics, "WHOLE_BYTES", 0 if budget < 2**30 else budget)
+    monkeypatch.setattr(metrics, "RESIZE_BYTES", budget)
+    generator = torch.Generator().manual_seed(0)
+    for classes, size in ((2, (97, 131)), (11, (97, 131)), (150, (40, 1000))):
+        logits = torch.randn(2, classes, 23, 17, generator=generator) * 4
+        resized = F.interpolate(logits, size, mode="bilinear", align_corners=False)
+        assert torch.equal(predict_labels(logits, size), resized.softmax(1).argmax(1))
+    tied = torch.zeros(1, 5, 3, 3)
+    tied[:, 2:] = 1.0  # classes 2, 3 and 4 tie everywhere: argmax's rule keeps the lowest
+    assert predict_labels(tied, (7, 5)).unique().tolist() == [2]
 
 
 def test_tta_averages_probabilities_over_six_scales_and_flips():

@@ -74,3 +74,93 @@ def test_a_segmenter_needs_an_output_folder(predicted, capsys):
     args, _ = predicted
     assert main(args[:-2]) == 2
     assert "--output" in capsys.readouterr().err
+
+
+def _photo(path, size=(48, 48), seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _predict(run, *inputs, output):
+    checkpoint = run / "checkpoints" / "last.pt"
+    args = ["predict", "--checkpoint", str(checkpoint), *map(str, inputs)]
+    return main([*args, "--output", str(output), "--json"])
+
+
+def test_same_named_images_of_two_folders_keep_their_folders(tiny_segmenter_run, tmp_path, capsys):
+    first, second = _photo(tmp_path / "a" / "x.jpg", seed=1), _photo(tmp_path / "b" / "x.jpg")
+    out = tmp_path / "out"
+    assert _predict(tiny_segmenter_run, first, second, output=out) == 0
+    result = json.loads(capsys.readouterr().out)
+    written = [(p["label_map"], p["overlay"]) for p in result["predictions"]]
+    assert written == [
+        (str(out / "a" / "x.png"), str(out / "a" / "x_overlay.png")),
+        (str(out / "b" / "x.png"), str(out / "b" / "x_overlay.png")),
+    ]
+    overlays = [np.asarray(Image.open(overlay)) for _, overlay in written]
+    assert not np.array_equal(*overlays)  # each image its own files
+
+
+def test_a_folder_keeps_the_paths_inside_it(tiny_segmenter_run, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    _photo(photos / "x.jpg"), _photo(photos / "2024" / "y.jpg"), _photo(photos / "2024" / "x.jpg")
+    out = tmp_path / "out"
+    assert _predict(tiny_segmenter_run, photos, output=out) == 0
+    labels = sorted(p["label_map"] for p in json.loads(capsys.readouterr().out)["predictions"])
+    assert labels == [str(out / "2024" / "x.png"), str(out / "2024" / "y.png"), str(out / "x.png")]
+
+
+def test_an_output_onto_an_input_is_refused_before_anything_is_written(
+    tiny_segmenter_run, tmp_path, capsys
+):
+    photos = tmp_path / "photos"
+    inputs = [_photo(photos / "x.jpg"), _photo(photos / "y.png", seed=2)]
+    before = {path: path.read_bytes() for path in inputs}
+    assert _predict(tiny_segmenter_run, photos, output=photos) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "would overwrite the input image" in error
+    assert str(photos / "y.png") in error
+    assert sorted(photos.iterdir()) == sorted(inputs)
+    assert {path: path.read_bytes() for path in inputs} == before
+
+
+@pytest.mark.parametrize("into_input_folder", [False, True])
+def test_an_image_named_like_an_overlay_is_refused(
+    tiny_segmenter_run, tmp_path, capsys, into_input_folder
+):
+    photos = tmp_path / "photos"
+    image, named = _photo(photos / "x.jpg"), _photo(photos / "x_overlay.png", seed=3)
+    out = photos if into_input_folder else tmp_path / "out"
+    before = named.read_bytes()
+    assert _predict(tiny_segmenter_run, image, named, output=out) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and str(named) in error and str(image) in error
+    assert named.read_bytes() == before and not (tmp_path / "out").exists()
+
+
+def test_predictions_beside_their_images_where_nothing_is_overwritten(
+    tiny_segmenter_run, tmp_path, capsys
+):
+    photos = tmp_path / "photos"
+    image = _photo(photos / "x.jpg")
+    before = image.read_bytes()
+    assert _predict(tiny_segmenter_run, image, output=photos) == 0
+    assert image.read_bytes() == before
+    assert sorted(p.name for p in photos.iterdir()) == ["x.jpg", "x.png", "x_overlay.png"]
+
+
+def test_extreme_aspect_ratios_are_predicted(tiny_segmenter_run, tmp_path, capsys):
+    images = [
+        _photo(tmp_path / "wide.png", size=(2000, 1)),
+        _photo(tmp_path / "tall.png", size=(1, 2000)),
+        _photo(tmp_path / "dot.png", size=(1, 1)),
+        _photo(tmp_path / "plain.jpg"),
+    ]
+    out = tmp_path / "out"
+    assert _predict(tiny_segmenter_run, *images, output=out) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["failures"] == [] and len(result["predictions"]) == 4
+    assert Image.open(out / "wide.png").size == (2000, 1)
+    assert Image.open(out / "tall_overlay.png").size == (1, 2000)

@@ -36,6 +36,14 @@ def test_rescale_follows_mmcv_imrescale():
     assert rescale_size(400, 300, (512, 2048)) == (683, 512)  # the order of scale is free
 
 
+def test_a_resized_side_never_rounds_to_0():
+    # 96 / 5000 = 0.0192 of 1 pixel would round to 0 (an empty image): it stays 1
+    assert rescale_size(1, 5000, (96, 48)) == (1, 96)
+    assert rescale_size(5000, 1, (96, 48)) == (96, 1)
+    image = torch.zeros(3, 1, 5000, dtype=torch.uint8)
+    assert SegTestTransform((96, 48)).image(image).shape == (3, 1, 96)
+
+
 def test_random_scale_stays_in_the_ratio_range():
     g = torch.Generator().manual_seed(0)
     scales = [random_scale((2048, 512), (0.5, 2.0), g) for _ in range(200)]

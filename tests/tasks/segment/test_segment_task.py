@@ -3,11 +3,17 @@ layout), counted in iterations, evaluated with mIoU, killed and resumed exactly.
 
 from __future__ import annotations
 
+import shutil
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from factories import TINY_MODEL, make_config
 from killed_runs import fit_killed_at_step, without_timings
+from twins.cli.main import main
+from twins.errors import TwinsError
 from twins.tasks import fit
 from twins.tasks.scenes import write_digit_scenes
 from twins.train.metrics import read_metrics
@@ -94,8 +100,59 @@ def test_segmenters_synchronise_batchnorm_across_gpu_processes_only():
 
 
 def test_a_config_that_reads_labels_otherwise_than_the_data_set_is_refused(scenes, tmp_path):
-    from twins.errors import TwinsError
-
     config = segment_config(scenes, tmp_path, reduce_zero_label=False)
     with pytest.raises(TwinsError, match="reduce_zero_label=True"):
         fit(config)
+
+
+def _copy_with_label(scenes, root, split, stem, image, label):
+    """A copy of the scenes with one more pair: `image` (H x W x 3) and its label (H x W)."""
+    shutil.copytree(scenes, root)
+    Image.fromarray(image).save(root / "images" / split / f"{stem}.jpg")
+    Image.fromarray(label).save(root / "annotations" / split / f"{stem}.png")
+    return root
+
+
+def test_a_label_value_that_is_no_class_stops_training_in_one_line_from_a_worker(scenes, tmp_path):
+    label = np.full((48, 48), 2, dtype=np.uint8)
+    label[10, 20] = 39  # the scenes store classes 1..11
+    image = np.zeros((48, 48, 3), dtype=np.uint8)
+    data = _copy_with_label(scenes, tmp_path / "data", "training", "bad", image, label)
+    config = segment_config(data, tmp_path / "run", num_parallel_workers=1)
+    with pytest.raises(TwinsError) as error:
+        fit(config)
+    message = str(error.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert str(data / "annotations" / "training" / "bad.png") in message and "39" in message
+
+
+def test_eval_refuses_a_label_value_that_is_no_class_naming_file_and_value(
+    tiny_segmenter_run, tmp_path, capsys
+):
+    label = np.full((48, 48), 2, dtype=np.uint8)
+    label[0, 0] = 12  # one past the 11 classes, stored i + 1
+    image = np.zeros((48, 48, 3), dtype=np.uint8)
+    data = tiny_segmenter_run.parent / "data"
+    data = _copy_with_label(data, tmp_path / "data", "validation", "bad", image, label)
+    args = ["eval", "-c", str(tiny_segmenter_run / "config.yaml"), "--data", str(data)]
+    args += ["--checkpoint", str(tiny_segmenter_run / "checkpoints" / "last.pt")]
+    assert main([*args, "num_parallel_workers=1"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "12" in error
+    assert str(data / "annotations" / "validation" / "bad.png") in error
+
+
+@pytest.mark.parametrize("size", [(2000, 1), (1, 2000)])
+def test_extreme_aspect_ratios_train_and_evaluate_in_a_worker(scenes, tmp_path, size):
+    width, height = size
+    image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    label = np.full((height, width), 3, dtype=np.uint8)
+    data = _copy_with_label(scenes, tmp_path / "data", "training", "line", image, label)
+    Image.fromarray(image).save(data / "images" / "validation" / "line.jpg")
+    Image.fromarray(label).save(data / "annotations" / "validation" / "line.png")
+    # 9 training images in batches of 3: the line is in one of the three steps' batches
+    changes = {"num_parallel_workers": 1, "batch_size": 3, "max_iters": 3, "eval_every": 3}
+    result = fit(segment_config(data, tmp_path / "run", **changes, save_every=3))
+    assert result["val_images"] == 4
+    epochs = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert epochs[-1]["step"] == 3 and epochs[-1]["images_skipped"] == 0

@@ -7,8 +7,10 @@ Layout (ADEChallengeData2016's, which mmsegmentation reads)::
     root/classes.json                      (optional: the class list of any other data set)
 
 An image is paired with the annotation of the same stem; an image of any extension of
-`twins.data.images.IMAGE_EXTENSIONS` is read. A label PNG holds one 8-bit class value per pixel
-(grayscale or palette PNG: the palette indices are the values), read unchanged.
+`twins.data.images.IMAGE_EXTENSIONS` is read. A label PNG holds one class value per pixel, read
+as Pillow reads it (`decode_label`): the palette indices of a palette PNG, the grey values of a
+greyscale one, at any bit depth (Pillow writes a palette of 16 colours or fewer in 1, 2 or 4
+bits, and a boolean mask as a 1-bit PNG of values 0 and 1).
 
 Without `classes.json` the folder is ADE20K: its 150 classes (`twins.tasks.segment.ade20k`) and
 `reduce_zero_label` (value 0 is "unlabelled" and becomes the ignore index 255, value i becomes
@@ -19,7 +21,9 @@ own data says its classes in `classes.json`::
      "palette": [[0, 0, 0], [255, 0, 0], [0, 0, 255]],  # optional: one RGB colour per class
      "reduce_zero_label": false}                        # optional: true for ADE20K-style values
 
-Pixels of value 255 (after reduction) are ignored by the loss and the metrics.
+Pixels of value 255 (after reduction) are ignored by the loss and the metrics. Any other value
+must be a class (below the number of classes): a label holding one is refused with a
+`LabelValueError` naming the file and the value, in training and evaluation alike.
 
 Broken files do not stop a run, as for classification (`twins.data.counted`): an image that
 cannot be decoded, or a label PNG that cannot be decoded, is not one channel or differs in size
@@ -31,6 +35,7 @@ images are listed in `dataset.left_out`; images without an annotation in `datase
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -39,10 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_png
 
 from twins.data.counted import CountedReads, ImageSample
 from twins.data.images import decode_rgb_tensor, is_image_file
@@ -52,6 +58,8 @@ from twins.tasks.segment.ade20k import ADE20K_CLASSES, ADE20K_PALETTE
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
+# Pillow's modes of a one-channel PNG: 1-bit greyscale, 2- to 8-bit greyscale, palette, 16-bit.
+LABEL_MODES = ("1", "L", "P", "I;16", "I;16B", "I")
 CLASSES_FILE = "classes.json"
 # The folder names of the ADE20K release; the toolkit's own split names are accepted too.
 SPLIT_FOLDERS = {
@@ -84,17 +92,56 @@ def reduce_zero_label(label: torch.Tensor) -> torch.Tensor:
 
 
 def decode_label(data: bytes) -> torch.Tensor:
-    """A label PNG's bytes as an H x W uint8 tensor of its stored values (palette indices for a
-    palette PNG); ValueError for a PNG that is not one 8-bit channel."""
-    label = decode_png(
-        torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED
-    )
-    if label.shape[0] != 1 or label.dtype != torch.uint8:
-        raise ValueError(
-            f"label PNG has {label.shape[0]} channels of {label.dtype}; "
-            "expected one 8-bit channel of class values"
+    """A label PNG's bytes as an H x W tensor of its values as Pillow reads them: the palette
+    indices of a palette PNG, the grey values of a greyscale one, at any bit depth (a 1-bit
+    PNG, as Pillow writes a boolean mask, reads 0 and 1). uint8, or int32 for a 16-bit PNG;
+    ValueError for a file that is not a PNG of one such channel."""
+    with Image.open(io.BytesIO(data)) as png:
+        if png.format != "PNG":
+            raise ValueError(f"a {png.format} file, not a PNG")
+        if png.mode not in LABEL_MODES:
+            raise ValueError(
+                f"a {png.mode} PNG; a label holds one channel of class values (greyscale or "
+                "palette): convert colour masks to class indices"
+            )
+        values = np.asarray(png)
+    return torch.from_numpy(values.astype(np.int32 if values.itemsize > 1 else np.uint8))
+
+
+class LabelValueError(TwinsError):
+    """A label value that is no class: the run stops on it, as on any user mistake. Raised in
+    a loader worker, torch raises it again in the main process from a text of the worker's
+    whole traceback; the one line is taken back from that text's last line."""
+
+    def __init__(self, message: str) -> None:
+        header = f"{type(self).__name__}: "
+        if message.startswith("Caught ") and header in message:  # torch's ExceptionWrapper
+            message = message.rstrip().rsplit(header, 1)[1]
+        super().__init__(message, argument="data_url")
+
+
+def check_label_values(
+    label: torch.Tensor, path: str, classes: ClassList, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """The stored `label` of the file at `path` as uint8, after `reduce_zero_label` where the
+    class list says so; LabelValueError naming the file and a value that is no class."""
+    count = len(classes.names)
+    if classes.reduce_zero_label:  # stored 0 and 255 are ignored, i + 1 is class i
+        bad = (label > count) & (label != IGNORE_INDEX)
+        valid = f"values 1..{count} store classes 0..{count - 1}; 0 and 255 are ignored"
+    else:
+        bad = (label >= count) & (label != ignore_index)
+        valid = f"values 0..{count - 1} are the classes; {ignore_index} is ignored"
+    if bool(bad.any()):
+        values = torch.unique(label[bad])
+        shown = ", ".join(str(v) for v in values[:5].tolist())
+        raise LabelValueError(
+            f"label {path} holds value{'s' if len(values) > 1 else ''} {shown}, which "
+            f"{'are' if len(values) > 1 else 'is'} no class of the {count} in the data set "
+            f"({valid}): fix the label file, or list every class in classes.json"
         )
-    return label[0]
+    label = label.to(torch.uint8)
+    return reduce_zero_label(label) if classes.reduce_zero_label else label
 
 
 def read_class_list(root: str | Path) -> ClassList:
@@ -131,7 +178,8 @@ class SegmentationFolder(CountedReads, Dataset):
     Item i is an `ImageSample` (image, label): without a transform the image is a
     `tv_tensors.Image` (3 x H x W uint8 RGB) and the label a `tv_tensors.Mask` (H x W uint8, after
     `reduce_zero_label` where the class list says so); with one, what
-    `transform(image, label)` returns. None for a broken pair (see the module's docstring)."""
+    `transform(image, label)` returns. None for a broken pair (see the module's docstring);
+    LabelValueError for a label value that is no class nor `ignore_index`."""
 
     def __init__(
         self,
@@ -139,11 +187,13 @@ class SegmentationFolder(CountedReads, Dataset):
         split: str,
         classes: ClassList,
         transform: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.classes = list(classes.names)
         self.class_list = classes
+        self.ignore_index = ignore_index
         self.pair_transform = transform
         self.transform = None  # CountedReads' per-image transform: the pair is transformed here
         self.images, self.labels, self.left_out, self.unlabelled = _pair_files(self.root, split)
@@ -160,11 +210,15 @@ class SegmentationFolder(CountedReads, Dataset):
         if sample is None:
             return None
         image, label = sample[0]
+        # A wrong value is the data set's mistake, not a broken file: it stops the run.
+        label = check_label_values(label, self.labels[index], self.class_list, self.ignore_index)
+        image, label = tv_tensors.Image(image), tv_tensors.Mask(label)
         if self.pair_transform is not None:
             image, label = self.pair_transform(image, label)
         return ImageSample(image, label, sample.converted)
 
     def _decode_pair(self, index: int) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
+        """((image, stored label values), the image's stored mode); raises for a broken pair."""
         image, mode = decode_rgb_tensor(_read_bytes(self.images[index]))
         try:
             label = decode_label(_read_bytes(self.labels[index]))
@@ -175,19 +229,18 @@ class SegmentationFolder(CountedReads, Dataset):
                 f"label {self.labels[index]} is {label.shape[1]}x{label.shape[0]} px, "
                 f"its image {image.shape[2]}x{image.shape[1]} px"
             )
-        if self.class_list.reduce_zero_label:
-            label = reduce_zero_label(label)
-        return (tv_tensors.Image(image), tv_tensors.Mask(label)), mode
+        return (image, label), mode
 
 
 def open_segmentation(
     root: str | Path,
     split: str,
     transform: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
+    ignore_index: int = IGNORE_INDEX,
 ) -> SegmentationFolder:
     """Split `split` ("train"/"training" or "val"/"validation") of the segmentation folder at
     `root`, with the classes of `read_class_list(root)`."""
-    return SegmentationFolder(root, split, read_class_list(root), transform)
+    return SegmentationFolder(root, split, read_class_list(root), transform, ignore_index)
 
 
 def _pair_files(root: Path, split: str) -> tuple[list[str], list[str], list[str], list[str]]:

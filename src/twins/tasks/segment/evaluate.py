@@ -28,7 +28,7 @@ from twins.tasks.head import head_model_from_weights, split_head_name
 from twins.tasks.segment.data import SegmentationFolder, open_segmentation
 from twins.tasks.segment.heads import HEADS
 from twins.tasks.segment.metrics import SegmentationMetrics, predict_labels, predict_tta
-from twins.tasks.segment.transforms import MEAN, STD, TTA_RATIOS, SegTestTransform
+from twins.tasks.segment.transforms import MEAN, STD, TTA_RATIOS, SegTestTransform, pad_to_side
 from twins.train.precision import Precision
 from twins.weights import StateDict
 
@@ -68,13 +68,14 @@ def evaluate_segmenters(
         model.eval()
     device = precision.device
     metrics = {name: SegmentationMetrics(_classes(model)) for name, model in models.items()}
+    smallest = {name: smallest_side(model) for name, model in models.items()}
     images_seen = torch.zeros((), dtype=torch.float64, device=device)
     for images, labels in tqdm(loader, desc=desc, disable=not progress, leave=False):
         for image, label in zip(images, labels, strict=True):
             image, label = image.to(device), label.to(device)
             images_seen += 1
             for name, model in models.items():
-                logits = functools.partial(_logits, model, precision)
+                logits = functools.partial(_logits, model, precision, smallest[name])
                 prediction = label_map(logits, image, tuple(label.shape[-2:]))
                 metrics[name].update(prediction, label)
     from twins.train.distributed import all_reduce_sum
@@ -94,9 +95,23 @@ def evaluate_segmenters(
     return results
 
 
-def _logits(model: nn.Module, precision: Precision, images: torch.Tensor) -> torch.Tensor:
+def _logits(
+    model: nn.Module, precision: Precision, smallest: int, images: torch.Tensor
+) -> torch.Tensor:
+    """The model's logits of `images`, padded for the network to its smallest side."""
+    height, width = images.shape[-2:]
     with precision.autocast():
-        return model(images)["out"].float()
+        logits = model(pad_to_side(images, smallest))["out"].float()
+    return logits[..., :height, :width]
+
+
+def smallest_side(model: nn.Module) -> int:
+    """The smallest input side the segmenter's backbone takes (1 for a model that does not
+    say what it is)."""
+    arch = getattr(model, "arch", None)
+    if arch is None:
+        return 1
+    return smallest_image_size(split_head_name(arch, HEADS)[1], model.model_args)
 
 
 def _classes(model: nn.Module) -> int:
@@ -131,12 +146,12 @@ def _decoded(image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, to
 
 def _check_tta_scale(config: Any, model: nn.Module) -> None:
     """The smallest test scale must still give the backbone images it takes."""
-    smallest_side = smallest_image_size(split_head_name(model.arch, HEADS)[1], model.model_args)
+    smallest = smallest_side(model)
     short = int(min(config.img_scale) * min(TTA_RATIOS))
-    if short < smallest_side:
+    if short < smallest:
         raise TwinsError(
             f"tta tests at {min(TTA_RATIOS)} x img_scale {list(config.img_scale)}, images of "
-            f"{short} px on the short side, but {model.arch} takes at least {smallest_side}: "
+            f"{short} px on the short side, but {model.arch} takes at least {smallest}: "
             f"raise img_scale or leave tta off",
             argument="img_scale",
         )

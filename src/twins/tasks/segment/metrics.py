@@ -9,9 +9,9 @@ label gives 0 / 0 = NaN and is skipped), aAcc = all correct pixels / all labelle
 in %. Under DDP, `all_reduce()` sums the counts of every process before `compute()`.
 
 Predictions are made at the original image size: the logits of the resized input are resized
-back bilinearly (align_corners False), softmaxed and argmaxed (`predict_labels`); with test-time
-augmentation the softmax probabilities of every scale and flip are averaged first
-(`predict_tta`, mmsegmentation's `--aug-test`).
+back bilinearly (align_corners False) and argmaxed (`predict_labels`; mmseg's softmax before the
+argmax changes no label and is left out); with test-time augmentation the softmax probabilities
+of every scale and flip are averaged first (`predict_tta`, mmsegmentation's `--aug-test`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ import torch.nn.functional as F
 from twins.tasks.segment.transforms import IMG_SCALE, MEAN, STD, TTA_RATIOS, normalize, resize_pair
 
 IGNORE_INDEX = 255
+# `predict_labels` resizes all classes at once where they take at most WHOLE_BYTES at the full
+# size (the fastest: most ADE20K images at 150 classes), else RESIZE_BYTES' worth at a time.
+WHOLE_BYTES = 512 * 2**20
+RESIZE_BYTES = 128 * 2**20
 
 
 class SegmentationMetrics:
@@ -102,8 +106,42 @@ def probabilities_at(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def predict_labels(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """The label map (N x H x W class indices) at the original `size` for network logits."""
-    return probabilities_at(logits, size).argmax(dim=1)
+    """The label map (N x H x W class indices) at the original `size` for network logits.
+
+    Where all classes at the full size would take more than WHOLE_BYTES, they are resized a
+    group at a time, each group by torch's own kernel (a class's plane is the same floats as
+    when all are resized at once), and a running maximum keeps each pixel's best class, a tie
+    going to the lower class as in `argmax`. Memory then holds a few full-size planes
+    (RESIZE_BYTES), not one per class: 150 classes at 24 megapixels would be 14 GB, twice that
+    with a softmax."""
+    size = tuple(size)
+    if tuple(logits.shape[-2:]) == size:
+        return logits.argmax(dim=1)
+    batch, classes = logits.shape[:2]
+    plane = batch * size[0] * size[1] * logits.element_size()
+    if classes * plane <= WHOLE_BYTES:
+        resized = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return resized.argmax(dim=1)
+    group = max(1, RESIZE_BYTES // plane)
+    # uint8 holds up to 256 classes in an eighth of int64's memory while the maxima run.
+    labels = torch.zeros((batch, *size), dtype=torch.uint8 if classes <= 256 else torch.int64)
+    labels = labels.to(logits.device)
+    best = None
+    for start in range(0, classes, group):
+        resized = F.interpolate(
+            logits[:, start : start + group], size=size, mode="bilinear", align_corners=False
+        )
+        for offset in range(resized.shape[1]):
+            value = resized[:, offset]
+            if best is None:
+                best = value.clone()
+                continue
+            better = value > best  # strictly: a tie keeps the lower class
+            labels.masked_fill_(better, start + offset)
+            torch.maximum(best, value, out=best)
+        del resized, value
+    del best  # before the int64 copy: the peak is the planes' or that copy's, not both
+    return labels.long()
 
 
 def predict_tta(

@@ -2,17 +2,22 @@
 
 Each image is decoded as the data sets decode it, tested whole as `twins eval` tests it (keep-ratio
 resize to the checkpoint's `img_scale`, its `mean` and `std`; the logits resized back to the
-original size, argmax) and written to the output folder as
+original size, argmax) and written to the output folder, under the image's path relative to
+the deepest folder holding all the images (`output_names`: `a/x.jpg` and `b/x.jpg` give
+`OUT/a/x.png` and `OUT/b/x.png`; the images of one folder keep their paths inside it), as
 
-- `<image stem>.png`: the label map as an indexed (palette) PNG, with the label values of the data
+- `<name>.png`: the label map as an indexed (palette) PNG, with the label values of the data
   set's annotation files: where the data set reduces label 0 (ADE20K), class i is written i + 1
   and 0 (unlabelled) is not used; else class i is i. The palette is the data set's colours
   (checkpoint metadata "dataset"), so the file reads back into the same data set and shows in
   colour;
-- `<image stem>_overlay.png`: the image blended half and half with its classes' colours.
+- `<name>_overlay.png`: the image blended half and half with its classes' colours.
 
-Files are written whole or not at all (`twins.storage.write_bytes`), to a folder or an
-object-store URL.
+Nothing is written over an input or over another output: a run that would (the output folder
+being the input folder where `x.png` is an input, `x_overlay.png` beside `x.jpg`, or `x.jpg` and
+`x.png` side by side) is refused before anything is written. An image that cannot be read or
+processed is listed in the run's failures, the others are predicted. Files are written whole or
+not at all (`twins.storage.write_bytes`), to a folder or an object-store URL.
 """
 
 from __future__ import annotations
@@ -34,12 +39,15 @@ from twins.device import select_device
 from twins.errors import TwinsError
 from twins.tasks.head import named_model_from_weights
 from twins.tasks.segment.ade20k import ADE20K_PALETTE
+from twins.tasks.segment.evaluate import smallest_side
 from twins.tasks.segment.heads import HEADS
 from twins.tasks.segment.metrics import predict_labels
-from twins.tasks.segment.transforms import IMG_SCALE, MEAN, STD, SegTestTransform
+from twins.tasks.segment.transforms import IMG_SCALE, MEAN, STD, SegTestTransform, pad_to_side
 from twins.weights import StateDict
 
 OVERLAY_ALPHA = 0.5  # the colours' share of an overlay pixel
+OVERLAY_ROWS = 256  # overlays are blended this many rows at a time (in float32)
+LABEL_SUFFIX, OVERLAY_SUFFIX = ".png", "_overlay.png"
 
 
 @dataclass
@@ -94,6 +102,7 @@ class SegmentationPredictor:
         self.device = select_device(device)
         model = named_model_from_weights(HEADS, weights, arch, model_args)
         self.model = model.to(self.device).eval()
+        self.smallest = smallest_side(self.model)
         metadata = weights.metadata
         num_classes = self.model.num_classes
         names = metadata.get("class_names")
@@ -134,8 +143,9 @@ class SegmentationPredictor:
     def label_map(self, image: torch.Tensor) -> torch.Tensor:
         """Class indices (H x W, int64, on the CPU) of a uint8 RGB image (3 x H x W)."""
         inputs = self.transform.image(image)[None].to(self.device)
-        logits = self.model(inputs)["out"].float()
-        return predict_labels(logits, image.shape[-2:])[0].cpu()
+        height, width = inputs.shape[-2:]
+        logits = self.model(pad_to_side(inputs, self.smallest))["out"].float()
+        return predict_labels(logits[..., :height, :width], image.shape[-2:])[0].cpu()
 
     def label_png(self, classes: torch.Tensor) -> bytes:
         """The label map as an indexed PNG, in the data set's label values and colours."""
@@ -148,30 +158,79 @@ class SegmentationPredictor:
         return _png_bytes(png)
 
     def overlay_png(self, image: torch.Tensor, classes: torch.Tensor) -> bytes:
-        """The image blended with its classes' colours, as an RGB PNG."""
-        pixels = image.permute(1, 2, 0).numpy().astype(np.float32)
-        colours = self.palette[classes.numpy()].astype(np.float32)
-        blended = (1 - OVERLAY_ALPHA) * pixels + OVERLAY_ALPHA * colours
-        return _png_bytes(Image.fromarray(blended.round().astype(np.uint8)))
+        """The image blended with its classes' colours, as an RGB PNG (blended a band of rows
+        at a time: float32 copies of a whole large photo would take gigabytes)."""
+        pixels, labels = image.permute(1, 2, 0).numpy(), classes.numpy()
+        blended = np.empty_like(pixels)
+        for top in range(0, len(pixels), OVERLAY_ROWS):
+            rows = slice(top, top + OVERLAY_ROWS)
+            colours = self.palette[labels[rows]].astype(np.float32)
+            mix = (1 - OVERLAY_ALPHA) * pixels[rows].astype(np.float32) + OVERLAY_ALPHA * colours
+            blended[rows] = mix.round().astype(np.uint8)
+        return _png_bytes(Image.fromarray(blended))
 
     def predict(self, paths: Sequence[Path], output: str) -> SegmentationRun:
+        """Label maps and overlays of `paths` under `output` (see the module's docstring), at
+        the places `output_names` gives, which `check_outputs` has cleared."""
         run = SegmentationRun(preprocessing=dict(self.preprocessing))
-        for path in paths:
+        for path, name in zip(paths, output_names(paths), strict=True):
             try:
                 image, _ = decode_rgb_tensor(storage.read_bytes(path))
             except (OSError, ValueError, Image.DecompressionBombError) as error:
                 run.failures.append((str(path), f"unreadable image: {error}"))
                 continue
-            classes = self.label_map(image)
-            label_file = storage.join(output, f"{path.stem}.png")
-            overlay_file = storage.join(output, f"{path.stem}_overlay.png")
-            storage.write_bytes(label_file, self.label_png(classes))
-            storage.write_bytes(overlay_file, self.overlay_png(image, classes))
-            present = [self.class_names[i] for i in torch.unique(classes).tolist()]
+            try:
+                classes = self.label_map(image)
+                label_png, overlay_png = self.label_png(classes), self.overlay_png(image, classes)
+            except (RuntimeError, ValueError, MemoryError) as error:  # e.g. out of memory
+                run.failures.append((str(path), f"could not be processed: {error}"))
+                continue
+            label_file = storage.join(output, name + LABEL_SUFFIX)
+            overlay_file = storage.join(output, name + OVERLAY_SUFFIX)
+            if not storage.is_remote(output):
+                Path(label_file).parent.mkdir(parents=True, exist_ok=True)
+            storage.write_bytes(label_file, label_png)
+            storage.write_bytes(overlay_file, overlay_png)
+            counts = torch.bincount(classes.flatten(), minlength=len(self.class_names))
+            present = [self.class_names[i] for i in counts.nonzero().flatten().tolist()]
             run.predictions.append(
                 SegmentationPrediction(str(path), label_file, overlay_file, present)
             )
         return run
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """Each image's path relative to the deepest folder holding all of `paths`, without its
+    extension: its label map is written as `<name>.png` under the output folder."""
+    absolute = [os.path.abspath(path) for path in paths]
+    common = os.path.commonpath([os.path.dirname(path) for path in absolute])
+    return [os.path.relpath(os.path.splitext(path)[0], common) for path in absolute]
+
+
+def check_outputs(paths: Sequence[Path], output: str) -> None:
+    """TwinsError, before anything is written, where two files written for `paths` under
+    `output` would be one, or one would be an input image."""
+    written: dict[str, Path] = {}
+    for path, name in zip(paths, output_names(paths), strict=True):
+        for suffix in (LABEL_SUFFIX, OVERLAY_SUFFIX):
+            target = storage.join(output, name + suffix)
+            if target in written:
+                raise TwinsError(
+                    f"{written[target]} and {path} would both be written as {target}: "
+                    "predict them into different output folders (--output)",
+                    argument="inputs",
+                )
+            written[target] = path
+    if storage.is_remote(output):
+        return
+    inputs = {os.path.realpath(path): path for path in paths}
+    for target, path in written.items():
+        if os.path.realpath(target) in inputs:
+            raise TwinsError(
+                f"the prediction of {path} would overwrite the input image "
+                f"{inputs[os.path.realpath(target)]}: write the predictions to another folder",
+                argument="output",
+            )
 
 
 def predict_segmentation(
@@ -189,19 +248,12 @@ def predict_segmentation(
             "a segmenter's predictions are label maps: name a folder for them (--output DIR)",
             argument="output",
         )
-    stems: dict[str, Path] = {}
-    for path in paths:
-        if path.stem in stems:
-            raise TwinsError(
-                f"{stems[path.stem]} and {path} would both be written as {path.stem}.png: "
-                "predict them into different output folders",
-                argument="inputs",
-            )
-        stems[path.stem] = path
     output = str(output)
     if not storage.is_remote(output):
-        Path(output).expanduser().mkdir(parents=True, exist_ok=True)
         output = str(Path(output).expanduser())
+    check_outputs(paths, output)
+    if not storage.is_remote(output):
+        Path(output).mkdir(parents=True, exist_ok=True)
     predictor = SegmentationPredictor(weights, arch=arch, model_args=model_args, device=device)
     return predictor.predict(paths, output)
 

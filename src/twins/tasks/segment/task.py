@@ -54,8 +54,9 @@ class SegmentTask(DenseTask):
             hflip=config.hflip,
             ignore_index=config.ignore_index,
         )
-        train = open_segmentation(config.data_url, "training", train_transform)
-        val = open_segmentation(config.data_url, "validation", eval_transform(config))
+        ignore = config.ignore_index
+        train = open_segmentation(config.data_url, "training", train_transform, ignore)
+        val = open_segmentation(config.data_url, "validation", eval_transform(config), ignore)
         if train.class_list.reduce_zero_label != config.reduce_zero_label:
             said = "reduces label 0" if train.class_list.reduce_zero_label else "keeps label 0"
             raise TwinsError(

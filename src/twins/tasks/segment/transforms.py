@@ -18,6 +18,10 @@ Training, per image and label, in mmsegmentation's order:
 Test: the same keep-ratio resize to `img_scale` (short side 512, long side at most 2048), then
 normalisation; no padding. The label stays at the original size, where predictions are compared.
 
+Extreme aspect ratios (a 2000 x 1 image): a resized side never rounds to 0 but to 1 pixel
+(mmcv's rounding would give an empty image); an input under the backbone's smallest side is
+padded for the network (`pad_to_side`) and its logits cropped back.
+
 Randomness: every draw comes from the `generator` given to the call, else from torch's default
 generator, which `twins.train.sample_seeds.SampleSeededDataset` seeds from (seed, epoch, index)
 for each sample; `sample_generator(seed, epoch, index)` gives such a generator explicitly. Either
@@ -59,7 +63,7 @@ def rescale_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, 
     """(height, width) after `mmcv.imrescale(image, scale)`: the largest keep-ratio size with the
     long side at most max(scale) and the short side at most min(scale)."""
     factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+    return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
 
 def random_scale(
@@ -165,6 +169,17 @@ def scale_saturation(image: torch.Tensor, factor: float) -> torch.Tensor:
     gain = torch.minimum(torch.full_like(value, factor), value / spread.clamp(min=1e-6))
     out = value - (value - rgb) * gain
     return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def pad_to_side(images: torch.Tensor, side: int) -> torch.Tensor:
+    """`images` (... x H x W, normalised) padded with 0 at the bottom and right to at least
+    `side` pixels each way, as training pads its crops: the backbone's smallest input, for
+    images whose short side resizes below it. The network's output over the original
+    H x W is `output[..., :H, :W]`."""
+    bottom, right = max(side - images.shape[-2], 0), max(side - images.shape[-1], 0)
+    if not (bottom or right):
+        return images
+    return torch.nn.functional.pad(images, (0, right, 0, bottom))
 
 
 def normalize(image: torch.Tensor, mean: tuple = MEAN, std: tuple = STD) -> torch.Tensor:

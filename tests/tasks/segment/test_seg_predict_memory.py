@@ -1,0 +1,61 @@
+"""The memory of `twins predict` on a large photo: a 24-megapixel image through a 150-class
+segmenter, measured as the peak resident memory of a fresh process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from factories import TINY_MODEL
+from twins.tasks import create_model
+from twins.weights import model_metadata, save_weights
+
+LIMIT = 2 * 2**30
+# The command, then the peak resident memory of its process in bytes (Linux counts in kB).
+MEASURED = """
+import resource, sys
+from twins.cli.main import main
+status = main(sys.argv[1:])
+print("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "status", status)
+"""
+
+
+def _resident(pid: int) -> int:
+    """The resident memory of a running process, in bytes (0 once it has exited)."""
+    with open(f"/proc/{pid}/status") as status:
+        lines = [line for line in status if line.startswith("VmRSS:")]
+    return int(lines[0].split()[1]) * 1024 if lines else 0
+
+
+@pytest.mark.slow  # 150 classes resized to 24 megapixels: a minute on 2 busy cores
+def test_a_24_megapixel_photo_is_labelled_in_under_2_gb_with_150_classes(tmp_path):
+    model = create_model("semantic_fpn_svt_small", num_classes=150, **TINY_MODEL)
+    weights = tmp_path / "segmenter.safetensors"
+    save_weights(model.state_dict(), weights, metadata=model_metadata(model))
+    x, y = np.meshgrid(*(np.linspace(0, 255, n, dtype=np.float32) for n in (6000, 4000)))
+    photo = np.stack([x, y, (x + y) / 2], axis=-1).astype(np.uint8)  # 6000 x 4000, smooth
+    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=90)
+    args = ["predict", "--checkpoint", str(weights), str(tmp_path / "photo.jpg")]
+    args += ["--output", str(tmp_path / "out"), "--device", "cpu"]
+    with open(tmp_path / "log.txt", "w+") as log:
+        command = [sys.executable, "-c", MEASURED, *args]
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+        seen = 0
+        while process.poll() is None:  # stop a run past the limit before it takes the machine's
+            seen = max(seen, _resident(process.pid))
+            if seen > LIMIT:
+                process.kill()
+            time.sleep(0.05)
+        log.seek(0)
+        output = log.read()
+    assert seen <= LIMIT, f"killed at {seen / 2**30:.2f} GiB resident"
+    assert process.returncode == 0, output
+    peak = int(output.split("peak ")[1].split()[0])
+    assert peak < LIMIT, f"peak {peak / 2**30:.2f} GiB"
+    assert Image.open(tmp_path / "out" / "photo.png").size == (6000, 4000)
+    assert Image.open(tmp_path / "out" / "photo_overlay.png").size == (6000, 4000)
