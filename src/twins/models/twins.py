@@ -29,6 +29,9 @@ from twins.models.tokens import tokens_to_map
 
 
 class Twins(nn.Module):
+    # What the model does, as its files record it (a segmenter's or detector's says its own).
+    task = "classify"
+
     def __init__(
         self,
         embed_dims: Sequence[int] | int = (64, 128, 320, 512),

@@ -39,7 +39,7 @@ def model_metadata(
         "act_layer": model_args.get("act_layer"),
         "class_names": None if class_names is None else list(class_names),
         "preprocessing": None if preprocessing is None else dict(preprocessing),
-        "task": getattr(model, "task", None),  # a dense model's; the task's in a checkpoint
+        "task": getattr(model, "task", None),  # what the model says it does
     }
 
 
