@@ -173,3 +173,15 @@ def test_the_checks_see_what_they_must():
     assert layer_of("twins.train.fit_loop") < layer_of("twins.tasks.segment.task")
     sample = PACKAGE / "tasks" / "__init__.py"
     assert _compared_task_names(sample)  # the registry compares with "classify"
+
+
+def test_no_function_is_longer_than_100_lines():
+    """A function a reader cannot take in at once becomes a few named steps."""
+    long = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({length} lines)"
+        for path in MODULES.values()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (length := node.end_lineno - node.lineno + 1) > 100
+    ]
+    assert long == []

@@ -118,48 +118,69 @@ class Twins(nn.Module):
             for i in range(stages)
         ]
 
-        # Stochastic depth grows linearly over all blocks of all stages.
-        drop_path = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         with torch.device(device) if device is not None else contextlib.nullcontext():
-            self.patch_embeds = nn.ModuleList()
-            self.pos_drops = nn.ModuleList()
-            self.blocks = nn.ModuleList()
-            self.pos_block = nn.ModuleList()
-            first = 0
-            for stage in range(stages):
-                self.patch_embeds.append(
-                    PatchEmbed(
-                        in_chans if stage == 0 else embed_dims[stage - 1],
-                        embed_dims[stage],
-                        patch_size if stage == 0 else 2,
-                    )
-                )
-                self.pos_drops.append(nn.Dropout(rates["pos_drop_rate"]))
-                self.blocks.append(
-                    nn.ModuleList(
-                        Block(
-                            embed_dims[stage],
-                            num_heads[stage],
-                            mlp_ratios[stage],
-                            sr_ratios[stage],
-                            _window_size(wss, stage, index),
-                            gelu,
-                            proj_drop=rates["proj_drop_rate"],
-                            attn_drop=attn_drop_rate,
-                            drop_path=drop_path[first + index],
-                            use_fast_path=fast_path,
-                        )
-                        for index in range(depths[stage])
-                    )
-                )
-                self.pos_block.append(PosConv(embed_dims[stage]))
-                first += depths[stage]
+            self._build_stages(
+                embed_dims, num_heads, mlp_ratios, sr_ratios, wss, list(depths),
+                in_chans, patch_size, gelu, rates, fast_path,
+            )  # fmt: skip
             self.norm = nn.LayerNorm(embed_dims[-1], eps=1e-6)
             self.head_drop = nn.Dropout(drop_rate)
             self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         self.apply(_init_weights)
         if dtype is not None:
             self.to(dtype)
+
+    def _build_stages(
+        self,
+        embed_dims: list[int],
+        num_heads: list[int],
+        mlp_ratios: list[float],
+        sr_ratios: list[int],
+        wss: list[int] | None,
+        depths: list[int],
+        in_chans: int,
+        patch_size: int,
+        gelu: type[nn.Module],
+        rates: dict[str, float],
+        fast_path: bool,
+    ) -> None:
+        """Each stage's patch embedding, blocks and PEG (`pos_block`), in the official order."""
+        stages = len(depths)
+        # Stochastic depth grows linearly over all blocks of all stages.
+        drop_path = torch.linspace(0, rates["drop_path_rate"], sum(depths), device="cpu").tolist()
+        self.patch_embeds = nn.ModuleList()
+        self.pos_drops = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        self.pos_block = nn.ModuleList()
+        first = 0
+        for stage in range(stages):
+            self.patch_embeds.append(
+                PatchEmbed(
+                    in_chans if stage == 0 else embed_dims[stage - 1],
+                    embed_dims[stage],
+                    patch_size if stage == 0 else 2,
+                )
+            )
+            self.pos_drops.append(nn.Dropout(rates["pos_drop_rate"]))
+            self.blocks.append(
+                nn.ModuleList(
+                    Block(
+                        embed_dims[stage],
+                        num_heads[stage],
+                        mlp_ratios[stage],
+                        sr_ratios[stage],
+                        _window_size(wss, stage, index),
+                        gelu,
+                        proj_drop=rates["proj_drop_rate"],
+                        attn_drop=rates["attn_drop_rate"],
+                        drop_path=drop_path[first + index],
+                        use_fast_path=fast_path,
+                    )
+                    for index in range(depths[stage])
+                )
+            )
+            self.pos_block.append(PosConv(embed_dims[stage]))
+            first += depths[stage]
 
     # Features -------------------------------------------------------------------------------
 
