@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from twins.data.images import find_images, open_rgb
+from twins.data.images import open_rgb
 from twins.device import select_device
 from twins.errors import TwinsError
 from twins.models import smallest_image_size
@@ -227,52 +227,6 @@ class Predictor:
                 ]
                 run.predictions.append(Prediction(str(name), top))
         return run
-
-
-def predict(
-    checkpoint: str | os.PathLike,
-    inputs: Sequence[str],
-    *,
-    topk: int | None = None,
-    batch_size: int | None = None,
-    arch: str | None = None,
-    model_args: Mapping[str, Any] | None = None,
-    ema: bool | None = None,
-    device: str = "auto",
-    image_size: int | None = None,
-    crop_pct: float | None = None,
-) -> PredictionRun:
-    """Top-k predictions of a classifier for every image the inputs name; unreadable ones are
-    listed, not fatal. `arch` and `model_args` describe the model where the file does not (see
-    `twins.models.from_weights`); `image_size` and `crop_pct` overrule the file's preprocessing
-    (`twins.tasks.predict` takes any model's file)."""
-    paths, missing = find_images(inputs)
-    if not paths:
-        raise no_images(missing)
-    weights = load_weights(checkpoint, ema=ema, arch=arch)
-    run = predict_weights(
-        weights,
-        paths,
-        checkpoint=checkpoint,
-        topk=topk,
-        batch_size=batch_size,
-        arch=arch,
-        model_args=model_args,
-        device=device,
-        image_size=image_size,
-        crop_pct=crop_pct,
-    )
-    run.failures = missing + run.failures
-    return run
-
-
-def no_images(missing: list[tuple[str, str]]) -> TwinsError:
-    """The error of inputs that name no image."""
-    reasons = "; ".join(f"{item}: {reason}" for item, reason in missing)
-    return TwinsError(
-        f"no images to predict ({reasons}); name image files, folders or globs",
-        argument="inputs",
-    )
 
 
 def predict_weights(

@@ -90,15 +90,10 @@ def smallest_dense_side(arch: str, model_args: dict) -> int:
 
 
 def export_segmenter(
-    model: nn.Module,
-    format: str,
-    output: str | os.PathLike,
-    metadata: Mapping[str, Any],
-    *,
-    image_size: int = 224,
-    check: bool = True,
+    model: nn.Module, format: str, output: str | os.PathLike, metadata: Mapping[str, Any], **options
 ) -> ExportResult:
-    """The segmenter's weights, or its "out" logits as a graph (`SegmentationLogits`)."""
+    """The segmenter's weights, or its "out" logits as a graph (`SegmentationLogits`);
+    `options` as `twins.export.engine.export_model` takes them."""
     if format != "safetensors":
         model = SegmentationLogits(model)  # the graph gives the "out" logits
-    return export_model(model, format, output, metadata, image_size=image_size, check=check)
+    return export_model(model, format, output, metadata, **options)
