@@ -9,7 +9,7 @@ import yaml
 
 from factories import TINY_MODEL, make_config
 from twins.tasks import fit
-from twins.tasks.scenes import write_digit_scenes
+from twins.tasks.scenes import SceneLayout, write_digit_scenes
 
 RECIPE = {
     "task": "segment",
@@ -37,7 +37,7 @@ def train_tiny_segmenter(root: Path) -> Path:
     """Writes `root/data` (8 training, 3 validation scenes) and trains into `root/run`; returns
     the run folder (`config.yaml`, `checkpoints/last.pt`)."""
     data, run = root / "data", root / "run"
-    write_digit_scenes(data, train=8, val=3, size=48, seed=0)
+    write_digit_scenes(data, train=8, val=3, layout=SceneLayout(size=48), seed=0)
     fit(make_config(data_url=str(data), train_url=str(run), **RECIPE))
     assert yaml.safe_load((run / "config.yaml").read_text())["task"] == "segment"
     return run

@@ -49,6 +49,29 @@ SPLITS = {"training": 0, "validation": 1}
 
 
 @dataclass(frozen=True)
+class SceneLayout:
+    """How the scenes of a set are laid out, shared by the segmentation and detection scenes:
+    the scene's side in pixels, the digits a scene holds (lowest, highest), a digit's side as
+    fractions (lowest, highest) of the scene's, a grid `cell` in pixels (each digit centred in
+    its own cell) or None (anywhere), and `light_ink` (every digit light on a darkened
+    ground)."""
+
+    size: int = 64
+    count: tuple[int, int] = DIGITS_PER_SCENE
+    side: tuple[float, float] = DIGIT_SIDE
+    cell: int | None = None
+    light_ink: bool = False
+
+    def __post_init__(self) -> None:  # lists from JSON or YAML compare as the tuples they are
+        object.__setattr__(self, "count", tuple(self.count))
+        object.__setattr__(self, "side", tuple(self.side))
+
+
+# Digits anywhere in 64 px scenes, 2 to 4 of them, dark or light.
+DEFAULT_LAYOUT = SceneLayout()
+
+
+@dataclass(frozen=True)
 class DigitInstance:
     """One digit of a scene: its digit (0-9), its tight box (x0, y0, x1, y1; x1, y1 one past the
     last ink column and row) and its ink mask (H x W bool, the pixels labelled as the digit)."""
@@ -69,17 +92,16 @@ def make_scene(
     rng: np.random.Generator,
     digits: np.ndarray,
     targets: np.ndarray,
-    size: int = 64,
-    count: tuple[int, int] = DIGITS_PER_SCENE,
-    side: tuple[float, float] = DIGIT_SIDE,
-    cell: int | None = None,
-    light_ink: bool = False,
+    layout: SceneLayout = DEFAULT_LAYOUT,
 ) -> DigitScene:
-    """One scene of `size` x `size` from the 8 x 8 `digits` (0..16 grey levels) and their
-    `targets`, drawn from `rng`: `count` (lowest, highest) digits of a side between the
-    fractions `side` of `size`, where they fit without overlapping, or with `cell` each centred
-    in a cell of a grid of `cell` px squares (at most one a cell); with `light_ink` every digit
-    is light on a ground darkened to 40%."""
+    """One scene of `layout.size` x `layout.size` from the 8 x 8 `digits` (0..16 grey levels)
+    and their `targets`, drawn from `rng`: `layout.count` (lowest, highest) digits of a side
+    between the fractions `layout.side` of the scene's, where they fit without overlapping, or
+    with `layout.cell` each centred in a cell of a grid of `cell` px squares (at most one a
+    cell); with `layout.light_ink` every digit is light on a ground darkened to 40%."""
+    size, count, side, cell, light_ink = (
+        layout.size, layout.count, layout.side, layout.cell, layout.light_ink
+    )  # fmt: skip
     image = _background(rng, size) * (DARKENED if light_ink else 1.0)
     label = np.full((size, size), BACKGROUND_VALUE, dtype=np.uint8)
     taken = np.zeros((size, size), dtype=bool)
@@ -171,23 +193,18 @@ def write_digit_scenes(
     root: str | Path,
     train: int = 400,
     val: int = 100,
-    size: int = 64,
+    layout: SceneLayout = DEFAULT_LAYOUT,
     seed: int = 0,
-    count: tuple[int, int] = DIGITS_PER_SCENE,
-    side: tuple[float, float] = DIGIT_SIDE,
-    cell: int | None = None,
-    light_ink: bool = False,
 ) -> dict[str, list[list[DigitInstance]]]:
-    """Write `train` and `val` scenes under `root` in the ADE20K layout with `classes.json`
-    (unless a complete set of the same parameters is there) and return each split's instances,
-    scene by scene (scene i is `images/<split>/<i:05d>.jpg`); `count`, `side`, `cell` and
-    `light_ink` as in `make_scene`."""
+    """Write `train` and `val` scenes of `layout` under `root` in the ADE20K layout with
+    `classes.json` (unless a complete set of the same parameters is there) and return each
+    split's instances, scene by scene (scene i is `images/<split>/<i:05d>.jpg`)."""
     root = Path(root)
-    expected = {"train": train, "val": val, "size": size, "seed": seed}
-    if (tuple(count), tuple(side)) != (DIGITS_PER_SCENE, DIGIT_SIDE):  # old manifests stay valid
-        expected |= {"count": list(count), "side": list(side)}
-    if cell or light_ink:
-        expected |= {"cell": cell, "light_ink": light_ink}
+    expected = {"train": train, "val": val, "size": layout.size, "seed": seed}
+    if (layout.count, layout.side) != (DIGITS_PER_SCENE, DIGIT_SIDE):  # old manifests stay valid
+        expected |= {"count": list(layout.count), "side": list(layout.side)}
+    if layout.cell or layout.light_ink:
+        expected |= {"cell": layout.cell, "light_ink": layout.light_ink}
     complete = _is_complete(root, expected)
     if not complete:
         (root / MANIFEST).unlink(missing_ok=True)  # an interrupted rewrite must not look complete
@@ -200,7 +217,7 @@ def write_digit_scenes(
         instances[split] = []
         for index in range(scenes):
             rng = np.random.default_rng([seed, SPLITS[split], index])
-            scene = make_scene(rng, digits, targets, size, count, side, cell, light_ink)
+            scene = make_scene(rng, digits, targets, layout)
             instances[split].append(scene.instances)
             if not complete:
                 Image.fromarray(scene.image).save(images / f"{index:05d}.jpg", quality=95)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,8 @@ from pycocotools.cocoeval import COCOeval
 
 from killed_runs import killed_at_step
 from twins.cli.main import main
-from twins.tasks.detect.demo import SCENES as SCENES_OF_THE_DEMO
-from twins.tasks.detect.demo import run_detect_demo, write_detection_scenes
+from twins.tasks.detect.demo import LAYOUT, run_detect_demo, write_detection_scenes
+from twins.tasks.scenes import SceneLayout
 from twins.train.resume import load_checkpoint
 from twins.weights import load_weights, save_weights
 
@@ -56,7 +57,7 @@ def test_demo_writes_coco_data_a_run_and_a_picture(demo) -> None:
 
 
 def test_scenes_take_the_digits_per_scene_and_their_side(tmp_path) -> None:
-    root = write_detection_scenes(tmp_path, 6, 2, count=(1, 1), side=(0.5, 0.5))
+    root = write_detection_scenes(tmp_path, 6, 2, SceneLayout(count=(1, 1), side=(0.5, 0.5)))
     train = json.loads((root / "annotations" / "instances_train.json").read_text())
     assert sorted(a["image_id"] for a in train["annotations"]) == list(range(1, 7))
     assert all(max(a["bbox"][2:]) <= 32 for a in train["annotations"])  # ink of 32 px digits
@@ -67,8 +68,7 @@ def test_scenes_take_the_digits_per_scene_and_their_side(tmp_path) -> None:
 def test_the_demo_scenes_centre_light_digits_in_the_cells_of_a_grid(tmp_path) -> None:
     """As the recipe's anchors expect them: one 32 px digit a cell of the 64 px scene's 2 x 2
     grid, its ink box centred in the cell (at 16 or 48 px), lighter than the ground."""
-    spec = {**SCENES_OF_THE_DEMO, "train": 8, "val": 2}
-    root = write_detection_scenes(tmp_path, **spec)
+    root = write_detection_scenes(tmp_path, 8, 2, LAYOUT)
     train = json.loads((root / "annotations" / "instances_train.json").read_text())
     by_image: dict[int, list[list[float]]] = {}
     for annotation in train["annotations"]:
@@ -88,7 +88,7 @@ def test_the_demo_scenes_centre_light_digits_in_the_cells_of_a_grid(tmp_path) ->
     manifest = json.loads((root / "scenes.json").read_text())
     assert manifest["cell"] == 32 and manifest["light_ink"] is True
     # Another layout is another set of scenes: the folder is rewritten, not reused.
-    write_detection_scenes(tmp_path, **{**spec, "cell": None, "light_ink": False})
+    write_detection_scenes(tmp_path, 8, 2, replace(LAYOUT, cell=None, light_ink=False))
     assert json.loads((root / "scenes.json").read_text())["cell"] is None
 
 

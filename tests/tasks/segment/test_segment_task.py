@@ -15,7 +15,7 @@ from killed_runs import fit_killed_at_step, without_timings
 from twins.cli.main import main
 from twins.errors import TwinsError
 from twins.tasks import fit
-from twins.tasks.scenes import write_digit_scenes
+from twins.tasks.scenes import SceneLayout, write_digit_scenes
 from twins.train.metrics import read_metrics
 from twins.train.resume import load_checkpoint
 
@@ -23,7 +23,7 @@ from twins.train.resume import load_checkpoint
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     root = tmp_path_factory.mktemp("scenes")
-    write_digit_scenes(root, train=8, val=3, size=48, seed=0)
+    write_digit_scenes(root, train=8, val=3, layout=SceneLayout(size=48), seed=0)
     return root
 
 

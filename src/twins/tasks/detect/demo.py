@@ -31,9 +31,10 @@ from twins.tasks.detect.data import CategoryMap
 from twins.tasks.detect.predict import MIN_SCORE, draw_detections, predict_detections, write_picture
 from twins.tasks.detect.task import DetectTask
 from twins.tasks.scenes import (
-    DIGIT_SIDE,
+    DEFAULT_LAYOUT,
     DIGITS_PER_SCENE,
     DigitInstance,
+    SceneLayout,
     make_scene,
     split_digits,
 )
@@ -50,16 +51,8 @@ MANIFEST = "scenes.json"
 # ground: the small backbone, not shift-equivariant at its coarse stages, tells digits apart
 # within minutes only so (configs/demo_detect.yaml, Why), and the 32 px digits centred at 16
 # and 48 px meet the smallest anchors (32 px at stride 8) centre on centre.
-SCENES = {
-    "train": 1600,
-    "val": 50,
-    "size": 64,
-    "seed": 0,
-    "count": DIGITS_PER_SCENE,
-    "side": (0.5, 0.5),
-    "cell": 32,
-    "light_ink": True,
-}
+SCENES = {"train": 1600, "val": 50, "seed": 0}
+LAYOUT = SceneLayout(size=64, count=DIGITS_PER_SCENE, side=(0.5, 0.5), cell=32, light_ink=True)
 PICTURE_SCENES = 8
 PICTURE_SCALE = 4  # 64 px scenes drawn at 256 px, so that names and scores can be read
 COMPUTE_THREADS = 1
@@ -89,22 +82,15 @@ def coco_annotation(
 
 
 def write_detection_scenes(
-    root: str | Path,
-    train: int,
-    val: int,
-    size: int = 64,
-    seed: int = 0,
-    count: tuple[int, int] = DIGITS_PER_SCENE,
-    side: tuple[float, float] = DIGIT_SIDE,
-    cell: int | None = None,
-    light_ink: bool = False,
+    root: str | Path, train: int, val: int, layout: SceneLayout = DEFAULT_LAYOUT, seed: int = 0
 ) -> Path:
-    """Digit scenes in the COCO layout under `root` (kept when a complete set of the same
-    parameters is there). Scene i of a split is image id i + 1, file `<id:06d>.png`; `count`,
-    `side`, `cell` and `light_ink` as in `make_scene`."""
+    """Digit scenes of `layout` in the COCO layout under `root` (kept when a complete set of
+    the same parameters is there). Scene i of a split is image id i + 1, file `<id:06d>.png`."""
     root = Path(root)
+    size = layout.size
     expected = {"train": train, "val": val, "size": size, "seed": seed}
-    expected |= {"count": list(count), "side": list(side), "cell": cell, "light_ink": light_ink}
+    expected |= {"count": list(layout.count), "side": list(layout.side)}
+    expected |= {"cell": layout.cell, "light_ink": layout.light_ink}
     try:
         if json.loads((root / MANIFEST).read_text()) == expected:
             return root
@@ -121,9 +107,7 @@ def write_detection_scenes(
         images, annotations = [], []
         for index in range(scenes):
             rng = np.random.default_rng([seed, list(SPLITS).index(split), index])
-            scene = make_scene(
-                rng, *digits[SPLITS[split]], size, tuple(count), tuple(side), cell, light_ink
-            )
+            scene = make_scene(rng, *digits[SPLITS[split]], layout)
             image_id, name = index + 1, f"{index + 1:06d}.png"
             Image.fromarray(scene.image).save(root / split / name)
             images.append({"id": image_id, "file_name": name, "height": size, "width": size})
@@ -141,16 +125,16 @@ def run_detect_demo(
     overrides: list[str] | tuple[str, ...] = (),
     say: Callable[[str], None] = print,
     scenes: dict[str, int] | None = None,
+    layout: SceneLayout = LAYOUT,
 ) -> dict[str, Any]:
     """Write the scenes, train, evaluate, draw; returns the numbers and paths. `scenes`
-    changes the scene counts, side, seed, digits per scene, digit side, grid cell or ink
-    (`SCENES`' keys)."""
+    changes the scene counts or seed (`SCENES`' keys), `layout` the scenes' layout."""
     start, cpu_start = time.perf_counter(), time.process_time()
     output = Path(output)
     data = output / "data"
     spec = {**SCENES, **(scenes or {})}
     config = load_demo_recipe(RECIPE, overrides, data, output)
-    write_detection_scenes(data, **spec)
+    write_detection_scenes(data, spec["train"], spec["val"], layout, spec["seed"])
     say(
         f"demo: {data} holds {spec['train']} training and {spec['val']} validation scenes of "
         f"digits in the COCO layout; training {config.arch} now"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from twins.atomic import atomic_path
 from twins.errors import TwinsError
 from twins.tasks.demo_common import duration, load_demo_recipe
 from twins.tasks.head import named_model_from_weights
-from twins.tasks.scenes import write_digit_scenes
+from twins.tasks.scenes import SceneLayout, write_digit_scenes
 from twins.tasks.segment.data import open_segmentation
 from twins.tasks.segment.evaluate import eval_transform
 from twins.tasks.segment.heads import HEADS
@@ -40,7 +41,7 @@ TRAIN_SCENES, VAL_SCENES = 1000, 200
 # grid, light on a darkened ground. A patch-merging transformer is not shift-equivariant at its
 # last stage's 32 px: digits placed anywhere, or either dark or light, take several times the
 # demo's 3 minutes to tell apart (configs/demo_segment.yaml, Why).
-SCENE = {"count": (3, 4), "side": (0.5, 0.5), "light_ink": True}
+SCENE = SceneLayout(count=(3, 4), side=(0.5, 0.5), light_ink=True)
 SHOWN_SCENES = 6
 COMPUTE_THREADS = 1  # as the classifier demo: one compute thread beside one data worker
 
@@ -60,7 +61,7 @@ def run_segment_demo(
     data = output / "data"
     config = load_demo_recipe(RECIPE, overrides, data, output)
     size = min(config.img_scale)
-    write_digit_scenes(data, train_scenes, val_scenes, size, cell=size // 2, **SCENE)
+    write_digit_scenes(data, train_scenes, val_scenes, replace(SCENE, size=size, cell=size // 2))
     say(
         f"demo: {data} holds {train_scenes} training and {val_scenes} validation scenes of "
         "handwritten digits in the ADE20K layout; training now"
