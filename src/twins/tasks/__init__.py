@@ -294,15 +294,21 @@ def evaluate_checkpoint(config: Any, checkpoint: Any, **kwargs: Any) -> dict[str
 
 
 __all__ = [
+    "DEMOS",
+    "HEADS_OF_TASK",
     "TASKS",
     "create_model",
     "evaluate_checkpoint",
+    "export",
     "fit",
     "load_model",
     "model_from_weights",
     "model_names",
+    "predict",
+    "run_demo",
     "split_model_name",
     "task_for",
     "task_named",
     "task_of",
+    "task_of_weights",
 ]
