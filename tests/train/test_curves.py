@@ -34,7 +34,7 @@ def test_a_classifier_plots_its_top1_by_epoch(tmp_path):
         {"kind": "epoch", "epoch": e, "step": 2 * e, "train_loss": 1.0, "lr": 1e-3, "val_top1": t}
         for e, t in ((1, 50.0), (2, 75.0))
     ]
-    (_, losses), _, (title, scores) = _plotted(curves_figure(STEPS[:2] + epochs))
+    (_, losses), _, (title, scores) = _plotted(curves_figure(STEPS[:2] + epochs, "top1", "top-1"))
     assert len(losses) == 3 and title == "val top-1 (%)" and scores == [[1, 2, 50.0, 75.0]]
     draw_curves(STEPS + EVALS, tmp_path / "curves.png", "mIoU", "mIoU")
     assert (tmp_path / "curves.png").stat().st_size > 10_000

@@ -14,9 +14,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def curves_figure(
-    records: list[dict[str, Any]], score: str = "top1", score_label: str = "top-1"
-) -> Figure:
+def curves_figure(records: list[dict[str, Any]], score: str, score_label: str) -> Figure:
     """Three panels: training losses by step, learning rate by step, val `score` (in %) by
     epoch, or by step where the run evaluates by iteration."""
     from matplotlib.figure import Figure
@@ -48,8 +46,8 @@ def curves_figure(
 def draw_curves(
     records: list[dict[str, Any]],
     path: str | Path,
-    score: str = "top1",
-    score_label: str = "top-1",
+    score: str,
+    score_label: str,
 ) -> None:
     path = Path(path)
     with atomic_path(path) as temporary:

@@ -27,7 +27,7 @@ class RunLog:
         enabled: bool,
         resume_epoch: int,
         resume_step: int,
-        score: tuple[str, str] = ("top1", "top-1"),
+        score: tuple[str, str],
     ):
         self.folder = Path(folder)
         self.enabled = enabled

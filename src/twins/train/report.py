@@ -95,7 +95,7 @@ def summary(
     record: dict[str, Any],
     total_epochs: int,
     best: str | bool,
-    shown: tuple[str, ...] = ("top1", "top5", "loss"),
+    shown: tuple[str, ...],
 ) -> str:
     """The one line that closes an epoch; `best`: the weights ("raw", "ema") of a new best;
     `shown`: the task's validation results on it, its score first."""
@@ -130,9 +130,7 @@ def eval_summary(
     return text + ({"ema": "  *best (EMA)*"}.get(best, "  *best*") if best else "")
 
 
-def done_line(
-    record: dict[str, Any], state: Any, output: Any, score: str = "top1", label: str = "top-1"
-) -> str:
+def done_line(record: dict[str, Any], state: Any, output: Any, score: str, label: str) -> str:
     """The line that ends a run: the best val score (the task's `score`, called `label`) and
     its weights (what best.pt holds), and the last epoch's raw and EMA score."""
     weights = "EMA weights" if state.best_weights == "ema" else "raw weights"
