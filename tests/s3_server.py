@@ -153,7 +153,12 @@ class S3Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed mini ended at start: see {self.directory / 'weed.log'}")
             try:
+                # Ready means the whole path a test takes: a listing answers before the volume
+                # server takes writes, right after a restart.
                 client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+                client.put_object(Bucket=self.bucket, Key=".ready", Body=b"1")
+                client.get_object(Bucket=self.bucket, Key=".ready")["Body"].read()
+                client.delete_object(Bucket=self.bucket, Key=".ready")
                 return
             except Exception:
                 if time.monotonic() > deadline:
