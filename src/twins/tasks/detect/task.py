@@ -47,7 +47,6 @@ from twins.train.task import ToDevice
 class DetectTask(DenseTask):
     heads = HEADS
     data_folders = ("train", "val", "annotations")
-    verb = "detect"
     name = "detect"
     # mmdet's resize (one scale or DETR's) and padding; torchvision's losses.
     reads = ENGINE_KEYS | {"img_scale", "scale_policy", "pad_divisor", "hflip"}

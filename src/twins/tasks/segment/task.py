@@ -35,7 +35,6 @@ from twins.train.task import ToDevice
 class SegmentTask(DenseTask):
     heads = HEADS
     data_folders = ("images", "annotations")
-    verb = "segment"
     name = "segment"
     # mmseg's training pipeline and its loss with the auxiliary head's.
     reads = ENGINE_KEYS | {"img_scale", "ratio_range", "crop_size", "cat_max_ratio", "hflip"}
