@@ -68,6 +68,12 @@ def test_svt_without_comparison_and_text_report(capsys):
     assert main(["benchmark", *args]) == 0
     report = capsys.readouterr().out
     assert "svt_small infer on cpu" in report and "ours" in report and "timm" not in report
+    # the CPU's model and vector extensions under every table's first line
+    cpu = report.splitlines()[1]
+    assert cpu.startswith("CPU: ") and "torch kernels " in cpu, report
+    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
+    assert ("avx2" in flags) == (" avx2" in cpu or "(avx2" in cpu)
+    assert ("avx512f" in flags) == ("avx512f" in cpu)
     # a tiny model's work in units that show it (not "0.00 GMACs ... 0.0 GFLOP")
     work = re.search(r"([\d.]+) ([kMG]?)MACs per image forward \(([\d.]+) ([kMG]?)FLOP", report)
     assert work is not None, report

@@ -11,7 +11,8 @@ toolkit's; docs/recipes.md), `model_args` (create_model overrides), `hflip`, `cr
 recipes (docs/recipes.md, "Dense recipes"), `task`, the mmcv schedules' `max_iters`,
 `warmup_iters`, `warmup_ratio`, `poly_power` and `lr_steps`, `no_decay_keys`, `aux_loss_weight`
 and the data pipeline's `img_scale`, `ratio_range`, `crop_size`, `cat_max_ratio`,
-`reduce_zero_label`, `ignore_index`, `scale_policy` and `pad_divisor`. A file that does
+`reduce_zero_label`, `ignore_index`, `scale_policy` and `pad_divisor`, and the sliding-window test's
+`test_mode`, `test_crop_size` and `test_stride`. A file that does
 not name its semantics is read as the seed's, whose keys these are. Every value is checked for type and range, an unknown key
 is refused with the closest known names, and the resolved configuration is what a run writes
 to its output folder as `config.yaml`: the keys its task reads (`ENGINE_KEYS` and the task's
@@ -145,6 +146,15 @@ class TrainConfig:
     ignore_index: int = _key(255, "int", (0, 255), doc="segment: label value left out of loss")
     tta: bool = _key(
         False, "bool", doc="segment eval: average 6 scales x 2 flips (mmseg's --aug-test)"
+    )
+    test_mode: str = _key(
+        "whole", "str", ("whole", "slide"), doc="segment eval: whole image or sliding windows"
+    )
+    test_crop_size: list = _key(
+        [512, 512], "int_pair", (1, None), doc="segment eval: sliding window [height, width]"
+    )
+    test_stride: list = _key(
+        [341, 341], "int_pair", (1, None), doc="segment eval: window step [height, width]"
     )
     scale_policy: str = _key(
         "single",

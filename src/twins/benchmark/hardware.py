@@ -34,17 +34,62 @@ DATASHEET_TFLOPS: dict[str, dict[str, float]] = {
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+# The vector and matrix extensions that decide which kernels oneDNN and torch run on a CPU (as
+# /proc/cpuinfo names them), in the order a reader compares them.
+VECTOR_EXTENSIONS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "sve",
+    "sve2",
+)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
+def _cpuinfo_field(*names: str) -> str | None:
+    """The first value of a /proc/cpuinfo field among `names` (None off Linux)."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if key.strip() in names:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_description() -> dict[str, object]:
+    """The CPU's model, the extensions of VECTOR_EXTENSIONS it has, and the kernel level torch
+    dispatches to on it: every table prints them, so no figure is read without its machine."""
+    flags = set((_cpuinfo_field("flags", "Features") or "").split())
+    return {
+        "model": cpu_model(),
+        "extensions": [name for name in VECTOR_EXTENSIONS if name in flags],
+        "torch_kernels": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def describe_cpu(cpu: dict[str, object]) -> str:
+    extensions = ", ".join(cpu["extensions"]) or "no vector extensions listed"
+    return f"CPU: {cpu['model']} ({extensions}; torch kernels {cpu['torch_kernels']})"
 
 
 def synchronize(device: torch.device) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twins.benchmark.hardware import describe_cpu
+
 
 def format_report(result: dict[str, Any]) -> str:
     where = result["device_name"]
@@ -12,7 +14,8 @@ def format_report(result: dict[str, Any]) -> str:
     flags = [result["precision"], f"batch {result['batch_size']}", f"{result['image_size']} px"]
     flags += [flag for flag in ("channels_last", "compile") if result[flag]]
     lines = [
-        f"{result['model']} {result['mode']} on {result['device']} ({where}): {', '.join(flags)}"
+        f"{result['model']} {result['mode']} on {result['device']} ({where}): {', '.join(flags)}",
+        describe_cpu(result["cpu"]),
     ]
     if result["mode"] == "data":
         lines.append(

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from twins import storage
-from twins.benchmark.hardware import PeakMemory, device_name, peak_tflops
+from twins.benchmark.hardware import PeakMemory, cpu_description, device_name, peak_tflops
 from twins.benchmark.loaders import (
     REFERENCE_LOADERS,
     build_loaders,
@@ -105,6 +105,7 @@ def run_benchmark(options: BenchmarkOptions) -> dict[str, Any]:
         "torch": torch.__version__,
         "device": device.type,
         "device_name": device_name(device),
+        "cpu": cpu_description(),
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
     }
     if options.mode == "data":

@@ -76,6 +76,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="detectors: the COCO instances file of the images; each result's image_id is its "
         "entry's id, matched by file_name (default: 1, 2, ... in input order)",
     )
+    parser.add_argument(
+        "--slide",
+        nargs=2,
+        type=positive_int,
+        metavar=("CROP", "STRIDE"),
+        help="segmenters: test by sliding windows of CROP x CROP pixels every STRIDE pixels "
+        "over the resized image (mmseg's slide mode), for images larger than the model's scale",
+    )
     add_device(parser)
     add_json(
         parser,
@@ -104,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         min_score=args.min_score,
         coco=args.coco,
+        slide=args.slide,
     )
     print(json.dumps(result.to_json()) if args.json else result.format())
     return 0 if result.predictions else 1

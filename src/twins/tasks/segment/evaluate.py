@@ -4,7 +4,9 @@ computes them (`evaluate_segmenters`, the fit loop's evaluation too).
 
 Each image is tested whole at the config's `img_scale` and its logits resized back to the
 original size; with `tta=true`, the paper's multi-scale + flip test (`predict_tta`: 6 ratios of
-`img_scale`, each also mirrored, softmax averaged). Under torchrun each process takes a disjoint
+`img_scale`, each also mirrored, softmax averaged). With `test_mode=slide`, each test image (of
+every scale, with tta) is tested by mmseg's sliding windows of `test_crop_size` every
+`test_stride` pixels instead of whole (`twins.tasks.segment.slide`). Under torchrun each process takes a disjoint
 shard and the pixel counts are summed, so every image counts once. With EMA weights (`--ema`,
 or `with_ema` where the file has them), those are evaluated in the same pass.
 """
@@ -28,6 +30,7 @@ from twins.tasks.head import head_model_from_weights, split_head_name
 from twins.tasks.segment.data import SegmentationFolder, open_segmentation
 from twins.tasks.segment.heads import HEADS
 from twins.tasks.segment.metrics import SegmentationMetrics, predict_labels, predict_tta
+from twins.tasks.segment.slide import check_window, slide_labels, slide_logits
 from twins.tasks.segment.transforms import MEAN, STD, TTA_RATIOS, SegTestTransform, pad_to_side
 from twins.train.precision import Precision
 from twins.weights import StateDict
@@ -157,13 +160,44 @@ def _check_tta_scale(config: Any, model: nn.Module) -> None:
         )
 
 
-def _tta_labels(config: Any):
+def _tta_labels(config: Any, window: tuple[list, list] | None) -> LabelMap:
     img_scale = tuple(config.img_scale)
 
     def tta_labels(logits: Logits, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if window is not None:  # each scale and flip slid over, as mmseg's aug-test does
+            logits = functools.partial(_slid, logits, window)
         return predict_tta(logits, image, img_scale=img_scale, mean=MEAN, std=STD).argmax(0)
 
     return tta_labels
+
+
+def _slid(logits: Logits, window: tuple[list, list], batch: torch.Tensor) -> torch.Tensor:
+    """The sliding-window logits of a batch of one image (1 x K x H x W)."""
+    return slide_logits(logits, batch[0], *window)[None]
+
+
+def _slide_labels(window: tuple[list, list]) -> LabelMap:
+    def labels(logits: Logits, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return slide_labels(logits, image, size, *window)
+
+    return labels
+
+
+def test_window(config: Any) -> tuple[list, list] | None:
+    """The config's sliding window (crop, stride), or None for the whole-image test."""
+    if config.test_mode != "slide":
+        return None
+    window = (list(config.test_crop_size), list(config.test_stride))
+    check_window(*window)
+    return window
+
+
+def label_map_of(config: Any) -> LabelMap:
+    """The test the config asks for: whole or sliding windows, with or without tta."""
+    window = test_window(config)
+    if config.tta:
+        return _tta_labels(config, window)
+    return whole_image_labels if window is None else _slide_labels(window)
 
 
 def _nan_as_none(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -185,8 +219,8 @@ def evaluation_model(weights: StateDict, config: Any) -> nn.Module:
 def evaluate_file(
     models: dict[str, nn.Module], loader: Any, precision: Precision, config: Any, progress: bool
 ) -> dict[str, dict[str, Any]]:
-    """The whole-image test of each model, or with `tta` the paper's multi-scale + flip test,
-    with per-class numbers."""
+    """The whole-image or sliding-window test of each model, or with `tta` the paper's
+    multi-scale + flip test, with per-class numbers."""
     if config.tta:
         _check_tta_scale(config, models["raw"])
     return evaluate_segmenters(
@@ -194,7 +228,7 @@ def evaluate_file(
         loader,
         precision,
         progress=progress,
-        label_map=_tta_labels(config) if config.tta else whole_image_labels,
+        label_map=label_map_of(config),
         class_names=loader.dataset.classes,
     )
 
@@ -203,13 +237,21 @@ def evaluation_result(metrics: dict[str, Any], config: Any, val_set: Any) -> dic
     result = _nan_as_none(metrics)
     if val_set is not None:
         result["tta"] = bool(config.tta)
+        window = test_window(config)
+        if window is not None:
+            result["slide"] = {"crop": window[0], "stride": window[1]}
         result["left_out"] = describe_left_out([val_set], Path(config.data_url).expanduser())
     return result
 
 
 def describe(result: dict[str, Any], data_url: str) -> str:
     """The lines `twins eval` prints of a segmenter's result."""
-    test = "multi-scale + flip test" if result["tta"] else "whole-image test"
+    window = result.get("slide")
+    slid = window and f"{_pair(window['crop'])} every {_pair(window['stride'])}"
+    if result["tta"]:
+        test = "multi-scale + flip test" + (f", sliding windows {slid}" if slid else "")
+    else:
+        test = f"sliding-window test, {slid}" if slid else "whole-image test"
     lines = []
     for name, metrics in (("", result), ("EMA weights: ", result.get("ema"))):
         if metrics:
@@ -219,3 +261,7 @@ def describe(result: dict[str, Any], data_url: str) -> str:
                 f"({metrics['images']} images, {test})"
             )
     return "\n".join(lines)
+
+
+def _pair(size: list) -> str:
+    return f"{size[0]}x{size[1]}"

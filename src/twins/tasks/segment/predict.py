@@ -2,7 +2,8 @@
 
 Each image is decoded as the data sets decode it, tested whole as `twins eval` tests it (keep-ratio
 resize to the checkpoint's `img_scale`, its `mean` and `std`; the logits resized back to the
-original size, argmax) and written to the output folder, under the image's path relative to
+original size, argmax; with `slide=(crop, stride)`, by sliding windows of `crop` pixels every
+`stride`, as `twins.tasks.segment.slide` tests them) and written to the output folder, under the image's path relative to
 the deepest folder holding all the images (`output_names`: `a/x.jpg` and `b/x.jpg` give
 `OUT/a/x.png` and `OUT/b/x.png`; the images of one folder keep their paths inside it), as
 
@@ -42,6 +43,7 @@ from twins.tasks.segment.ade20k import ADE20K_PALETTE
 from twins.tasks.segment.evaluate import smallest_side
 from twins.tasks.segment.heads import HEADS
 from twins.tasks.segment.metrics import predict_labels
+from twins.tasks.segment.slide import check_window, slide_labels
 from twins.tasks.segment.transforms import IMG_SCALE, MEAN, STD, SegTestTransform, pad_to_side
 from twins.weights import StateDict
 
@@ -98,8 +100,13 @@ class SegmentationPredictor:
         arch: str | None = None,
         model_args: Mapping[str, Any] | None = None,
         device: str = "auto",
+        slide: Sequence[int] | None = None,
     ) -> None:
         self.device = select_device(device)
+        # (crop, stride) of square sliding windows, or None for the whole-image test.
+        self.window = None if slide is None else ([slide[0]] * 2, [slide[1]] * 2)
+        if self.window is not None:
+            check_window(*self.window)
         model = named_model_from_weights(HEADS, weights, arch, model_args)
         self.model = model.to(self.device).eval()
         self.smallest = smallest_side(self.model)
@@ -143,9 +150,15 @@ class SegmentationPredictor:
     def label_map(self, image: torch.Tensor) -> torch.Tensor:
         """Class indices (H x W, int64, on the CPU) of a uint8 RGB image (3 x H x W)."""
         inputs = self.transform.image(image)[None].to(self.device)
+        if self.window is not None:
+            return slide_labels(self._logits, inputs[0], image.shape[-2:], *self.window).cpu()
+        return predict_labels(self._logits(inputs), image.shape[-2:])[0].cpu()
+
+    def _logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The logits of a batch, padded for the backbone to its smallest side."""
         height, width = inputs.shape[-2:]
         logits = self.model(pad_to_side(inputs, self.smallest))["out"].float()
-        return predict_labels(logits[..., :height, :width], image.shape[-2:])[0].cpu()
+        return logits[..., :height, :width]
 
     def label_png(self, classes: torch.Tensor) -> bytes:
         """The label map as an indexed PNG, in the data set's label values and colours."""
@@ -241,6 +254,7 @@ def predict_segmentation(
     arch: str | None = None,
     model_args: Mapping[str, Any] | None = None,
     device: str = "auto",
+    slide: Sequence[int] | None = None,
 ) -> SegmentationRun:
     """Label maps and overlays of `paths` written to `output` (see the module's docstring)."""
     if output is None:
@@ -254,7 +268,9 @@ def predict_segmentation(
     check_outputs(paths, output)
     if not storage.is_remote(output):
         Path(output).mkdir(parents=True, exist_ok=True)
-    predictor = SegmentationPredictor(weights, arch=arch, model_args=model_args, device=device)
+    predictor = SegmentationPredictor(
+        weights, arch=arch, model_args=model_args, device=device, slide=slide
+    )
     return predictor.predict(paths, output)
 
 

@@ -39,6 +39,7 @@ class SegmentTask(DenseTask):
     # mmseg's training pipeline and its loss with the auxiliary head's.
     reads = ENGINE_KEYS | {"img_scale", "ratio_range", "crop_size", "cat_max_ratio", "hflip"}
     reads |= {"reduce_zero_label", "ignore_index", "tta", "aux_loss_weight"}
+    reads |= {"test_mode", "test_crop_size", "test_stride"}
     score = "mIoU"
     score_label = "mIoU"
     shown = ("mIoU", "mAcc", "aAcc")
@@ -129,7 +130,7 @@ class SegmentTask(DenseTask):
     def describe_evaluation(self, result: dict[str, Any], data_url: str) -> str:
         return evaluate.describe(result, data_url)
 
-    predict_options = ("output",)
+    predict_options = ("output", "slide")
 
     def predict(self, weights: Any, paths: list, checkpoint: Any, **options: Any) -> Any:
         from twins.tasks.segment.predict import predict_segmentation
