@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,7 +72,7 @@ def test_svt_without_comparison_and_text_report(capsys):
     # the CPU's model and vector extensions under every table's first line
     cpu = report.splitlines()[1]
     assert cpu.startswith("CPU: ") and "torch kernels " in cpu, report
-    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
+    flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
     assert ("avx2" in flags) == (" avx2" in cpu or "(avx2" in cpu)
     assert ("avx512f" in flags) == ("avx512f" in cpu)
     # a tiny model's work in units that show it (not "0.00 GMACs ... 0.0 GFLOP")
