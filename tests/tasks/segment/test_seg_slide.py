@@ -63,6 +63,8 @@ def position_model(batch: torch.Tensor) -> torch.Tensor:
         ((40, 40), (20, 20), (20, 20)),  # an exact tiling
         ((12, 50), (16, 16), (7, 9)),  # the image lower than a crop
         ((30, 31), (8, 12), (8, 5)),  # rectangular windows
+        ((300, 40), (90, 20), (70, 20)),  # bands of more rows than are divided at once
+        ((151, 33), (40, 16), (3, 5)),  # many rows of windows, each moving the band by 3
     ],
 )
 def test_the_windows_give_mmsegs_logits_and_labels(size, crop, stride):
