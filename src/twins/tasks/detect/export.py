@@ -35,6 +35,7 @@ from torch import nn
 from twins.atomic import atomic_path
 from twins.errors import TwinsError
 from twins.export.engine import TOLERANCE, ExportResult, relative_difference
+from twins.export.hub import export_hub_folder
 from twins.weights import StateDict, model_metadata, save_weights
 from twins.weights.metadata import to_strings
 
@@ -76,10 +77,14 @@ def export_detector(
     *,
     image_size: int = 224,
     check: bool = True,
+    record: Mapping[str, Any] | None = None,
 ) -> ExportResult:
-    """Export `model` (a detector, with `metadata`: the weights file's) as `format`."""
+    """Export `model` (a detector, with `metadata`: the weights file's) as `format` (`record`:
+    the training checkpoint's run, for an "hf" folder's model card)."""
     model = model.eval().float().cpu()
     described = detector_metadata(model, metadata)
+    if format == "hf":
+        return ExportResult(export_hub_folder(model, path, described, record=record), "hf")
     if format == "safetensors":
         save_weights(StateDict(model.state_dict(), described), path)
         return ExportResult(Path(path), "safetensors")
