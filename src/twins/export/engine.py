@@ -1,4 +1,5 @@
-"""Deployment exports: ONNX (checked in onnxruntime), torch.export `.pt2`, safetensors weights.
+"""Deployment exports: ONNX (checked in onnxruntime), torch.export `.pt2`, safetensors weights,
+and the Hugging Face Hub layout (`twins.export.hub`: a folder, "hf").
 
 ONNX and `.pt2` graphs take any batch, height and width from the model's smallest input side
 (`twins.models.smallest_image_size`: 32 pixels for the variants) up: they are traced by

@@ -3,6 +3,8 @@
 - safetensors: the weights with the metadata that rebuilds the detector (arch, model_args,
   class names, task, and `dataset`: the training annotations' category ids), read back by
   `twins.load_model`.
+- hf: the same weights and metadata in the Hugging Face Hub layout, with twins' own
+  config.json and a model card (`twins.export.hub`).
 - ONNX: torch's TorchScript-based exporter, the one torchvision's detectors are written for
   (their resize, anchors and NMS take its tracing paths): one image (3 x H x W, float in 0..1,
   any height and width) in; the outputs named, in this order, `boxes` (N x 4, x0, y0, x1, y1),
