@@ -15,6 +15,7 @@ import torch
 import twins
 from hub_cache import add_to_hub_cache
 from twins import storage
+from twins.cli.main import main
 from twins.cli.options import HUB_WEIGHT_FILES
 from twins.errors import TwinsError
 from twins.weights import StateDict, load_weights, local_weights_file, model_metadata, save_weights
@@ -199,3 +200,18 @@ def test_every_reader_takes_a_url(tiny, s3_prefix, tmp_path, monkeypatch):
 def test_a_missing_local_file_still_says_so(tmp_path):
     with pytest.raises(TwinsError, match="no such file"):
         load_weights(Path(tmp_path / "nothing.pth"))
+
+
+def test_predict_and_export_take_a_hub_id(tiny, offline_hub_cache, tmp_path, capsys):
+    from PIL import Image
+
+    model, data = tiny
+    add_to_hub_cache(offline_hub_cache, "someone/tiny-twins", {"model.safetensors": data})
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "red.png")
+    checkpoint = ["--checkpoint", "hf-hub:someone/tiny-twins"]
+    assert main(["predict", *checkpoint, str(tmp_path / "red.png"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["predictions"][0]["top"][0]["label"] in ["a", "b", "c"]
+    folder = tmp_path / "hf"
+    assert main(["export", *checkpoint, "--format", "hf", "-o", str(folder)]) == 0
+    same_weights(load_weights(folder), model)
