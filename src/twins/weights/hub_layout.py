@@ -63,11 +63,11 @@ def hub_config_metadata(path: Path) -> dict[str, Any]:
 
 def _timm_metadata(config: Mapping[str, Any]) -> dict[str, Any]:
     metadata: dict[str, Any] = {"arch": config["architecture"]}
-    if config.get("num_classes") is not None:
-        metadata["num_classes"] = config["num_classes"]
-    if isinstance(config.get("model_args"), Mapping) and config["model_args"]:
-        metadata["model_args"] = {**config["model_args"], **metadata}
-        del metadata["model_args"]["arch"]
+    head = {} if config.get("num_classes") is None else {"num_classes": config["num_classes"]}
+    metadata.update(head)
+    model_args = config.get("model_args")
+    if isinstance(model_args, Mapping) and model_args:  # timm's: over the variant's, as ours
+        metadata["model_args"] = {**model_args, **head}
     labels = config.get("label_names")
     if isinstance(labels, Mapping):  # timm's {index: name} where the indices have gaps
         labels = [str(labels.get(str(i), labels.get(i, i))) for i in range(config["num_classes"])]

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from twins import storage
-from twins.atomic import write_text
+from twins.atomic import remove_temporaries, write_text
 from twins.errors import TwinsError
 
 HUB_PREFIX = "hf-hub:"
@@ -135,6 +135,7 @@ def _cached(url: str, folder: Path, name: str) -> Path:
     with _locked(folder / ".lock"):
         current = stamp.is_file() and stamp.read_text() == fingerprint and target.is_file()
         if not current:
+            remove_temporaries(folder)  # of a process killed while downloading
             storage.get_file(url, target)  # a temporary name, renamed when whole
             write_text(stamp, fingerprint)
     return target
