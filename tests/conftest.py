@@ -1,5 +1,6 @@
 """Fixtures shared across the test folders: the record fixtures, tiny image folders and tiny
-training configs (made by `factories`), and a real S3 server (`s3_server`)."""
+training configs (made by `factories`), a real S3 server (`s3_server`) and an offline Hugging
+Face Hub cache (`offline_hub_cache`)."""
 
 from __future__ import annotations
 
@@ -91,3 +92,19 @@ def s3_env(s3_server, monkeypatch) -> S3Server:
 def s3_prefix(s3_env) -> str:
     """`s3://<bucket>/<fresh prefix>`, empty, for one test; the AWS variables set."""
     return s3_env.url("tests", uuid.uuid4().hex[:12])
+
+
+@pytest.fixture
+def offline_hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face Hub cache folder, read with HF_HUB_OFFLINE=1: the variables set,
+    and huggingface_hub's constants too (it reads them once, at its import); fill it with
+    `hub_cache.add_to_hub_cache`."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache

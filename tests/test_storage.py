@@ -29,6 +29,16 @@ def root(request, tmp_path) -> str:
     return request.getfixturevalue("s3_prefix")
 
 
+def test_a_fingerprint_changes_when_the_file_is_replaced(root):
+    blob = storage.join(root, "w.bin")
+    storage.write_bytes(blob, b"first")
+    first = storage.fingerprint(blob)
+    assert storage.fingerprint(blob) == first
+    time.sleep(0.01)  # a local file's modification time moves on
+    storage.write_bytes(blob, b"other")  # the same size: told apart by ETag or time
+    assert storage.fingerprint(blob) != first
+
+
 def test_files_round_trip(root, tmp_path):
     blob = storage.join(root, "sub", "blob.bin")
     data = bytes(range(256)) * 5

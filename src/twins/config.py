@@ -52,8 +52,8 @@ _NONE_WORDS = ("", "none", "null", "off")
 
 
 def _key(default: Any, kind: str, check: Any = None, doc: str = "", **extra: Any) -> Any:
-    """A config field: its kind (int, float, bool, str, optional_str, pair, int_pair, int_list,
-    optional_str_list, mapping, size), a check
+    """A config field: its kind (int, float, bool, str, optional_str, weights, pair, int_pair,
+    int_list, optional_str_list, mapping, size), a check
     (a (low, high) range with inclusive ends, or a tuple of choices) and a one-line meaning."""
     metadata = {"kind": kind, "check": check, "doc": doc, **extra}
     if isinstance(default, (list, dict)):
@@ -86,7 +86,12 @@ class TrainConfig:
         doc="model name or alias (twins models), a dense one as <head>_<variant>",
     )
     model_args: dict = _key({}, "mapping", doc="create_model overrides, e.g. {depths: [1,1,1,1]}")
-    pretrained: str | None = _key(None, "optional_str", doc="weights file to start from")
+    pretrained: str | bool | None = _key(
+        None,
+        "weights",
+        doc="weights to start from: a file, a Hub-layout folder, hf-hub:org/name[@revision], "
+        "an s3:// URL, or true for the variant's ImageNet weights (timm/twins_<variant>.in1k)",
+    )
 
     # ===== Dataset ===== #
     data_url: str = _key(
@@ -560,6 +565,13 @@ def _to_optional_str(key: str, value: Any) -> str | None:
     return None if text.strip().lower() in _NONE_WORDS else text
 
 
+def _to_weights(key: str, value: Any) -> str | bool | None:
+    """`pretrained`: True (YAML's true) for the published weights, else a path, id or URL."""
+    if value is True or (isinstance(value, str) and value.strip().lower() == "true"):
+        return True
+    return _to_optional_str(key, value)
+
+
 def _to_size(key: str, value: Any) -> str:
     from twins.sizes import parse_size
 
@@ -623,6 +635,7 @@ _CONVERTERS = {
     "bool": _to_bool,
     "str": _to_str,
     "optional_str": _to_optional_str,
+    "weights": _to_weights,
     "pair": _to_pair,
     "int_pair": _to_int_pair,
     "int_list": _to_int_list,

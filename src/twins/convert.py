@@ -1,6 +1,8 @@
-"""Convert weights between the official/timm `.pth`, the seed's MindSpore `.ckpt` and safetensors.
+"""Convert weights between the official/timm `.pth`, the seed's MindSpore `.ckpt`, safetensors and
+the Hugging Face Hub layout (a folder: `twins export --format hf`).
 
-The source format is judged from the file's content, the destination's from its extension.
+The source format is judged from the file's content, the destination's from its extension (none:
+the Hub layout).
 With an architecture (from the file or `arch`) the weights are first checked against that
 model, so a conversion that succeeds is known to fit, and the destination's metadata then
 describes the model fully (`twins.weights.metadata`: arch, model_args, class names,
@@ -17,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from twins.errors import TwinsError
-from twins.tasks import model_from_weights
+from twins.export.hub import check_hub_folder, is_hub_folder
+from twins.tasks import export, model_from_weights
 from twins.weights import (
     StateDict,
     check_values,
+    detect_format,
     format_for_path,
     load_weights,
+    local_weights_file,
     model_metadata,
     save_weights,
 )
@@ -50,10 +55,15 @@ def convert(
     `arch` and `model_args` describe the model where the source does not (see
     `twins.tasks.model_from_weights`).
     """
-    if Path(destination).is_dir():
-        example = Path(destination) / f"{Path(source).stem}.safetensors"
+    folder = Path(destination)
+    taken = folder.is_dir() and any(folder.iterdir()) and not is_hub_folder(folder)
+    if not folder.suffix and not taken:  # a folder: the Hugging Face Hub layout
+        return _to_hub_folder(source, destination, arch, ema, model_args)
+    if folder.is_dir():
+        example = folder / f"{Path(source).stem}.safetensors"
         raise TwinsError(
-            f"{destination} is a folder: name the file to write in it, e.g. {example}",
+            f"{destination} is a folder: name the file to write in it, e.g. {example}, or a new "
+            "folder for the Hugging Face Hub layout",
             argument="destination",
         )
     destination_format = format_for_path(destination)
@@ -72,3 +82,20 @@ def convert(
     written = StateDict(weights, metadata)
     save_weights(written, destination)
     return Conversion(source_format, destination_format.name, len(written), metadata)
+
+
+def _to_hub_folder(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    arch: str | None,
+    ema: bool | None,
+    model_args: Mapping[str, Any] | None,
+) -> Conversion:
+    """`destination` written in the Hub layout (`twins export --format hf`)."""
+    check_hub_folder(Path(destination))
+    export(source, "hf", destination, arch=arch, ema=ema, model_args=model_args, check=False)
+    local = local_weights_file(source)  # fetched by the export: its format is judged here
+    source_format = "hf" if local.is_dir() else detect_format(local)
+    weights = load_weights(destination)
+    metadata = {key: value for key, value in weights.metadata.items() if key != "format"}
+    return Conversion(source_format, "hf", len(weights), metadata)

@@ -39,6 +39,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -98,6 +99,18 @@ def join(url: str | os.PathLike, *parts: str) -> str:
         return os.path.join(url, *parts)
     pieces = [url.rstrip("/"), *(part.strip("/") for part in parts)]
     return "/".join(piece for piece in pieces if piece)
+
+
+def cache_dir() -> Path:
+    """This machine's cache of what was read from object stores: TWINS_CACHE_DIR, else
+    ~/.cache/twins."""
+    return Path(os.environ.get("TWINS_CACHE_DIR") or Path.home() / ".cache" / "twins").expanduser()
+
+
+def endpoint() -> str:
+    """The S3 endpoint the AWS variables name ('' for the default): the same URL at another
+    endpoint is another object."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
 
 
 def display(url: str | os.PathLike) -> str:
@@ -198,6 +211,18 @@ def size(url: str | os.PathLike) -> int:
     if not is_remote(url):
         return os.path.getsize(local_path(url))
     return int(_remote(url, lambda fs, path: fs.size(path)))
+
+
+def fingerprint(url: str | os.PathLike) -> str:
+    """What changes when a file or object is replaced: its size with its ETag (an object) or
+    its modification time (a local file), so a copy cached under it is known to be current."""
+    url = str(url)
+    if not is_remote(url):
+        stat = os.stat(local_path(url))
+        return f"{stat.st_size}-{stat.st_mtime_ns}"
+    info = _remote(url, lambda fs, path: fs.info(path))
+    tag = info.get("ETag") or info.get("LastModified") or ""
+    return f"{info.get('size')}-{str(tag).strip(chr(34))}"
 
 
 def read_bytes(url: str | os.PathLike, start: int | None = None, end: int | None = None) -> bytes:

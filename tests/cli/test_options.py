@@ -113,6 +113,13 @@ def test_a_folder_is_no_weights_file(tmp_path):
         weights_file(str(tmp_path))
 
 
+def test_a_hub_layout_folder_ids_and_urls_are_weights(tmp_path):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "model.safetensors").touch()
+    for given in (str(tmp_path / "hf"), "hf-hub:org/name@v1", "s3://bucket/best.pt"):
+        assert weights_file(given) == given
+
+
 def test_an_output_folder_may_be_new_or_a_folder_but_not_a_file(tmp_path):
     (tmp_path / "notes.txt").touch()
     assert output_folder(str(tmp_path)) == str(tmp_path)

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import twins
+from hub_cache import add_to_hub_cache
 from twins.errors import TwinsError
+from twins.weights import load_weights, save_weights
 
 TINY = {"embed_dims": (16, 32, 40, 64), "depths": (1, 1, 1, 1)}
 
@@ -38,19 +40,22 @@ def test_pretrained_of_another_shape_names_the_keys(weights_file):
         twins.create_model("pcpvt_small", pretrained=path, depths=(1, 1, 1, 1))
 
 
-def test_pretrained_true_fetches_the_hub_weights(weights_file, monkeypatch):
-    import huggingface_hub
-
-    _, path = weights_file
-    asked = []
-
-    def fake_download(repo_id, filename):
-        asked.append((repo_id, filename))
-        return str(path)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    twins.create_model("pcpvt_small_v0", pretrained=True, **TINY)
-    assert asked == [("timm/twins_pcpvt_small.in1k", "model.safetensors")]
+def test_pretrained_true_is_the_variants_hub_weights(weights_file, offline_hub_cache):
+    """timm's `timm/twins_<variant>.in1k`, for a classifier and a dense model's backbone."""
+    model, path = weights_file
+    save_weights(load_weights(path), path.with_suffix(".safetensors"))
+    data = path.with_suffix(".safetensors").read_bytes()
+    add_to_hub_cache(offline_hub_cache, "timm/twins_pcpvt_small.in1k", {"model.safetensors": data})
+    built = twins.create_model("pcpvt_small_v0", pretrained=True, **TINY)
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(built.state_dict()[name], tensor, rtol=0, atol=0)
+    segmenter = twins.create_model(
+        "semantic_fpn_pcpvt_small", pretrained=True, num_classes=2, num_heads=[1, 2, 5, 8], **TINY
+    )
+    trunk = segmenter.state_dict()
+    for name, tensor in model.state_dict().items():
+        if name.startswith("blocks."):
+            torch.testing.assert_close(trunk[f"backbone.{name}"], tensor, rtol=0, atol=0)
 
 
 def test_pretrained_cfg_takes_the_preprocessing_the_weights_carry(tmp_path):

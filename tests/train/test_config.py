@@ -349,3 +349,23 @@ def test_loss_scale_keys_make_the_float16_scaler(monkeypatch, dynamic, fixed):
     precision = build_precision(config, torch.device("cuda"))
     assert precision.dtype == torch.float16 and precision.fixed_scale == fixed
     assert made == [{"init_scale": 256.0}]
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("pretrained=true", True),
+        (
+            "pretrained=hf-hub:timm/twins_svt_small.in1k@main",
+            "hf-hub:timm/twins_svt_small.in1k@main",
+        ),
+        ("pretrained=s3://bucket/svt_small.safetensors", "s3://bucket/svt_small.safetensors"),
+        ("pretrained=false", None),
+    ],
+)
+def test_pretrained_takes_true_ids_and_urls_in_a_dense_recipe(given, meant, tmp_path):
+    recipe = Path(__file__).parents[2] / "configs" / "dense" / "upernet_svt_small_ade20k.yaml"
+    config = load_config(recipe, [given])
+    assert config.pretrained == meant
+    save_config(config, tmp_path / "config.yaml")  # as a run keeps it
+    assert load_config(tmp_path / "config.yaml").pretrained == meant

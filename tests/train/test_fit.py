@@ -134,6 +134,26 @@ def test_pretrained_weights_initialise_and_the_head_is_dropped(imagefolder, tiny
     )
 
 
+def test_pretrained_true_starts_from_the_variants_hub_weights(
+    imagefolder, tiny_config, tmp_path, offline_hub_cache
+):
+    from hub_cache import add_to_hub_cache
+    from twins.weights import StateDict, save_weights
+
+    source = create_model("pcpvt_small", embed_dims=(16, 32, 40, 64), depths=(1,) * 4)
+    save_weights(StateDict(source.state_dict()), tmp_path / "in1k.safetensors")
+    files = {"model.safetensors": (tmp_path / "in1k.safetensors").read_bytes()}
+    add_to_hub_cache(offline_hub_cache, "timm/twins_pcpvt_small.in1k", files)
+    config = tiny_config(imagefolder, tmp_path / "run", pretrained=True, epochs=1)
+    config.base_lr = config.warmup_lr = config.min_lr = 1e-12  # weights stay (nearly) as loaded
+    fit(config)
+    model = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    torch.testing.assert_close(
+        model["pos_block.0.proj.0.weight"], source.pos_block[0].proj[0].weight
+    )
+    assert "pretrained: true" in (tmp_path / "run" / "config.yaml").read_text()
+
+
 def test_output_folder_of_another_model_is_refused(imagefolder, tiny_config, tmp_path):
     state = {"format": "twins-checkpoint", "version": 1, "config": {"arch": "svt_small"}}
     save_torch(state, tmp_path / "run" / "checkpoints" / "last.pt")

@@ -1,4 +1,5 @@
-"""`twins export`: ONNX, torch.export `.pt2` or safetensors release weights from a checkpoint."""
+"""`twins export`: ONNX, torch.export `.pt2`, safetensors release weights or the Hugging Face Hub
+layout from a checkpoint."""
 
 from __future__ import annotations
 
@@ -8,19 +9,23 @@ from twins.cli.options import add_arch, add_checkpoint, add_ema, add_model_args,
 
 # `twins.export.engine.EXPORT_FORMATS`, written out so that building this parser does not import torch
 # (a test keeps them equal).
-FORMATS = ("onnx", "pt2", "safetensors")
+FORMATS = ("onnx", "pt2", "safetensors", "hf")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a model to ONNX, torch.export (.pt2) or safetensors",
+        help="export a model to ONNX, torch.export (.pt2), safetensors or the Hub layout (hf)",
         description="Export the model of a weights file (any format `twins convert` reads). "
         "ONNX and .pt2 take any batch, height and width from the model's smallest input (32 px "
         "for the variants) up, and are checked "
         "against PyTorch (ONNX in onnxruntime) before the command reports success; run a .pt2 "
         "with torch.export.load(path).module(). "
-        "safetensors holds the weights only, with the metadata that rebuilds the model.",
+        "safetensors holds the weights only, with the metadata that rebuilds the model. "
+        "hf writes a folder in the Hugging Face Hub layout (config.json, model.safetensors, a "
+        "README.md model card): a classifier's is timm's, which timm.create_model("
+        "'local-dir:DIR', pretrained=True) and transformers' AutoModelForImageClassification "
+        "load; upload it with `hf upload ORG/NAME DIR`.",
     )
     add_checkpoint(parser)
     parser.add_argument("--format", required=True, choices=FORMATS)
@@ -28,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o",
         "--output",
         required=True,
-        metavar="FILE",
-        help="file to write, named as its format: .onnx, .pt2 or .safetensors",
+        metavar="OUT",
+        help="file to write, named as its format: .onnx, .pt2 or .safetensors; for hf, a folder",
     )
     add_arch(parser)
     add_model_args(parser)

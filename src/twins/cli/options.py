@@ -50,13 +50,21 @@ def fraction(text: str) -> float:
     return value
 
 
+# `twins.weights.locate.WEIGHT_FILES`, written out so that parsing imports no torch (a test
+# keeps them equal).
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
 def weights_file(text: str) -> str:
-    """A weights file's path; a folder is refused here, as the readers would only say that the
-    file does not exist. A missing file is left to them (their message names the format)."""
-    if Path(text).expanduser().is_dir():
+    """A weights file's path, a Hub-layout folder, an `hf-hub:` id or a URL
+    (`twins.weights.locate`); another folder is refused here, as the readers would only say that
+    the file does not exist. A missing file is left to them (their message names the format)."""
+    path = Path(text).expanduser()
+    if path.is_dir() and not any((path / name).is_file() for name in HUB_WEIGHT_FILES):
         raise argparse.ArgumentTypeError(
             f"{text} is a folder, not a weights file: name a file in it "
-            "(a training run keeps checkpoints/best.pt and checkpoints/last.pt)"
+            "(a training run keeps checkpoints/best.pt and checkpoints/last.pt), or a folder in "
+            f"the Hub layout (with {' or '.join(HUB_WEIGHT_FILES)})"
         )
     return text
 
@@ -77,8 +85,9 @@ def add_checkpoint(parser: argparse.ArgumentParser) -> None:
         required=True,
         type=weights_file,
         metavar="FILE",
-        help="weights file: a training checkpoint, an official or timm .pth, .safetensors, or "
-        "a MindSpore .ckpt of the seed (judged by content)",
+        help="weights: a training checkpoint, an official or timm .pth, .safetensors, a "
+        "MindSpore .ckpt of the seed (judged by content) or a Hub-layout folder; local, "
+        "hf-hub:org/name[@revision] or s3:// / obs://",
     )
 
 

@@ -1,4 +1,5 @@
-"""Deployment exports: ONNX (checked in onnxruntime), torch.export `.pt2`, safetensors weights.
+"""Deployment exports: ONNX (checked in onnxruntime), torch.export `.pt2`, safetensors weights,
+and the Hugging Face Hub layout (`twins.export.hub`: a folder, "hf").
 
 ONNX and `.pt2` graphs take any batch, height and width from the model's smallest input side
 (`twins.models.smallest_image_size`: 32 pixels for the variants) up: they are traced by
@@ -43,14 +44,16 @@ from torch import nn
 
 from twins.atomic import atomic_path
 from twins.errors import TwinsError
+from twins.export.hub import HubConfig, export_hub_folder
 from twins.models import smallest_image_size
 from twins.weights import StateDict, model_metadata, save_weights
 from twins.weights.metadata import from_strings, to_strings
 from twins.weights.pt2 import METADATA_FILE, pt2_metadata
 from twins.weights.save import check_destination
 
-EXPORT_FORMATS = ("onnx", "pt2", "safetensors")
-# The extension each export format's files carry (readers and other tools go by it).
+EXPORT_FORMATS = ("onnx", "pt2", "safetensors", "hf")
+# The extension each export format's files carry (readers and other tools go by it); "hf" is a
+# folder (`twins.export.hub`).
 EXTENSIONS = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
 MAX_SIDE = 8192
 # The largest image_size to trace at: tracing adds 64 pixels (see `trace_input`).
@@ -266,8 +269,17 @@ def exported_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_extension(output: str | os.PathLike, format: str) -> None:
-    """Refuse a file name whose extension says another format than the one written."""
+    """Refuse a file name whose extension says another format than the one written (for "hf",
+    a folder: an existing file, or a name with a file format's extension)."""
     suffix = Path(output).suffix.lower()
+    if format == "hf":
+        if Path(output).is_file() or suffix in EXTENSIONS.values():
+            raise TwinsError(
+                f"{output}: an hf export is a folder (config.json, model.safetensors, "
+                "README.md): name a new or existing folder",
+                argument="output",
+            )
+        return
     if suffix == EXTENSIONS[format]:
         return
     named = next((name for name, ext in EXTENSIONS.items() if ext == suffix), None)
@@ -312,9 +324,22 @@ def export_model(
     *,
     image_size: int = 224,
     check: bool = True,
+    hub_config: HubConfig | None = None,
+    record: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export `model` (a tensor in, a tensor out: a task's wrapper where its forward gives
-    more) as `format`, with the file's class names, preprocessing and data set metadata."""
+    more) as `format`, with the file's class names, preprocessing and data set metadata; "hf"
+    writes the Hub layout (`twins.export.hub`: `hub_config` the task's config.json, `record`
+    the training checkpoint's run, for the model card)."""
+    if format == "hf":
+        described = _metadata(
+            model,
+            metadata.get("class_names"),
+            metadata.get("preprocessing"),
+            metadata.get("dataset"),
+        )
+        folder = export_hub_folder(model, output, described, hub_config=hub_config, record=record)
+        return ExportResult(folder, "hf")
     smallest = smallest_side(model) if format != "safetensors" else 1
     if image_size < smallest:
         raise TwinsError(

@@ -1,8 +1,10 @@
 """Where `pretrained=` weights come from, for every model over a Twins backbone (the
 classifier, the segmenters, the detectors): a file of any format `twins.load_weights` reads,
-or True for the published ImageNet-1k weights of the variant (timm's, on the Hugging Face Hub,
-fetched once into its cache). A model built on the meta device holds no weights, so it takes
-none; the shape a file records is used where the caller does not give it.
+(a path, a Hub-layout folder, `hf-hub:` id or `s3://` URL: `twins.weights.locate`), or True for
+the published ImageNet-1k weights of the variant (timm's `timm/twins_<variant>.in1k` on the
+Hugging Face Hub, fetched once into its cache; HF_HUB_OFFLINE=1 reads the cache only). A model
+built on the meta device holds no weights, so it takes none; the shape a file records is used
+where the caller does not give it.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ HUB_REPOSITORIES = {
 def pretrained_file(
     pretrained: str | os.PathLike | bool, variant: str, device: Any = None
 ) -> str | os.PathLike:
-    """The file `pretrained` names for a model over `variant` built on `device`: the published
-    weights where it is True."""
+    """The weights `pretrained` names for a model over `variant` built on `device` (a path,
+    `hf-hub:` id or URL, `twins.weights.locate`): the published weights' id where it is True."""
     if device is not None and torch.device(device).type == "meta":
         raise TwinsError(
             "a model on the meta device holds no weights: build it without pretrained, or "
@@ -36,15 +38,6 @@ def pretrained_file(
 
 
 def hub_weights(variant: str) -> str:
-    """Path of the published weights of `variant`, fetched once into the Hugging Face cache."""
-    from huggingface_hub import hf_hub_download
-
-    repository = HUB_REPOSITORIES[variant]
-    try:
-        return hf_hub_download(repository, "model.safetensors")
-    except Exception as error:  # network, proxy or hub errors all end the same way
-        raise TwinsError(
-            f"cannot download the {variant} weights from {repository} ({error}): "
-            "download model.safetensors by hand and pass its path as pretrained",
-            argument="pretrained",
-        ) from error
+    """`hf-hub:` id of the published weights of `variant` (`twins.weights.locate` fetches it
+    once into the Hugging Face cache)."""
+    return f"hf-hub:{HUB_REPOSITORIES[variant]}"

@@ -265,8 +265,9 @@ def export(
     image_size: int = 224,
     check: bool = True,
 ) -> Any:
-    """Load any weights file `load_weights` reads and export its model with its metadata, as
-    the model's task exports it (`twins.export.engine`). `arch` and `model_args` describe the
+    """Load any weights `load_weights` reads (a file, Hub-layout folder, `hf-hub:` id or URL)
+    and export its model with its metadata, as the model's task exports it
+    (`twins.export.engine`; "hf": the Hub layout, `twins.export.hub`). `arch` and `model_args` describe the
     model where the file does not; `image_size` is the side traced at (the graphs take any)."""
     from twins.export.engine import check_export_request
     from twins.weights import load_weights
@@ -276,7 +277,12 @@ def export(
     named_in(weights, arch)
     task = task_of_weights(weights, arch)
     model = task.model_from_weights(weights, arch, model_args=model_args)
-    return task.export(model, format, output, weights.metadata, image_size=image_size, check=check)
+    options = {"image_size": image_size, "check": check}
+    if format == "hf":  # the model card tells the run a training checkpoint records
+        from twins.weights.record import training_record
+
+        options["record"] = training_record(checkpoint)
+    return task.export(model, format, output, weights.metadata, **options)
 
 
 def fit(config: Any, **kwargs: Any) -> dict[str, Any]:

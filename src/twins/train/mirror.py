@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,10 +37,8 @@ MANIFEST = ".uploaded.json"
 
 def staging_folder(url: str) -> Path:
     """The local folder a run with output `url` writes into before uploading."""
-    root = Path(os.environ.get("TWINS_CACHE_DIR") or Path.home() / ".cache" / "twins")
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
-    key = f"{url.rstrip('/')}\n{endpoint}"
-    return root.expanduser() / "outputs" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    key = f"{url.rstrip('/')}\n{storage.endpoint()}"
+    return storage.cache_dir() / "outputs" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class OutputMirror:

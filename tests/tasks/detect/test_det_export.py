@@ -1,5 +1,6 @@
-"""`twins export` of a detector: safetensors that rebuild it with its categories, ONNX that
-onnxruntime runs at any image size as PyTorch does, and a one-line refusal of `.pt2`."""
+"""`twins export` of a detector: safetensors and the Hub layout (`hf`) that rebuild it with its
+categories, ONNX that onnxruntime runs at any image size as PyTorch does, and a one-line
+refusal of `.pt2`."""
 
 from __future__ import annotations
 
@@ -51,6 +52,19 @@ def test_safetensors_rebuild_the_detector_with_its_categories(tmp_path: Path, ca
     with torch.no_grad():
         expected, found = model([image])[0], rebuilt([image])[0]
     assert len(expected["boxes"]) > 0
+    assert all(torch.equal(expected[key], found[key]) for key in expected)
+
+
+def test_the_hub_layout_keeps_the_detectors_own_config(tmp_path: Path) -> None:
+    model = _detector(tmp_path / "run.pth")
+    assert _export(tmp_path / "run.pth", tmp_path / "hf", "hf") == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["arch"] == "retinanet_pcpvt_small" and config["task"] == "detect"
+    assert config["dataset"] == DATASET and config["class_names"] == DATASET["category_names"]
+    rebuilt = twins.load_model(tmp_path / "hf")
+    image = torch.rand(3, 64, 80)
+    with torch.no_grad():
+        expected, found = model([image])[0], rebuilt([image])[0]
     assert all(torch.equal(expected[key], found[key]) for key in expected)
 
 

@@ -1,5 +1,5 @@
 """`twins export` of a segmenter: ONNX (output "out", dynamic height and width, checked in
-onnxruntime), `.pt2`, and `.safetensors` that rebuild the segmenter with its palette."""
+onnxruntime), `.pt2`, `.safetensors` and the Hub layout (`hf`) that rebuild the segmenter with its palette."""
 
 from __future__ import annotations
 
@@ -100,3 +100,18 @@ def test_upernet_onnx_pools_at_any_size(tmp_path):
         (logits,) = session.run(None, {"images": images.numpy()})
         reference = _logits(model, images)
         assert np.abs(logits - reference).max() <= 1e-4 * np.abs(reference).max()
+
+
+def test_the_hub_layout_keeps_the_segmenters_own_config(trained, tmp_path):
+    checkpoint, model, spec = trained
+    folder = tmp_path / "hf"
+    export(checkpoint, "hf", folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["arch"] == "semantic_fpn_svt_small" and config["task"] == "segment"
+    assert config["dataset"]["palette"] == spec["palette"]
+    assert config["class_names"] == spec["classes"]
+    assert "library_name: twins" in (folder / "README.md").read_text()
+    images = torch.randn(1, 3, 64, 64)
+    np.testing.assert_array_equal(
+        _logits(twins.load_model(folder).eval(), images), _logits(model, images)
+    )

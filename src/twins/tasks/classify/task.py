@@ -18,6 +18,7 @@ from twins.errors import TwinsError
 from twins.export.engine import export_model
 from twins.models import count_macs, create_model, smallest_image_size
 from twins.models.from_weights import model_from_weights
+from twins.models.timm_config import timm_hub_config
 from twins.preprocessing import eval_preprocessing
 from twins.tasks.classify.data import build_datasets
 from twins.tasks.classify.device_batch import build_device_batch
@@ -118,7 +119,8 @@ class ClassifyTask(Task):
         return predict_weights(weights, paths, checkpoint=checkpoint, **options)
 
     def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
-        return export_model(model, format, output, metadata, **options)
+        # The Hub layout of a classifier is timm's, which timm and transformers load.
+        return export_model(model, format, output, metadata, hub_config=timm_hub_config, **options)
 
     description = "classification"
     compares_with = ("timm",)

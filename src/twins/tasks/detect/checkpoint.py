@@ -18,18 +18,18 @@ from torch import nn
 
 from twins.models.backbone_weights import load_imagenet_into_backbone, read_imagenet_weights
 from twins.tasks.detect.mmdet_layout import is_mmdet_layout, mmdet_to_torchvision
-from twins.weights import StateDict, detect_format, load_into_model
-from twins.weights.safetensors_io import read_safetensors
-from twins.weights.torch_pth import read_torch
+from twins.weights import StateDict, load_into_model
+from twins.weights.load import read_stored
+from twins.weights.locate import local_weights_file
 
 Layout = Literal["imagenet", "mmdet", "torchvision"]
 
 
 def read_detector_weights(path: str | os.PathLike, variant: str) -> tuple[Layout, StateDict]:
     """The layout of the weights in `path` and its tensors (see the module's docstring)."""
-    kind = detect_format(path)
-    if kind in ("torch", "safetensors"):
-        weights = read_torch(path) if kind == "torch" else read_safetensors(path)
+    path = local_weights_file(path)  # an `hf-hub:` id or URL: its local copy
+    weights = read_stored(path)
+    if weights is not None:
         if is_mmdet_layout(weights):
             return "mmdet", weights
         if any(name.startswith("backbone.body.") for name in weights):

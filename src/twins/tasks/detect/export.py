@@ -3,6 +3,8 @@
 - safetensors: the weights with the metadata that rebuilds the detector (arch, model_args,
   class names, task, and `dataset`: the training annotations' category ids), read back by
   `twins.load_model`.
+- hf: the same weights and metadata in the Hugging Face Hub layout, with twins' own
+  config.json and a model card (`twins.export.hub`).
 - ONNX: torch's TorchScript-based exporter, the one torchvision's detectors are written for
   (their resize, anchors and NMS take its tracing paths): one image (3 x H x W, float in 0..1,
   any height and width) in; the outputs named, in this order, `boxes` (N x 4, x0, y0, x1, y1),
@@ -35,6 +37,7 @@ from torch import nn
 from twins.atomic import atomic_path
 from twins.errors import TwinsError
 from twins.export.engine import TOLERANCE, ExportResult, relative_difference
+from twins.export.hub import export_hub_folder
 from twins.weights import StateDict, model_metadata, save_weights
 from twins.weights.metadata import to_strings
 
@@ -76,10 +79,14 @@ def export_detector(
     *,
     image_size: int = 224,
     check: bool = True,
+    record: Mapping[str, Any] | None = None,
 ) -> ExportResult:
-    """Export `model` (a detector, with `metadata`: the weights file's) as `format`."""
+    """Export `model` (a detector, with `metadata`: the weights file's) as `format` (`record`:
+    the training checkpoint's run, for an "hf" folder's model card)."""
     model = model.eval().float().cpu()
     described = detector_metadata(model, metadata)
+    if format == "hf":
+        return ExportResult(export_hub_folder(model, path, described, record=record), "hf")
     if format == "safetensors":
         save_weights(StateDict(model.state_dict(), described), path)
         return ExportResult(Path(path), "safetensors")

@@ -24,10 +24,9 @@ from torch import nn
 from twins.errors import TwinsError
 from twins.models.backbone_weights import load_imagenet_into_backbone
 from twins.weights import load_into_model, load_weights, mismatches
-from twins.weights.formats import detect_format
-from twins.weights.safetensors_io import read_safetensors
+from twins.weights.load import read_stored
+from twins.weights.locate import local_weights_file
 from twins.weights.state_dict import StateDict
-from twins.weights.torch_pth import read_torch
 
 SEGMENTER_PREFIXES = ("backbone.", "neck.", "decode_head.", "auxiliary_head.")
 # mmseg's FPN neck (ConvModules without norm) -> torchvision's FeaturePyramidNetwork.
@@ -42,12 +41,8 @@ CLASSIFIER_ONLY = ("norm.", "head.")
 def read_pretrained(path: str | os.PathLike, variant: str) -> StateDict:
     """The tensors of `path`: a segmenter's, keys as this toolkit names them, or a classifier's
     (official layout, as `twins.load_weights` gives them)."""
-    kind = detect_format(path)
-    tensors = None
-    if kind == "torch":
-        tensors = read_torch(path)
-    elif kind == "safetensors":
-        tensors = read_safetensors(path)
+    path = local_weights_file(path)  # an `hf-hub:` id or URL: its local copy
+    tensors = read_stored(path)
     if tensors is not None and any(name.startswith(SEGMENTER_PREFIXES) for name in tensors):
         return StateDict(segmenter_layout(tensors), {**tensors.metadata, "kind": "segmenter"})
     weights = load_weights(path, arch=variant)

@@ -94,6 +94,6 @@ def export_segmenter(
 ) -> ExportResult:
     """The segmenter's weights, or its "out" logits as a graph (`SegmentationLogits`);
     `options` as `twins.export.engine.export_model` takes them."""
-    if format != "safetensors":
+    if format not in ("safetensors", "hf"):  # weights only: the segmenter's own
         model = SegmentationLogits(model)  # the graph gives the "out" logits
     return export_model(model, format, output, metadata, **options)
