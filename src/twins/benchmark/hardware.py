@@ -15,6 +15,8 @@ import time
 
 import torch
 
+from twins.environment import cpu_model
+
 # Dense TFLOP/s from the vendors' datasheets, by a part of the device name (first match wins,
 # so longer names come first). fp32 is the non-tensor-core figure: PyTorch's default matmul
 # precision does not use TF32.
@@ -37,14 +39,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_model()
 
 
 def synchronize(device: torch.device) -> None:
