@@ -10,7 +10,8 @@ says on stdout, as `print` would; warnings on stderr, a note as "twins: note: ..
 lines on stderr (so that `--json` output stays one object). `--quiet` shows warnings and the
 final line only, `-v` adds the DEBUG lines. A program that puts no handler on the `twins` (or
 `twins.run`) logger sees a run's lines on stdout while the run goes on (`default_console`); a
-handler of its own there takes them instead.
+handler of its own there takes them instead (the run's lines are INFO records while it goes
+on, whatever the loggers' levels: a handler's own level filters them).
 """
 
 from __future__ import annotations
@@ -91,20 +92,20 @@ def console(verbosity: int = NORMAL) -> Iterator[None]:
 
 @contextlib.contextmanager
 def default_console() -> Iterator[None]:
-    """A run's lines on stdout for the block, where the program routes none of them (no
-    handler on `twins` or `twins.run`): what a Python program that configures no logging
-    sees, as the command line shows it. Warnings of the other loggers go as they went."""
+    """For the block (a run, a demo): the run's lines made at INFO (`lines_recorded`), and
+    printed on stdout where the program routes none of them (no handler on `twins` or
+    `twins.run`), as the command line shows them. Warnings of the other loggers go as they
+    went (logging's last resort, or the program's handlers)."""
     routed = any(getattr(h, "shows_lines", True) for h in (*ROOT.handlers, *RUN.handlers))
-    if routed:
-        yield
-        return
-    handler = Console(NORMAL)
-    RUN.addHandler(handler)
+    handler = None if routed else Console(NORMAL)
+    if handler is not None:
+        RUN.addHandler(handler)
     try:
         with lines_recorded():
             yield
     finally:
-        RUN.removeHandler(handler)
+        if handler is not None:
+            RUN.removeHandler(handler)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ Each is read without starting a process and without failing: what cannot be read
 
 from __future__ import annotations
 
+import importlib
 import platform
 import re
 from importlib import metadata
@@ -86,6 +87,12 @@ def _head_commit(dot_git: Path) -> str | None:
 
 
 def _version(name: str) -> str | None:
+    """The version the module itself reports (torch's says its CUDA build: 2.14.1+cu130),
+    else its distribution's; None when it is not installed."""
+    try:
+        return str(importlib.import_module(name).__version__)
+    except (ImportError, AttributeError):
+        pass
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -98,4 +105,7 @@ def _twins_version() -> str | None:
     declared = re.search(
         r'^__version__ = "([^"]+)"', Path(__file__).with_name("__init__.py").read_text(), re.M
     )
-    return _version("twins") or (declared and declared.group(1))
+    try:
+        return metadata.version("twins")
+    except metadata.PackageNotFoundError:
+        return declared and declared.group(1)
