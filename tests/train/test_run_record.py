@@ -1,5 +1,6 @@
 """The run's record: run.log holds what the run printed, appended across resumes; run.json, each
-checkpoint and the model `load_model` gives back say what made the run."""
+checkpoint and the model `load_model` gives back say what made the run; both go up to a bucket
+output (a real S3 server), a packed data set named by its manifest's hash."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ import torch
 import torchvision
 
 from factories import TINY_MODEL
-from twins import create_model, load_model
+from twins import create_model, load_model, storage
 from twins.data.packed.writer import pack
 from twins.environment import source_commit
 from twins.tasks import fit
 from twins.train.resume import load_checkpoint
-from twins.train.run_record import data_identity
 
 
 def test_run_log_holds_the_printed_lines_and_a_resume_appends(
@@ -102,9 +102,19 @@ def test_a_model_from_weights_no_run_made_has_no_run_record(tmp_path):
     )
 
 
-def test_a_packed_data_set_is_named_by_its_manifest_hash(imagefolder, tmp_path):
-    packed = tmp_path / "packed"
-    pack(imagefolder, str(packed))
-    identity = data_identity(str(packed), {})
-    manifest = (packed / "manifest.json").read_bytes()
-    assert identity == {"url": str(packed), "manifest_sha256": hashlib.sha256(manifest).hexdigest()}
+def test_the_record_goes_up_to_a_bucket_output_with_the_packed_data_named(
+    imagefolder, tiny_config, s3_prefix, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("TWINS_CACHE_DIR", str(tmp_path / "cache"))
+    data, output = storage.join(s3_prefix, "data"), storage.join(s3_prefix, "run")
+    pack(imagefolder, data, workers=1)
+    capsys.readouterr()
+    fit(tiny_config(data, output, epochs=1))
+    printed = capsys.readouterr().out
+    assert storage.read_bytes(storage.join(output, "run.log")).decode() == printed
+    record = json.loads(storage.read_bytes(storage.join(output, "run.json")))
+    manifest = storage.read_bytes(storage.join(data, "manifest.json"))
+    assert record["data"] == {
+        "url": storage.display(data),
+        "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+    }
