@@ -90,3 +90,22 @@ def test_no_progress_bars_when_quiet(monkeypatch):
     assert progress_shown()
     with console(QUIET):
         assert not progress_shown()
+
+
+def test_warnings_reach_a_program_without_logging_beside_the_run_log(monkeypatch, capsys):
+    """The run's log is a handler on `twins`, which keeps logging's last resort from printing
+    the data's warnings; the default terminal prints them in its place, once."""
+    record_only = logging.Handler()
+    record_only.shows_lines = False
+    record_only.emit = lambda record: None
+    logging.getLogger("twins").addHandler(record_only)
+    folder = logging.getLogger("twins.data.folder")
+    try:
+        with default_console():
+            monkeypatch.setattr(logging.getLogger(), "handlers", [])  # a program that set none
+            folder.warning("skipping unreadable image a.png")
+            monkeypatch.undo()  # pytest's own handler back: a program that set one
+            folder.warning("skipping unreadable image b.png")
+    finally:
+        logging.getLogger("twins").removeHandler(record_only)
+    assert capsys.readouterr().err == "skipping unreadable image a.png\n"

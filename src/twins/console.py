@@ -57,9 +57,12 @@ class Console(logging.Handler):
 
     shows_lines = True  # `default_console` steps aside for any handler but a file's record
 
-    def __init__(self, verbosity: int = NORMAL) -> None:
+    def __init__(self, verbosity: int = NORMAL, *, last_resort: bool = False) -> None:
         super().__init__(logging.DEBUG if verbosity >= VERBOSE else logging.INFO)
         self.quiet = verbosity <= QUIET
+        # Standing in for logging's last resort: other loggers' records only where the program
+        # has no handler that would show them.
+        self.last_resort = last_resort
         self.setFormatter(LineFormatter())
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -67,6 +70,8 @@ class Console(logging.Handler):
         if self.quiet and not warning and not getattr(record, "final", False):
             return
         said = getattr(record, "said", False) and record.levelno >= logging.INFO
+        if self.last_resort and not said and logging.getLogger().handlers:
+            return
         stream = sys.stdout if said else sys.stderr
         try:
             stream.write(self.format(record) + "\n")
@@ -97,15 +102,17 @@ def default_console() -> Iterator[None]:
     `twins.run`), as the command line shows them. Warnings of the other loggers go as they
     went (logging's last resort, or the program's handlers)."""
     routed = any(getattr(h, "shows_lines", True) for h in (*ROOT.handlers, *RUN.handlers))
-    handler = None if routed else Console(NORMAL)
+    # On `twins`: the run's record (`twins.train.run_log`) is a handler there too, which keeps
+    # logging's last resort from showing the other loggers' warnings; this one shows them.
+    handler = None if routed else Console(NORMAL, last_resort=True)
     if handler is not None:
-        RUN.addHandler(handler)
+        ROOT.addHandler(handler)
     try:
         with lines_recorded():
             yield
     finally:
         if handler is not None:
-            RUN.removeHandler(handler)
+            ROOT.removeHandler(handler)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,9 @@ Exact resume, and what makes it hold, is `twins.train.resume`. The output folder
 while the run trains (`twins.train.lock`); an output URL is written through a local staging
 folder, uploaded at every checkpoint (`twins.train.mirror`). SIGTERM and Ctrl-C end the run
 after the current optimizer step with last.pt written (`twins.train.stop`). `pretrained`
-initialises the weights of a fresh run only, dropping a head of another size.
+initialises the weights of a fresh run only, dropping a head of another size. The output
+folder also keeps what the run printed (`run.log`, `twins.train.run_log`) and what made it
+(`run.json`, `twins.train.run_record`).
 """
 
 from __future__ import annotations
@@ -143,13 +145,15 @@ def _fit(
 
 
 def _record(run: FitRun, journal: RunLogFile | None) -> None:
-    """The record of the run: run.json, run.log (on the main process) and the checkpoints'."""
+    """The record of the run on the main process, the one that writes files (`journal` is
+    None elsewhere): run.json, run.log and the checkpoints' `meta["run"]`."""
+    if journal is None:
+        return
     splits = {"train": run.train_set, "val": run.val_set}
     record = run_record(run.config, run.ctx.device, run.ctx.world_size, splits, run.saved)
     run.task_metadata["run"] = record
-    if journal is not None:
-        write_run_json(run.output, record)
-        journal.open(run.output, run.saved and resume_line(run.saved), record["started"])
+    write_run_json(run.output, record)
+    journal.open(run.output, run.saved and resume_line(run.saved), record["started"])
 
 
 class FitRun:
