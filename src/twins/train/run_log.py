@@ -5,18 +5,21 @@ warnings from the start of `fit`; they wait in memory until the output folder is
 filled (`RunLogFile.open`), then go to the file line by line. Progress bars are not logging
 records, so they stay out. The file grows across resumes: each start of a run that already has
 one writes first a line saying where it goes on from. DataLoader workers (forked) write their
-warnings through the same open file.
+warnings through the same open file. A run that fails ends its log with the error's line (a
+bug's traceback), as the command line prints it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
 from twins.console import ROOT, LineFormatter, lines_recorded
+from twins.errors import TwinsError
 
 RUN_LOG = "run.log"
 
@@ -32,14 +35,17 @@ class RunLogFile(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + "\n"
-            if self.file is None:
-                self.waiting.append(line)
-                return
-            self.file.write(line)
-            self.file.flush()
+            self.write(self.format(record))
         except Exception:
             self.handleError(record)
+
+    def write(self, text: str) -> None:
+        """`text` as lines of the log (kept until the file opens)."""
+        if self.file is None:
+            self.waiting.append(text + "\n")
+            return
+        self.file.write(text + "\n")
+        self.file.flush()
 
     def open(self, folder: str | Path, resumed: str | None, time: str) -> None:
         """Go on writing into `folder`/run.log: first, where the file already holds lines, a line
@@ -71,6 +77,12 @@ def recording(enabled: bool) -> Iterator[RunLogFile | None]:
     try:
         with lines_recorded():
             yield handler
+    except TwinsError as error:
+        handler.write(f"twins: error: {error}")  # the line the command line ends with
+        raise
+    except Exception as error:  # a bug: its traceback, as Python prints it
+        handler.write("".join(traceback.format_exception(error)).rstrip("\n"))
+        raise
     finally:
         ROOT.removeHandler(handler)
         handler.close()

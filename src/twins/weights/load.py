@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from twins.console import debug
 from twins.errors import TwinsError
 from twins.weights.formats import detect_format
 from twins.weights.mindspore import read_mindspore
@@ -47,4 +48,8 @@ def load_weights(
         )
     if weights.metadata.get("num_classes") is None:
         weights.metadata["num_classes"] = head_classes(weights)
+    debug(
+        f"read {path}: {weights.metadata.get('format', kind)}, {len(weights)} tensors, "
+        f"model {weights.metadata.get('arch') or 'not named'}"
+    )
     return weights
