@@ -8,10 +8,13 @@ loads the export stack.
 
 A user mistake (`twins.errors.TwinsError`) ends the command with one line on stderr and exit
 status 2; when the error names the argument its fix is about, the line ends with the flag that
-sets it. What the package says goes through `logging` (`twins.console`): notes (`twins.notes`:
-defaults used where a file does not say) are printed as `twins: note: ...` lines on stderr;
-`-q` / `--quiet` leaves warnings and the final line, `-v` / `--verbose` adds debug lines. `--traceback` (anywhere on the line) or `TWINS_DEBUG=1` prints the full traceback with
+sets it. `--traceback` (anywhere on the line) or `TWINS_DEBUG=1` prints the full traceback with
 the chain of causes instead. Any other exception is a bug and keeps Python's traceback.
+
+What the package says goes through `logging` (`twins.console`): notes (`twins.notes`: defaults
+used where a file does not say) are printed as `twins: note: ...` lines on stderr; `-q` /
+`--quiet` (anywhere on the line) leaves warnings and the final line, `-v` / `--verbose` adds
+debug lines.
 """
 
 from __future__ import annotations
