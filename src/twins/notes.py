@@ -4,15 +4,12 @@ guessed silently.
 
 They are warnings of the `twins.notes` logger: a Python program that configures no logging
 sees them on stderr (logging's last resort), and can capture or silence them as usual; the
-command line prints them as `twins: note: ...` (`shown_on`).
+command line prints them as `twins: note: ...` (`twins.console`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
-from typing import TextIO
 
 LOGGER = logging.getLogger("twins.notes")
 
@@ -20,15 +17,3 @@ LOGGER = logging.getLogger("twins.notes")
 def note(message: str) -> None:
     """Tell the user, in one line, what was chosen for them and how to choose otherwise."""
     LOGGER.warning(message)
-
-
-@contextlib.contextmanager
-def shown_on(stream: TextIO) -> Iterator[None]:
-    """Within the block, print every note on `stream` as "twins: note: ..."."""
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("twins: note: %(message)s"))
-    LOGGER.addHandler(handler)
-    try:
-        yield
-    finally:
-        LOGGER.removeHandler(handler)

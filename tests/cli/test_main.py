@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -14,7 +15,9 @@ import pytest
 
 import twins
 from twins.cli import convert, train
-from twins.cli.main import COMMANDS, main, package_version
+from twins.cli.main import COMMANDS, build_parser, main, package_version
+from twins.config import save_config
+from twins.console import NORMAL, QUIET, VERBOSE
 from twins.errors import TwinsError
 
 SOURCE = Path(twins.__file__).resolve().parent.parent
@@ -213,3 +216,50 @@ def test_exit_status_and_output_of_a_process(raised, argv, status, printed):
         assert process.stderr == printed
     else:
         assert "Traceback" in process.stderr and printed in process.stderr
+
+
+def test_every_command_takes_quiet_and_verbose():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # argparse lists them nowhere else
+    for name, command in commands.items():
+        for flag in ("-q", "--quiet", "-v", "--verbose"):
+            assert flag in command._option_string_actions, (name, flag)
+    assert parser.parse_args(["-q", "models"]).verbosity == QUIET
+    assert parser.parse_args(["models", "-v"]).verbosity == VERBOSE
+    assert parser.parse_args(["models"]).verbosity == NORMAL
+
+
+@pytest.fixture
+def recipe(imagefolder, tiny_config, tmp_path) -> Path:
+    path = tmp_path / "recipe.yaml"
+    save_config(tiny_config(imagefolder, tmp_path / "unused", epochs=1), path)
+    return path
+
+
+def test_train_prints_per_verbosity_and_run_log_keeps_the_default_lines(recipe, tmp_path, capsys):
+    def train(name: str, *flags: str) -> tuple[str, str, str]:
+        """What `twins train` printed on stdout and stderr, and its run.log, with the timings
+        and the output folder's name (the only parts that differ between runs) left out."""
+        output = tmp_path / name
+        assert main(["train", "-c", str(recipe), "--output", str(output), *flags]) == 0
+        printed = capsys.readouterr()
+        log = (output / "run.log").read_text()
+        same = [
+            re.sub(r"  [\d.]+s  \d+ img/s", "", text).replace(str(output), "OUT")
+            for text in (printed.out, printed.err, log)
+        ]
+        return same[0], same[1], same[2]
+
+    out, err, log = train("default")
+    assert err == "" and out.splitlines()[-1].startswith("done:")
+    assert log == out  # every line, as printed
+
+    quiet_out, quiet_err, quiet_log = train("quiet", "-q")
+    assert quiet_out == out.splitlines(keepends=True)[-1] and quiet_err == ""
+    assert quiet_log == out  # the record is whole whatever the terminal shows
+
+    verbose_out, verbose_err, verbose_log = train("verbose", "-v")
+    assert verbose_out == out
+    assert "wrote OUT/run.json\n" in verbose_err
+    assert "wrote OUT/checkpoints/last.pt (epoch 1, step 4)\n" in verbose_err
+    assert sorted(verbose_log.splitlines()) == sorted((out + verbose_err).splitlines())

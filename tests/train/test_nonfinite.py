@@ -68,6 +68,8 @@ def test_many_nan_steps_in_a_row_stop_the_run_in_one_line(
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "stopped at epoch 2, step 8: the last 3 steps in a row" in err
     assert "lower base_lr" in err
+    # The run's log ends as the terminal did (the flag that sets the key aside).
+    assert err.startswith((tmp_path / "run" / "run.log").read_text().splitlines()[-1])
     # The last checkpoint is of the last good step, and resuming from it is possible.
     last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert last["global_step"] == 7 and last["nonfinite_run"] == 2

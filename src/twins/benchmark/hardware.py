@@ -15,6 +15,8 @@ import time
 
 import torch
 
+from twins.environment import cpu_model
+
 # Dense TFLOP/s from the vendors' datasheets, by a part of the device name (first match wins,
 # so longer names come first). fp32 is the non-tensor-core figure: PyTorch's default matmul
 # precision does not use TF32.
@@ -59,27 +61,23 @@ def device_name(device: torch.device) -> str:
     return cpu_model()
 
 
-def _cpuinfo_field(*names: str) -> str | None:
-    """The first value of a /proc/cpuinfo field among `names` (None off Linux)."""
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (empty off Linux)."""
     try:
-        with open("/proc/cpuinfo") as cpuinfo:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
                 key, _, value = line.partition(":")
-                if key.strip() in names:
-                    return value.strip()
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
     except OSError:
         pass
-    return None
-
-
-def cpu_model() -> str:
-    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+    return set()
 
 
 def cpu_description() -> dict[str, object]:
     """The CPU's model, the extensions of VECTOR_EXTENSIONS it has, and the kernel level torch
     dispatches to on it: every table prints them, so no figure is read without its machine."""
-    flags = set((_cpuinfo_field("flags", "Features") or "").split())
+    flags = _cpu_flags()
     return {
         "model": cpu_model(),
         "extensions": [name for name in VECTOR_EXTENSIONS if name in flags],

@@ -8,9 +8,13 @@ loads the export stack.
 
 A user mistake (`twins.errors.TwinsError`) ends the command with one line on stderr and exit
 status 2; when the error names the argument its fix is about, the line ends with the flag that
-sets it. Notes (`twins.notes`: defaults used where a file does not say) are printed as
-`twins: note: ...` lines on stderr. `--traceback` (anywhere on the line) or `TWINS_DEBUG=1` prints the full traceback with
+sets it. `--traceback` (anywhere on the line) or `TWINS_DEBUG=1` prints the full traceback with
 the chain of causes instead. Any other exception is a bug and keeps Python's traceback.
+
+What the package says goes through `logging` (`twins.console`): notes (`twins.notes`: defaults
+used where a file does not say) are printed as `twins: note: ...` lines on stderr; `-q` /
+`--quiet` (anywhere on the line) leaves warnings and the final line, `-v` / `--verbose` adds
+debug lines.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import sys
 import traceback
 
 from twins.cli.parser import CommandParser, flags_by_argument
+from twins.console import NORMAL, QUIET, VERBOSE, console
 from twins.errors import TwinsError
-from twins.notes import shown_on
 
 # Order of `twins --help`.
 COMMANDS = [
@@ -86,13 +90,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name in COMMANDS:
         importlib.import_module(f"twins.cli.{name}").register(subparsers)
+    add_verbosity(parser, default=NORMAL)
     for command in subparsers.choices.values():
         # Also after the command; SUPPRESS keeps `twins --traceback COMMAND` from being reset.
         command.add_argument(
             "--traceback", action="store_true", default=argparse.SUPPRESS, help=TRACEBACK_HELP
         )
+        add_verbosity(command, default=argparse.SUPPRESS)
         command.set_defaults(flags=flags_by_argument(command))
     return parser
+
+
+def add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
+    """-q / --quiet and -v / --verbose: how much the command prints (`twins.console`)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const=QUIET,
+        default=default,
+        help="print warnings and the final line only",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="store_const",
+        const=VERBOSE,
+        default=default,
+        help="print debug lines too (on stderr)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit:  # argparse ends --help, --version and usage errors this way
         return exit.code if isinstance(exit.code, int) else int(exit.code is not None)
     try:
-        with shown_on(sys.stderr):
+        with console(args.verbosity):
             return int(args.func(args) or 0)
     except TwinsError as error:
         if args.traceback or debugging():

@@ -62,8 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
+    from twins.console import progress_shown
     from twins.errors import TwinsError
 
     if args.verify:
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         resize_short=args.resize_short,
         workers=args.workers,
         seed=args.seed,
-        progress=sys.stderr.isatty(),
+        progress=progress_shown(),
     )
     counts = ", ".join(f"{n} {split}" for split, n in report.samples.items())
     kept = f" ({report.kept} kept from before)" if report.kept else ""

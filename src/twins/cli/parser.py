@@ -36,10 +36,10 @@ def flags_by_argument(parser: argparse.ArgumentParser) -> dict[str, str]:
     """What sets each destination on the command line: `{"arch": "--arch", "source": "SRC"}`.
 
     Options are named by their longest spelling, positionals by their metavar; `twins`'s own
-    options (help, traceback) and the key=value overrides are left out."""
+    options (help, traceback, verbosity) and the key=value overrides are left out."""
     flags: dict[str, str] = {}
     for action in parser._actions:  # argparse offers no public list of a parser's arguments
-        if action.dest in (argparse.SUPPRESS, "help", "traceback", "overrides"):
+        if action.dest in (argparse.SUPPRESS, "help", "traceback", "verbosity", "overrides"):
             continue
         if action.option_strings:
             flags[action.dest] = max(action.option_strings, key=len)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from twins import console
 from twins.errors import TwinsError
 from twins.tasks import head as heads
 from twins.tasks.detect.heads import HEADS as DETECT_HEADS
@@ -168,11 +169,15 @@ def load_model(
     segmenter's `palette` and `reduce_zero_label`, a detector's `category_ids`); a detector
     trained here takes images already resized to its `min_size` / `max_size`
     (`resize_in_model: false`: `twins.tasks.detect.transforms.eval_transform` does it).
+    `model.run_record` says what made the weights where a training run of this toolkit did
+    (the command, versions, devices, data, seed: `run.json`), else None.
     """
     from twins.weights import load_weights
 
     weights = load_weights(path, ema=ema, arch=arch)
-    return model_from_weights(weights, arch, model_args=model_args)
+    model = model_from_weights(weights, arch, model_args=model_args)
+    model.run_record = weights.metadata.get("run")
+    return model
 
 
 def task_of_weights(weights: Any, arch: str | None = None) -> Task:
@@ -199,15 +204,18 @@ def run_demo(
     task: str = "classify",
     output: str | os.PathLike | None = None,
     overrides: Sequence[str] = (),
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = console.say,
 ) -> dict[str, Any]:
     """The demo of `task` (`twins demo --task`), into `output` (default runs/demo,
-    runs/demo-segment or runs/demo-detect)."""
+    runs/demo-segment or runs/demo-detect); its lines through `say` (`twins.console`'s: the
+    run's own lines, on stdout where the program routes none)."""
     if task not in DEMOS:
         raise TwinsError(f"no demo for task {task!r}: choose {', '.join(DEMOS)}", argument="task")
     module, function = DEMOS[task].split(":")
     default = "runs/demo" if task == "classify" else f"runs/demo-{task}"
-    return getattr(importlib.import_module(module), function)(output or default, overrides, say)
+    demo = getattr(importlib.import_module(module), function)
+    with console.default_console():
+        return demo(output or default, overrides, say)
 
 
 def predict(

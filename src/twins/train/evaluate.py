@@ -12,7 +12,6 @@ in the same pass (each batch through both models), so each file is read and coun
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from twins.config import TrainConfig
+from twins.console import progress_shown
 from twins.data import build_loader
 from twins.errors import TwinsError
 from twins.train import distributed
@@ -54,7 +54,7 @@ def evaluate_checkpoint(
             loader,
             build_precision(config, ctx.device),
             config,
-            progress=ctx.is_main and sys.stderr.isatty(),
+            progress=ctx.is_main and progress_shown(),
         )
         if ctx.enabled:
             distributed.check_health_together(val_set, ctx.device)

@@ -5,13 +5,14 @@ Exact resume, and what makes it hold, is `twins.train.resume`. The output folder
 while the run trains (`twins.train.lock`); an output URL is written through a local staging
 folder, uploaded at every checkpoint (`twins.train.mirror`). SIGTERM and Ctrl-C end the run
 after the current optimizer step with last.pt written (`twins.train.stop`). `pretrained`
-initialises the weights of a fresh run only, dropping a head of another size.
+initialises the weights of a fresh run only, dropping a head of another size. The output
+folder also keeps what the run printed (`run.log`, `twins.train.run_log`) and what made it
+(`run.json`, `twins.train.run_record`).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from twins import storage
 from twins.config import TrainConfig, save_config
+from twins.console import default_console, progress_shown
 from twins.data import build_loader
 from twins.errors import TwinsError
 from twins.seeds import seed_everything
@@ -33,6 +35,8 @@ from twins.train.metrics import RunLog
 from twins.train.mirror import OutputMirror
 from twins.train.precision import hardware_notice
 from twins.train.report import done_line, eval_summary, header, printer, summary
+from twins.train.run_log import RunLogFile, recording, resume_line
+from twins.train.run_record import run_record, write_run_json
 from twins.train.sample_seeds import SampleSeededDataset
 from twins.train.sampler import training_sampler
 from twins.train.state import EpochProgress
@@ -53,13 +57,18 @@ def fit(config: TrainConfig, task: Task, *, stop_after_epoch: int | None = None)
     ctx = distributed.setup(config.device_target)
     mirror = OutputMirror(config.train_url, say=printer(ctx.is_main))
     try:
-        with lock_output(mirror.local, ctx.device), StopSignals() as stop:
+        with (
+            default_console(),
+            recording(ctx.is_main) as journal,
+            lock_output(mirror.local, ctx.device),
+            StopSignals() as stop,
+        ):
             if ctx.local_rank == 0:  # one process per machine fills its staging folder
                 mirror.pull()
             distributed.barrier()
             try:
                 with threads_set(compute_threads(config)):
-                    result = _fit(config, task, ctx, stop, stop_after_epoch, mirror)
+                    result = _fit(config, task, ctx, stop, stop_after_epoch, mirror, journal)
             except BaseException:
                 if ctx.is_main:
                     mirror.sync()  # what a stop or an error left: the checkpoint of its step
@@ -120,8 +129,10 @@ def _fit(
     stop: StopSignals,
     stop_after_epoch: int | None,
     mirror: OutputMirror,
+    journal: RunLogFile | None,
 ) -> dict[str, Any]:
     run = FitRun(config, task, ctx, stop, mirror)
+    _record(run, journal)
     first_epoch = run.state.epoch
     try:
         for epoch_index in range(first_epoch, run.total_epochs):
@@ -131,6 +142,18 @@ def _fit(
     finally:
         run.log.close()
     return run.finish(first_epoch)
+
+
+def _record(run: FitRun, journal: RunLogFile | None) -> None:
+    """The record of the run on the main process, the one that writes files (`journal` is
+    None elsewhere): run.json, run.log and the checkpoints' `meta["run"]`."""
+    if journal is None:
+        return
+    splits = {"train": run.train_set, "val": run.val_set}
+    record = run_record(run.config, run.ctx.device, run.ctx.world_size, splits, run.saved)
+    run.task_metadata["run"] = record
+    write_run_json(run.output, record)
+    journal.open(run.output, run.saved and resume_line(run.saved), record["started"])
 
 
 class FitRun:
@@ -174,7 +197,7 @@ class FitRun:
         self.record: dict[str, Any] = dict(self.saved.get("metrics") or {}) if self.saved else {}
         self.evaluation: dict[str, Any] = {}  # the latest evaluation of an iteration run
         self.best_at_epoch_end = False  # an evaluation at an epoch's last step found a new best
-        self.progress = ctx.is_main and sys.stderr.isatty()
+        self.progress = ctx.is_main and progress_shown()
         self.log = self._open_log(notices)
 
     def _build_trainer(self) -> Trainer:
@@ -368,7 +391,7 @@ class FitRun:
             )
             self.say(f"{shown} holds a finished run of {length}: nothing to train")
         record = self.record | self.evaluation
-        self.say(done_line(record, state, shown, task.score, task.score_label))
+        self.say(done_line(record, state, shown, task.score, task.score_label), final=True)
         return {
             **record,
             "best_score": state.best_score,

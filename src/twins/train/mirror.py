@@ -25,6 +25,7 @@ from pathlib import Path
 
 from twins import storage
 from twins.atomic import write_text
+from twins.console import debug
 from twins.errors import TwinsError
 from twins.train.lock import LOCK_NAME
 from twins.weights.torch_pth import load_torch_object
@@ -132,6 +133,7 @@ class OutputMirror:
             for name in sorted(set(uploaded) - set(present)):  # pruned epoch files
                 storage.remove(storage.join(self.url, name))
                 del uploaded[name]
+            debug(f"uploaded {len(changed)} changed files to {storage.display(self.url)}")
         finally:
             write_text(self.local / MANIFEST, json.dumps(uploaded, sort_keys=True))
 

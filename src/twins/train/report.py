@@ -1,4 +1,5 @@
-"""What a run prints: the lines that open it and the line that closes each epoch (rank 0)."""
+"""What a run prints (`twins.console`): the lines that open it and the line that closes each
+epoch (rank 0)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import torch
 
 from twins.config import MMCV_POLICIES
+from twins.console import say
 from twins.data.folder import describe_left_out
 from twins.storage import display
 from twins.train.schedule import global_batch
@@ -143,11 +145,11 @@ def done_line(record: dict[str, Any], state: Any, output: Any, score: str, label
     return text + f"; output in {output}"
 
 
-def printer(enabled: bool) -> Callable[[str], None]:
-    """print, flushed, where `enabled` (the main process); nothing elsewhere."""
+def printer(enabled: bool) -> Callable[..., None]:
+    """`twins.console.say` where `enabled` (the main process); nothing elsewhere."""
 
-    def say(text: str) -> None:
+    def say_here(text: str, *, final: bool = False) -> None:
         if enabled:
-            print(text, flush=True)
+            say(text, final=final)
 
-    return say
+    return say_here

@@ -17,7 +17,8 @@ on the CPU or on GPUs with deterministic kernels. What makes it hold:
 - metrics.jsonl and TensorBoard drop what was written after the checkpoint (`RunLog`).
 
 A checkpoint is a dict of plain types and tensors (`torch.load(weights_only=True)` opens it):
-    {"format": "twins-checkpoint", "version": 1, "model", "model_ema", "meta", "optimizer",
+    {"format": "twins-checkpoint", "version": 1, "model", "model_ema", "meta" (with "run", what
+     made the run: `twins.train.run_record`), "optimizer",
      "scaler", "rng", "data": {"seed", "epoch"}, "config", "metrics" (the last epoch's record),
      "epoch" (epochs done), "global_step", "best_score" (the best val score: the task's, top-1 for
      classification), "best_weights" ("raw" or "ema": which weights scored it), "nonfinite_run", "data_counts",
@@ -39,6 +40,7 @@ from typing import Any
 import torch
 
 from twins.atomic import remove_temporaries, save_torch
+from twins.console import debug
 from twins.errors import TwinsError
 from twins.train import distributed
 from twins.train.rng import capture_rng, restore_rng
@@ -301,15 +303,17 @@ class CheckpointFiles:
             if saved.get("best_weights") == "ema":  # the weights that scored, where all look
                 best["model"] = saved["model_ema"]
             save_torch(best, self.best)
+            debug(f"wrote {self.best} (the best val score so far)")
         number = saved["global_step"] if at_step else saved["epoch"]
         if self.save_every and number % self.save_every == 0:
             save_torch(saved, self.step_path(number) if at_step else self.epoch_path(number))
             self._prune()
-        save_torch(saved, self.last)
+        self.save_last(saved)
 
     def save_last(self, saved: dict[str, Any]) -> None:
         """last.pt only (within an epoch)."""
         save_torch(saved, self.last)
+        debug(f"wrote {self.last} (epoch {saved['epoch']}, step {saved['global_step']})")
 
     def remove_temporaries(self) -> None:
         """Temporary files of writes that a killed process did not finish."""

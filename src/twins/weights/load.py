@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from twins.console import debug
 from twins.errors import TwinsError
 from twins.weights.formats import detect_format
 from twins.weights.hub_layout import read_hub_folder
@@ -53,6 +54,10 @@ def load_weights(
         )
     if weights.metadata.get("num_classes") is None:
         weights.metadata["num_classes"] = head_classes(weights)
+    debug(
+        f"read {path}: {weights.metadata.get('format', kind)}, {len(weights)} tensors, "
+        f"model {weights.metadata.get('arch') or 'not named'}"
+    )
     return weights
 
 

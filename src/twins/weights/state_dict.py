@@ -19,7 +19,8 @@ import torch
 # "task": what the model does (none: a classifier); "dataset": what a dense task's data set
 # says beyond its class names (a palette, COCO category ids), as the task writes it.
 METADATA_KEYS = ("arch", "model_args", "num_classes", "act_layer", "class_names", "preprocessing")
-METADATA_KEYS += ("task", "dataset")
+# "run": what made the weights, where a training run did (`twins.train.run_record`).
+METADATA_KEYS += ("task", "dataset", "run")
 
 
 class StateDict(dict):
