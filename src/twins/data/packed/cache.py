@@ -1,4 +1,5 @@
-"""A node's local cache of whole shards of packed data sets read from object storage.
+"""A node's local cache of whole shards of packed data sets (and whole files of Parquet sets)
+read from object storage.
 
 Shards are downloaded whole into `folder/shards/<data set>/` (the data set named by a hash of its URL
 and manifest), to a temporary name, checked against the manifest's sha256, then renamed: a
@@ -6,7 +7,8 @@ partial or altered file is never read. A run checks the sha256 of a shard it fin
 first time it uses it, and fetches a copy damaged in the cache again. Every process of a node
 (ranks × loader workers) may share the folder: a lock file per shard (`fcntl.flock`) makes one
 process download it while the others wait, and a process holds a shared lock on each shard it
-is reading or about to read.
+is reading or about to read. A Parquet set has no manifest of hashes: its files are checked by
+their size only.
 The cache keeps the total size of its shards under `limit` bytes by removing the least recently
 used ones (by modification time, renewed at each use) that no process holds.
 
@@ -52,7 +54,7 @@ class ShardCache:
         dataset: str,
         limit: int,
         download: Callable[[str, Path], None],
-        expected: dict[str, tuple[int, str]],
+        expected: dict[str, tuple[int, str | None]],
         *,
         source: str = ".",
         repack: str = "twins pack",
@@ -61,7 +63,9 @@ class ShardCache:
         self.folder = self.root / dataset
         self.limit = limit
         self.download = download
-        self.expected = expected  # shard name -> (bytes, sha256)
+        # shard name -> (bytes, sha256); a sha256 of None: checked by size only (a data set
+        # without a manifest of hashes, such as a Parquet set)
+        self.expected = expected
         self.source, self.repack = source, repack  # for messages: the data's URL, its pack
         # This run's mark on the shards it has checked (`_usable`); its forked or spawned
         # loader workers carry the same.
@@ -190,7 +194,8 @@ class ShardCache:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if self.session in _marks(fd):
                 return True
-            if file_sha256(self.folder / name) != self.expected[name][1]:
+            sha256 = self.expected[name][1]
+            if sha256 is not None and file_sha256(self.folder / name) != sha256:
                 logger.warning(
                     "shard %s in the cache %s was damaged there (its sha256 is not the "
                     "manifest's; the data at %s is not at fault): fetching it again",
@@ -214,7 +219,7 @@ class ShardCache:
         partial = self.folder / f".{name}.{os.getpid()}.download"
         try:
             self.download(name, partial)
-            if file_sha256(partial) != sha256:
+            if sha256 is not None and file_sha256(partial) != sha256:
                 # A rerun of the pack keeps an object of the right size: it has to go first.
                 raise TwinsError(
                     f"shard {name} of {self.source} as downloaded does not match its sha256 in "
@@ -245,7 +250,7 @@ class ShardCache:
             fcntl.flock(fd, fcntl.LOCK_EX)
             total = sum(_reservations(self.root))
             stats = []
-            for path in self.root.glob("*/*.tar"):
+            for path in _cached_files(self.root):
                 with contextlib.suppress(OSError):
                     info = path.stat()
                     stats.append((info.st_mtime_ns, info.st_size, path))
@@ -284,6 +289,12 @@ class ShardCache:
             return False
         said.write_text("\n".join([*runs[-31:], self.session]) + "\n")  # the last runs only
         return True
+
+
+def _cached_files(root: Path) -> list[Path]:
+    """The whole files in the cache at `root`, of every data set (temporary files, locks and
+    marks start with a dot or end in their suffix)."""
+    return [*root.glob("*/*.tar"), *root.glob("*/*.parquet")]
 
 
 def _reservations(root: Path) -> list[int]:

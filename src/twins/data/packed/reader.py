@@ -34,9 +34,9 @@ from torch.utils.data import Dataset
 from twins import storage
 from twins.data.counted import CountedReads, ImageSample
 from twins.data.images import decode_rgb, decoder_for
-from twins.data.order import shard_sequence
 from twins.data.packed import format as packed
 from twins.data.packed.cache import ShardCache
+from twins.data.packed.window import CacheWindow
 from twins.errors import TwinsError
 
 # Shard files a process keeps open at most (the least recently read are closed): the shards of
@@ -81,9 +81,11 @@ class ShardDataset(CountedReads, Dataset):
         self.offsets = np.concatenate([_column(i, 2) for i in indexes]).astype(np.int64)
         self.sizes = np.concatenate([_column(i, 3) for i in indexes]).astype(np.int64)
         self.targets = np.concatenate([_column(i, 4) for i in indexes]).astype(np.int64)
-        self.seed, self.shuffle_block, self.shuffled = seed, max(1, shuffle_block), shuffled
+        names = [shard["name"] for shard in self.shards]
+        self._window = (
+            None if cache is None else CacheWindow(names, cache, seed, shuffle_block, shuffled)
+        )
         self._pid, self._open, self._guard = -1, OrderedDict(), threading.Lock()
-        self.set_epoch(0)
         self.init_counts(len(self.offsets))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -99,11 +101,8 @@ class ShardDataset(CountedReads, Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """The shard order of `epoch`, which the cache fetches ahead in."""
-        count = len(self.shards)
-        order = shard_sequence(count, self.seed, epoch) if self.shuffled else list(range(count))
-        self._sequence = order
-        self._place = {shard: place for place, shard in enumerate(order)}
-        self._block = -1  # the block of the order being read (in this process)
+        if self._window is not None:
+            self._window.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> ImageSample | None:
         shard = bisect.bisect_right(self.starts, index) - 1
@@ -119,9 +118,11 @@ class ShardDataset(CountedReads, Dataset):
         with self._guard:
             if self._pid != os.getpid():
                 # The parent's descriptors stay open there; its place in the order is its own.
-                self._pid, self._open, self._block = os.getpid(), OrderedDict(), -1
-            if self.cache is not None:
-                self._follow_order(shard)
+                self._pid, self._open = os.getpid(), OrderedDict()
+                if self._window is not None:
+                    self._window.reset()
+            if self._window is not None and (keep := self._window.enter(shard)) is not None:
+                self._close_all_but(keep)
             fd = self._open.get(shard)
             if fd is None:
                 fd = os.open(self._shard_path(shard), os.O_RDONLY)
@@ -147,22 +148,6 @@ class ShardDataset(CountedReads, Dataset):
         members = packed.read_json(storage.join(self.url, packed.index_name(name)))["members"]
         key, extension, *_, source = members[index - self.starts[shard]]
         return f"{storage.join(self.shown, name)}:{key}{extension} (packed from {source})"
-
-    def _follow_order(self, shard: int) -> None:
-        """On the first read of a new block of the epoch's order: hold it and the next in the
-        cache (fetching them ahead), and let go of the rest, files open here included (a
-        released shard may be evicted; an open file would keep its disk space taken)."""
-        assert self.cache is not None
-        block = self._place[shard] // self.shuffle_block
-        if block == self._block:
-            return
-        self._block = block
-        first = block * self.shuffle_block
-        ahead = self._sequence[first : first + 2 * self.shuffle_block]
-        self._close_all_but({shard, *ahead})
-        name, names = self.shards[shard]["name"], [self.shards[s]["name"] for s in ahead]
-        self.cache.release_all_but({*names, name})
-        self.cache.prefetch([n for n in names if n != name])
 
     def _shard_path(self, shard: int) -> Path:
         name = self.shards[shard]["name"]
