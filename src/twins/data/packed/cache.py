@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import queue
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from twins import storage
@@ -42,6 +44,58 @@ _CHECKED_SUFFIX = ".checked"
 def default_cache_dir() -> Path:
     """TWINS_CACHE_DIR, else ~/.cache/twins."""
     return Path(os.environ.get("TWINS_CACHE_DIR") or Path.home() / ".cache" / "twins")
+
+
+def node_cache(
+    url: str,
+    expected: Mapping[str, tuple[int, str | None]],
+    *,
+    identity: bytes,
+    folder: str | Path | None,
+    limit: int,
+    block: int,
+    repack: str,
+    under: str = "",
+    unit: str = "shards",
+) -> ShardCache:
+    """The cache of the files (`unit`, as messages call them) `expected` (name -> bytes, sha256) at `url` (under `under`),
+    checked at start: `limit` must hold the 2 × `block` largest files being read and fetched,
+    and `folder` (default `default_cache_dir()`) must be writable. `identity` (a manifest, a
+    listing) names the data set's folder in the cache together with the URL."""
+    largest = max((size for size, _ in expected.values()), default=0)
+    needed = 2 * block * largest
+    if limit < needed:
+        raise TwinsError(
+            f"cache_size {format_size(limit)} cannot hold the 2 × shuffle_block ({block}) "
+            f"{unit} of up to {format_size(largest)} being read and fetched: raise cache_size "
+            f"to at least {format_size(needed, round_up=True)} or lower shuffle_block",
+            argument="cache_size",
+        )
+    name = hashlib.sha256(url.encode() + b"\0" + identity).hexdigest()[:16]
+    folder = _writable_cache_dir(Path(folder or default_cache_dir()).expanduser(), url, unit)
+
+    def download(file: str, path: Path) -> None:
+        storage.get_file(storage.join(url, under, file) if under else storage.join(url, file), path)
+
+    shown = storage.display(url)
+    return ShardCache(folder, name, limit, download, dict(expected), source=shown, repack=repack)
+
+
+def _writable_cache_dir(folder: Path, url: str, unit: str) -> Path:
+    """`folder`, checked at start: a cache_dir the loader workers cannot write would stop the
+    run at its first file."""
+    try:
+        (folder / "shards").mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder / "shards", prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise TwinsError(
+            f"cache_dir {folder} cannot be written ({error.strerror or error}): the {unit} of "
+            f"{storage.display(url)} are cached there; set cache_dir (or TWINS_CACHE_DIR) to a "
+            "writable folder with room for cache_size",
+            argument="cache_dir",
+        ) from error
+    return folder
 
 
 class ShardCache:

@@ -35,7 +35,7 @@ from twins import storage
 from twins.data.counted import CountedReads, ImageSample
 from twins.data.images import decode_rgb, decoder_for
 from twins.data.packed import format as packed
-from twins.data.packed.cache import ShardCache
+from twins.data.packed.cache import ShardCache, node_cache
 from twins.data.packed.window import CacheWindow
 from twins.errors import TwinsError
 
@@ -189,7 +189,7 @@ class ShardDataset(CountedReads, Dataset):
                         f"classes were edited; {self._fix}"
                     )
         if storage.is_remote(self.url):
-            sizes = _in_threads(
+            sizes = in_threads(
                 lambda s: _size_or_none(storage.join(self.url, s["name"])), self.shards
             )
         else:
@@ -238,54 +238,17 @@ def open_packed(
 def _cache(
     url: str, manifest: dict[str, Any], folder: str | Path | None, limit: int, block: int
 ) -> ShardCache:
-    from twins.data.packed.cache import default_cache_dir
-    from twins.sizes import format_size
-
     shards = [s for split in manifest["splits"].values() for s in split["shards"]]
-    largest = max((s["bytes"] for s in shards), default=0)
-    needed = 2 * block * largest
-    if limit < needed:
-        raise TwinsError(
-            f"cache_size {format_size(limit)} cannot hold the 2 × shuffle_block ({block}) "
-            f"shards of up to {format_size(largest)} being read and fetched: raise cache_size "
-            f"to at least {format_size(needed, round_up=True)} or lower shuffle_block",
-            argument="cache_size",
-        )
-    text = storage.read_bytes(storage.join(url, packed.MANIFEST))
-    name = hashlib.sha256(url.encode() + b"\0" + text).hexdigest()[:16]
-    folder = _writable_cache_dir(Path(folder or default_cache_dir()).expanduser(), url)
-
-    def download(shard: str, path: Path) -> None:
-        storage.get_file(storage.join(url, shard), path)
-
-    expected = {s["name"]: (s["bytes"], s["sha256"]) for s in shards}
     shown = storage.display(url)
-    return ShardCache(
-        folder,
-        name,
-        limit,
-        download,
-        expected,
-        source=shown,
+    return node_cache(
+        url,
+        {s["name"]: (s["bytes"], s["sha256"]) for s in shards},
+        identity=storage.read_bytes(storage.join(url, packed.MANIFEST)),
+        folder=folder,
+        limit=limit,
+        block=block,
         repack=f"twins pack {manifest.get('source', 'SRC')} {shown}",
     )
-
-
-def _writable_cache_dir(folder: Path, url: str) -> Path:
-    """`folder`, checked at start: a cache_dir the loader workers cannot write would stop the
-    run at its first shard."""
-    try:
-        (folder / "shards").mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder / "shards", prefix=".write-check-"):
-            pass
-    except OSError as error:
-        raise TwinsError(
-            f"cache_dir {folder} cannot be written ({error.strerror or error}): the shards of "
-            f"{storage.display(url)} are cached there; set cache_dir (or TWINS_CACHE_DIR) to a "
-            "writable folder with room for cache_size",
-            argument="cache_dir",
-        ) from error
-    return folder
 
 
 def verify_packed(url: str) -> int:
@@ -373,10 +336,11 @@ def _read_indexes(url: str, shards: list[dict[str, Any]], fix: str) -> list[dict
         except ValueError as error:
             raise TwinsError(f"the index {location} is not JSON: re-run `twins pack`") from error
 
-    return _in_threads(read, shards) if storage.is_remote(url) else [read(s) for s in shards]
+    return in_threads(read, shards) if storage.is_remote(url) else [read(s) for s in shards]
 
 
-def _in_threads(function: Any, items: list[Any]) -> list[Any]:
+def in_threads(function: Any, items: list[Any]) -> list[Any]:
+    """`function` over `items` in 16 threads (calls to a store wait on the network)."""
     with ThreadPoolExecutor(16) as pool:
         try:
             return list(pool.map(function, items))
