@@ -74,7 +74,8 @@ class ShardDataset(CountedReads, Dataset):
         self.shard_sizes = [shard["samples"] for shard in self.shards]
         self.starts = np.cumsum([0, *self.shard_sizes]).tolist()
         self.cache = cache
-        self._fix = f"re-run `twins pack {manifest.get('source', 'SRC')} {self.shown}`"
+        self.indexed = bool(manifest.get("indexed"))  # shards someone else wrote
+        self._fix = f"re-run `{repack_command(manifest, self.shown)}`"
         self.samples = manifest["splits"][split].get("samples")
         indexes = _read_indexes(url, self.shards, self._fix)
         self._check(indexes)
@@ -147,6 +148,8 @@ class ShardDataset(CountedReads, Dataset):
         name = self.shards[shard]["name"]
         members = packed.read_json(storage.join(self.url, packed.index_name(name)))["members"]
         key, extension, *_, source = members[index - self.starts[shard]]
+        if self.indexed:
+            return f"{storage.join(self.shown, name)}:{key}{extension}"
         return f"{storage.join(self.shown, name)}:{key}{extension} (packed from {source})"
 
     def _shard_path(self, shard: int) -> Path:
@@ -181,7 +184,10 @@ class ShardDataset(CountedReads, Dataset):
             if last is not None and last[2] + last[3] > shard["bytes"]:
                 raise TwinsError(f"the index of shard {name} points past its end; {self._fix}")
             for key, _, _, _, target, source in index["members"]:
-                folder = source.split("/", 1)[0]
+                if self.indexed:  # the class is the label member's, checked when indexed
+                    folder = self.classes[target] if 0 <= target < len(self.classes) else None
+                else:
+                    folder = source.split("/", 1)[0]
                 if not 0 <= target < len(self.classes) or self.classes[target] != folder:
                     raise TwinsError(
                         f"{key} of shard {name} in {self.shown} has class {target}, but was "
@@ -247,7 +253,7 @@ def _cache(
         folder=folder,
         limit=limit,
         block=block,
-        repack=f"twins pack {manifest.get('source', 'SRC')} {shown}",
+        repack=repack_command(manifest, shown),
     )
 
 
@@ -259,7 +265,7 @@ def verify_packed(url: str) -> int:
         storage.check_access(url)  # within seconds, the specific line for the store's problem
     manifest = packed.read_manifest(url)
     shown = storage.display(url)
-    repack = f"`twins pack {manifest.get('source', 'SRC')} {shown}`"
+    repack = f"`{repack_command(manifest, shown)}`"
     count = 0
     for split in manifest["splits"]:
         ShardDataset(url, split, manifest=manifest)  # indexes, their hashes, sizes, classes
@@ -279,39 +285,65 @@ def verify_packed(url: str) -> int:
                         f"shard {name} of {shown} does not match its sha256 in the manifest: "
                         f"it was altered or damaged; {fix}"
                     )
-                _check_members(path, index["members"], f"shard {name} of {shown}", repack)
+                _check_members(
+                    path,
+                    index["members"],
+                    f"shard {name} of {shown}",
+                    repack,
+                    manifest["classes"] if manifest.get("indexed") else None,
+                )
             count += 1
     return count
 
 
-def _check_members(path: Path, members: list[list[Any]], shown: str, repack: str) -> None:
-    """The tar at `path` holds exactly the members its index lists: each image where the
-    index says, and each class member saying the index's class."""
+def _check_members(
+    path: Path,
+    members: list[list[Any]],
+    shown: str,
+    repack: str,
+    classes: list[str] | None = None,
+) -> None:
+    """The tar at `path` holds the members its index lists: each image where the index says,
+    and each class member saying the index's class; exactly those for a shard `twins pack`
+    wrote. `classes`: those of an indexed set, whose label members (the last column) may give
+    a class by name, and whose tars may hold other members."""
     import tarfile
 
     with tarfile.open(path) as tar:
         found = {info.name: info for info in tar}
         expected = set()
-        for key, extension, offset, size, target, _ in members:
-            image, label = found.get(key + extension), found.get(key + ".cls")
-            expected.update({key + extension, key + ".cls"})
+        for key, extension, offset, size, target, source in members:
+            label_name = source if classes is not None else key + ".cls"
+            image, label = found.get(key + extension), found.get(label_name)
+            expected.update({key + extension, label_name})
             if image is None or label is None or (image.offset_data, image.size) != (offset, size):
                 raise TwinsError(
                     f"the index of {shown} does not match the tar's members at {key}: the index "
                     f"was edited or belongs to another shard; re-run {repack}"
                 )
             stored = tar.extractfile(label).read()  # type: ignore[union-attr]
-            if stored != str(target).encode():
+            says = {str(target).encode()}
+            if classes is not None:
+                stored = stored.strip()
+                says.add(classes[target].encode())
+            if stored not in says:
                 raise TwinsError(
                     f"the index of {shown} gives {key} class {target}, the tar's {key}.cls "
                     f"says {stored.decode(errors='replace')}: the index was edited; re-run "
                     f"{repack}"
                 )
-        if set(found) != expected:
+        if classes is None and set(found) != expected:
             extra = sorted(set(found) - expected)[0]
             raise TwinsError(
                 f"{shown} holds {extra}, which its index does not list: re-run {repack}"
             )
+
+
+def repack_command(manifest: dict[str, Any], shown: str) -> str:
+    """The command that writes the packed set at `shown` (whose manifest is `manifest`) anew."""
+    if manifest.get("indexed"):
+        return f"twins pack --index-only {shown}"
+    return f"twins pack {manifest.get('source', 'SRC')} {shown}"
 
 
 def _read_indexes(url: str, shards: list[dict[str, Any]], fix: str) -> list[dict[str, Any]]:
@@ -329,12 +361,12 @@ def _read_indexes(url: str, shards: list[dict[str, Any]], fix: str) -> list[dict
             return json.loads(text)
         except FileNotFoundError as error:
             raise TwinsError(
-                f"the index {location} of shard {shard['name']} is missing: re-run `twins pack`"
+                f"the index {location} of shard {shard['name']} is missing; {fix}"
             ) from error
         except TwinsError:  # storage's line (credentials, bucket, endpoint): a ValueError too
             raise
         except ValueError as error:
-            raise TwinsError(f"the index {location} is not JSON: re-run `twins pack`") from error
+            raise TwinsError(f"the index {location} is not JSON; {fix}") from error
 
     return in_threads(read, shards) if storage.is_remote(url) else [read(s) for s in shards]
 
