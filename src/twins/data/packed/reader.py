@@ -75,6 +75,9 @@ class ShardDataset(CountedReads, Dataset):
         self.starts = np.cumsum([0, *self.shard_sizes]).tolist()
         self.cache = cache
         self.indexed = bool(manifest.get("indexed"))  # shards someone else wrote
+        # Packed from class folders (not indexed, nor from a Parquet set): each sample's class
+        # is the folder it was packed from.
+        self.class_folders = not self.indexed and manifest.get("source_format") != "parquet"
         self._fix = f"re-run `{repack_command(manifest, self.shown)}`"
         self.samples = manifest["splits"][split].get("samples")
         indexes = _read_indexes(url, self.shards, self._fix)
@@ -184,7 +187,7 @@ class ShardDataset(CountedReads, Dataset):
             if last is not None and last[2] + last[3] > shard["bytes"]:
                 raise TwinsError(f"the index of shard {name} points past its end; {self._fix}")
             for key, _, _, _, target, source in index["members"]:
-                if self.indexed:  # the class is the label member's, checked when indexed
+                if not self.class_folders:  # the class is the label's, checked when packed
                     folder = self.classes[target] if 0 <= target < len(self.classes) else None
                 else:
                     folder = source.split("/", 1)[0]
