@@ -13,6 +13,7 @@ from factories import make_config
 from hub_parquet import imagefolder_to_parquet, write_parquet_file
 from twins.data.folder import SafeImageFolder
 from twins.data.parquet.reader import ParquetDataset, open_parquet
+from twins.tasks import evaluate_checkpoint, fit
 from twins.tasks.classify.data import build_datasets
 
 
@@ -69,3 +70,13 @@ def test_the_classifier_reads_a_parquet_data_url(parquet_set):
     assert isinstance(train, ParquetDataset) and isinstance(val, ParquetDataset)
     assert (len(train), len(val), classes) == (64, 14, [f"class_{i}" for i in range(4)])
     assert train.transform is not None and val.transform is not None
+
+
+def test_eval_on_the_parquet_set_gives_the_folder_s_numbers(imagefolder, parquet_set, tmp_path):
+    fit(make_config(data_url=str(parquet_set), train_url=str(tmp_path / "run"), epochs=1))
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    on_folder = evaluate_checkpoint(make_config(data_url=str(imagefolder)), best)
+    on_parquet = evaluate_checkpoint(make_config(data_url=str(parquet_set)), best)
+    assert on_parquet["images"] == on_folder["images"] == 14
+    assert on_parquet["top1"] == on_folder["top1"]
+    assert on_parquet["loss"] == pytest.approx(on_folder["loss"], rel=1e-6)
