@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import twins.data.parquet.reader
 from factories import EVERY_RANDOM_DRAW
 from hub_parquet import imagefolder_to_parquet
 from killed_runs import fit_killed_at_step
@@ -16,12 +17,17 @@ from twins.tasks import fit
 from twins.tasks.classify.data import build_datasets
 from twins.train.resume import load_checkpoint
 from twins.train.sample_seeds import SampleSeededDataset
-from twins.train.sampler import ShardBlockSampler, training_sampler
+from twins.train.sampler import RowGroupSampler, training_sampler
 
 # Every source of randomness on, 2 epochs of 8 steps, a checkpoint every 3 steps; the 64
-# training rows in 4 files, read 2 files at a time.
+# training rows in 4 files of 4 row groups, read 2 files at a time, in windows of 2 groups.
 RECIPE = EVERY_RANDOM_DRAW | {"cooldown_epochs": 0, "batch_size": 8, "save_every_steps": 3}
 RECIPE |= {"shuffle_block": 2}
+
+
+@pytest.fixture(autouse=True)
+def small_windows(monkeypatch):
+    monkeypatch.setattr(twins.data.parquet.reader, "GROUP_WINDOW", 8)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +39,10 @@ def parquet_set(imagefolder, tmp_path_factory) -> Path:
 
 def epoch_batches(config, epoch: int) -> list:
     train, _, _ = build_datasets(config)
+    assert train.group_window == 8
     samples = SampleSeededDataset(train, config.seed)
     sampler = training_sampler(samples, 0, 1, config.seed, config.shuffle_block)
-    assert isinstance(sampler, ShardBlockSampler) and sampler.shard_sizes == [16] * 4
+    assert isinstance(sampler, RowGroupSampler) and sampler.group_sizes == [[4] * 4] * 4
     loader = build_loader(samples, config, train=True, sampler=sampler)
     samples.set_epoch(epoch)
     loader.set_epoch(epoch)

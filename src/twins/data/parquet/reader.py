@@ -2,12 +2,13 @@
 any time, behind the same sample interface as class folders and packed shards.
 
 Samples are numbered file after file (sorted by name), row after row, and the files play the
-part of shards: the training order takes them in blocks of `shuffle_block` files, permuted
-among themselves (`twins.data.order`, through the sampler's `shard_sizes`), so the epoch order,
+part of shards: the training order takes them in blocks of `shuffle_block` files, and the row
+groups of each block in windows of `GROUP_WINDOW` rows, shuffled within each window
+(`twins.data.order.window_order`, through the sampler's `group_sizes`), so the epoch order,
 per-sample seeds, broken-image counts and exact resume are those of a packed set, whatever the
 number of processes and loader workers. Sample i is read from its row group (the `image`
-column's bytes only); each process keeps the row groups it read last (up to
-`ROW_GROUP_CACHE_BYTES`), since a row group is the least Parquet can read. A set behind a URL
+column's bytes only), the least Parquet can read; each process keeps the row groups it read
+last (up to `ROW_GROUP_CACHE_BYTES`: those of the windows it reads). A set behind a URL
 is read through the node cache of whole files (`twins.data.packed.cache`), fetched ahead in the
 epoch's file order.
 """
@@ -34,9 +35,12 @@ from twins.data.packed.cache import ShardCache, node_cache
 from twins.data.packed.window import CacheWindow
 from twins.data.parquet.layout import DATA, ParquetFileInfo, ParquetSet, read_layout
 
-# Row groups a process keeps decoded, in bytes: `datasets` writes image sets in row groups of
-# 100 rows, so this is a few dozen of them.
-ROW_GROUP_CACHE_BYTES = 256 << 20
+# Rows of the training order's windows (`twins.data.order.window_order`): the samples of a
+# window come from its row groups only. `datasets` writes image sets in row groups of 100 rows:
+# ten or so row groups, of some 10 MB each for ImageNet.
+GROUP_WINDOW = 1024
+# Row groups a process keeps read, in bytes: those of two windows, with room to spare.
+ROW_GROUP_CACHE_BYTES = 512 << 20
 # Parquet files a process keeps open at most (the least recently read are closed).
 OPEN_FILES = 64
 
@@ -68,7 +72,10 @@ class ParquetDataset(CountedReads, Dataset):
         self.file_bytes = [info.bytes for info in files]
         self.classes = list(classes)
         self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
-        self.shard_sizes = [sum(info.row_groups) for info in files]  # the sampler's blocks
+        # The training order's blocks of files and windows of row groups (the sampler's).
+        self.group_sizes = [list(info.row_groups) for info in files]
+        self.shard_sizes = [sum(info.row_groups) for info in files]
+        self.group_window = GROUP_WINDOW
         self.starts = np.cumsum([0, *self.shard_sizes]).tolist()
         self.group_starts = [np.cumsum([0, *info.row_groups]).tolist() for info in files]
         labels = [info.labels for info in files]
