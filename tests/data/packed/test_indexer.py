@@ -110,3 +110,17 @@ def test_shards_without_a_split_name_are_refused(imagefolder, tmp_path):
         sink.write({"__key__": "a", "png": b"x", "cls": 0})
     with pytest.raises(TwinsError, match=r"holds no train shards: name them \{prefix\}-train-NNNN"):
         index_shards(str(tmp_path / "x"))
+
+
+def test_verify_finds_a_tar_altered_in_place(timm_shards):
+    index_shards(str(timm_shards))
+    shard = timm_shards / "tiny-train-0002.tar"
+    data = bytearray(shard.read_bytes())
+    data[600] ^= 0xFF  # inside the first image: same size, other bytes
+    shard.write_bytes(bytes(data))
+    with pytest.raises(TwinsError) as raised:
+        verify_packed(str(timm_shards))
+    assert str(raised.value) == (
+        f"shard tiny-train-0002.tar of {timm_shards} does not match its sha256 in the manifest: "
+        f"it was altered or damaged; re-run `twins pack --index-only {timm_shards}`"
+    )

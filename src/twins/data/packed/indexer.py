@@ -68,9 +68,15 @@ def index_shards(source: str) -> IndexReport:
                 "or list them in _info.json",
                 argument="source",
             )
-    listed = {
-        split: [_list_shard(source, name) for name in shards] for split, shards in splits.items()
-    }
+
+    def listing(names: list[str]) -> list[_Shard]:
+        if storage.is_remote(source):  # downloaded to be read, a few at a time
+            from twins.data.packed.reader import in_threads
+
+            return in_threads(lambda name: _list_shard(source, name), names)
+        return [_list_shard(source, name) for name in names]
+
+    listed = {split: listing(shards) for split, shards in splits.items()}
     classes = _classes(source, [s for shards in listed.values() for s in shards])
     manifest_splits = {}
     for split, shards in listed.items():
