@@ -58,10 +58,11 @@ def node_cache(
     under: str = "",
     unit: str = "shards",
 ) -> ShardCache:
-    """The cache of the files (`unit`, as messages call them) `expected` (name -> bytes, sha256) at `url` (under `under`),
-    checked at start: `limit` must hold the 2 × `block` largest files being read and fetched,
-    and `folder` (default `default_cache_dir()`) must be writable. `identity` (a manifest, a
-    listing) names the data set's folder in the cache together with the URL."""
+    """The cache of the files `expected` (name -> bytes, sha256) at `url` (in its folder
+    `under`), checked at start: `limit` must hold the 2 × `block` largest files being read and
+    fetched, and `folder` (default `default_cache_dir()`) must be writable. `identity` (a
+    manifest, a listing) names the data set's folder in the cache together with the URL;
+    `unit` is what messages call the files."""
     largest = max((size for size, _ in expected.values()), default=0)
     needed = 2 * block * largest
     if limit < needed:

@@ -15,8 +15,9 @@ A packed data set is a folder (or an object-store prefix) holding, for each spli
   pack` keeps the shards that already hold it.
 - `manifest.json`, written last: `{"format": "twins-shards", "version", "classes", "source",
   "source_format" ("imagefolder", or "parquet": each member's source is then
-  `data/<file>:<row>`, and its class the row's label), "resize_short", "pack_seed", "splits": {split: {"samples", "shards": [{"name", "samples",
-  "bytes", "sha256", "index", "index_sha256"}]}}}`: the sha256 of each shard and of its index
+  `data/<file>:<row>`, and its class the row's label), "resize_short", "pack_seed",
+  "splits": {split: {"samples", "shards": [{"name", "samples", "bytes", "sha256", "index",
+  "index_sha256"}]}}}`: the sha256 of each shard and of its index
   file (packs written before `index_sha256` was recorded are read without that check), and
   each split's total of samples.
 - An indexed set (`twins pack --index-only`, `twins.data.packed.indexer`) is tar shards

@@ -202,7 +202,8 @@ def _read_tar(path: Path, name: str) -> _Shard:
                 key, extension = match.group(1), match.group(2)
                 members.setdefault(key, {})[extension] = info
                 if extension.lower() in LABEL_EXTENSIONS:
-                    labels[key] = tar.extractfile(info).read().decode(errors="replace").strip()  # type: ignore[union-attr]
+                    data = tar.extractfile(info).read()  # type: ignore[union-attr]
+                    labels[key] = data.decode(errors="replace").strip()
     except tarfile.TarError as error:
         raise TwinsError(f"shard {name} is not a readable tar ({error}): replace it") from error
     samples, left_out = [], []

@@ -163,7 +163,7 @@ class ParquetDataset(CountedReads, Dataset):
         if entry is not None:
             self._open.move_to_end(number)
             return entry[1]
-        handle = open(self._path(number), "rb")  # noqa: SIM115 - kept open, closed in _close_all_but
+        handle = open(self._path(number), "rb")  # noqa: SIM115 - kept open, closed when let go
         self._open[number] = (handle, pq.ParquetFile(handle))
         while len(self._open) > OPEN_FILES:
             self._open.popitem(last=False)[1][0].close()
