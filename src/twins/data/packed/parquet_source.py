@@ -83,27 +83,27 @@ def plan_parquet(
 
 
 class RowReader:
-    """The image bytes (and file name) of rows of the Parquet set at `url`, keeping the last
-    row group read: a shard's members come from a few whole row groups."""
+    """The image bytes (and file name) of rows of the Parquet set at `url`, for one shard: the
+    row groups it reads are kept (a shard's members are its row groups' rows, permuted, so
+    about `--shard-size` bytes) and each is read once."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._files: dict[str, Any] = {}
-        self._group: tuple[tuple[str, int], Any] | None = None
+        self._groups: dict[tuple[str, int], Any] = {}
 
     def read(self, name: str, group: int, row: int) -> tuple[bytes | None, str | None]:
         from twins.data.parquet.layout import open_parquet_file
 
-        if self._group is None or self._group[0] != (name, group):
+        images = self._groups.get((name, group))
+        if images is None:
             if name not in self._files:
                 location = storage.join(self.url, DATA, name)
                 self._files[name] = open_parquet_file(location, storage.size(location))
             table = self._files[name].read_row_group(group, columns=["image"])
-            self._group = ((name, group), table.column("image").combine_chunks())
-        images = self._group[1]
-        path = (
-            images.field("path")[row].as_py() if images.type.get_field_index("path") >= 0 else None
-        )
+            images = self._groups[(name, group)] = table.column("image").combine_chunks()
+        has_path = images.type.get_field_index("path") >= 0
+        path = images.field("path")[row].as_py() if has_path else None
         return images.field("bytes")[row].as_py(), path
 
 
