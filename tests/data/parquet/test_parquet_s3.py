@@ -10,6 +10,7 @@ import torch
 
 from hub_parquet import imagefolder_to_parquet
 from twins import storage
+from twins.data.packed.writer import pack
 from twins.data.parquet.reader import ParquetDataset
 from twins.errors import TwinsError
 from twins.tasks import fit
@@ -69,3 +70,14 @@ def test_a_cache_too_small_for_two_blocks_of_files_is_refused(
         TwinsError, match=r"cache_size 1KB cannot hold the 2 × shuffle_block \(1\) files"
     ):
         build_datasets(config)
+
+
+def test_packed_from_a_bucket_as_from_a_folder(parquet_set, bucket, tmp_path):
+    upload(parquet_set, bucket)
+    pack(bucket, str(tmp_path / "from-bucket"), shard_size=20_000, workers=1)
+    pack(str(parquet_set), str(tmp_path / "from-folder"), shard_size=20_000, workers=1)
+    tars = sorted(p.name for p in (tmp_path / "from-folder").glob("*.tar"))
+    assert tars and tars == sorted(p.name for p in (tmp_path / "from-bucket").glob("*.tar"))
+    for name in tars:
+        a = (tmp_path / "from-bucket" / name).read_bytes()
+        assert a == (tmp_path / "from-folder" / name).read_bytes()
