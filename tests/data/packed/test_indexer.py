@@ -124,3 +124,14 @@ def test_verify_finds_a_tar_altered_in_place(timm_shards):
         f"shard tiny-train-0002.tar of {timm_shards} does not match its sha256 in the manifest: "
         f"it was altered or damaged; re-run `twins pack --index-only {timm_shards}`"
     )
+
+
+def test_a_label_outside_the_classes_is_refused_before_anything_is_written(timm_shards):
+    (timm_shards / "classes.json").write_text(json.dumps(["a", "b", "c"]))  # class 3 has no name
+    with pytest.raises(TwinsError) as raised:
+        index_shards(str(timm_shards))
+    assert str(raised.value).startswith(
+        "class_3_0.png of shard tiny-train-0004.tar has the label '3', not one of the 3 classes: "
+        "fix its class_3_0.cls, or name every class in classes.json"
+    )
+    assert not list(timm_shards.glob("*.idx.json")) and not (timm_shards / "manifest.json").exists()

@@ -78,11 +78,14 @@ def index_shards(source: str) -> IndexReport:
 
     listed = {split: listing(shards) for split, shards in splits.items()}
     classes = _classes(source, [s for shards in listed.values() for s in shards])
+    # Every index made (and every label checked) before one is written; an earlier manifest
+    # goes first, so none vouches for a mix of old and new indexes if this run stops midway.
+    indexes = {split: [(s, _index(s, classes)) for s in shards] for split, shards in listed.items()}
+    storage.remove(storage.join(source, packed.MANIFEST))
     manifest_splits = {}
-    for split, shards in listed.items():
+    for split, pairs in indexes.items():
         records = []
-        for shard in shards:
-            index = _index(shard, classes)
+        for shard, index in pairs:
             text = packed.json_bytes(index)
             storage.write_bytes(storage.join(source, packed.index_name(shard.name)), text)
             records.append(
