@@ -8,7 +8,8 @@ b images on each of w processes, exactly the places 0 .. k·b·w − 1 are done,
 started again sees the rest of the order the unbroken run saw.
 
 A packed data set is read in blocks of shards (`ShardBlockSampler`, `twins.data.order`): the
-same dealing and resume, over an order that needs only a few shards at a time.
+same dealing and resume, over an order that needs only a few shards at a time; a Parquet set
+in windows of row groups within such blocks (`RowGroupSampler`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator, Sized
 import torch
 from torch.utils.data import Sampler
 
-from twins.data.order import block_order
+from twins.data.order import block_order, window_order
 from twins.seeds import derive_seed
 
 
@@ -74,12 +75,38 @@ class ShardBlockSampler(ResumableSampler):
         return block_order(self.shard_sizes, self.seed, self.epoch, self.block)
 
 
+class RowGroupSampler(ShardBlockSampler):
+    """`ShardBlockSampler` over a Parquet set: its files (of `group_sizes` rows per row group)
+    in blocks of `block`, the row groups of each block in windows of `window` rows, shuffled
+    within each window."""
+
+    def __init__(
+        self,
+        group_sizes: list[list[int]],
+        block: int,
+        window: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__([sum(g) for g in group_sizes], block, rank, world_size, seed)
+        self.group_sizes, self.window = [list(g) for g in group_sizes], window
+
+    def order(self) -> list[int]:
+        return window_order(self.group_sizes, self.seed, self.epoch, self.block, self.window)
+
+
 def training_sampler(
     dataset: Sized, rank: int, world_size: int, seed: int, block: int
 ) -> ResumableSampler:
     """The training order of `dataset`: by blocks of shards for a packed data set (it has
-    `shard_sizes`), a full shuffle otherwise."""
-    sizes = getattr(getattr(dataset, "dataset", dataset), "shard_sizes", None)
+    `shard_sizes`), and windows of row groups within them for a Parquet set (`group_sizes`,
+    `group_window`), a full shuffle otherwise."""
+    inner = getattr(dataset, "dataset", dataset)
+    groups = getattr(inner, "group_sizes", None)
+    if groups is not None:
+        return RowGroupSampler(groups, block, inner.group_window, rank, world_size, seed)
+    sizes = getattr(inner, "shard_sizes", None)
     if sizes is not None:
         return ShardBlockSampler(sizes, block, rank, world_size, seed)
     return ResumableSampler(dataset, rank, world_size, seed)

@@ -1,4 +1,5 @@
-"""A node's local cache of whole shards of packed data sets read from object storage.
+"""A node's local cache of whole shards of packed data sets (and whole files of Parquet sets)
+read from object storage.
 
 Shards are downloaded whole into `folder/shards/<data set>/` (the data set named by a hash of its URL
 and manifest), to a temporary name, checked against the manifest's sha256, then renamed: a
@@ -6,7 +7,8 @@ partial or altered file is never read. A run checks the sha256 of a shard it fin
 first time it uses it, and fetches a copy damaged in the cache again. Every process of a node
 (ranks × loader workers) may share the folder: a lock file per shard (`fcntl.flock`) makes one
 process download it while the others wait, and a process holds a shared lock on each shard it
-is reading or about to read.
+is reading or about to read. A Parquet set has no manifest of hashes: its files are checked by
+their size only.
 The cache keeps the total size of its shards under `limit` bytes by removing the least recently
 used ones (by modification time, renewed at each use) that no process holds.
 
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import queue
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from twins import storage
@@ -42,6 +46,59 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TWINS_CACHE_DIR") or Path.home() / ".cache" / "twins")
 
 
+def node_cache(
+    url: str,
+    expected: Mapping[str, tuple[int, str | None]],
+    *,
+    identity: bytes,
+    folder: str | Path | None,
+    limit: int,
+    block: int,
+    repack: str,
+    under: str = "",
+    unit: str = "shards",
+) -> ShardCache:
+    """The cache of the files `expected` (name -> bytes, sha256) at `url` (in its folder
+    `under`), checked at start: `limit` must hold the 2 × `block` largest files being read and
+    fetched, and `folder` (default `default_cache_dir()`) must be writable. `identity` (a
+    manifest, a listing) names the data set's folder in the cache together with the URL;
+    `unit` is what messages call the files."""
+    largest = max((size for size, _ in expected.values()), default=0)
+    needed = 2 * block * largest
+    if limit < needed:
+        raise TwinsError(
+            f"cache_size {format_size(limit)} cannot hold the 2 × shuffle_block ({block}) "
+            f"{unit} of up to {format_size(largest)} being read and fetched: raise cache_size "
+            f"to at least {format_size(needed, round_up=True)} or lower shuffle_block",
+            argument="cache_size",
+        )
+    name = hashlib.sha256(url.encode() + b"\0" + identity).hexdigest()[:16]
+    folder = _writable_cache_dir(Path(folder or default_cache_dir()).expanduser(), url, unit)
+
+    def download(file: str, path: Path) -> None:
+        storage.get_file(storage.join(url, under, file) if under else storage.join(url, file), path)
+
+    shown = storage.display(url)
+    return ShardCache(folder, name, limit, download, dict(expected), source=shown, repack=repack)
+
+
+def _writable_cache_dir(folder: Path, url: str, unit: str) -> Path:
+    """`folder`, checked at start: a cache_dir the loader workers cannot write would stop the
+    run at its first file."""
+    try:
+        (folder / "shards").mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder / "shards", prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise TwinsError(
+            f"cache_dir {folder} cannot be written ({error.strerror or error}): the {unit} of "
+            f"{storage.display(url)} are cached there; set cache_dir (or TWINS_CACHE_DIR) to a "
+            "writable folder with room for cache_size",
+            argument="cache_dir",
+        ) from error
+    return folder
+
+
 class ShardCache:
     """Whole shards of one data set at `folder / name`, fetched with `download(name, path)`,
     within `limit` bytes for all data sets in `folder`."""
@@ -52,7 +109,7 @@ class ShardCache:
         dataset: str,
         limit: int,
         download: Callable[[str, Path], None],
-        expected: dict[str, tuple[int, str]],
+        expected: dict[str, tuple[int, str | None]],
         *,
         source: str = ".",
         repack: str = "twins pack",
@@ -61,7 +118,9 @@ class ShardCache:
         self.folder = self.root / dataset
         self.limit = limit
         self.download = download
-        self.expected = expected  # shard name -> (bytes, sha256)
+        # shard name -> (bytes, sha256); a sha256 of None: checked by size only (a data set
+        # without a manifest of hashes, such as a Parquet set)
+        self.expected = expected
         self.source, self.repack = source, repack  # for messages: the data's URL, its pack
         # This run's mark on the shards it has checked (`_usable`); its forked or spawned
         # loader workers carry the same.
@@ -190,7 +249,8 @@ class ShardCache:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if self.session in _marks(fd):
                 return True
-            if file_sha256(self.folder / name) != self.expected[name][1]:
+            sha256 = self.expected[name][1]
+            if sha256 is not None and file_sha256(self.folder / name) != sha256:
                 logger.warning(
                     "shard %s in the cache %s was damaged there (its sha256 is not the "
                     "manifest's; the data at %s is not at fault): fetching it again",
@@ -214,7 +274,7 @@ class ShardCache:
         partial = self.folder / f".{name}.{os.getpid()}.download"
         try:
             self.download(name, partial)
-            if file_sha256(partial) != sha256:
+            if sha256 is not None and file_sha256(partial) != sha256:
                 # A rerun of the pack keeps an object of the right size: it has to go first.
                 raise TwinsError(
                     f"shard {name} of {self.source} as downloaded does not match its sha256 in "
@@ -245,7 +305,7 @@ class ShardCache:
             fcntl.flock(fd, fcntl.LOCK_EX)
             total = sum(_reservations(self.root))
             stats = []
-            for path in self.root.glob("*/*.tar"):
+            for path in _cached_files(self.root):
                 with contextlib.suppress(OSError):
                     info = path.stat()
                     stats.append((info.st_mtime_ns, info.st_size, path))
@@ -284,6 +344,12 @@ class ShardCache:
             return False
         said.write_text("\n".join([*runs[-31:], self.session]) + "\n")  # the last runs only
         return True
+
+
+def _cached_files(root: Path) -> list[Path]:
+    """The whole files in the cache at `root`, of every data set (temporary files, locks and
+    marks start with a dot or end in their suffix)."""
+    return [*root.glob("*/*.tar"), *root.glob("*/*.parquet")]
 
 
 def _reservations(root: Path) -> list[int]:

@@ -14,10 +14,16 @@ A packed data set is a folder (or an object-store prefix) holding, for each spli
   source folder). `inputs` fingerprints what the shard was made from, so a second `twins
   pack` keeps the shards that already hold it.
 - `manifest.json`, written last: `{"format": "twins-shards", "version", "classes", "source",
-  "resize_short", "pack_seed", "splits": {split: {"samples", "shards": [{"name", "samples",
-  "bytes", "sha256", "index", "index_sha256"}]}}}`: the sha256 of each shard and of its index
+  "source_format" ("imagefolder", or "parquet": each member's source is then
+  `data/<file>:<row>`, and its class the row's label), "resize_short", "pack_seed",
+  "splits": {split: {"samples", "shards": [{"name", "samples", "bytes", "sha256", "index",
+  "index_sha256"}]}}}`: the sha256 of each shard and of its index
   file (packs written before `index_sha256` was recorded are read without that check), and
   each split's total of samples.
+- An indexed set (`twins pack --index-only`, `twins.data.packed.indexer`) is tar shards
+  someone else wrote, under their own names, with our index beside each and a manifest marked
+  `"indexed": true`; each member's last column is then the label member the class was read
+  from (`<key>.cls` or `<key>.txt`), and `left_out` names the samples without an image or label.
 - `_info.json`: the same splits as timm's `wds/` reader expects them (`name`, `num_samples`,
   `filenames`, `shard_lengths`), so `timm.data.create_dataset("wds/twins", root=OUT,
   split="train")` reads the shards too.
@@ -148,6 +154,12 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def is_safe_name(name: str) -> bool:
+    """A file name that stays inside the data set's folder and a node's cache: no `/`, no
+    `..`, no leading dot (the cache's own files start with one)."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
 def check_names(manifest: dict[str, Any], shown: str) -> None:
     """Refuse, in one line, a manifest whose splits or files are not named as `twins pack`
     names them: the names become paths in the output and in a node's cache (an absolute name
@@ -156,6 +168,9 @@ def check_names(manifest: dict[str, Any], shown: str) -> None:
     splits = manifest.get("splits")
     if not isinstance(splits, dict):
         raise TwinsError(f"{shown} lists no splits: re-run `twins pack`")
+    if manifest.get("indexed"):
+        _check_indexed_names(splits, shown)
+        return
     for split, value in splits.items():
         if split not in SPLITS:
             raise TwinsError(
@@ -178,6 +193,29 @@ def check_names(manifest: dict[str, Any], shown: str) -> None:
                 raise TwinsError(
                     f"{shown} names the index of shard {name} {shard['index']!r}, not "
                     f"{index_name(name)}: re-run `twins pack`"
+                )
+
+
+def _check_indexed_names(splits: dict[str, Any], shown: str) -> None:
+    """The names of an indexed set (`twins pack --index-only`): its shards keep the names they
+    were given, but each must stay inside the folder, with its index beside it."""
+    for split, value in splits.items():
+        if split not in SPLITS:
+            raise TwinsError(
+                f"{shown} names a split {split!r}: `twins pack --index-only` writes "
+                f"{' and '.join(SPLITS)} only; re-run it"
+            )
+        for shard in value.get("shards", ()):
+            name = shard.get("name")
+            if not isinstance(name, str) or not is_safe_name(name) or not name.endswith(".tar"):
+                raise TwinsError(
+                    f"{shown} names shard {name!r} in split {split}, not a tar file beside it "
+                    "(no / or leading dot): re-run `twins pack --index-only`"
+                )
+            if shard.get("index", index_name(name)) != index_name(name):
+                raise TwinsError(
+                    f"{shown} names the index of shard {name} {shard['index']!r}, not "
+                    f"{index_name(name)}: re-run `twins pack --index-only`"
                 )
 
 

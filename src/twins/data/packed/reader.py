@@ -34,9 +34,9 @@ from torch.utils.data import Dataset
 from twins import storage
 from twins.data.counted import CountedReads, ImageSample
 from twins.data.images import decode_rgb, decoder_for
-from twins.data.order import shard_sequence
 from twins.data.packed import format as packed
-from twins.data.packed.cache import ShardCache
+from twins.data.packed.cache import ShardCache, node_cache
+from twins.data.packed.window import CacheWindow
 from twins.errors import TwinsError
 
 # Shard files a process keeps open at most (the least recently read are closed): the shards of
@@ -74,16 +74,22 @@ class ShardDataset(CountedReads, Dataset):
         self.shard_sizes = [shard["samples"] for shard in self.shards]
         self.starts = np.cumsum([0, *self.shard_sizes]).tolist()
         self.cache = cache
-        self._fix = f"re-run `twins pack {manifest.get('source', 'SRC')} {self.shown}`"
+        self.indexed = bool(manifest.get("indexed"))  # shards someone else wrote
+        # Packed from class folders (not indexed, nor from a Parquet set): each sample's class
+        # is the folder it was packed from.
+        self.class_folders = not self.indexed and manifest.get("source_format") != "parquet"
+        self._fix = f"re-run `{repack_command(manifest, self.shown)}`"
         self.samples = manifest["splits"][split].get("samples")
         indexes = _read_indexes(url, self.shards, self._fix)
         self._check(indexes)
         self.offsets = np.concatenate([_column(i, 2) for i in indexes]).astype(np.int64)
         self.sizes = np.concatenate([_column(i, 3) for i in indexes]).astype(np.int64)
         self.targets = np.concatenate([_column(i, 4) for i in indexes]).astype(np.int64)
-        self.seed, self.shuffle_block, self.shuffled = seed, max(1, shuffle_block), shuffled
+        names = [shard["name"] for shard in self.shards]
+        self._window = (
+            None if cache is None else CacheWindow(names, cache, seed, shuffle_block, shuffled)
+        )
         self._pid, self._open, self._guard = -1, OrderedDict(), threading.Lock()
-        self.set_epoch(0)
         self.init_counts(len(self.offsets))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -99,11 +105,8 @@ class ShardDataset(CountedReads, Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """The shard order of `epoch`, which the cache fetches ahead in."""
-        count = len(self.shards)
-        order = shard_sequence(count, self.seed, epoch) if self.shuffled else list(range(count))
-        self._sequence = order
-        self._place = {shard: place for place, shard in enumerate(order)}
-        self._block = -1  # the block of the order being read (in this process)
+        if self._window is not None:
+            self._window.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> ImageSample | None:
         shard = bisect.bisect_right(self.starts, index) - 1
@@ -119,9 +122,11 @@ class ShardDataset(CountedReads, Dataset):
         with self._guard:
             if self._pid != os.getpid():
                 # The parent's descriptors stay open there; its place in the order is its own.
-                self._pid, self._open, self._block = os.getpid(), OrderedDict(), -1
-            if self.cache is not None:
-                self._follow_order(shard)
+                self._pid, self._open = os.getpid(), OrderedDict()
+                if self._window is not None:
+                    self._window.reset()
+            if self._window is not None and (keep := self._window.enter(shard)) is not None:
+                self._close_all_but(keep)
             fd = self._open.get(shard)
             if fd is None:
                 fd = os.open(self._shard_path(shard), os.O_RDONLY)
@@ -146,23 +151,9 @@ class ShardDataset(CountedReads, Dataset):
         name = self.shards[shard]["name"]
         members = packed.read_json(storage.join(self.url, packed.index_name(name)))["members"]
         key, extension, *_, source = members[index - self.starts[shard]]
+        if self.indexed:
+            return f"{storage.join(self.shown, name)}:{key}{extension}"
         return f"{storage.join(self.shown, name)}:{key}{extension} (packed from {source})"
-
-    def _follow_order(self, shard: int) -> None:
-        """On the first read of a new block of the epoch's order: hold it and the next in the
-        cache (fetching them ahead), and let go of the rest, files open here included (a
-        released shard may be evicted; an open file would keep its disk space taken)."""
-        assert self.cache is not None
-        block = self._place[shard] // self.shuffle_block
-        if block == self._block:
-            return
-        self._block = block
-        first = block * self.shuffle_block
-        ahead = self._sequence[first : first + 2 * self.shuffle_block]
-        self._close_all_but({shard, *ahead})
-        name, names = self.shards[shard]["name"], [self.shards[s]["name"] for s in ahead]
-        self.cache.release_all_but({*names, name})
-        self.cache.prefetch([n for n in names if n != name])
 
     def _shard_path(self, shard: int) -> Path:
         name = self.shards[shard]["name"]
@@ -196,7 +187,10 @@ class ShardDataset(CountedReads, Dataset):
             if last is not None and last[2] + last[3] > shard["bytes"]:
                 raise TwinsError(f"the index of shard {name} points past its end; {self._fix}")
             for key, _, _, _, target, source in index["members"]:
-                folder = source.split("/", 1)[0]
+                if not self.class_folders:  # the class is the label's, checked when packed
+                    folder = self.classes[target] if 0 <= target < len(self.classes) else None
+                else:
+                    folder = source.split("/", 1)[0]
                 if not 0 <= target < len(self.classes) or self.classes[target] != folder:
                     raise TwinsError(
                         f"{key} of shard {name} in {self.shown} has class {target}, but was "
@@ -204,7 +198,7 @@ class ShardDataset(CountedReads, Dataset):
                         f"classes were edited; {self._fix}"
                     )
         if storage.is_remote(self.url):
-            sizes = _in_threads(
+            sizes = in_threads(
                 lambda s: _size_or_none(storage.join(self.url, s["name"])), self.shards
             )
         else:
@@ -253,54 +247,17 @@ def open_packed(
 def _cache(
     url: str, manifest: dict[str, Any], folder: str | Path | None, limit: int, block: int
 ) -> ShardCache:
-    from twins.data.packed.cache import default_cache_dir
-    from twins.sizes import format_size
-
     shards = [s for split in manifest["splits"].values() for s in split["shards"]]
-    largest = max((s["bytes"] for s in shards), default=0)
-    needed = 2 * block * largest
-    if limit < needed:
-        raise TwinsError(
-            f"cache_size {format_size(limit)} cannot hold the 2 × shuffle_block ({block}) "
-            f"shards of up to {format_size(largest)} being read and fetched: raise cache_size "
-            f"to at least {format_size(needed, round_up=True)} or lower shuffle_block",
-            argument="cache_size",
-        )
-    text = storage.read_bytes(storage.join(url, packed.MANIFEST))
-    name = hashlib.sha256(url.encode() + b"\0" + text).hexdigest()[:16]
-    folder = _writable_cache_dir(Path(folder or default_cache_dir()).expanduser(), url)
-
-    def download(shard: str, path: Path) -> None:
-        storage.get_file(storage.join(url, shard), path)
-
-    expected = {s["name"]: (s["bytes"], s["sha256"]) for s in shards}
     shown = storage.display(url)
-    return ShardCache(
-        folder,
-        name,
-        limit,
-        download,
-        expected,
-        source=shown,
-        repack=f"twins pack {manifest.get('source', 'SRC')} {shown}",
+    return node_cache(
+        url,
+        {s["name"]: (s["bytes"], s["sha256"]) for s in shards},
+        identity=storage.read_bytes(storage.join(url, packed.MANIFEST)),
+        folder=folder,
+        limit=limit,
+        block=block,
+        repack=repack_command(manifest, shown),
     )
-
-
-def _writable_cache_dir(folder: Path, url: str) -> Path:
-    """`folder`, checked at start: a cache_dir the loader workers cannot write would stop the
-    run at its first shard."""
-    try:
-        (folder / "shards").mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder / "shards", prefix=".write-check-"):
-            pass
-    except OSError as error:
-        raise TwinsError(
-            f"cache_dir {folder} cannot be written ({error.strerror or error}): the shards of "
-            f"{storage.display(url)} are cached there; set cache_dir (or TWINS_CACHE_DIR) to a "
-            "writable folder with room for cache_size",
-            argument="cache_dir",
-        ) from error
-    return folder
 
 
 def verify_packed(url: str) -> int:
@@ -311,7 +268,7 @@ def verify_packed(url: str) -> int:
         storage.check_access(url)  # within seconds, the specific line for the store's problem
     manifest = packed.read_manifest(url)
     shown = storage.display(url)
-    repack = f"`twins pack {manifest.get('source', 'SRC')} {shown}`"
+    repack = f"`{repack_command(manifest, shown)}`"
     count = 0
     for split in manifest["splits"]:
         ShardDataset(url, split, manifest=manifest)  # indexes, their hashes, sizes, classes
@@ -331,39 +288,65 @@ def verify_packed(url: str) -> int:
                         f"shard {name} of {shown} does not match its sha256 in the manifest: "
                         f"it was altered or damaged; {fix}"
                     )
-                _check_members(path, index["members"], f"shard {name} of {shown}", repack)
+                _check_members(
+                    path,
+                    index["members"],
+                    f"shard {name} of {shown}",
+                    repack,
+                    manifest["classes"] if manifest.get("indexed") else None,
+                )
             count += 1
     return count
 
 
-def _check_members(path: Path, members: list[list[Any]], shown: str, repack: str) -> None:
-    """The tar at `path` holds exactly the members its index lists: each image where the
-    index says, and each class member saying the index's class."""
+def _check_members(
+    path: Path,
+    members: list[list[Any]],
+    shown: str,
+    repack: str,
+    classes: list[str] | None = None,
+) -> None:
+    """The tar at `path` holds the members its index lists: each image where the index says,
+    and each class member saying the index's class; exactly those for a shard `twins pack`
+    wrote. `classes`: those of an indexed set, whose label members (the last column) may give
+    a class by name, and whose tars may hold other members."""
     import tarfile
 
     with tarfile.open(path) as tar:
         found = {info.name: info for info in tar}
         expected = set()
-        for key, extension, offset, size, target, _ in members:
-            image, label = found.get(key + extension), found.get(key + ".cls")
-            expected.update({key + extension, key + ".cls"})
+        for key, extension, offset, size, target, source in members:
+            label_name = source if classes is not None else key + ".cls"
+            image, label = found.get(key + extension), found.get(label_name)
+            expected.update({key + extension, label_name})
             if image is None or label is None or (image.offset_data, image.size) != (offset, size):
                 raise TwinsError(
                     f"the index of {shown} does not match the tar's members at {key}: the index "
                     f"was edited or belongs to another shard; re-run {repack}"
                 )
             stored = tar.extractfile(label).read()  # type: ignore[union-attr]
-            if stored != str(target).encode():
+            says = {str(target).encode()}
+            if classes is not None:
+                stored = stored.strip()
+                says.add(classes[target].encode())
+            if stored not in says:
                 raise TwinsError(
                     f"the index of {shown} gives {key} class {target}, the tar's {key}.cls "
                     f"says {stored.decode(errors='replace')}: the index was edited; re-run "
                     f"{repack}"
                 )
-        if set(found) != expected:
+        if classes is None and set(found) != expected:
             extra = sorted(set(found) - expected)[0]
             raise TwinsError(
                 f"{shown} holds {extra}, which its index does not list: re-run {repack}"
             )
+
+
+def repack_command(manifest: dict[str, Any], shown: str) -> str:
+    """The command that writes the packed set at `shown` (whose manifest is `manifest`) anew."""
+    if manifest.get("indexed"):
+        return f"twins pack --index-only {shown}"
+    return f"twins pack {manifest.get('source', 'SRC')} {shown}"
 
 
 def _read_indexes(url: str, shards: list[dict[str, Any]], fix: str) -> list[dict[str, Any]]:
@@ -381,17 +364,18 @@ def _read_indexes(url: str, shards: list[dict[str, Any]], fix: str) -> list[dict
             return json.loads(text)
         except FileNotFoundError as error:
             raise TwinsError(
-                f"the index {location} of shard {shard['name']} is missing: re-run `twins pack`"
+                f"the index {location} of shard {shard['name']} is missing; {fix}"
             ) from error
         except TwinsError:  # storage's line (credentials, bucket, endpoint): a ValueError too
             raise
         except ValueError as error:
-            raise TwinsError(f"the index {location} is not JSON: re-run `twins pack`") from error
+            raise TwinsError(f"the index {location} is not JSON; {fix}") from error
 
-    return _in_threads(read, shards) if storage.is_remote(url) else [read(s) for s in shards]
+    return in_threads(read, shards) if storage.is_remote(url) else [read(s) for s in shards]
 
 
-def _in_threads(function: Any, items: list[Any]) -> list[Any]:
+def in_threads(function: Any, items: list[Any]) -> list[Any]:
+    """`function` over `items` in 16 threads (calls to a store wait on the network)."""
     with ThreadPoolExecutor(16) as pool:
         try:
             return list(pool.map(function, items))

@@ -36,6 +36,7 @@ import torch
 from twins import storage
 from twins.atomic import atomic_path, remove_temporaries
 from twins.data.packed import format as packed
+from twins.data.packed.parquet_source import RowReader, image_extension
 from twins.errors import TwinsError
 from twins.seeds import derive_seed
 
@@ -66,13 +67,22 @@ def pack(
     seed: int = 0,
     progress: bool = False,
 ) -> PackReport:
-    """Pack the ImageFolder `source` (with train/ and val/) into shards at `output` (a folder
-    or an object-store URL)."""
-    source = Path(source).expanduser()
-    _check_places(source, output)
+    """Pack the ImageFolder `source` (with train/ and val/), or the Parquet set in the Hub's
+    layout at `source` (a folder or URL), into shards at `output` (a folder or an
+    object-store URL)."""
+    from twins.data.parquet.layout import is_parquet_set
+
+    parquet = is_parquet_set(str(source))
+    source = str(source) if parquet else Path(source).expanduser()
+    _check_places(source, output, parquet)
     if not storage.is_remote(output):
         remove_temporaries(packed.local_path(output))  # of a pack killed while writing
-    classes, plans = _plan(source, shard_size, resize_short, seed)
+    if parquet:
+        from twins.data.packed.parquet_source import plan_parquet
+
+        classes, plans = plan_parquet(str(source), shard_size, seed, resize_short)
+    else:
+        classes, plans = _plan(Path(source), shard_size, resize_short, seed)
     tasks = [task for split in packed.SPLITS for task in plans[split]]
     recorded = _recorded_indexes(output)
     for task in tasks:
@@ -103,14 +113,14 @@ def pack(
         report.samples[split] = splits[split]["samples"]
     report.shards = len(records)
     report.bytes = sum(r["bytes"] for r in records.values())
-    packed.write_json(
-        storage.join(output, packed.TIMM_INFO), _timm_info(source.name or "twins", splits)
-    )
+    name = str(source).rstrip("/").rsplit("/", 1)[-1]
+    packed.write_json(storage.join(output, packed.TIMM_INFO), _timm_info(name or "twins", splits))
     manifest = {
         "format": packed.FORMAT,
         "version": packed.VERSION,
         "classes": classes,
         "source": str(source),
+        "source_format": "parquet" if parquet else "imagefolder",
         "resize_short": resize_short,
         "pack_seed": seed,
         "shard_size": shard_size,
@@ -120,13 +130,20 @@ def pack(
     return report
 
 
-def _check_places(source: Path, output: str) -> None:
+def _check_places(source: Path | str, output: str, parquet: bool = False) -> None:
+    """A `parquet` set may lie in a bucket; an ImageFolder is a local folder with train/ and
+    val/. OUT must not lie inside SRC."""
+    if parquet and storage.is_remote(str(source)):
+        if storage.is_remote(output):
+            storage.check_access(output, write=True)
+        return
+    source = Path(source)
     if storage.is_remote(str(source)):
         raise TwinsError(
             f"SRC {source} must be a local ImageFolder: download it first", argument="source"
         )
     missing = [split for split in packed.SPLITS if not (source / split).is_dir()]
-    if missing:
+    if missing and not parquet:
         raise TwinsError(
             f"{source} has no {' or '.join(f'{m}/' for m in missing)} folder: SRC must be an "
             f"ImageFolder with {source}/train/<class>/<image> and {source}/val/<class>/<image>",
@@ -256,6 +273,14 @@ def encode_image(path: str, resize_short: int | None) -> tuple[bytes, str]:
     data = Path(path).read_bytes()
     extension = Path(path).suffix.lower()
     extension = ".jpg" if extension == ".jpeg" else extension
+    return encode_data(data, extension, resize_short, path)
+
+
+def encode_data(
+    data: bytes, extension: str, resize_short: int | None, shown: str
+) -> tuple[bytes, str]:
+    """(bytes, extension) of the image member for an image file's `data` (named `shown` in a
+    warning): as they are, or with `resize_short` re-encoded as `encode_image` says."""
     if not resize_short:
         return data, extension
     from PIL import Image
@@ -265,7 +290,7 @@ def encode_image(path: str, resize_short: int | None) -> tuple[bytes, str]:
     try:
         image, _ = decode_rgb(data)
     except Exception as error:  # kept as it is: training skips and counts it, as from a folder
-        logger.warning("packing unreadable image %s as it is (%s)", path, error)
+        logger.warning("packing unreadable image %s as it is (%s)", shown, error)
         return data, extension
     short = min(image.size)
     if short > resize_short:
@@ -311,8 +336,14 @@ def _write_tar(path: Path, task: dict[str, Any]) -> dict[str, Any]:
             digest.update(data)
             written += len(data)
 
+        rows = RowReader(task["parquet"]) if task.get("parquet") else None
         for key, source, target, name in task["members"]:
-            image, extension = encode_image(source, task["resize_short"])
+            if rows is None:
+                image, extension = encode_image(source, task["resize_short"])
+            else:
+                data, path = rows.read(*source)
+                extension = image_extension(data, path)
+                image, extension = encode_data(data or b"", extension, task["resize_short"], name)
             put(packed.member_header(key + extension, len(image)))
             members.append([key, extension, written, len(image), target, name])
             put(image + packed.padding(len(image)))

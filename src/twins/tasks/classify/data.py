@@ -1,5 +1,6 @@
-"""The classifier's train and validation data: class folders (`twins.data.folder`) or a packed
-data set (`twins.data.packed`), with the seed's transforms.
+"""The classifier's train and validation data: class folders (`twins.data.folder`), a packed
+data set (`twins.data.packed`) or a Parquet set (`twins.data.parquet`), with the seed's
+transforms.
 
 Layout (the seed's, and ImageNet's): `data_url/train/<class>/<image>` and
 `data_url/val/<class>/<image>`, or a folder or bucket prefix holding a packed set's
@@ -17,6 +18,7 @@ from twins.data.folder import SafeImageFolder
 from twins.data.images import decoder_for
 from twins.data.packed import format as packed
 from twins.errors import TwinsError
+from twins.tasks.classify.parquet_data import is_parquet_data, open_parquet_data
 from twins.tasks.classify.train_transform import build_train_transform
 from twins.tasks.classify.transforms import build_eval_transform
 
@@ -59,6 +61,8 @@ def is_packed_data(url: str) -> bool:
 def open_data(cfg: Any, transforms: dict[str, Any]) -> dict[str, Any]:
     """The splits named in `transforms` (split -> transform) of the data at `cfg.data_url`."""
     url = cfg.data_url
+    if is_parquet_data(url):
+        return open_parquet_data(cfg, transforms)
     if is_packed_data(url):
         from twins.data.packed.reader import open_packed
         from twins.sizes import parse_size

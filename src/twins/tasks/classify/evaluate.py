@@ -17,6 +17,7 @@ from twins.config import TrainConfig
 from twins.data.folder import SafeImageFolder
 from twins.errors import TwinsError
 from twins.tasks.classify.data import is_packed_data, open_data
+from twins.tasks.classify.parquet_data import is_parquet_data
 from twins.tasks.classify.transforms import build_eval_transform
 from twins.train.distributed import all_reduce_sum
 from twins.train.precision import Precision
@@ -79,7 +80,7 @@ def evaluate_models(
 
 
 def validation_set(config: TrainConfig, class_names: list[str] | None, num_classes: int):
-    if is_packed_data(config.data_url):
+    if is_packed_data(config.data_url) or is_parquet_data(config.data_url):
         val_set = open_data(config, {"val": build_eval_transform(config)})["val"]
         folder = val_set.root
     else:
