@@ -47,6 +47,8 @@ class RunLog:
             r for r in read_metrics(self.path) if _before_resume(r, resume_epoch, resume_step)
         ]
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        for tracker in self.trackers:
+            tracker.catch_up(self.records)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -6,7 +6,9 @@ Every tracker gets the records `metrics.jsonl` gets, under the same names (`scal
 run's optimizer step. A tracker keeps a run of its own (`run_id`, kept in the checkpoint's
 "trackers"), so a resumed run goes on in the same tracker run; there each tracker leaves out
 what it already holds, steps sent after the checkpoint and before a kill included, so its
-history reads as the unbroken run's, each step once. A tracker that cannot be reached or stops
+history reads as the unbroken run's, each step once; what it lacks of the steps before the
+checkpoint (it was down, or lost what it buffered in a kill) it gets from metrics.jsonl when
+the run goes on (`catch_up`). A tracker that cannot be reached or stops
 answering warns once (`guard`) and the run goes on; `twins sync RUN --to mlflow|wandb` sends
 later what it lacks.
 """
@@ -33,6 +35,11 @@ class Tracker(Protocol):
     def log(self, record: dict[str, Any]) -> bool:
         """Send a metrics.jsonl record, leaving out what the run already holds; whether any
         of it was sent."""
+
+    def catch_up(self, records: list[dict[str, Any]]) -> None:
+        """At the start of a resumed run: the records of metrics.jsonl up to its checkpoint
+        that the tracker lacks (it was down, or lost what it buffered when the run was
+        killed)."""
 
     def flush(self) -> None:
         """At an epoch's end: what is buffered, out."""

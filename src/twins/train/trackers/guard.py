@@ -39,6 +39,9 @@ class Guarded:
     def log(self, record: dict[str, Any]) -> bool:
         return self._call("log", record)
 
+    def catch_up(self, records: list[dict[str, Any]]) -> None:
+        self._call("catch_up", records)
+
     def flush(self) -> None:
         self._call("flush")
 

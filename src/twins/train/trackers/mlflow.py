@@ -75,6 +75,10 @@ class MlflowTracker:
             self.held.update((metric.key, step) for metric in metrics)
         return bool(metrics)
 
+    def catch_up(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.log(record)
+
     def flush(self) -> None:
         """Each record went out as it came."""
 

@@ -26,6 +26,9 @@ class TensorBoardTracker:
             self.writer.add_scalar(tag, value, record["step"])
         return True
 
+    def catch_up(self, records: list[dict[str, Any]]) -> None:
+        """The event files keep the steps up to the checkpoint (`purge_step` hides the later)."""
+
     def flush(self) -> None:
         self.writer.flush()
 

@@ -8,7 +8,9 @@ and run.json its files.
 The run id is chosen when the run begins, so a run W&B could not take then keeps it for a
 later sync. A resumed run sends no step below the first one W&B still lacks: the step the
 server says the run is at, or offline, the step after the last row of the run's local files.
-W&B writes a step's row once the next step begins, so a row is whole or absent.
+W&B writes a step's row once the next step begins, so a row is whole or absent; offline, a
+killed run's file may lose all it buffered, which the resumed run sends again from
+metrics.jsonl (`catch_up`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class WandbTracker:
             return False  # W&B holds this step's row
         self.run.log(scalars(record), step=step)
         return True
+
+    def catch_up(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.log(record)
 
     def flush(self) -> None:
         """W&B sends in the background."""
