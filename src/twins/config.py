@@ -496,7 +496,8 @@ def _convert(key: str, value: Any) -> Any:
     kind, check = meta["kind"], meta["check"]
     value = _CONVERTERS[kind](key, value)
     if isinstance(check, tuple) and check and isinstance(check[0], str) and kind == "name_list":
-        value = [_choose_close(key, name, check) for name in value]
+        # A name given twice means it once.
+        value = list(dict.fromkeys(_choose_close(key, name, check) for name in value))
     elif isinstance(check, tuple) and check and isinstance(check[0], str):
         value = _choose(key, value, check)
     elif isinstance(check, tuple):
@@ -633,8 +634,7 @@ def _to_optional_str_list(key: str, value: Any) -> list[str] | None:
 
 
 def _to_name_list(key: str, value: Any) -> list[str]:
-    names = _to_optional_str_list(key, value) or []
-    return list(dict.fromkeys(names))  # a name given twice means it once
+    return _to_optional_str_list(key, value) or []
 
 
 def _to_mapping(key: str, value: Any) -> dict:

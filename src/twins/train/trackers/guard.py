@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twins.train.trackers import Tracker, short
+from twins.train.trackers.interface import Tracker, short
 
 
 class Guarded:

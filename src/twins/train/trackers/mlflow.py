@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twins.train.trackers import TrackerStart, scalars, short
+from twins.train.trackers.interface import TrackerStart, scalars, short
 
 OUTPUT_TAG = "twins_output"
 FILES = ("config.yaml", "curves.png", "run.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twins.train.trackers import TrackerStart, scalars, short
+from twins.train.trackers.interface import TrackerStart, scalars, short
 
 
 class TensorBoardTracker:

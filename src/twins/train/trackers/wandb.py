@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from twins.train.trackers import TrackerStart, scalars, short
+from twins.train.trackers.interface import TrackerStart, scalars, short
 from twins.train.trackers.wandb_file import history, run_files
 
 FILES = ("config.yaml", "curves.png", "run.json")
