@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import twins.train.trainer
 from killed_runs import TIMINGS
 from mlflow_server import MlflowServer, free_port
 from twins.cli.main import main
@@ -141,3 +142,37 @@ def test_an_unreachable_server_costs_one_line_and_sync_sends_the_run_later(
     assert main(["sync", str(output), "--to", "mlflow"]) == 0
     assert f"0 of {records} records sent" in capsys.readouterr().out
     assert len(server.runs_of(experiment)) == 1
+
+
+@pytest.mark.slow
+def test_a_server_going_down_mid_run_costs_one_line_and_sync_fills_the_gap(
+    imagefolder, tiny_config, tmp_path, monkeypatch, capsys
+):
+    """A server of its own, stopped as step 3 begins: one warning, the run finishes with its
+    checkpoints; started again, `twins sync` sends the steps it missed, each once."""
+    own = MlflowServer(tmp_path / "server")
+    (tmp_path / "server").mkdir()
+    own.start()
+    try:
+        real_step, calls = twins.train.trainer.optimizer_step, []
+
+        def step_stopping_the_server(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                own.stop()
+            return real_step(*args, **kwargs)
+
+        monkeypatch.setattr(twins.train.trainer, "optimizer_step", step_stopping_the_server)
+        keys, experiment = tracked(own)
+        output = tmp_path / "run"
+        fit(tiny_config(imagefolder, output, mlflow_experiment=experiment, **keys))
+        warnings = [line for line in capsys.readouterr().out.splitlines() if "mlflow" in line]
+        assert len(warnings) == 1 and "mlflow stopped taking metrics" in warnings[0], warnings
+        assert load_checkpoint(output / "checkpoints" / "last.pt")["epoch"] == 3
+        own.start()
+        assert main(["sync", str(output), "--to", "mlflow"]) == 0
+        run = only_run(own, experiment)
+        assert own.history(run["info"]["run_id"]) == expected_history(output)
+        assert run["info"]["status"] == "FINISHED"
+    finally:
+        own.stop()

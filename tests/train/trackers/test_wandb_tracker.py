@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from killed_runs import TIMINGS
 from mlflow_server import free_port
-from twins.cli.main import main
 from twins.tasks import fit
 from twins.train import save_config
 from twins.train.metrics import read_metrics
@@ -32,13 +32,19 @@ W_AND_B_KEYS = ("_step", "_runtime", "_timestamp")
 
 
 @pytest.fixture
-def offline(tmp_path, monkeypatch) -> Path:
+def offline(tmp_path, monkeypatch) -> Iterator[Path]:
     folder = tmp_path / "wandb_dir"
     folder.mkdir()
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(folder))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    return folder
+    yield folder
+    # W&B keeps its settings and background service for the whole process, and names the
+    # service in WANDB_SERVICE for child processes to share: each test starts afresh.
+    import wandb
+
+    wandb.teardown()
+    os.environ.pop("WANDB_SERVICE", None)
 
 
 def expected_rows(output: Path) -> dict[int, dict[str, float]]:
@@ -86,7 +92,7 @@ def test_the_record_reader_stops_at_a_record_cut_short(offline, imagefolder, tin
 
 
 def run_cli(recipe: Path, **fault: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"} | {"OMP_NUM_THREADS": "1"}
     env.update({f"TWINS_{key.upper()}": str(value) for key, value in fault.items()})
     command = [sys.executable, str(FAULTY_TWINS), "train", "-c", str(recipe)]
     return subprocess.run(
@@ -125,9 +131,16 @@ def test_a_wrong_key_costs_one_line_and_sync_sends_the_run_later(
     assert len(warnings) == 1 and "check WANDB_API_KEY" in warnings[0], warnings
     run_id = load_checkpoint(output / "checkpoints" / "last.pt")["trackers"]["wandb"]
     assert run_files(offline, run_id) == []
+    # Later, in a process of its own as a user would run it: offline this time.
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert main(["sync", str(output), "--to", "wandb"]) == 0
+    assert sync_cli(output).returncode == 0
     assert held_rows(offline, run_id) == expected_rows(output)
-    assert main(["sync", str(output), "--to", "wandb"]) == 0
-    assert "0 of" in capsys.readouterr().out.splitlines()[-1]
+    again = sync_cli(output)
+    assert again.returncode == 0 and " 0 of " in again.stdout, again.stdout
     assert held_rows(offline, run_id) == expected_rows(output)
+
+
+def sync_cli(output: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    command = [sys.executable, "-m", "twins", "sync", str(output), "--to", "wandb"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

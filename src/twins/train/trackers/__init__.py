@@ -15,12 +15,14 @@ later what it lacks.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 from collections.abc import Callable
 from typing import Any
 
 from twins.errors import TwinsError
+from twins.train.trackers.guard import Guarded
 from twins.train.trackers.interface import Tracker, TrackerStart, scalars, short
 
 __all__ = ["Tracker", "TrackerStart", "check_loggers", "open_trackers", "scalars", "short"]
@@ -52,8 +54,6 @@ def open_trackers(
     """The trackers of `config.loggers`, each going on with its run in `ids` (the
     checkpoint's), and the run ids to keep in the checkpoint. A tracker that cannot start warns
     (one line) and is left out; its id is kept where it chose one, for a later sync."""
-    from twins.train.trackers.guard import Guarded
-
     trackers: list[Tracker] = []
     kept = dict(ids)
     for name in config.loggers:
@@ -61,18 +61,13 @@ def open_trackers(
         run_id = ids.get(name) or module.fresh_id()
         if run_id:
             kept[name] = run_id
+        its_start = dataclasses.replace(start, run_id=run_id)
         try:
-            tracker = module.open_run(config, _with(start, run_id))
+            tracker = module.open_run(config, its_start)
         except Exception as error:  # a tracker down must not stop the run
-            say(module.unreachable(config, start, error))
+            say(module.unreachable(config, its_start, error))
             continue
         if tracker.run_id:
             kept[name] = tracker.run_id
         trackers.append(Guarded(tracker, start.output, say))
     return trackers, kept
-
-
-def _with(start: TrackerStart, run_id: str | None) -> TrackerStart:
-    return TrackerStart(
-        start.folder, start.output, run_id, start.resumed, start.resume_step, start.params
-    )

@@ -52,7 +52,12 @@ class WandbTracker:
             allow_val_change=True,  # a resumed run may change data_url and the like
             dir=str(folder),
             # Its console capture would wrap the run's output; W&B's own lines stay quiet.
-            settings=wandb.Settings(console="off", silent=True),
+            settings=wandb.Settings(
+                console="off",
+                silent=True,
+                # A server that cannot be reached must not hold the run for W&B's 90 s.
+                init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 30)),
+            ),
         )
         self.run_id = self.run.id
         self.next_step = max([self.run.step, *(row["_step"] + 1 for row in held)])
