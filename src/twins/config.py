@@ -7,7 +7,9 @@ Key names are those of the seed's YAML and argument parser (MindSpore ModelZoo T
 toolkit's; docs/recipes.md), `model_args` (create_model overrides), `hflip`, `crop_scale`,
 `lr_base_size` and `layer_decay` (timm's meanings), `shuffle_block`, `cache_dir` and
 `cache_size` (packed data sets, docs/data.md), `eval_every`, `log_every`,
-`save_every_steps` (checkpoints within an epoch) and `max_nonfinite_steps`; for the dense
+`save_every_steps` (checkpoints within an epoch), `max_nonfinite_steps`, `loggers` and the
+trackers' `mlflow_tracking_uri`, `mlflow_experiment`, `wandb_project`, `wandb_entity` (the
+trackers, `twins.train.trackers`); for the dense
 recipes (docs/recipes.md, "Dense recipes"), `task`, the mmcv schedules' `max_iters`,
 `warmup_iters`, `warmup_ratio`, `poly_power` and `lr_steps`, `no_decay_keys`, `aux_loss_weight`
 and the data pipeline's `img_scale`, `ratio_range`, `crop_size`, `cat_max_ratio`,
@@ -47,13 +49,17 @@ TASKS = ("classify", "segment", "detect")
 # with `warmup_ratio`, where the cosine ones warm up by `warmup_length` epochs from `warmup_lr`.
 MMCV_POLICIES = ("poly_lr", "step_lr")
 
+# Where a run sends its metrics (`twins.train.trackers`): TensorBoard event files, an MLflow
+# tracking server, Weights & Biases.
+LOGGERS = ("tensorboard", "mlflow", "wandb")
+
 # What a YAML file or override may say for "no value".
 _NONE_WORDS = ("", "none", "null", "off")
 
 
 def _key(default: Any, kind: str, check: Any = None, doc: str = "", **extra: Any) -> Any:
     """A config field: its kind (int, float, bool, str, optional_str, weights, pair, int_pair,
-    int_list, optional_str_list, mapping, size), a check
+    int_list, optional_str_list, name_list, mapping, size), a check
     (a (low, high) range with inclusive ends, or a tuple of choices) and a one-line meaning."""
     metadata = {"kind": kind, "check": check, "doc": doc, **extra}
     if isinstance(default, (list, dict)):
@@ -265,6 +271,21 @@ class TrainConfig:
         doc="compute threads per process (0: the cores left after the data workers, at least 1)",
     )
     device_target: str = _key("auto", "str", ("auto", "GPU", "CPU", "Ascend"))
+    loggers: list = _key(
+        ["tensorboard"], "name_list", LOGGERS, doc="where metrics go besides metrics.jsonl"
+    )
+    mlflow_tracking_uri: str | None = _key(
+        None, "optional_str", doc="MLflow server (MLFLOW_TRACKING_URI if unset)"
+    )
+    mlflow_experiment: str | None = _key(
+        None, "optional_str", doc="MLflow experiment (MLFLOW_EXPERIMENT_NAME if unset, else twins)"
+    )
+    wandb_project: str | None = _key(
+        None, "optional_str", doc="W&B project (WANDB_PROJECT if unset, else twins)"
+    )
+    wandb_entity: str | None = _key(
+        None, "optional_str", doc="W&B team or user (WANDB_ENTITY if unset, else your default)"
+    )
 
     @property
     def total_epochs(self) -> int:
@@ -304,7 +325,8 @@ ENGINE_KEYS: frozenset[str] = frozenset(
     # Run, output and hardware
     | {"seed", "train_url", "keep_checkpoint_max", "save_every", "save_every_steps"}
     | {"max_nonfinite_steps", "eval_every", "log_every", "num_parallel_workers", "device_target"}
-    | {"threads"}
+    | {"threads", "loggers", "mlflow_tracking_uri", "mlflow_experiment", "wandb_project"}
+    | {"wandb_entity"}
 )
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Each key's default value.
@@ -488,7 +510,10 @@ def _convert(key: str, value: Any) -> Any:
     meta = _FIELDS[key].metadata
     kind, check = meta["kind"], meta["check"]
     value = _CONVERTERS[kind](key, value)
-    if isinstance(check, tuple) and check and isinstance(check[0], str):
+    if isinstance(check, tuple) and check and isinstance(check[0], str) and kind == "name_list":
+        # A name given twice means it once.
+        value = list(dict.fromkeys(_choose_close(key, name, check) for name in value))
+    elif isinstance(check, tuple) and check and isinstance(check[0], str):
         value = _choose(key, value, check)
     elif isinstance(check, tuple):
         low, high = check
@@ -507,6 +532,15 @@ def _choose(key: str, value: str, choices: tuple[str, ...]) -> str:
     if value.lower() in lowered:
         return lowered[value.lower()]
     raise TwinsError(f"{key}={value!r} is not allowed: use one of {', '.join(choices)}")
+
+
+def _choose_close(key: str, value: str, choices: tuple[str, ...]) -> str:
+    """One name of a list of choices; an unknown one is refused with the closest choice."""
+    if value.lower() in choices:
+        return value.lower()
+    close = difflib.get_close_matches(value.lower(), choices, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise TwinsError(f"{key} names {value!r}, which does not exist: {hint}use {', '.join(choices)}")
 
 
 def _bad_type(key: str, value: Any, wanted: str) -> TwinsError:
@@ -621,6 +655,10 @@ def _to_optional_str_list(key: str, value: Any) -> list[str] | None:
     return names
 
 
+def _to_name_list(key: str, value: Any) -> list[str]:
+    return _to_optional_str_list(key, value) or []
+
+
 def _to_mapping(key: str, value: Any) -> dict:
     if value is None:
         return {}
@@ -640,6 +678,7 @@ _CONVERTERS = {
     "int_pair": _to_int_pair,
     "int_list": _to_int_list,
     "optional_str_list": _to_optional_str_list,
+    "name_list": _to_name_list,
     "size": _to_size,
     "mapping": _to_mapping,
 }

@@ -48,6 +48,7 @@ def helps(option: str) -> dict[str, str]:
                 "convert",
                 "pack",
                 "benchmark",
+                "sync",
             },
         ),
     ],

@@ -178,6 +178,11 @@ def test_resolved_config_round_trips(tmp_path):
         ({"image_size": 16}, "at least 32 pixels"),
         ({"image_size": 12, "model_args": {"patch_size": 2}}, "at least 16 pixels"),
         ({"layer_decay": 1.5}, "out of range"),
+        (
+            {"loggers": ["tensorboard", "mlfow"]},
+            "'mlfow', which does not exist: did you mean mlflow",
+        ),
+        ({"loggers": "neptune"}, "use tensorboard, mlflow, wandb"),
     ],
 )
 def test_bad_keys_and_values_are_refused(values, message):
@@ -240,6 +245,13 @@ def test_dense_keys_from_overrides():
     assert detect.lr_steps == [8, 11] and not detect.counts_iterations
     # mmcv's policies have no cooldown: the run is `epochs` long under every semantics.
     assert build_config(STEP | {"semantics": "twins"}).total_epochs == 12
+
+
+def test_loggers_take_a_list_or_one_name():
+    assert load_config(None, ["loggers=[MLflow, wandb, mlflow]"]).loggers == ["mlflow", "wandb"]
+    assert load_config(None, ["loggers=wandb"]).loggers == ["wandb"]
+    assert load_config(None, ["loggers=[]"]).loggers == []
+    assert load_config(None).loggers == ["tensorboard"]
 
 
 def test_unknown_key_names_the_close_matches():
@@ -309,6 +321,10 @@ READ_ELSEWHERE = {
     "loss_scale": "float16 autocast on a GPU without bfloat16 (test_config)",
     "cache_dir": "a packed data set behind a URL (test_shards_s3)",
     "cache_size": "a packed data set (test_shards, test_shards_s3)",
+    "mlflow_tracking_uri": "loggers: [mlflow] (test_mlflow_tracker)",
+    "mlflow_experiment": "loggers: [mlflow] (test_mlflow_tracker)",
+    "wandb_project": "loggers: [wandb] (test_wandb_tracker)",
+    "wandb_entity": "loggers: [wandb] (test_wandb_tracker)",
 }
 # Keys of the dense tasks, read by their data pipelines, losses and the task dispatch of the
 # fit loop, not by a classification run (the recipes that set them: tests/train/test_dense_recipes).

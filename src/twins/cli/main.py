@@ -40,6 +40,7 @@ COMMANDS = [
     "convert",
     "pack",
     "benchmark",
+    "sync",
 ]
 
 # Python arguments (and config keys) set by an option of another name: `--data` sets data_url.

@@ -43,6 +43,7 @@ from twins.train.state import EpochProgress
 from twins.train.stop import StopSignals, raise_stop, signal_name
 from twins.train.task import Task
 from twins.train.threads import compute_threads, threads_set
+from twins.train.trackers import TrackerStart, check_loggers, open_trackers
 from twins.train.trainer import Trainer
 
 
@@ -54,6 +55,7 @@ def fit(config: TrainConfig, task: Task, *, stop_after_epoch: int | None = None)
     `stop_after_epoch` ends the process's work after that epoch (1-based) without finishing the
     run, which the same call resumes later (time-limited jobs, tests)."""
     check_output_outside_data(config.train_url, config.data_url, task.data_folders)
+    check_loggers(config.loggers)
     ctx = distributed.setup(config.device_target)
     mirror = OutputMirror(config.train_url, say=printer(ctx.is_main))
     try:
@@ -139,9 +141,12 @@ def _fit(
             run.train_epoch(epoch_index)
             if stop_after_epoch is not None and epoch_index + 1 >= stop_after_epoch:
                 break
+        result = run.finish(first_epoch)
+        if run.state.epoch >= run.total_epochs:  # the trackers' runs end with the run's
+            run.log.finish(result)
     finally:
         run.log.close()
-    return run.finish(first_epoch)
+    return result
 
 
 def _record(run: FitRun, journal: RunLogFile | None) -> None:
@@ -235,12 +240,14 @@ class FitRun:
         config, ctx, state = self.config, self.ctx, self.state
         if ctx.is_main:
             save_config(config, self.output / "config.yaml", keys=self.task.reads)
+        trackers = self._open_trackers() if ctx.is_main else []
         log = RunLog(
             self.output,
             ctx.is_main,
             resume_epoch=state.epoch,
             resume_step=state.step,
             score=(self.task.score, self.task.score_label),
+            trackers=trackers,
         )
         notices += self.notices
         notices += [hardware_notice(config, self.trainer.precision), distributed.restart_notice()]
@@ -250,6 +257,21 @@ class FitRun:
         if self.saved:
             self.say(resume.describe(self.saved, self.mirror.shown(self.files.last)))
         return log
+
+    def _open_trackers(self) -> list:
+        """The trackers of `loggers`, going on with the checkpoint's runs; their run ids go
+        into the next checkpoint."""
+        config, state, shown = self.config, self.state, self.mirror.shown(self.output)
+        start = TrackerStart(
+            folder=self.output,
+            # The run's identity in a tracker: its URL, or its folder's absolute path.
+            output=shown if self.mirror.remote else str(Path(shown).resolve()),
+            resumed=self.saved is not None,
+            resume_step=state.step,
+            params={k: v for k, v in config.to_dict().items() if k in self.task.reads},
+        )
+        trackers, state.trackers = open_trackers(config, start, state.trackers, self.say)
+        return trackers
 
     def data_counts(self) -> dict[str, int]:
         loaders = (self.train_loader, self.val_loader)

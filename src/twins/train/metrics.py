@@ -1,4 +1,5 @@
-"""What a run records: `metrics.jsonl`, TensorBoard events and the curves PNG (rank 0 only).
+"""What a run records: `metrics.jsonl`, the curves PNG and what its trackers get (TensorBoard
+events, MLflow, W&B: `twins.train.trackers`), on rank 0 only.
 
 Each `metrics.jsonl` line is one JSON object with `kind` ("step" every `log_every` optimizer
 steps, "epoch" at the end of each epoch), `epoch` (1-based), `step` (optimizer steps so far),
@@ -6,18 +7,21 @@ steps, "epoch" at the end of each epoch), `epoch` (1-based), `step` (optimizer s
 step lines of a dense task the parts of the last batch's loss (`train_<part>`), and on evaluated epochs `val_top1`, `val_top5` (%), `val_loss`,
 `val_images`. A resumed run first drops the lines written after its checkpoint (step lines
 past its step, epoch lines past its epochs done), so the file reads as if the run had never
-stopped; TensorBoard does the same with `purge_step`.
+stopped; TensorBoard does the same with `purge_step`, and the other trackers leave out the
+steps they hold.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from twins.atomic import write_text
 from twins.train.curves import draw_curves
+from twins.train.trackers import Tracker
 
 
 class RunLog:
@@ -28,12 +32,13 @@ class RunLog:
         resume_epoch: int,
         resume_step: int,
         score: tuple[str, str],
+        trackers: Sequence[Tracker] = (),
     ):
         self.folder = Path(folder)
         self.enabled = enabled
         self.score = score  # the task's validation score the curves show: (key, label)
+        self.trackers = list(trackers)
         self.records: list[dict[str, Any]] = []
-        self.writer = None
         if not enabled:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -42,13 +47,8 @@ class RunLog:
             r for r in read_metrics(self.path) if _before_resume(r, resume_epoch, resume_step)
         ]
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
-        from torch.utils.tensorboard import SummaryWriter  # slow import; rank 0 only
-
-        self.writer = SummaryWriter(
-            # Events at steps after the checkpoint's are hidden; its own step's were kept.
-            str(self.folder / "tensorboard"),
-            purge_step=resume_step + 1 if resume_step else None,
-        )
+        for tracker in self.trackers:
+            tracker.catch_up(self.records)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -57,21 +57,26 @@ class RunLog:
         self.records.append(record)
         with open(self.path, "a", encoding="utf-8") as file:
             file.write(json.dumps(record) + "\n")
-        prefix = {"step": "train", "eval": "eval"}.get(record.get("kind"), "epoch")
-        for key, value in record.items():
-            if key not in ("kind", "epoch", "step") and isinstance(value, (int, float)):
-                tag = key.replace("_", "/", 1) if key.startswith("val_") else f"{prefix}/{key}"
-                self.writer.add_scalar(tag, value, record["step"])
+        for tracker in self.trackers:
+            tracker.log(record)
 
     def end_epoch(self) -> None:
         if not self.enabled:
             return
-        self.writer.flush()
+        for tracker in self.trackers:
+            tracker.flush()
         draw_curves(self.records, self.folder / "curves.png", *self.score)
 
+    def finish(self, final: dict[str, Any]) -> None:
+        """At the run's end: the trackers get the run's files and `final` evaluation."""
+        numbers = {k: _plain(v) for k, v in final.items()}
+        numbers = {k: v for k, v in numbers.items() if isinstance(v, (int, float))}
+        for tracker in self.trackers:
+            tracker.finish(self.folder, numbers)
+
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for tracker in self.trackers:
+            tracker.close()
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

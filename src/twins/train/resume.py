@@ -22,6 +22,7 @@ A checkpoint is a dict of plain types and tensors (`torch.load(weights_only=True
      "scaler", "rng", "data": {"seed", "epoch"}, "config", "metrics" (the last epoch's record),
      "epoch" (epochs done), "global_step", "best_score" (the best val score: the task's, top-1 for
      classification), "best_weights" ("raw" or "ema": which weights scored it), "nonfinite_run", "data_counts",
+     "trackers" (each tracker's run id: `twins.train.trackers`),
      "epoch_progress" (only within an epoch: "epoch", "batches", "samples", "world_size",
      "batch_size", "ranks" (every process's EpochProgress row))}
 best.pt keeps what using the weights needs, not the optimizer: it is written at the epoch whose
@@ -60,7 +61,8 @@ MODEL_KEYS = ("arch", "model_args", "num_classes")
 RUN_KEYS = frozenset(
     {"data_url", "train_url", "set", "pretrained", "num_parallel_workers", "device_target"}
     | {"keep_checkpoint_max", "save_every", "save_every_steps", "eval_every", "log_every"}
-    | {"max_nonfinite_steps", "cache_dir", "cache_size"}
+    | {"max_nonfinite_steps", "cache_dir", "cache_size", "loggers", "mlflow_tracking_uri"}
+    | {"mlflow_experiment", "wandb_project", "wandb_entity"}
 )
 
 
@@ -95,6 +97,7 @@ def checkpoint(
         "best_weights": state.best_weights,
         "nonfinite_run": state.nonfinite_run,
         "data_counts": dict(state.data_counts),
+        "trackers": dict(state.trackers),
     }
     if trainer.ema is not None:
         saved["model_ema"] = trainer.ema.module.state_dict()
@@ -159,6 +162,7 @@ def restore(saved: dict[str, Any], trainer: Trainer, notices: list[str]) -> int:
         best_weights=saved.get("best_weights", "raw"),
         nonfinite_run=saved.get("nonfinite_run", 0),
         data_counts=dict(saved.get("data_counts") or {}),
+        trackers=dict(saved.get("trackers") or {}),
     )
     progress = saved.get("epoch_progress")
     if progress is None:

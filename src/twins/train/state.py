@@ -54,3 +54,5 @@ class TrainState:
     # checkpoint (counted from the batches the loaders handed out).
     data_counts: dict[str, int] = field(default_factory=dict)
     progress: EpochProgress = field(default_factory=EpochProgress)  # of the current epoch
+    # Each tracker's run (`loggers`: mlflow, wandb), which a resumed run goes on with.
+    trackers: dict[str, str] = field(default_factory=dict)
