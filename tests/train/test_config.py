@@ -339,6 +339,9 @@ READ_ELSEWHERE |= {
     "scale_policy": "the detection training pipeline",
     "pad_divisor": "the detection pipelines",
     "tta": "twins eval of a segmenter (tests/dense/test_seg_evaluate)",
+    "test_mode": "twins eval of a segmenter (test_seg_slide)",
+    "test_crop_size": "twins eval of a segmenter (test_seg_slide)",
+    "test_stride": "twins eval of a segmenter (test_seg_slide)",
 }
 
 
