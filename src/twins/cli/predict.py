@@ -16,6 +16,7 @@ from twins.cli.options import (
     output_folder,
     positive_int,
 )
+from twins.errors import TwinsError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,6 +77,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="detectors: the COCO instances file of the images; each result's image_id is its "
         "entry's id, matched by file_name (default: 1, 2, ... in input order)",
     )
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write one row per image to FILE (.jsonl, .csv or .parquet) as they are predicted; "
+        "a rerun on the same FILE skips the images it holds; inputs may also be @list.txt (a "
+        "file of paths), s3:// prefixes and packed data sets; under torchrun each process "
+        "takes a share",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --out: replace FILE, even one written by another model",
+    )
     add_device(parser)
     add_json(
         parser,
@@ -88,6 +102,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        return run_streamed(args)
+    if args.overwrite:
+        raise TwinsError("--overwrite replaces an --out file: give --out FILE too")
     from twins.tasks import predict
 
     result = predict(
@@ -107,3 +125,29 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result.to_json()) if args.json else result.format())
     return 0 if result.predictions else 1
+
+
+def run_streamed(args: argparse.Namespace) -> int:
+    from twins.inference.stream import rank_and_world
+    from twins.tasks.predictor import stream_predictions
+
+    result = stream_predictions(
+        args.checkpoint,
+        args.images,
+        args.out,
+        arch=args.arch,
+        model_args=args.model_args,
+        ema=args.ema or None,
+        device=args.device,
+        overwrite=args.overwrite,
+        topk=args.topk,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        crop_pct=args.crop_pct,
+        output=args.output,
+        min_score=args.min_score,
+        coco=args.coco,
+    )
+    if rank_and_world()[0] == 0:  # the first process holds the merged file's figures
+        print(json.dumps(result.to_json()) if args.json else result.format())
+    return 0 if result.images or rank_and_world()[0] else 1
