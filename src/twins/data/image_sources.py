@@ -55,7 +55,7 @@ DATA_SETS: list[tuple[Callable[[str], bool], Callable[[str], list[ImageItem]]]] 
 def _remote_items(url: str) -> tuple[list[ImageItem], str | None]:
     if storage.is_dir(url):
         names = [name for name in storage.list_files(url) if _is_image_name(name)]
-        found = [_file_item(name) for name in sorted(names)]
+        found = [_file_item(storage.join(url, name)) for name in sorted(names)]
         return found, None if found else "prefix holds no images"
     if storage.exists(url):
         return [_file_item(url)], None
