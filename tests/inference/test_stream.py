@@ -136,6 +136,13 @@ def test_an_unknown_extension_is_refused_in_one_line(checkpoint, images, tmp_pat
     assert ".jsonl, .csv, .parquet" in error and not (tmp_path / "p.txt").exists()
 
 
+def test_object_store_inputs_without_out_are_refused_in_one_line(checkpoint, capsys):
+    with pytest.raises(TwinsError, match="pass --out FILE"):
+        twins.tasks.predict(checkpoint, ["s3://bucket/photos/"])
+    assert main(["predict", "--checkpoint", str(checkpoint), "x.png", "--overwrite"]) != 0
+    assert "give --out FILE too" in capsys.readouterr().err
+
+
 def test_a_list_of_paths_and_an_object_store_prefix_stream_into_one_file(
     checkpoint, images, tmp_path, s3_prefix
 ):

@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="classify images with a trained model (or segment them, or detect objects)",
         description="Print the top-k classes of each image. IMAGE may be a file, a folder "
-        "(searched recursively) or a glob pattern. Class names come from the weights file, or "
+        "(searched recursively), a glob pattern or @list.txt (a file of inputs, one a line); with "
+        "--out also an object-store prefix or a packed data set. --checkpoint may be any weights file or an "
+        "exported model (.onnx, .pt2). Class names come from the weights file, or "
         "are the ImageNet-1k names for a 1000-class model. Unreadable images are reported and "
         "skipped. A segmenter writes each image's label map (an indexed PNG in the data set's "
         "label values and colours) and an overlay to --output. A detector's file prints each "
@@ -94,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_json(
         parser,
         prints="one object: predictions (image, top: index, label, probability; a segmenter's: "
-        "image, label_map, overlay, classes present), failures, preprocessing; for a detector, "
+        "image, label_map, overlay, classes present, their pixel counts), failures, preprocessing; for a detector, "
         "one array of COCO result objects (file_name, image_id, category_id, bbox, score, "
         "segmentation)",
     )

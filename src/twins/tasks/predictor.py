@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from twins.device import select_device
 from twins.errors import TwinsError
 from twins.tasks import given_options, open_model, task_of_weights
 
@@ -129,6 +130,8 @@ def stream_predictions(
         )
     checkpoint, named = resolve_file(checkpoint)
     arch = arch or named
+    # Under torchrun each process takes the GPU of its local rank, as training does.
+    device = str(select_device(device, int(os.environ.get("LOCAL_RANK", 0))))
     source = open_model(checkpoint, arch=arch, ema=ema, device=device)
     task = task_of_weights(source, arch)
     given = given_options(task, options)

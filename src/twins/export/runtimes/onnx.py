@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from twins.device import select_device
 from twins.export.engine import exported_metadata
 from twins.export.runtimes.artifact import described_metadata
 
@@ -29,13 +30,15 @@ class OnnxArtifact:
         import onnxruntime
 
         self.metadata = described_metadata(path, exported_metadata(path))
-        available = onnxruntime.get_available_providers()
-        wants_cuda = device in ("auto", "cuda") or str(device).startswith("cuda")
-        cuda = wants_cuda and "CUDAExecutionProvider" in available and torch.cuda.is_available()
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else []
-        self.session = onnxruntime.InferenceSession(
-            os.fspath(path), providers=providers or ["CPUExecutionProvider"]
-        )
+        target = select_device(device)
+        providers: list[Any] = ["CPUExecutionProvider"]
+        # A CPU-only onnxruntime (the `onnxruntime` package) runs on the CPU whatever is asked.
+        if (
+            target.type == "cuda"
+            and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        ):
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": target.index or 0}))
+        self.session = onnxruntime.InferenceSession(os.fspath(path), providers=providers)
         (graph_input,) = self.session.get_inputs()
         self.input_name = graph_input.name
         self.per_image = len(graph_input.shape) == 3
