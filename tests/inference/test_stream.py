@@ -177,3 +177,22 @@ def test_torchrun_processes_share_the_images_and_join_their_parts(checkpoint, im
     done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _rows(out) == _rows(single) and not row_files.parts_folder(out).exists()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_the_parts_of_a_stopped_torchrun_are_joined_by_the_next_run(
+    checkpoint, images, tmp_path, suffix
+):
+    unbroken = tmp_path / f"unbroken{suffix}"
+    stream_predictions(checkpoint, [str(images)], unbroken, device="cpu")
+    out = tmp_path / f"stopped{suffix}"
+    # Process 1 of 2 wrote three rows into its part; the run stopped before joining it.
+    row_files.sidecar(out).write_bytes(row_files.sidecar(unbroken).read_bytes())
+    part = row_files.open_rows(out, row_files.columns_of(("top",)), rank=1, world_size=2)
+    for row in row_files.read_rows(unbroken)[:3]:
+        part.write(row)
+    part.close()
+
+    result = stream_predictions(checkpoint, [str(images)], out, device="cpu")
+    assert result.skipped == 3 and result.written == 5 and result.images == 8
+    assert _rows(out) == _rows(unbroken) and not row_files.parts_folder(out).exists()

@@ -277,7 +277,7 @@ def claim(out: Path, model: dict[str, Any], columns: Sequence[str], overwrite: b
         written = json.loads(side.read_text(encoding="utf-8"))
         if written != record:
             raise TwinsError(
-                f"--out {out} holds the predictions of another model "
+                f"--out {out} holds the predictions of another model or other options "
                 f"({_describe(written.get('model'))}, not {_describe(model)}): pass --overwrite "
                 "to replace them, or choose another --out",
                 argument="out",

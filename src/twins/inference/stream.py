@@ -124,9 +124,8 @@ def stream(
     finally:
         writer.close()
     _barrier(world_size)  # every part is complete
-    if rank == 0:
-        if world_size > 1 or out.suffix.lower() == ".parquet":
-            row_files.merge(out, columns)
+    if rank == 0:  # parts of this run, or of an earlier one that stopped before joining them
+        row_files.merge(out, columns)
         final = row_files.read_rows(out)
         result.images = len(final)
         result.written = len(final) - held
