@@ -1,9 +1,9 @@
 """Twins vision transformers (Chu et al., NeurIPS 2021): Twins-PCPVT and Twins-SVT in PyTorch.
 
 `create_model`, `list_models`, `load_model`, `load_weights` and `Predictor` (any weights
-file or exported model, any task: `predictor(images)`) are imported on first use (PEP 562), so that
-importing a light part of the package, such as the command line's parsers, does not import
-torch.
+file or exported model, any task: `predictor(images)`) are imported on first use (PEP 562), so
+that importing a light part of the package, such as the command line's parsers, does not
+import torch.
 """
 
 from __future__ import annotations

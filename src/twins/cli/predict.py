@@ -83,9 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         metavar="FILE",
         help="write one row per image to FILE (.jsonl, .csv or .parquet) as they are predicted; "
-        "a rerun on the same FILE skips the images it holds; inputs may also be @list.txt (a "
-        "file of paths), s3:// prefixes and packed data sets; under torchrun each process "
-        "takes a share",
+        "a rerun on the same FILE skips the images it holds; inputs may also be object-store "
+        "prefixes (s3://) and packed data sets; under torchrun each process takes a share",
     )
     parser.add_argument(
         "--overwrite",
