@@ -13,7 +13,8 @@ from PIL import Image
 import twins
 from factories import TINY_MODEL
 from twins.export.runtimes import open_artifact
-from twins.tasks import export
+from twins.tasks import export, predict
+from twins.tasks.detect.export import counterparts
 from twins.weights import StateDict, model_metadata, save_weights
 
 NAMES = ["circle", "square", "bar"]
@@ -60,3 +61,19 @@ def test_a_detector_onnx_detects_what_its_weights_detect(tmp_path):
     boxes = np.array(row["boxes"])  # in the photo's 120 x 90 pixels, not the 64-pixel input's
     assert boxes[:, [0, 2]].max() <= 120 + 1e-3 and boxes[:, [1, 3]].max() <= 90 + 1e-3
     assert boxes[:, [0, 2]].max() > 64 or boxes[:, [1, 3]].max() > 64
+
+    # twins predict --json on the export: the same COCO results as on the weights (matched by
+    # category and nearest box: scores that tie to a few ulps may come in either order).
+    found, reference = (
+        {
+            "boxes": np.array([r["bbox"] for r in listed]),
+            "labels": np.array([r["category_id"] for r in listed]),
+        }
+        for listed in (
+            predict(exported.path, [str(photo)], device="cpu").to_json(),
+            predict(checkpoint, [str(photo)], device="cpu").to_json(),
+        )
+    )
+    assert len(found["boxes"]) == len(reference["boxes"]) > 0
+    order = counterparts(found, reference)
+    np.testing.assert_allclose(found["boxes"][order], reference["boxes"], atol=1e-2)
