@@ -21,6 +21,7 @@ from factories import TINY_MODEL
 from twins.cli.main import main
 from twins.errors import TwinsError
 from twins.inference import rows as row_files
+from twins.inference.owner import sidecar
 from twins.tasks.classify.predict import Predictor as ClassifyPredictor
 from twins.tasks.predictor import stream_predictions
 from twins.weights import StateDict, model_metadata, save_weights
@@ -74,7 +75,7 @@ def test_each_image_is_one_row_and_a_broken_one_a_row_with_its_error(
     # The same object as the --json entry of the image.
     run = twins.tasks.predict(checkpoint, [str(images / "image0.png")], topk=2, device="cpu")
     assert top == run.to_json()["predictions"][0]["top"]
-    assert not row_files.parts_folder(out).exists() and row_files.sidecar(out).is_file()
+    assert not row_files.parts_folder(out).exists() and sidecar(out).is_file()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -187,7 +188,7 @@ def test_the_parts_of_a_stopped_torchrun_are_joined_by_the_next_run(
     stream_predictions(checkpoint, [str(images)], unbroken, device="cpu")
     out = tmp_path / f"stopped{suffix}"
     # Process 1 of 2 wrote three rows into its part; the run stopped before joining it.
-    row_files.sidecar(out).write_bytes(row_files.sidecar(unbroken).read_bytes())
+    sidecar(out).write_bytes(sidecar(unbroken).read_bytes())
     part = row_files.open_rows(out, row_files.columns_of(("top",)), rank=1, world_size=2)
     for row in row_files.read_rows(unbroken)[:3]:
         part.write(row)

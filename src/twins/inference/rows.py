@@ -14,8 +14,7 @@ whole, `twins.atomic`) and removed. Under torchrun each process writes its own p
 first process joins into `OUT` at the end (`merge`), skipping rows `OUT` already holds, so a
 merge cut short is finished by the next run.
 
-`OUT.twins.json` (the sidecar) records the model that wrote `OUT`, so that a run of another
-model is refused rather than mixed in.
+`OUT.twins.json` (the sidecar, `twins.inference.owner`) records the model that wrote `OUT`.
 """
 
 from __future__ import annotations
@@ -30,13 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from twins.atomic import atomic_path, write_text
+from twins.atomic import atomic_path
 from twins.errors import TwinsError
 
 EXTENSIONS = (".jsonl", ".csv", ".parquet")
 PART_ROWS = 1000
 PART_SECONDS = 30.0
-SIDECAR_SUFFIX = ".twins.json"
 PARTS_SUFFIX = ".parts"
 
 
@@ -53,10 +51,6 @@ def check_out(out: str | os.PathLike) -> Path:
     if path.is_dir():
         raise TwinsError(f"--out {out} is a folder: name a file in it", argument="out")
     return path
-
-
-def sidecar(out: Path) -> Path:
-    return out.with_name(out.name + SIDECAR_SUFFIX)
 
 
 def parts_folder(out: Path) -> Path:
@@ -259,41 +253,3 @@ def merge(out: Path, columns: Sequence[str]) -> None:
                     writer.write(row)
         writer.close()
     shutil.rmtree(folder, ignore_errors=True)
-
-
-# --- which model wrote the file -----------------------------------------------------------
-
-
-def claim(out: Path, model: dict[str, Any], columns: Sequence[str], overwrite: bool) -> None:
-    """Make `out` this model's: refuse a file of another model (or of no model this toolkit
-    recorded) unless `overwrite`, which removes it and its parts first."""
-    record = {"model": model, "columns": list(columns)}
-    side, exists = sidecar(out), out.exists() or parts_folder(out).exists()
-    if overwrite:
-        for path in (out, side):
-            path.unlink(missing_ok=True)
-        shutil.rmtree(parts_folder(out), ignore_errors=True)
-    elif side.is_file():
-        written = json.loads(side.read_text(encoding="utf-8"))
-        if written != record:
-            raise TwinsError(
-                f"--out {out} holds the predictions of another model or other options "
-                f"({_describe(written.get('model'))}, not {_describe(model)}): pass --overwrite "
-                "to replace them, or choose another --out",
-                argument="out",
-            )
-        return
-    elif exists:
-        raise TwinsError(
-            f"--out {out} exists but twins predict did not record its model ({side} is "
-            "missing): pass --overwrite to replace it, or choose another --out",
-            argument="out",
-        )
-    write_text(side, json.dumps(record, indent=1) + "\n")
-
-
-def _describe(model: Any) -> str:
-    if not isinstance(model, dict):
-        return "unknown"
-    shown = {key: str(value)[:12] if key == "sha256" else value for key, value in model.items()}
-    return ", ".join(f"{key} {value}" for key, value in shown.items())

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twins.inference import rows as row_files
+from twins.inference.owner import claim
 
 # How long a process waits at a barrier for the others (the slowest may take hours).
 BARRIER_TIMEOUT = timedelta(days=7)
@@ -110,7 +111,7 @@ def stream(
     items = sorted(items, key=lambda item: item.name)
     predictor.plan([item.name for item in items])
     if rank == 0:
-        row_files.claim(out, model, columns, overwrite)
+        claim(out, model, columns, overwrite)
     _barrier(world_size)  # the file is claimed (or emptied) before anyone reads it
     done = row_files.done_images(out)
     share = [item for item in items[rank::world_size] if item.name not in done]
