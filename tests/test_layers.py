@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"twins.weights"},
     {"twins.models"},
     {"twins.data"},
-    {"twins.train", "twins.export"},
+    {"twins.train", "twins.export", "twins.inference"},
     {"twins.tasks"},
     {"twins.cli", "twins.benchmark", "twins.convert", "twins", "twins.__main__"},
 ]

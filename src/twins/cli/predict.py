@@ -16,6 +16,7 @@ from twins.cli.options import (
     output_folder,
     positive_int,
 )
+from twins.errors import TwinsError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="classify images with a trained model (or segment them, or detect objects)",
         description="Print the top-k classes of each image. IMAGE may be a file, a folder "
-        "(searched recursively) or a glob pattern. Class names come from the weights file, or "
+        "(searched recursively), a glob pattern or @list.txt (a file of inputs, one a line); with "
+        "--out also an object-store prefix or a packed data set. --checkpoint may be any weights file or an "
+        "exported model (.onnx, .pt2). Class names come from the weights file, or "
         "are the ImageNet-1k names for a 1000-class model. Unreadable images are reported and "
         "skipped. A segmenter writes each image's label map (an indexed PNG in the data set's "
         "label values and colours) and an overlay to --output. A detector's file prints each "
@@ -84,11 +87,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segmenters: test by sliding windows of CROP x CROP pixels every STRIDE pixels "
         "over the resized image (mmseg's slide mode), for images larger than the model's scale",
     )
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write one row per image to FILE (.jsonl, .csv or .parquet) as they are predicted; "
+        "a rerun on the same FILE skips the images it holds; inputs may also be object-store "
+        "prefixes (s3://) and packed data sets; under torchrun each process takes a share",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --out: replace FILE, even one written by another model",
+    )
     add_device(parser)
     add_json(
         parser,
         prints="one object: predictions (image, top: index, label, probability; a segmenter's: "
-        "image, label_map, overlay, classes present), failures, preprocessing; for a detector, "
+        "image, label_map, overlay, classes present, their pixel counts), failures, preprocessing; for a detector, "
         "one array of COCO result objects (file_name, image_id, category_id, bbox, score, "
         "segmentation)",
     )
@@ -96,6 +111,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        return run_streamed(args)
+    if args.overwrite:
+        raise TwinsError("--overwrite replaces an --out file: give --out FILE too")
     from twins.tasks import predict
 
     result = predict(
@@ -116,3 +135,30 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result.to_json()) if args.json else result.format())
     return 0 if result.predictions else 1
+
+
+def run_streamed(args: argparse.Namespace) -> int:
+    from twins.inference.stream import rank_and_world
+    from twins.tasks.predictor import stream_predictions
+
+    result = stream_predictions(
+        args.checkpoint,
+        args.images,
+        args.out,
+        arch=args.arch,
+        model_args=args.model_args,
+        ema=args.ema or None,
+        device=args.device,
+        overwrite=args.overwrite,
+        topk=args.topk,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        crop_pct=args.crop_pct,
+        output=args.output,
+        min_score=args.min_score,
+        coco=args.coco,
+        slide=args.slide,
+    )
+    if rank_and_world()[0] == 0:  # the first process holds the merged file's figures
+        print(json.dumps(result.to_json()) if args.json else result.format())
+    return 0 if result.images or rank_and_world()[0] else 1

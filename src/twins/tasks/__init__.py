@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twins import console
@@ -218,6 +219,31 @@ def run_demo(
         return demo(output or default, overrides, say)
 
 
+def open_model(
+    checkpoint: str | os.PathLike,
+    *,
+    arch: str | None = None,
+    ema: bool | None = None,
+    device: str = "auto",
+) -> Any:
+    """What predicts from `checkpoint`: an exported model (`.onnx`, `.pt2`: run by its runtime,
+    `twins.export.runtimes`), else the weights (`load_weights`) of the model rebuilt from
+    them; refused in one line where neither says which model it holds."""
+    from twins.export.runtimes import is_artifact, open_artifact
+    from twins.weights import load_weights
+
+    if is_artifact(checkpoint):
+        if ema:
+            raise TwinsError(
+                f"{checkpoint}: an exported model holds no EMA weights; leave ema out",
+                argument="ema",
+            )
+        return open_artifact(checkpoint, device=device)
+    weights = load_weights(checkpoint, ema=ema, arch=arch)
+    named_in(weights, arch)
+    return weights
+
+
 def predict(
     checkpoint: str | os.PathLike,
     inputs: Sequence[str],
@@ -228,24 +254,51 @@ def predict(
     device: str = "auto",
     **options: Any,
 ) -> Any:
-    """The predictions of any model's weights file for every image the inputs name (files,
-    folders searched recursively, globs); unreadable ones are listed, not fatal. The file's
-    task reads its own `options` (`Task.predict_options`: a classifier's `topk`,
-    `batch_size`, `image_size`, `crop_pct`; a segmenter's and a detector's `output`; a
-    detector's `min_score` and `coco`); any other one given (not None) is refused in one line."""
-    from twins.data.images import find_images
-    from twins.weights import load_weights
+    """The predictions of any model's weights file, or exported model (`open_model`), for
+    every image the inputs name (files, folders searched recursively, globs, `@list.txt`);
+    unreadable ones are listed, not fatal. The file's task reads its own `options`
+    (`Task.predict_options`: a classifier's `topk`, `batch_size`, `image_size`, `crop_pct`; a
+    segmenter's and a detector's `output`; a detector's `min_score` and `coco`); any other one
+    given (not None) is refused in one line. Object-store and data-set inputs are streamed
+    into a file: `twins.tasks.predictor.stream_predictions`."""
+    from twins.data.image_sources import expand_lists
 
-    paths, missing = find_images(inputs)
+    paths, missing = find_local_images(expand_lists(inputs))
     if not paths:
         reasons = "; ".join(f"{item}: {reason}" for item, reason in missing)
         raise TwinsError(
-            f"no images to predict ({reasons}); name image files, folders or globs",
+            f"no images to predict ({reasons}); name image files, folders, globs or @lists",
             argument="inputs",
         )
-    weights = load_weights(checkpoint, ema=ema, arch=arch)
-    named_in(weights, arch)
+    weights = open_model(checkpoint, arch=arch, ema=ema, device=device)
     task = task_of_weights(weights, arch)
+    given = given_options(task, options)
+    run = task.predict(
+        weights, paths, checkpoint, arch=arch, model_args=model_args, device=device, **given
+    )
+    run.failures = missing + run.failures
+    return run
+
+
+def find_local_images(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """`find_images` of local inputs; an object-store URL or a data set is refused in one line:
+    those are streamed (`--out`)."""
+    from twins import storage
+    from twins.data.image_sources import DATA_SETS
+    from twins.data.images import find_images
+
+    for item in inputs:
+        if storage.is_remote(item) or any(accepts(str(item)) for accepts, _ in DATA_SETS):
+            raise TwinsError(
+                f"{item}: object-store and data-set inputs are predicted into a file: pass "
+                "--out FILE (.jsonl, .csv or .parquet)",
+                argument="out",
+            )
+    return find_images(inputs)
+
+
+def given_options(task: Task, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The `options` given (not None), refused in one line where the task reads one not."""
     given = {name: value for name, value in options.items() if value is not None}
     unread = [name for name in given if name not in task.predict_options]
     if unread:
@@ -255,11 +308,7 @@ def predict(
             f"{reads}); leave {'it' if len(unread) == 1 else 'them'} out",
             argument=unread[0],
         )
-    run = task.predict(
-        weights, paths, checkpoint, arch=arch, model_args=model_args, device=device, **given
-    )
-    run.failures = missing + run.failures
-    return run
+    return given
 
 
 def export(
@@ -318,6 +367,7 @@ __all__ = [
     "load_model",
     "model_from_weights",
     "model_names",
+    "open_model",
     "predict",
     "run_demo",
     "split_model_name",

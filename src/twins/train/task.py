@@ -159,6 +159,16 @@ class Task:
         `options`: `arch`, `model_args`, `device` and those of `predict_options` given."""
         raise NotImplementedError
 
+    def row_predictor(
+        self, source: Any, checkpoint: Any, *, to_file: bool = False, **options: Any
+    ) -> Any:
+        """The model of `source` (a `StateDict`, or an exported model: `twins.export.runtimes`)
+        as a row predictor (`twins.inference.stream.RowPredictor`): one row per image, the
+        objects `twins predict --out` writes. `to_file`: the rows go to a file, so whatever
+        they name (a label map) must be written (`options`: those of `predict_options` that
+        apply, `arch`, `model_args`, `device`)."""
+        raise NotImplementedError
+
     def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
         """Export `model` (built from a file with `metadata`) as `format` to `output`;
         `options`: `image_size` (the side traced at), `check`."""

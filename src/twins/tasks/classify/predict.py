@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,11 @@ import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from twins.data.image_input import as_pil
 from twins.data.images import open_rgb
 from twins.device import select_device
 from twins.errors import TwinsError
+from twins.export.runtimes.artifact import Artifact
 from twins.models import smallest_image_size
 from twins.models.from_weights import model_from_weights
 from twins.notes import note
@@ -56,16 +58,7 @@ class PredictionRun:
 
     def to_json(self) -> dict:
         return {
-            "predictions": [
-                {
-                    "image": p.image,
-                    "top": [
-                        {"index": index, "label": label, "probability": round(prob, 6)}
-                        for index, label, prob in p.top
-                    ],
-                }
-                for p in self.predictions
-            ],
+            "predictions": [top_row(p.image, p.top) for p in self.predictions],
             "failures": [{"image": image, "error": reason} for image, reason in self.failures],
             "preprocessing": self.preprocessing,
         }
@@ -143,13 +136,14 @@ def prediction_preprocessing(
 
 
 class Predictor:
-    """A model from a weights file, ready to classify images."""
+    """A model from a weights file, or an exported one (`twins.export.runtimes`), ready to
+    classify images."""
 
     def __init__(
         self,
         checkpoint: str | os.PathLike,
         *,
-        weights: StateDict | None = None,
+        weights: StateDict | Artifact | None = None,
         arch: str | None = None,
         model_args: Mapping[str, Any] | None = None,
         ema: bool | None = None,
@@ -162,13 +156,20 @@ class Predictor:
         check_crop_pct(crop_pct)
         if weights is None:  # else the file's, already read
             weights = load_weights(checkpoint, ema=ema, arch=arch)
-        self.model = model_from_weights(weights, arch, model_args=model_args).to(self.device)
-        if not self.model.num_classes:
+        metadata = weights.metadata
+        if isinstance(weights, StateDict):
+            model = model_from_weights(weights, arch, model_args=model_args).to(self.device)
+            self.model: Any = model
+            self.num_classes = model.num_classes
+            arch, model_args = model.arch, model.model_args
+        else:  # an exported model runs as it was exported
+            self.model = weights
+            self.num_classes = int(metadata.get("num_classes") or 0)
+            arch, model_args = metadata["arch"], metadata.get("model_args") or {}
+        if not self.num_classes:
             raise TwinsError(f"{checkpoint}: the model has no classifier head; nothing to predict")
-        self.class_names = class_names_for(
-            weights.metadata.get("class_names"), self.model.num_classes
-        )
-        described = weights.metadata.get("preprocessing")
+        self.class_names = class_names_for(metadata.get("class_names"), self.num_classes)
+        described = metadata.get("preprocessing")
         self.preprocessing = prediction_preprocessing(
             described, image_size=image_size, crop_pct=crop_pct
         )
@@ -179,44 +180,58 @@ class Predictor:
                 "(bicubic, ImageNet mean and std); pass image_size and crop_pct (--image-size, "
                 "--crop-pct) if the model was trained otherwise"
             )
-        smallest = smallest_image_size(self.model.arch, self.model.model_args)
+        smallest = smallest_image_size(arch, model_args)
         if self.preprocessing["image_size"] < smallest:
             raise TwinsError(
                 f"image_size {self.preprocessing['image_size']} is too small for "
-                f"{self.model.arch}: it takes images of at least {smallest} pixels a side",
+                f"{arch}: it takes images of at least {smallest} pixels a side",
                 argument="image_size",
             )
         self.transform = eval_transform(self.preprocessing)
+        self.topk, self.batch_size = 5, 32
 
-    def load(self, path: str | os.PathLike) -> torch.Tensor:
-        """One image file as the model's input (C, H, W), decoded as the data loader does."""
-        image, _ = open_rgb(path)
-        return self.transform(image)
+    def load(self, image: Any) -> torch.Tensor:
+        """One image (a file, or any form `twins.data.image_input` takes) as the model's input
+        (C, H, W), decoded as the data loader does."""
+        if isinstance(image, (str, os.PathLike)):
+            return self.transform(open_rgb(image)[0])
+        return self.transform(as_pil(image))
 
     def _batches(
-        self, paths: Sequence[Path], batch_size: int, run: PredictionRun
-    ) -> Iterator[tuple[list[Path], torch.Tensor]]:
+        self, items: Iterable[tuple[str, Any]], batch_size: int
+    ) -> Iterator[tuple[list[str], torch.Tensor | None, str | None]]:
+        """(names, their batch, None), or ([name], None, why) for an image that cannot be read,
+        in the order of `items`."""
         names, tensors = [], []
-        for path in paths:
+        for name, image in items:
             try:
-                tensors.append(self.load(path))
-                names.append(path)
+                tensor = self.load(image)
             except (OSError, ValueError, Image.DecompressionBombError) as error:
-                run.failures.append((str(path), f"unreadable image: {error}"))
+                if tensors:  # the images before it keep their place
+                    yield names, torch.stack(tensors), None
+                    names, tensors = [], []
+                yield [name], None, f"unreadable image: {error}"
+                continue
+            tensors.append(tensor)
+            names.append(name)
             if len(tensors) == batch_size:
-                yield names, torch.stack(tensors)
+                yield names, torch.stack(tensors), None
                 names, tensors = [], []
         if tensors:
-            yield names, torch.stack(tensors)
+            yield names, torch.stack(tensors), None
 
     @torch.inference_mode()
-    def predict(
-        self, paths: Sequence[Path], *, topk: int = 5, batch_size: int = 32
-    ) -> PredictionRun:
-        run = PredictionRun(preprocessing=dict(self.preprocessing))
-        k = max(1, min(topk, self.model.num_classes))
-        for names, batch in self._batches(paths, batch_size, run):
-            probabilities = self.model(batch.to(self.device)).float().softmax(dim=-1)
+    def _top(
+        self, items: Iterable[tuple[str, Any]], topk: int, batch_size: int
+    ) -> Iterator[tuple[str, list[tuple[int, str, float]] | None, str | None]]:
+        """(name, top-k, None) per image, or (name, None, why) where it cannot be read."""
+        k = max(1, min(topk, self.num_classes))
+        for names, batch, error in self._batches(items, batch_size):
+            if batch is None:
+                yield names[0], None, error
+                continue
+            logits = self.model(batch.to(self.device))
+            probabilities = logits.float().softmax(dim=-1)
             values, indices = probabilities.topk(k, dim=-1)
             for name, row_values, row_indices in zip(
                 names, values.tolist(), indices.tolist(), strict=True
@@ -225,15 +240,61 @@ class Predictor:
                     (i, self.class_names[i], p)
                     for i, p in zip(row_indices, row_values, strict=True)
                 ]
-                run.predictions.append(Prediction(str(name), top))
+                yield name, top, None
+
+    columns = ("top",)
+
+    def plan(self, names: Sequence[str]) -> None:
+        """Nothing to place: a classifier writes no files."""
+
+    def rows(self, items: Iterable[tuple[str, Any]]) -> Iterator[dict[str, Any]]:
+        """One row per image, in order: `--json`'s prediction entry (image, top: index, label,
+        probability), or image and error."""
+        for name, top, error in self._top(items, self.topk, self.batch_size):
+            yield {"image": name, "error": error} if top is None else top_row(name, top)
+
+    def predict(
+        self, paths: Sequence[Path], *, topk: int = 5, batch_size: int = 32
+    ) -> PredictionRun:
+        run = PredictionRun(preprocessing=dict(self.preprocessing))
+        items = ((str(path), path) for path in paths)
+        for name, top, error in self._top(items, topk, batch_size):
+            if top is None:
+                run.failures.append((name, error))
+            else:
+                run.predictions.append(Prediction(name, top))
         return run
 
 
+def top_row(image: str, top: Sequence[tuple[int, str, float]]) -> dict[str, Any]:
+    return {
+        "image": image,
+        "top": [
+            {"index": index, "label": label, "probability": round(prob, 6)}
+            for index, label, prob in top
+        ],
+    }
+
+
 def predict_weights(
-    weights: StateDict,
+    weights: StateDict | Artifact,
     paths: Sequence[Path],
     *,
     checkpoint: str | os.PathLike = "the weights",
+    topk: int | None = None,
+    batch_size: int | None = None,
+    **options: Any,
+) -> PredictionRun:
+    """The top-k (default 5) predictions of the classifier in `weights` for `paths`, in
+    batches of `batch_size` (default 32); `options`: `Predictor`'s."""
+    predictor = row_predictor(weights, checkpoint, topk=topk, batch_size=batch_size, **options)
+    return predictor.predict(paths, topk=predictor.topk, batch_size=predictor.batch_size)
+
+
+def row_predictor(
+    weights: StateDict | Artifact,
+    checkpoint: str | os.PathLike = "the weights",
+    *,
     topk: int | None = None,
     batch_size: int | None = None,
     arch: str | None = None,
@@ -241,9 +302,9 @@ def predict_weights(
     device: str = "auto",
     image_size: int | None = None,
     crop_pct: float | None = None,
-) -> PredictionRun:
-    """The top-k (default 5) predictions of the classifier in `weights` for `paths`, in
-    batches of `batch_size` (default 32)."""
+) -> Predictor:
+    """The classifier in `weights` (or an exported one), giving the top-k (default 5) of each
+    image in batches of `batch_size` (default 32)."""
     topk = 5 if topk is None else topk
     batch_size = 32 if batch_size is None else batch_size
     for name, value in (("topk", topk), ("batch_size", batch_size)):
@@ -258,7 +319,8 @@ def predict_weights(
         image_size=image_size,
         crop_pct=crop_pct,
     )
-    return predictor.predict(paths, topk=topk, batch_size=batch_size)
+    predictor.topk, predictor.batch_size = topk, batch_size
+    return predictor
 
 
 def format_run(run: PredictionRun) -> str:

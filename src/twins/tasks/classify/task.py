@@ -118,6 +118,13 @@ class ClassifyTask(Task):
 
         return predict_weights(weights, paths, checkpoint=checkpoint, **options)
 
+    def row_predictor(
+        self, source: Any, checkpoint: Any, *, to_file: bool = False, **options: Any
+    ) -> Any:
+        from twins.tasks.classify.predict import row_predictor
+
+        return row_predictor(source, checkpoint, **options)
+
     def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
         # The Hub layout of a classifier is timm's, which timm and transformers load.
         return export_model(model, format, output, metadata, hub_config=timm_hub_config, **options)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,14 @@ import numpy as np
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
-from torch import nn
 from torchvision import tv_tensors
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from twins.atomic import atomic_path
+from twins.data.image_input import as_tensor, image_bytes, is_file_like
 from twins.device import select_device
 from twins.errors import TwinsError
+from twins.export.runtimes.artifact import Artifact
 from twins.notes import note
 from twins.tasks.detect.data import CategoryMap, decode_image
 from twins.tasks.detect.heads import HEADS
@@ -207,26 +208,38 @@ def coco_image_ids(coco: str | os.PathLike, paths: Sequence[Path]) -> list[int |
 
 
 class DetectionPredictor:
-    """A detector from its weights, ready to detect objects in image files."""
+    """A detector from its weights, or an exported one (`twins.export.runtimes`), ready to
+    detect objects in images."""
 
     def __init__(
         self,
-        weights: StateDict,
+        weights: StateDict | Artifact,
         *,
         arch: str | None = None,
         model_args: Mapping[str, Any] | None = None,
         device: str = "auto",
+        output: str | os.PathLike | None = None,
+        min_score: float | None = None,
     ) -> None:
         self.device = select_device(device)
-        self.model: nn.Module = named_model_from_weights(HEADS, weights, arch, model_args)
-        self.model.to(self.device).eval()
-        self.categories = category_map(weights.metadata, self.model.num_classes)
-        args = self.model.model_args
+        if isinstance(weights, StateDict):
+            self.model: Any = named_model_from_weights(HEADS, weights, arch, model_args)
+            self.model.to(self.device).eval()
+            num_classes, args = self.model.num_classes, self.model.model_args
+        else:  # an exported detector, run image by image as the eager one
+            self.model = weights
+            num_classes = int(weights.metadata["num_classes"])
+            args = weights.metadata.get("model_args") or {}
+        self.categories = category_map(weights.metadata, num_classes)
         self.resize = None
         if args.get("resize_in_model", True) is False:  # resized by the data pipeline
             min_size = args["min_size"]
             short_side = min_size[-1] if isinstance(min_size, Sequence) else min_size
             self.resize = eval_transform(int(short_side), int(args["max_size"]))
+        # Rows' pictures: drawn under `output` (None: none), detections scoring min_score up.
+        self.output = None if output is None else Path(output)
+        self.min_score = check_min_score(min_score)
+        self.pictures: dict[str, Path] = {}
 
     @torch.inference_mode()
     def detect(
@@ -238,6 +251,13 @@ class DetectionPredictor:
             pixels, _ = decode_image(path.read_bytes())
         except (OSError, ValueError, RuntimeError, Image.DecompressionBombError) as error:
             raise ValueError(f"unreadable image: {error}") from error
+        return pixels, self.detect_pixels(pixels, image_id, file_name)
+
+    @torch.inference_mode()
+    def detect_pixels(
+        self, pixels: torch.Tensor, image_id: int, file_name: str
+    ) -> list[dict[str, Any]]:
+        """The COCO result objects of an image (uint8 3 x H x W), best first, in its pixels."""
         original_size = tuple(pixels.shape[-2:])
         try:
             image = tv_tensors.Image(pixels)
@@ -257,11 +277,84 @@ class DetectionPredictor:
             self.categories,
         )
         results.sort(key=lambda r: -r["score"])
-        return pixels, results
+        return results
+
+    columns = ("boxes", "labels", "category_ids", "scores", "masks", "picture")
+
+    def plan(self, names: Sequence[str]) -> None:
+        """Place the pictures of the images `names` under `output`, refused before anything is
+        written where one would land on an input or two on one file."""
+        if self.output is not None and names:
+            paths = [Path(name) for name in names]
+            pictures = picture_paths(paths, input_root(paths), self.output)
+            self.pictures = dict(zip(names, pictures, strict=True))
+
+    def rows(self, items: Iterable[tuple[str, Any]]) -> Iterator[dict[str, Any]]:
+        """One row per image, in order: its detections, best first, in its original pixels:
+        `boxes` (x0, y0, x1, y1), `labels` (class names), `category_ids` (the training
+        annotations'), `scores`, `masks` (COCO RLE, Mask R-CNN), and `picture` where drawn;
+        or image and error."""
+        for name, source in items:
+            try:  # files decoded as the COCO data set decodes them
+                pixels = decode_image(image_bytes(source))[0] if is_file_like(source) else None
+                pixels = as_tensor(source) if pixels is None else pixels
+            except (OSError, ValueError, RuntimeError, Image.DecompressionBombError) as error:
+                yield {"image": name, "error": f"unreadable image: {error}"}
+                continue
+            try:
+                results = self.detect_pixels(pixels, 0, os.path.basename(str(name)))
+            except ValueError as error:
+                yield {"image": name, "error": str(error)}
+                continue
+            yield detections_row(name, results, self.categories, self._draw(name, pixels, results))
+
+    def _draw(self, name: str, pixels: torch.Tensor, results: list[dict]) -> str | None:
+        if self.output is None:
+            return None
+        if str(name) not in self.pictures:  # not planned with the others: placed alone
+            self.plan([str(name)])
+        path = self.pictures[str(name)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_picture(draw_detections(pixels, results, self.categories, self.min_score), path)
+        return str(path)
+
+
+def detections_row(
+    image: str, results: Sequence[Mapping[str, Any]], categories: CategoryMap, picture: Any
+) -> dict[str, Any]:
+    """A row of an image's COCO result objects (see `DetectionPredictor.rows`)."""
+    names = dict(zip(categories.category_ids, categories.names, strict=True))
+    boxes = [[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in results)]
+    row = {
+        "image": image,
+        "boxes": [[round(float(v), 3) for v in box] for box in boxes],
+        "labels": [names[r["category_id"]] for r in results],
+        "category_ids": [r["category_id"] for r in results],
+        "scores": [round(float(r["score"]), 6) for r in results],
+    }
+    if any("segmentation" in r for r in results):
+        row["masks"] = [r["segmentation"] for r in results]
+    return row | ({"picture": picture} if picture is not None else {})
+
+
+def check_min_score(min_score: float | None) -> float:
+    min_score = MIN_SCORE if min_score is None else min_score
+    if not 0 <= min_score <= 1:
+        raise TwinsError(
+            f"min_score is a detection score in [0, 1], not {min_score!r}", argument="min_score"
+        )
+    return min_score
+
+
+def row_predictor(
+    weights: StateDict | Artifact, checkpoint: Any = None, **options: Any
+) -> DetectionPredictor:
+    """The detector in `weights` (or an exported one); `options`: `DetectionPredictor`'s."""
+    return DetectionPredictor(weights, **options)
 
 
 def predict_detections(
-    weights: StateDict,
+    weights: StateDict | Artifact,
     paths: Sequence[Path],
     *,
     output: str | os.PathLike | None = None,
@@ -274,11 +367,7 @@ def predict_detections(
     """Detections in every image of `paths`, with a picture each under `output` when given;
     images that cannot be read or processed are listed, not fatal. `coco`: a COCO file whose
     `images` give the ids (see the module's notes)."""
-    min_score = MIN_SCORE if min_score is None else min_score
-    if not 0 <= min_score <= 1:
-        raise TwinsError(
-            f"min_score is a detection score in [0, 1], not {min_score!r}", argument="min_score"
-        )
+    min_score = check_min_score(min_score)
     root = input_root(paths)
     image_ids: list[int | None] = (
         coco_image_ids(coco, paths) if coco is not None else list(range(1, len(paths) + 1))

@@ -128,6 +128,13 @@ class DetectTask(DenseTask):
 
         return predict_detections(weights, paths, **options)
 
+    def row_predictor(
+        self, source: Any, checkpoint: Any, *, to_file: bool = False, **options: Any
+    ) -> Any:
+        from twins.tasks.detect.predict import row_predictor
+
+        return row_predictor(source, checkpoint, **options)
+
     def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
         from twins.tasks.detect.export import export_detector
 

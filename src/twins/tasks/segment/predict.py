@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +35,14 @@ import torch
 from PIL import Image
 
 from twins import storage
-from twins.data.images import decode_rgb_tensor
+from twins.data.image_input import as_tensor
 from twins.device import select_device
 from twins.errors import TwinsError
+from twins.export.runtimes.artifact import Artifact
 from twins.tasks.head import named_model_from_weights
 from twins.tasks.segment.ade20k import ADE20K_PALETTE
 from twins.tasks.segment.evaluate import smallest_side
+from twins.tasks.segment.export import smallest_dense_side
 from twins.tasks.segment.heads import HEADS
 from twins.tasks.segment.metrics import predict_labels
 from twins.tasks.segment.slide import check_window, slide_labels
@@ -58,6 +60,7 @@ class SegmentationPrediction:
     label_map: str  # the written label PNG
     overlay: str  # the written overlay PNG
     classes: list[str]  # the names of the classes present, in class order
+    counts: dict[str, int] = field(default_factory=dict)  # their pixels
 
 
 @dataclass
@@ -74,6 +77,7 @@ class SegmentationRun:
                     "label_map": p.label_map,
                     "overlay": p.overlay,
                     "classes": p.classes,
+                    "counts": p.counts,
                 }
                 for p in self.predictions
             ],
@@ -95,11 +99,12 @@ class SegmentationPredictor:
 
     def __init__(
         self,
-        weights: StateDict,
+        weights: StateDict | Artifact,
         *,
         arch: str | None = None,
         model_args: Mapping[str, Any] | None = None,
         device: str = "auto",
+        output: str | None = None,
         slide: Sequence[int] | None = None,
     ) -> None:
         self.device = select_device(device)
@@ -107,11 +112,19 @@ class SegmentationPredictor:
         self.window = None if slide is None else ([slide[0]] * 2, [slide[1]] * 2)
         if self.window is not None:
             check_window(*self.window)
-        model = named_model_from_weights(HEADS, weights, arch, model_args)
-        self.model = model.to(self.device).eval()
-        self.smallest = smallest_side(self.model)
         metadata = weights.metadata
-        num_classes = self.model.num_classes
+        if isinstance(weights, StateDict):
+            model = named_model_from_weights(HEADS, weights, arch, model_args)
+            self.model: Any = model.to(self.device).eval()
+            self.smallest = smallest_side(self.model)
+            num_classes = self.model.num_classes
+        else:  # an exported segmenter: its graph takes sides from twice the backbone's
+            self.model = weights
+            self.smallest = smallest_dense_side(metadata["arch"], metadata.get("model_args") or {})
+            num_classes = int(metadata["num_classes"])
+        # Where rows' label maps and overlays go (None: rows hold the label map itself).
+        self.output = output
+        self.names: dict[str, str] = {}
         names = metadata.get("class_names")
         self.class_names = (
             list(names)
@@ -182,33 +195,72 @@ class SegmentationPredictor:
             blended[rows] = mix.round().astype(np.uint8)
         return _png_bytes(Image.fromarray(blended))
 
-    def predict(self, paths: Sequence[Path], output: str) -> SegmentationRun:
-        """Label maps and overlays of `paths` under `output` (see the module's docstring), at
-        the places `output_names` gives, which `check_outputs` has cleared."""
-        run = SegmentationRun(preprocessing=dict(self.preprocessing))
-        for path, name in zip(paths, output_names(paths), strict=True):
+    columns = ("label_map", "overlay", "classes", "counts")
+
+    def plan(self, names: Sequence[str]) -> None:
+        """Place the label maps and overlays of the images `names` under `output` (see the
+        module's docstring), refused before anything is written where two would be one or one
+        would be an input."""
+        if self.output is not None:
+            check_outputs(names, self.output)
+            self.names = dict(zip(names, output_names(names), strict=True))
+
+    def rows(self, items: Iterable[tuple[str, Any]]) -> Iterator[dict[str, Any]]:
+        """One row per image, in order: image, label_map and overlay (the files written under
+        `output`; without one, label_map is the H x W array of class indices), the names of
+        the classes present and their pixel counts; or image and error."""
+        for name, source in items:
             try:
-                image, _ = decode_rgb_tensor(storage.read_bytes(path))
+                image = as_tensor(source)
             except (OSError, ValueError, Image.DecompressionBombError) as error:
-                run.failures.append((str(path), f"unreadable image: {error}"))
+                yield {"image": name, "error": f"unreadable image: {error}"}
                 continue
             try:
                 classes = self.label_map(image)
-                label_png, overlay_png = self.label_png(classes), self.overlay_png(image, classes)
+                files = self._write(name, image, classes)
             except (RuntimeError, ValueError, MemoryError) as error:  # e.g. out of memory
-                run.failures.append((str(path), f"could not be processed: {error}"))
+                yield {"image": name, "error": f"could not be processed: {error}"}
                 continue
-            label_file = storage.join(output, name + LABEL_SUFFIX)
-            overlay_file = storage.join(output, name + OVERLAY_SUFFIX)
-            if not storage.is_remote(output):
-                Path(label_file).parent.mkdir(parents=True, exist_ok=True)
-            storage.write_bytes(label_file, label_png)
-            storage.write_bytes(overlay_file, overlay_png)
-            counts = torch.bincount(classes.flatten(), minlength=len(self.class_names))
-            present = [self.class_names[i] for i in counts.nonzero().flatten().tolist()]
-            run.predictions.append(
-                SegmentationPrediction(str(path), label_file, overlay_file, present)
+            counts = torch.bincount(classes.flatten(), minlength=len(self.class_names)).tolist()
+            present = {self.class_names[i]: n for i, n in enumerate(counts) if n}
+            label_map, overlay = files if files else (classes.numpy(), None)
+            yield {
+                "image": name,
+                "label_map": label_map,
+                "overlay": overlay,
+                "classes": list(present),
+                "counts": present,
+            }
+
+    def _write(self, name: str, image: torch.Tensor, classes: torch.Tensor) -> tuple | None:
+        """(label file, overlay file) written for image `name` under `output`; None without."""
+        if self.output is None:
+            return None
+        if str(name) not in self.names:  # not planned with the others: placed alone
+            self.plan([str(name)])
+        placed = self.names[str(name)]
+        label_png, overlay_png = self.label_png(classes), self.overlay_png(image, classes)
+        label_file = storage.join(self.output, placed + LABEL_SUFFIX)
+        overlay_file = storage.join(self.output, placed + OVERLAY_SUFFIX)
+        if not storage.is_remote(self.output):
+            Path(label_file).parent.mkdir(parents=True, exist_ok=True)
+        storage.write_bytes(label_file, label_png)
+        storage.write_bytes(overlay_file, overlay_png)
+        return label_file, overlay_file
+
+    def predict(self, paths: Sequence[Path]) -> SegmentationRun:
+        """Label maps and overlays of `paths` under `output` (see the module's docstring)."""
+        run = SegmentationRun(preprocessing=dict(self.preprocessing))
+        names = [str(path) for path in paths]
+        self.plan(names)
+        for row in self.rows(zip(names, names, strict=True)):
+            if "error" in row:
+                run.failures.append((row["image"], row["error"]))
+                continue
+            prediction = SegmentationPrediction(
+                row["image"], row["label_map"], row["overlay"], row["classes"], row["counts"]
             )
+            run.predictions.append(prediction)
         return run
 
 
@@ -247,31 +299,35 @@ def check_outputs(paths: Sequence[Path], output: str) -> None:
 
 
 def predict_segmentation(
-    weights: StateDict,
+    weights: StateDict | Artifact,
     paths: Sequence[Path],
     output: str | os.PathLike | None = None,
-    *,
-    arch: str | None = None,
-    model_args: Mapping[str, Any] | None = None,
-    device: str = "auto",
-    slide: Sequence[int] | None = None,
+    **options: Any,
 ) -> SegmentationRun:
-    """Label maps and overlays of `paths` written to `output` (see the module's docstring)."""
-    if output is None:
+    """Label maps and overlays of `paths` written to `output` (see the module's docstring);
+    `options`: `SegmentationPredictor`'s."""
+    return row_predictor(weights, output=output, required=True, **options).predict(paths)
+
+
+def row_predictor(
+    weights: StateDict | Artifact,
+    checkpoint: Any = None,
+    *,
+    output: str | os.PathLike | None = None,
+    required: bool = False,
+    **options: Any,
+) -> SegmentationPredictor:
+    """The segmenter in `weights` (or an exported one), writing under `output` (a folder made
+    here, or a URL); `required`: refuse to go without one."""
+    if output is None and required:
         raise TwinsError(
             "a segmenter's predictions are label maps: name a folder for them (--output DIR)",
             argument="output",
         )
-    output = str(output)
-    if not storage.is_remote(output):
-        output = str(Path(output).expanduser())
-    check_outputs(paths, output)
-    if not storage.is_remote(output):
-        Path(output).mkdir(parents=True, exist_ok=True)
-    predictor = SegmentationPredictor(
-        weights, arch=arch, model_args=model_args, device=device, slide=slide
-    )
-    return predictor.predict(paths, output)
+    if output is not None:
+        output = str(output)
+        output = output if storage.is_remote(output) else str(Path(output).expanduser())
+    return SegmentationPredictor(weights, output=output, **options)
 
 
 def _png_bytes(image: Image.Image) -> bytes:

@@ -137,6 +137,13 @@ class SegmentTask(DenseTask):
 
         return predict_segmentation(weights, paths, **options)
 
+    def row_predictor(
+        self, source: Any, checkpoint: Any, *, to_file: bool = False, **options: Any
+    ) -> Any:
+        from twins.tasks.segment.predict import row_predictor
+
+        return row_predictor(source, checkpoint, required=to_file, **options)
+
     def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
         from twins.tasks.segment.export import export_segmenter
 
