@@ -66,3 +66,33 @@ def test_an_image_of_another_shape_is_refused_saying_what_is_taken():
         as_tensor(np.zeros((4, 5, 2), dtype=np.uint8))
     with pytest.raises(ValueError, match="not an image file Pillow can read"):
         as_tensor(b"neither")
+
+
+def test_a_parquet_set_gives_every_row_of_every_split_test_too(tmp_path):
+    from hub_parquet import imagefolder_to_parquet, write_parquet_file
+
+    source = write_imagefolder(tmp_path / "folder", 2, (2, 1))
+    hub = imagefolder_to_parquet(source, tmp_path / "hub", {"train": 2, "val": 1})
+    test_image = (source / "val" / "class_0" / "0.png").read_bytes()
+    write_parquet_file(hub / "data" / "test-00000-of-00001.parquet", [(test_image, "", -1)], None)
+    items, missing = list_images([str(hub)])
+    images = [path for path in source.rglob("*.png")]
+    assert not missing and len(items) == len(images) + 1
+    names = [item.name for item in items]
+    assert len(set(names)) == len(names)  # the Hub's paths repeat ("0.png"): rows do not
+    assert names[0] == "test-00000-of-00001.parquet row 0"
+    assert names[1] == "train-00000-of-00002.parquet row 0 (0.png)"
+    val = [item for item in items if item.name.startswith("validation-")]
+    assert val[0].read() == (source / "val" / "class_0" / "0.png").read_bytes()
+    assert val[-1].read() == (source / "val" / "class_1" / "0.png").read_bytes()
+
+
+def test_a_parquet_file_without_an_image_column_is_one_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    table = pa.table({"pixels": [b"x"], "label": [0]})
+    pq.write_table(table, tmp_path / "hub" / "data" / "test-00000-of-00001.parquet")
+    with pytest.raises(TwinsError, match="has no `image` column of image bytes"):
+        list_images([str(tmp_path / "hub")])

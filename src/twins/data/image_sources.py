@@ -1,7 +1,8 @@
 """The images a command names, as (name, reader) items read only when predicted: files,
 folders (searched recursively), glob patterns, `@list.txt` (a text file of such inputs, one a
 line), object-store prefixes and files (`s3://bucket/prefix`, through `twins.storage`), and
-packed data sets (`twins pack`'s shards: every split's samples, named `<split>/<source path>`).
+packed data sets (`twins pack`'s shards: every split's samples, named `<split>/<source path>`)
+and Parquet image sets in the Hub's layout (every row, `twins.data.parquet.listing`).
 
 Each kind of data set is one lister in `DATA_SETS`, asked in turn whether an input is one of
 its sets.
@@ -18,6 +19,8 @@ from pathlib import Path
 from twins import storage
 from twins.data.images import IMAGE_EXTENSIONS, find_images
 from twins.data.packed import format as packed
+from twins.data.parquet.layout import is_parquet_set
+from twins.data.parquet.listing import parquet_rows
 from twins.errors import TwinsError
 
 LIST_PREFIX = "@"
@@ -45,10 +48,15 @@ def packed_items(url: str) -> list[ImageItem]:
     return items
 
 
+def parquet_items(url: str) -> list[ImageItem]:
+    """Every row of the Parquet image set at `url`, split by split, file by file."""
+    return [ImageItem(name, read) for name, read in parquet_rows(url)]
+
+
 # (whether an input is a data set of this kind, its items).
 DATA_SETS: list[tuple[Callable[[str], bool], Callable[[str], list[ImageItem]]]] = [
     (packed.is_packed, packed_items),
-    # (is_parquet_set, parquet_items): a Hub Parquet set's image column
+    (is_parquet_set, parquet_items),
 ]
 
 

@@ -128,6 +128,26 @@ def read_layout(url: str, splits: tuple[str, ...] = ("train", "val")) -> Parquet
     return ParquetSet(url, chosen, classes)
 
 
+def check_image_column(shown: str, schema: Any) -> None:
+    """TwinsError unless `schema` (a pyarrow schema) has the Hub's `image` struct of bytes."""
+    import pyarrow as pa
+
+    image = schema.field("image") if "image" in schema.names else None
+    if (
+        image is None
+        or not pa.types.is_struct(image.type)
+        or image.type.get_field_index("bytes") < 0
+        or not pa.types.is_binary(image.type.field("bytes").type)
+        and not pa.types.is_large_binary(image.type.field("bytes").type)
+    ):
+        raise TwinsError(
+            f"{shown} has no `image` column of image bytes (its columns: "
+            f"{', '.join(schema.names)}): a Parquet image set holds each image in an `image` "
+            "struct of `bytes` and `path`, as `datasets` writes it "
+            "(`Dataset.cast_column('image', Image())` then `to_parquet`)"
+        )
+
+
 def read_file_info(url: str, name: str) -> ParquetFileInfo:
     """What the reader needs of `url/data/name`, its columns checked."""
     import pyarrow as pa
@@ -144,19 +164,7 @@ def read_file_info(url: str, name: str) -> ParquetFileInfo:
         ) from error
     schema = file.schema_arrow
     columns = ", ".join(schema.names)
-    image = schema.field("image") if "image" in schema.names else None
-    if (
-        image is None
-        or not pa.types.is_struct(image.type)
-        or image.type.get_field_index("bytes") < 0
-        or not pa.types.is_binary(image.type.field("bytes").type)
-        and not pa.types.is_large_binary(image.type.field("bytes").type)
-    ):
-        raise TwinsError(
-            f"{shown} has no `image` column of image bytes (its columns: {columns}): a Parquet "
-            "image set holds each image in an `image` struct of `bytes` and `path`, as "
-            "`datasets` writes it (`Dataset.cast_column('image', Image())` then `to_parquet`)"
-        )
+    check_image_column(shown, schema)
     if "label" not in schema.names or not pa.types.is_integer(schema.field("label").type):
         raise TwinsError(
             f"{shown} has no integer `label` column (its columns: {columns}): name the class "
