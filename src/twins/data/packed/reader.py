@@ -148,6 +148,12 @@ class ShardDataset(CountedReads, Dataset):
         key, extension, *_, source = members[index - self.starts[shard]]
         return f"{storage.join(self.shown, name)}:{key}{extension} (packed from {source})"
 
+    def sample_keys(self) -> list[str]:
+        """Each sample's image as it was packed (`cat/0001.jpg`, relative to the split's
+        folder): the keys of the folder it was packed from (`twins.data.split`)."""
+        indexes = _read_indexes(self.url, self.shards, self._fix)
+        return [member[-1] for index in indexes for member in index["members"]]
+
     def _follow_order(self, shard: int) -> None:
         """On the first read of a new block of the epoch's order: hold it and the next in the
         cache (fetching them ahead), and let go of the rest, files open here included (a
