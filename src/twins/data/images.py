@@ -61,9 +61,10 @@ def decode_rgb(data: bytes) -> tuple[Image.Image, str]:
 
 
 def decoder_for(split: str) -> Callable[[bytes], tuple[Any, str]]:
-    """How the data sets decode a split's image bytes: the training split to uint8 tensors (what
-    its transform takes), the others to PIL images (what evaluation and predict share)."""
-    return decode_rgb_tensor if split == "train" else decode_rgb
+    """How the data sets decode a split's image bytes: every split to PIL images. Evaluation
+    and predict share them; the training transform crops them in Pillow, so that only the
+    crop's pixels are copied into a tensor."""
+    return decode_rgb
 
 
 def decode_rgb_tensor(data: bytes) -> tuple[torch.Tensor, str]:
