@@ -38,13 +38,13 @@ def validation_indices(keys: Sequence[str], fraction: float, seed: int) -> list[
     """The indices (ascending) of the `fraction` of samples held out for validation: a seeded
     permutation of the samples sorted by key (then by index, for repeated keys)."""
     count = len(keys)
-    held_out = min(count - 1, max(1, round(fraction * count)))
     if count < 2:
         raise TwinsError(
             f"val_split needs at least 2 training images to hold some out, found {count}; "
             "add images or give the data a validation part",
             argument="val_split",
         )
+    held_out = min(count - 1, max(1, round(fraction * count)))  # both parts keep an image
     by_key = sorted(range(count), key=lambda index: (keys[index], index))
     order = np.random.default_rng((_SPLIT_STREAM, seed)).permutation(count)
     return sorted(by_key[position] for position in order[:held_out].tolist())
