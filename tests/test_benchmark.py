@@ -138,14 +138,14 @@ def test_too_few_images_for_a_batch(capsys, tmp_path):
 def test_a_killed_loader_worker_is_one_line_naming_the_data(capsys, tmp_path, monkeypatch):
     """A worker the system kills (SIGKILL, as the out-of-memory killer sends) while it decodes."""
     _write_jpegs(tmp_path)
-    decode = twins.benchmark.loaders.decode_rgb_tensor
+    decode = twins.benchmark.loaders.decode_rgb
 
     def decode_or_die(*args, **kwargs):
         if torch.utils.data.get_worker_info() is not None:
             os.kill(os.getpid(), signal.SIGKILL)
         return decode(*args, **kwargs)
 
-    monkeypatch.setattr(twins.benchmark.loaders, "decode_rgb_tensor", decode_or_die)
+    monkeypatch.setattr(twins.benchmark.loaders, "decode_rgb", decode_or_die)
     args = ["--mode", "data", "--data", str(tmp_path), "--workers", "1", *QUICK]
     assert main(["benchmark", *args]) == 2
     (error,) = capsys.readouterr().err.strip().splitlines()

@@ -6,7 +6,8 @@ Key names are those of the seed's YAML and argument parser (MindSpore ModelZoo T
 `semantics` (whose training math the keys mean: the seed's, the official runs' or this
 toolkit's; docs/recipes.md), `model_args` (create_model overrides), `hflip`, `crop_scale`,
 `lr_base_size` and `layer_decay` (timm's meanings), `shuffle_block`, `cache_dir` and
-`cache_size` (packed data sets, docs/data.md), `eval_every`, `log_every`,
+`cache_size` (packed data sets, docs/data.md), `val_split` (a validation part drawn from the
+training images, docs/data.md), `eval_every`, `log_every`,
 `save_every_steps` (checkpoints within an epoch), `max_nonfinite_steps`, `loggers` and the
 trackers' `mlflow_tracking_uri`, `mlflow_experiment`, `wandb_project`, `wandb_entity` (the
 trackers, `twins.train.trackers`); for the dense
@@ -103,8 +104,8 @@ class TrainConfig:
     data_url: str = _key(
         "",
         "str",
-        doc="folder with train/ and val/ class folders, or a packed data set (twins pack): "
-        "its folder or URL (s3://...)",
+        doc="folder with train/ and val/ class folders or train.csv and val.csv (path,label), "
+        "or a packed data set (twins pack): its folder or URL (s3://...)",
     )
     shuffle_block: int = _key(
         16,
@@ -116,6 +117,13 @@ class TrainConfig:
         "", "str", doc="cache of shards read from a URL ('' = $TWINS_CACHE_DIR or ~/.cache/twins)"
     )
     cache_size: str = _key("50GB", "size", doc="size limit of that cache, e.g. 50GB")
+    val_split: float = _key(
+        0.0,
+        "float",
+        (0.0, 0.99),
+        doc="classify: hold out this fraction of the training images for validation, drawn "
+        "from seed, where the data has no validation part; 0 = off",
+    )
     set: str = _key("ImageNet", "str", doc="data set name (informative)")
     num_classes: int = _key(1000, "int", (1, None))
     mix_up: float = _key(0.8, "float", (0.0, None), doc="mixup alpha, 0 = off")

@@ -169,6 +169,19 @@ def test_every_auto_augment_timm_knows_runs_on_tensors(make_config, text):
         assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
 
 
+def test_a_pil_image_gives_the_pixels_and_draws_of_its_tensor(make_config):
+    """The loaders hand the transform PIL images (cropped in Pillow); tensors take the same
+    path from the crop on."""
+    ours = build_train_transform(make_config(image_size=48, re_prob=1.0, re_count=2))
+    image = _photo("flower.jpg", 120).crop((0, 10, 120, 100))  # not square
+    for seed in range(12):
+        with seeded(seed):
+            from_pil = ours(image)
+        with seeded(seed):
+            from_tensor = ours(_tensor(image))
+        assert all(map(torch.equal, from_pil, from_tensor)), seed
+
+
 @pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest", "random"])
 def test_the_crop_is_resized_as_pillow_resizes_it(make_config, interpolation):
     config = make_config(image_size=40, auto_augment=None, re_prob=0.0, hflip=0.0)

@@ -14,7 +14,7 @@ judgement on given counts, for counts summed over several processes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,16 +112,20 @@ class CountedReads:
         """Raise TwinsError when most of the images read so far were unreadable."""
         judge_health(self.tried, self.skipped, len(self), self.root)
 
-    def unreadable_classes(self) -> list[str]:
+    def unreadable_classes(self, indices: Sequence[int] | None = None) -> list[str]:
         """The classes every image of which was found unreadable (once all were read, e.g.
         after an epoch): a model trained on the data set has a class it never sees. Empty for
-        a data set without one class per image (`targets`)."""
+        a data set without one class per image (`targets`). `indices`: of these samples only
+        (a part of the data set, `twins.data.split`)."""
         targets, classes = getattr(self, "targets", None), getattr(self, "classes", None)
         if targets is None or not classes:
             return []
-        targets = torch.as_tensor(targets, dtype=torch.int64)
+        targets, flags = torch.as_tensor(targets, dtype=torch.int64), self._broken
+        if indices is not None:
+            chosen = torch.as_tensor(indices, dtype=torch.int64)
+            targets, flags = targets[chosen], flags[chosen]
         images = torch.bincount(targets, minlength=len(classes)).tolist()
-        broken = torch.bincount(targets[self._broken], minlength=len(classes)).tolist()
+        broken = torch.bincount(targets[flags], minlength=len(classes)).tolist()
         return [c for c, n, b in zip(classes, images, broken, strict=True) if n and b == n]
 
 

@@ -29,6 +29,7 @@ from torchvision.datasets import ImageFolder
 
 from twins.data.counted import CountedReads, ImageSample
 from twins.data.images import decode_rgb, is_image_file
+from twins.data.split import relative_keys
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +93,19 @@ class SafeImageFolder(CountedReads, ImageFolder):
 
     def __getitem__(self, index: int) -> ImageSample | None:
         path, target = self.samples[index]
-        return self.read_sample(index, target, lambda: self.decode(_read_bytes(path)))
+        return self.read_sample(index, target, lambda: self.decode(read_regular_file(path)))
 
     def file_name(self, index: int) -> str:
         return self.samples[index][0]
 
+    def sample_keys(self) -> list[str]:
+        """Each image's path relative to the folder (`cat/0001.jpg`): the same wherever the
+        folder is mounted (`twins.data.split`)."""
+        return relative_keys([path for path, _ in self.samples], self.root)
 
-def _read_bytes(path: str) -> bytes:
+
+def read_regular_file(path: str) -> bytes:
+    """The bytes of the regular file at `path`; OSError for anything else (a FIFO, a folder)."""
     # Not blocking on open, and only a regular file read: a FIFO named like an image would
     # stop the loader for ever; this way it is an unreadable file, skipped and counted.
     with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:

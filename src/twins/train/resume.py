@@ -201,6 +201,7 @@ def check_same_run(saved: dict[str, Any], config: Any, path: Path) -> list[str]:
                 "output folder (train_url) for a new run, or delete that folder",
                 argument="train_url",
             )
+    _check_same_split(before, now, path)
     changed = [
         key
         for key in now
@@ -218,6 +219,22 @@ def check_same_run(saved: dict[str, Any], config: Any, path: Path) -> list[str]:
         f"{saved.get('global_step', 0)} the run computes what the new values say, not what an "
         "unbroken run of the old ones would"
     ]
+
+
+def _check_same_split(before: dict[str, Any], now: dict[str, Any], path: Path) -> None:
+    """Refuse a resume that would hold out other training images (`val_split` and the `seed`
+    it is drawn from): the run would train on images it validated on."""
+    if not (before.get("val_split") or now.get("val_split")):
+        return
+    for key in ("val_split", "seed"):
+        if key in before and before[key] != now.get(key):
+            raise TwinsError(
+                f"{path} is a run with val_split={before.get('val_split')!r} drawn from "
+                f"seed={before.get('seed')!r}; {key}={now.get(key)!r} would hold out other "
+                f"training images: resume with {key}={before[key]!r}, or give another output "
+                "folder (train_url) for a new run",
+                argument="train_url",
+            )
 
 
 def check_same_start(saved: dict[str, Any] | None, path: Path, device: torch.device) -> None:

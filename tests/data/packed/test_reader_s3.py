@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,7 +160,7 @@ def test_a_shard_damaged_in_the_cache_is_fetched_again_and_the_cache_blamed(
         train = open_packed(
             bucket, {"train": None}, cache_dir=tmp_path / "cache", cache_size=10**9
         )["train"]
-        return train[train.starts[shard]][0]
+        return torch.from_numpy(np.array(train[train.starts[shard]][0]))  # a PIL image's pixels
 
     name = "train-000002.tar"
     original = first_image(2)

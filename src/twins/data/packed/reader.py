@@ -155,6 +155,13 @@ class ShardDataset(CountedReads, Dataset):
             return f"{storage.join(self.shown, name)}:{key}{extension}"
         return f"{storage.join(self.shown, name)}:{key}{extension} (packed from {source})"
 
+    def sample_keys(self) -> list[str]:
+        """Each sample's image as it was packed (`cat/0001.jpg`, relative to the split's
+        folder): the keys of the folder it was packed from (`twins.data.split`)."""
+        indexes = _read_indexes(self.url, self.shards, self._fix)
+        # An indexed set's members name no source: their key and extension then.
+        return [m[-1] or m[0] + m[1] for index in indexes for m in index["members"]]
+
     def _shard_path(self, shard: int) -> Path:
         name = self.shards[shard]["name"]
         if self.cache is None:

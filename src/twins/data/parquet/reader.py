@@ -118,6 +118,15 @@ class ParquetDataset(CountedReads, Dataset):
         data = images.field("bytes")[row - self.group_starts[number][group]].as_py()
         return self.read_sample(index, int(self.targets[index]), lambda: self.decode(_bytes(data)))
 
+    def sample_keys(self) -> list[str]:
+        """Each row as `<file> row N`, stable wherever the set is (`twins.data.split`): the
+        Hub's image paths repeat across classes."""
+        return [
+            f"{name} row {row}"
+            for name, rows in zip(self.files, self.shard_sizes, strict=True)
+            for row in range(rows)
+        ]
+
     def file_name(self, index: int) -> str:
         number = bisect.bisect_right(self.starts, index) - 1
         row = index - self.starts[number]

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from twins.config import TrainConfig
+from twins.data.csv_labels import is_csv_data
 from twins.data.folder import SafeImageFolder
 from twins.errors import TwinsError
 from twins.tasks.classify.data import is_packed_data, open_data
@@ -80,7 +81,8 @@ def evaluate_models(
 
 
 def validation_set(config: TrainConfig, class_names: list[str] | None, num_classes: int):
-    if is_packed_data(config.data_url) or is_parquet_data(config.data_url):
+    url = config.data_url
+    if is_packed_data(url) or is_parquet_data(url) or is_csv_data(url) or config.val_split:
         val_set = open_data(config, {"val": build_eval_transform(config)})["val"]
         folder = val_set.root
     else:

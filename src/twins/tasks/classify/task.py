@@ -42,7 +42,7 @@ class ClassifyTask(Task):
     reads = ENGINE_KEYS | {"shuffle_block", "cache_dir", "cache_size", "hflip", "crop_scale"}
     reads |= {"mix_up", "cutmix", "mixup_prob", "switch_prob", "mixup_mode", "label_smoothing"}
     reads |= {"auto_augment", "interpolation", "re_prob", "re_mode", "re_count", "image_size"}
-    reads |= {"crop_pct"}
+    reads |= {"crop_pct", "val_split"}
 
     def check_config(self, config: Any) -> None:
         super().check_config(config)
