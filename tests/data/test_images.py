@@ -82,6 +82,13 @@ def _jpegs() -> dict[str, bytes]:
 
 def test_the_training_decoder_gives_pillows_pixels_and_mode_for_every_kind_of_jpeg():
     for name, data in _jpegs().items():
+        with Image.open(io.BytesIO(data)) as header:
+            plain = header.mode in ("RGB", "L") and header.getexif().get(ORIENTATION, 1) == 1
+        assert images._plain_jpeg_mode(data) == images._pillow_jpeg_mode(data), name
+        assert (images._plain_jpeg_mode(data) is not None) == plain, name
+        # Read without Pillow where the header holds no EXIF, XMP or CMYK frame.
+        read_here = images._scan_jpeg_header(data) != images._ASK_PILLOW
+        assert read_here == name.startswith(("rgb", "gray", "icc")), name
         expected, mode = images.decode_rgb(data)
         pixels, tensor_mode = images.decode_rgb_tensor(data)
         assert tensor_mode == mode, name

@@ -66,5 +66,5 @@ def test_predict_refuses_an_option_the_files_task_does_not_read(plain_segmenter,
     ]
     assert main(args) == 2
     error = capsys.readouterr().err
-    assert "topk: not read by a segment model's predict (it reads output)" in error
+    assert "topk: not read by a segment model's predict (it reads output, slide)" in error
     assert len(error.strip().splitlines()) == 1

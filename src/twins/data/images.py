@@ -8,9 +8,13 @@ says (`PIL.ImageOps.exif_transpose`, as image viewers do), 16-bit values are res
 transparent images are composited on white (as an image viewer shows them). Files that cannot
 be decoded raise; the caller decides to skip them.
 
-`decode_rgb_tensor` gives the same pixels as a uint8 tensor (3 x H x W) for the training loader.
-Every image goes through Pillow (libjpeg-turbo inside): torchvision 0.29 deprecates its own
-decoders (`torchvision.io.decode_jpeg`, ...) for TorchCodec, which needs FFmpeg's libraries.
+`decode_rgb_tensor` gives the same pixels as a uint8 tensor (3 x H x W) for the training loader:
+a plain JPEG (RGB or grayscale, upright, complete) is decoded by simplejpeg (libjpeg-turbo, as
+Pillow, with the same accurate DCT and upsampling: the same pixels, in a quarter less CPU time
+than Pillow's row by row decoding into 4-byte pixels), everything else (CMYK, EXIF
+orientation, PNG, GIF, ...) by `open_rgb` above. torchvision 0.29 deprecates its own decoders
+(`torchvision.io.decode_jpeg`, ...) for TorchCodec, which needs FFmpeg's libraries: twins calls
+neither.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def is_image_file(path: str | os.PathLike) -> bool:
 # Modes holding one 16- or 32-bit integer channel (16-bit PNG / TIFF grayscale).
 _WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
+_ORIENTATION = 0x0112  # the EXIF tag
+
 
 def open_rgb(path: str | os.PathLike) -> tuple[Image.Image, str]:
     """Read `path` fully and return (upright RGB image, mode the file was stored in)."""
@@ -61,18 +67,96 @@ def decode_rgb(data: bytes) -> tuple[Image.Image, str]:
 
 
 def decoder_for(split: str) -> Callable[[bytes], tuple[Any, str]]:
-    """How the data sets decode a split's image bytes: every split to PIL images. Evaluation
-    and predict share them; the training transform crops them in Pillow, so that only the
-    crop's pixels are copied into a tensor."""
-    return decode_rgb
+    """How the data sets decode a split's image bytes: the training split to uint8 tensors (what
+    its transform takes), the others to PIL images (what evaluation and predict share)."""
+    return decode_rgb_tensor if split == "train" else decode_rgb
 
 
 def decode_rgb_tensor(data: bytes) -> tuple[torch.Tensor, str]:
     """`decode_rgb`'s pixels as a uint8 tensor (3 x H x W, a view of packed H x W x 3 pixels),
     and the mode the file was stored in."""
+    mode = _plain_jpeg_mode(data)
+    if mode is not None:
+        import simplejpeg
+
+        try:
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB")
+            return torch.from_numpy(pixels).permute(2, 0, 1), mode
+        except ValueError:
+            pass  # Pillow decides: it may read what libjpeg refused here, or raise
     image, mode = _decode_with_pil(io.BytesIO(data))
     # A writable copy of Pillow's bytes: callers own the tensor and may change it in place.
     return torch.from_numpy(np.array(image)).permute(2, 0, 1), mode
+
+
+# Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic).
+_START_OF_FRAME = frozenset(
+    (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+)
+# Segments that say nothing of the mode or orientation: tables, restart interval, comments,
+# application segments but APP1 (EXIF, XMP) and an APP2 of MPF (several pictures).
+_PASSED_OVER = frozenset((0xC4, 0xCC, 0xDB, 0xDD, 0xE0, *range(0xE2, 0xF0), 0xFE))
+_ASK_PILLOW = "ask Pillow"
+
+
+def _plain_jpeg_mode(data: bytes) -> str | None:
+    """ "RGB" or "L" for a complete JPEG that needs no turning; None for anything else.
+
+    The segments before the image data are read here (0.01 ms) where they hold nothing but
+    tables, comments and the frame (8-bit, 1 or 3 components); a file with EXIF or XMP (which
+    may turn it), several pictures (MPO) or anything unusual is left to Pillow's reading of
+    the header (0.04-0.08 ms), which decides as before."""
+    if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
+        return None  # not a JPEG, or truncated: Pillow's rules apply
+    mode = _scan_jpeg_header(data)
+    return _pillow_jpeg_mode(data) if mode is _ASK_PILLOW else mode
+
+
+def _scan_jpeg_header(data: bytes) -> str:
+    """The mode of a JPEG whose header holds only plain segments, else _ASK_PILLOW."""
+    position, mode, end = 2, _ASK_PILLOW, len(data)
+    while position + 4 <= end and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte
+            position += 1
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if length < 2 or position + 2 + length > end:
+            return _ASK_PILLOW
+        if marker == 0xDA:  # start of scan: the header is over
+            return mode
+        if marker in _START_OF_FRAME:
+            frame = data[position + 4 : position + 2 + length]
+            if mode is not _ASK_PILLOW or len(frame) < 6:
+                return _ASK_PILLOW
+            bits, layers = frame[0], frame[5]
+            height, width = int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
+            limit = Image.MAX_IMAGE_PIXELS
+            if bits != 8 or layers not in (1, 3) or not height or not width:
+                return _ASK_PILLOW
+            if limit is not None and height * width > limit:
+                return _ASK_PILLOW  # Pillow warns, or refuses
+            mode = "L" if layers == 1 else "RGB"
+        elif marker == 0xE2 and data.startswith(b"MPF\0", position + 4):
+            return _ASK_PILLOW  # several pictures: Pillow reads them as MPO
+        elif marker not in _PASSED_OVER:
+            return _ASK_PILLOW
+        position += 2 + length
+    return _ASK_PILLOW
+
+
+def _pillow_jpeg_mode(data: bytes) -> str | None:
+    """`_plain_jpeg_mode` by Pillow's reading of the header (which also checks the size
+    against its decompression-bomb limit)."""
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            if header.format != "JPEG" or header.mode not in ("RGB", "L"):
+                return None
+            if header.getexif().get(_ORIENTATION, 1) != 1:
+                return None
+            return header.mode
+    except Exception:  # unreadable header or EXIF block: Pillow's path decides
+        return None
 
 
 def upright(image: Image.Image) -> None:

@@ -282,5 +282,6 @@ def test_settings_that_cannot_work_are_one_line_errors(
 def test_a_folder_given_as_the_checkpoint_is_named_as_one(tmp_path):
     photos = _photos(tmp_path / "photos", count=1)
     (tmp_path / "checkpoints").mkdir()
-    with pytest.raises(TwinsError, match="is a folder, not a weights file"):
+    with pytest.raises(TwinsError, match="is a folder without model.safetensors") as error:
         predict(tmp_path / "checkpoints", photos)
+    assert "a training run keeps checkpoints/best.pt" in str(error.value)
