@@ -7,7 +7,8 @@ Key names are those of the seed's YAML and argument parser (MindSpore ModelZoo T
 toolkit's; docs/recipes.md), `model_args` (create_model overrides), `hflip`, `crop_scale`,
 `lr_base_size` and `layer_decay` (timm's meanings), `shuffle_block`, `cache_dir` and
 `cache_size` (packed data sets, docs/data.md), `eval_every`, `log_every`,
-`save_every_steps` (checkpoints within an epoch) and `max_nonfinite_steps`; for the dense
+`save_every_steps` (checkpoints within an epoch), `max_nonfinite_steps`, and the speed
+switches `compile` and `channels_last` (`twins.train.speed`); for the dense
 recipes (docs/recipes.md, "Dense recipes"), `task`, the mmcv schedules' `max_iters`,
 `warmup_iters`, `warmup_ratio`, `poly_power` and `lr_steps`, `no_decay_keys`, `aux_loss_weight`
 and the data pipeline's `img_scale`, `ratio_range`, `crop_size`, `cat_max_ratio`,
@@ -250,6 +251,12 @@ class TrainConfig:
         doc="compute threads per process (0: the cores left after the data workers, at least 1)",
     )
     device_target: str = _key("auto", "str", ("auto", "GPU", "CPU", "Ascend"))
+    compile: bool = _key(
+        False, "bool", doc="torch.compile the training forward, once per input size (dynamic=False)"
+    )
+    channels_last: bool = _key(
+        False, "bool", doc="model weights and input images in channels-last memory format"
+    )
 
     @property
     def total_epochs(self) -> int:
@@ -289,7 +296,7 @@ ENGINE_KEYS: frozenset[str] = frozenset(
     # Run, output and hardware
     | {"seed", "train_url", "keep_checkpoint_max", "save_every", "save_every_steps"}
     | {"max_nonfinite_steps", "eval_every", "log_every", "num_parallel_workers", "device_target"}
-    | {"threads"}
+    | {"threads", "compile", "channels_last"}
 )
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Each key's default value.
@@ -720,15 +727,19 @@ def _check_auto_augment(text: str) -> None:
 
 
 def save_config(config: TrainConfig, path: str | Path, keys: Collection[str] | None = None) -> None:
-    """Write the resolved configuration: the values of `keys` (a run writes those its task
+    """Write the resolved configuration (`config_yaml`) to `path`."""
+    write_text(path, config_yaml(config, keys))
+
+
+def config_yaml(config: TrainConfig, keys: Collection[str] | None = None) -> str:
+    """The resolved configuration as YAML: the values of `keys` (a run writes those its task
     reads: the others change nothing, and are left out rather than shown as if in use), by
     default of the keys given (`TrainConfig.given`) and the engines' (`ENGINE_KEYS`), so that no
     other task's key is written unless given. The keys left out hold their defaults, so
-    `load_config(path)` reads back the same values."""
+    `load_config` reads back the same values."""
     wanted = ENGINE_KEYS | config.given if keys is None else keys
     values = {key: value for key, value in config.to_dict().items() if key in wanted}
-    text = yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
-    write_text(path, text)
+    return yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
 
 
 def describe_keys() -> str:

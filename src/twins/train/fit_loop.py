@@ -35,6 +35,7 @@ from twins.train.precision import hardware_notice
 from twins.train.report import done_line, eval_summary, header, printer, summary
 from twins.train.sample_seeds import SampleSeededDataset
 from twins.train.sampler import training_sampler
+from twins.train.speed import to_memory_format
 from twins.train.state import EpochProgress
 from twins.train.stop import StopSignals, raise_stop, signal_name
 from twins.train.task import Task
@@ -190,8 +191,9 @@ class FitRun:
             pretrained=None if saved else config.pretrained,
             **({"act_layer": act_layer} if act_layer else {}),
         ).to(ctx.device)
+        to_memory_format(model, config)  # before DDP, which lays its buckets out as the weights
         self.train_samples = SampleSeededDataset(self.train_set, config.seed)
-        self.train_loader, self.val_loader = _loaders(
+        self.train_loader, self.val_loader = training_loaders(
             config, ctx, task, self.train_samples, self.val_set
         )
         self.steps_per_epoch = math.ceil(len(self.train_loader) / config.accumulation_step)
@@ -398,7 +400,7 @@ def _parallel(model: nn.Module, ctx: distributed.DistContext) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def _loaders(
+def training_loaders(
     config: TrainConfig, ctx: distributed.DistContext, task: Task, train_set, val_set
 ) -> tuple:
     """Training batches in an order from (seed, epoch) dealt to the processes, full batches
