@@ -12,8 +12,9 @@ import torch
 
 import twins.benchmark.loaders
 from factories import write_imagefolder
-from twins.benchmark.hardware import DATASHEET_TFLOPS, PeakMemory, peak_tflops
+from twins.benchmark.hardware import DATASHEET_TFLOPS, peak_tflops
 from twins.cli.main import main
+from twins.memory import PeakMemory
 
 TINY = ["--model-args", '{"embed_dims": [16, 32, 40, 64], "depths": [1, 1, 1, 1]}']
 QUICK = ["--device", "cpu", "--image-size", "32", "--batch-size", "2"]

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from twins import storage
-from twins.benchmark.hardware import PeakMemory, device_name, peak_tflops
+from twins.benchmark.hardware import device_name, peak_tflops
 from twins.benchmark.loaders import (
     REFERENCE_LOADERS,
     build_loaders,
@@ -26,6 +26,7 @@ from twins.benchmark.timing import Timing, alternate, round_ratios
 from twins.data.worker_death import reporting_worker_deaths
 from twins.device import select_device
 from twins.errors import TwinsError
+from twins.memory import PeakMemory
 from twins.tasks import create_model, task_named, task_of
 
 MODES = ("infer", "train", "data")
