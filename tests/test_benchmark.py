@@ -75,6 +75,16 @@ def test_svt_without_comparison_and_text_report(capsys):
     assert float(work[1]) >= 1 and float(work[3]) >= 1 and work[2] == work[4] == "M"
 
 
+@pytest.mark.slow  # Inductor compiles a training step: minutes on a busy CPU
+@pytest.mark.timeout(1200)
+def test_compile_without_comparison_gives_compiled_over_eager(capsys):
+    result = _run_json(capsys, "--mode", "train", "--compile", *TINY, *QUICK)
+    assert set(result["results"]) == {"ours", "eager"} and result["reference"] == "eager"
+    assert len(result["ratios"]) == 2 and result["ratio"] > 0
+    assert main(["benchmark", "--mode", "train", "--compile", *TINY, *QUICK[:-1]]) == 0
+    assert "ours / eager: " in capsys.readouterr().out
+
+
 def _write_jpegs(root, per_class=4):
     """JPEG class folders `root/train/cat`, `root/train/dog`."""
     write_imagefolder(root, per_class, (0, 0), classes=("cat", "dog"), size=(36, 40), suffix=".jpg")

@@ -68,7 +68,8 @@ def test_a_channels_last_run_killed_within_an_epoch_resumes_to_the_unbroken_run(
         assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][index]["exp_avg_sq"])
 
 
-@pytest.mark.slow  # Inductor compiles the step's forward and backward: about a minute here
+@pytest.mark.slow  # Inductor compiles the step's forward and backward: minutes on a busy CPU
+@pytest.mark.timeout(1200)
 def test_a_compiled_run_trains_as_eager_and_saves_the_plain_models_keys(
     imagefolder, tiny_config, tmp_path
 ):
