@@ -69,16 +69,24 @@ def test_a_channels_last_run_killed_within_an_epoch_resumes_to_the_unbroken_run(
 
 
 @pytest.mark.slow  # Inductor compiles the step's forward and backward: minutes on a busy CPU
-@pytest.mark.timeout(1200)
-def test_a_compiled_run_trains_as_eager_and_saves_the_plain_models_keys(
+@pytest.mark.timeout(1800)
+def test_a_compiled_run_trains_as_eager_resumes_exactly_and_saves_the_plain_models_keys(
     imagefolder, tiny_config, tmp_path
 ):
-    settings = {"epochs": 1, "batch_size": 32, "eval_every": 1}  # 2 steps at one input size
+    # 2 steps per epoch at one input size, last.pt after every step, Mixup drawn. No drop
+    # path: compiled, its masks come from Inductor's generator, not eager's.
+    settings = {"epochs": 2, "batch_size": 32, "save_every_steps": 1, "mix_up": 0.8}
     eager = fit(tiny_config(imagefolder, tmp_path / "eager", **settings))
-    compiled = fit(tiny_config(imagefolder, tmp_path / "compiled", compile=True, **settings))
+    unbroken = fit(tiny_config(imagefolder, tmp_path / "unbroken", compile=True, **settings))
+    config = tiny_config(imagefolder, tmp_path / "run", compile=True, **settings)
+    fit_killed_at_step(config, 4)  # within epoch 2, after the checkpoint of step 3
+    resumed = fit(config)
 
-    saved = load_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.pt")["model"]
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     plain = create_model("pcpvt_small", num_classes=4, **TINY_MODEL).state_dict()
-    assert list(saved) == list(plain)  # no `_orig_mod.` prefix
-    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-4)
-    assert compiled["val_top1"] == eager["val_top1"]
+    assert list(saved["model"]) == list(plain)  # no `_orig_mod.` prefix
+    assert without_timings([resumed]) == without_timings([unbroken])
+    reference = load_checkpoint(tmp_path / "unbroken" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(reference[n], saved["model"][n]) for n in reference)
+    # Inductor's kernels round otherwise than eager ones, and nothing more.
+    assert unbroken["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-3)

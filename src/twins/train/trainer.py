@@ -5,9 +5,9 @@ It holds what a step needs — the optimizer (`twins.train.optim`), the learning
 `twins.train.loss`), global-norm clipping, the precision (`twins.train.precision`), the EMA of
 the weights, the speed switches `compile` and `channels_last` (`twins.train.speed`) — and the
 run's `TrainState`, so the fit loop, the fixture replays and a user's own loop all train
-through the same code. A step whose
-gradients are not finite is skipped and counted, as the seed's loss-scale cell skips an
-overflowing step; `max_nonfinite_steps` of them in a row stop the run.
+through the same code. A step whose gradients are not finite is skipped and counted, as the
+seed's loss-scale cell skips an overflowing step; `max_nonfinite_steps` of them in a row stop
+the run.
 """
 
 from __future__ import annotations
