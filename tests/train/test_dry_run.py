@@ -12,7 +12,7 @@ from coco_files import write_coco_train, write_coco_val
 from factories import TINY_MODEL, make_config, write_imagefolder
 from twins.cli.main import main
 from twins.config import save_config
-from twins.tasks import task_for
+from twins.tasks import fit, task_for
 from twins.tasks.scenes import SceneLayout, write_digit_scenes
 from twins.train import dry_run
 from twins.train.schedule import lr_schedule
@@ -115,3 +115,18 @@ def test_the_command_line_dry_run_names_files_left_out_and_leaves_no_output(tmp_
     assert "1 file not an image left out (e.g. train/class_0/notes.txt)" in out
     assert "64 train, 14 val images" in out and "lr: start" in out and "peak memory" in out
     assert not (tmp_path / "run").exists() and snapshot(data) == before
+
+
+def test_a_dry_run_on_a_run_in_progress_says_where_it_resumes_and_changes_nothing(
+    imagefolder, tiny_config, tmp_path
+):
+    output = tmp_path / "run"
+    config = tiny_config(imagefolder, output, epochs=2)
+    fit(config, stop_after_epoch=1)
+    before = snapshot(output)
+    lines: list[str] = []
+
+    dry_run(config, task_for(config), say=lines.append)
+
+    assert f"resuming from {output / 'checkpoints' / 'last.pt'} after epoch 1 (step 4)" in lines
+    assert snapshot(output) == before
