@@ -28,7 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with the same weights runs on the same inputs, alternated with ours for several "
         "rounds; the median ratio is printed.",
     )
-    parser.add_argument("--model", default="pcpvt_small", help="variant or alias")
+    parser.add_argument("--model", help="variant or alias (default: pcpvt_small)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="CONFIG",
+        help="a training recipe: time the model it trains (arch, model_args, num_classes, "
+        "drop_path_rate), with its compile and channels_last",
+    )
     parser.add_argument(
         "--model-args",
         type=model_arguments,
@@ -96,16 +103,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from twins.benchmark import BenchmarkOptions, format_report, run_benchmark
 
+    model, model_args = args.model or "pcpvt_small", args.model_args
+    compiled, channels_last = args.compile, args.channels_last
+    if args.config is not None:
+        model, model_args, compiled, channels_last = _run_model(args)
     options = BenchmarkOptions(
-        model=args.model,
-        model_args=args.model_args,
+        model=model,
+        model_args=model_args,
         device=None if args.device == "auto" else args.device,
         mode=args.mode,
         precision=args.precision,
         batch_size=args.batch_size,
         image_size=args.image_size,
-        channels_last=args.channels_last,
-        compile=args.compile,
+        channels_last=channels_last,
+        compile=compiled,
         warmup=args.warmup,
         iters=args.iters,
         rounds=args.rounds,
@@ -118,3 +129,25 @@ def run(args: argparse.Namespace) -> int:
     result = run_benchmark(options)
     print(json.dumps(result) if args.json else format_report(result))
     return 0
+
+
+def _run_model(args: argparse.Namespace) -> tuple[str, dict, bool, bool]:
+    """(model, create_model arguments, compile, channels_last) of the run `--config` describes;
+    `--model-args` over its arguments, `--compile` and `--channels-last` over its switches."""
+    from twins.errors import TwinsError
+    from twins.train import load_config
+    from twins.train.fit_loop import model_arguments
+
+    if args.model is not None:
+        raise TwinsError(
+            f"--model {args.model} and --config {args.config} both name the model: give one",
+            argument="model",
+        )
+    config = load_config(args.config)
+    arguments = model_arguments(config) | args.model_args
+    return (
+        config.arch,
+        arguments,
+        args.compile or config.compile,
+        args.channels_last or config.channels_last,
+    )

@@ -99,19 +99,20 @@ def check_output_outside_data(
 def build_model(
     config: TrainConfig, task: Task, pretrained: str | None = None, **overrides: Any
 ) -> nn.Module:
-    """The config's model: `arch` with `model_args`, `num_classes` and `drop_path_rate`, and
-    what the task's pipeline sets (`Task.model_arguments`); under the seed's semantics with the
-    seed's (MindSpore's) tanh GELU unless model_args says."""
-    arguments = {**config.model_args, **task.model_arguments(config), **overrides}
+    """The config's model (`model_arguments`), with what the task's pipeline sets
+    (`Task.model_arguments`: a detector's input scale and padding)."""
+    arguments = {**model_arguments(config), **task.model_arguments(config), **overrides}
+    return task.create_model(config.arch, pretrained=pretrained, **arguments)
+
+
+def model_arguments(config: TrainConfig) -> dict[str, Any]:
+    """`create_model` arguments of the config's `arch`: `model_args`, `num_classes` and
+    `drop_path_rate`; under the seed's semantics the seed's (MindSpore's) tanh GELU unless
+    model_args says."""
+    arguments = dict(config.model_args)
     if config.semantics == "seed":
         arguments.setdefault("act_layer", "gelu_tanh")
-    return task.create_model(
-        config.arch,
-        pretrained=pretrained,
-        num_classes=config.num_classes,
-        drop_path_rate=config.drop_path_rate,
-        **arguments,
-    )
+    return arguments | {"num_classes": config.num_classes, "drop_path_rate": config.drop_path_rate}
 
 
 def _fit(
