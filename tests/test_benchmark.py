@@ -12,9 +12,11 @@ import pytest
 import torch
 
 import twins.benchmark.loaders
-from factories import write_imagefolder
-from twins.benchmark.hardware import DATASHEET_TFLOPS, PeakMemory, peak_tflops
+from factories import make_config, write_imagefolder
+from twins.benchmark.hardware import DATASHEET_TFLOPS, peak_tflops
 from twins.cli.main import main
+from twins.config import save_config
+from twins.memory import PeakMemory
 
 TINY = ["--model-args", '{"embed_dims": [16, 32, 40, 64], "depths": [1, 1, 1, 1]}']
 QUICK = ["--device", "cpu", "--image-size", "32", "--batch-size", "2"]
@@ -79,6 +81,31 @@ def test_svt_without_comparison_and_text_report(capsys):
     work = re.search(r"([\d.]+) ([kMG]?)MACs per image forward \(([\d.]+) ([kMG]?)FLOP", report)
     assert work is not None, report
     assert float(work[1]) >= 1 and float(work[3]) >= 1 and work[2] == work[4] == "M"
+
+
+@pytest.mark.slow  # Inductor compiles a training step: minutes on a busy CPU
+@pytest.mark.timeout(1200)
+def test_compile_without_comparison_gives_compiled_over_eager(capsys):
+    result = _run_json(capsys, "--mode", "train", "--compile", *TINY, *QUICK)
+    assert set(result["results"]) == {"ours", "eager"} and result["reference"] == "eager"
+    assert len(result["ratios"]) == 2 and result["ratio"] > 0
+    assert main(["benchmark", "--mode", "train", "--compile", *TINY, *QUICK[:-1]]) == 0
+    assert "ours / eager: " in capsys.readouterr().out
+
+
+def test_a_training_config_gives_the_model_it_trains_and_its_switches(capsys, tmp_path):
+    config = make_config(
+        arch="svt_small", model_args={"embed_dims": [16, 32, 64, 128], "depths": [2, 1, 1, 1]},
+        num_classes=7, drop_path_rate=0.1, channels_last=True, semantics="seed",
+    )  # fmt: skip
+    save_config(config, tmp_path / "run.yaml")
+    result = _run_json(capsys, "-c", str(tmp_path / "run.yaml"), *QUICK)
+    assert result["model"] == "svt_small" and result["channels_last"] and not result["compile"]
+    assert result["model_args"] == config.model_args | {
+        "num_classes": 7, "drop_path_rate": 0.1, "act_layer": "gelu_tanh"  # the seed's GELU
+    }  # fmt: skip
+    assert main(["benchmark", "-c", str(tmp_path / "run.yaml"), "--model", "svt_small"]) == 2
+    assert "--model svt_small and --config" in capsys.readouterr().err
 
 
 def _write_jpegs(root, per_class=4):

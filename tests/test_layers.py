@@ -19,7 +19,7 @@ TASK_NAMES = {"classify", "segment", "detect"}
 # Bottom to top. A module's layer is that of the longest prefix listed.
 LAYERS: list[set[str]] = [
     {"twins.errors", "twins.notes", "twins.lazy", "twins.atomic", "twins.seeds", "twins.sizes"}
-    | {"twins.device", "twins.storage", "twins.preprocessing", "twins.config"}
+    | {"twins.device", "twins.storage", "twins.preprocessing", "twins.config", "twins.memory"}
     | {"twins.console", "twins.environment"},
     {"twins.weights"},
     {"twins.models"},

@@ -10,7 +10,8 @@ toolkit's; docs/recipes.md), `model_args` (create_model overrides), `hflip`, `cr
 training images, docs/data.md), `eval_every`, `log_every`,
 `save_every_steps` (checkpoints within an epoch), `max_nonfinite_steps`, `loggers` and the
 trackers' `mlflow_tracking_uri`, `mlflow_experiment`, `wandb_project`, `wandb_entity` (the
-trackers, `twins.train.trackers`); for the dense
+trackers, `twins.train.trackers`), and the speed switches `compile` and `channels_last`
+(`twins.train.speed`); for the dense
 recipes (docs/recipes.md, "Dense recipes"), `task`, the mmcv schedules' `max_iters`,
 `warmup_iters`, `warmup_ratio`, `poly_power` and `lr_steps`, `no_decay_keys`, `aux_loss_weight`
 and the data pipeline's `img_scale`, `ratio_range`, `crop_size`, `cat_max_ratio`,
@@ -294,6 +295,12 @@ class TrainConfig:
     wandb_entity: str | None = _key(
         None, "optional_str", doc="W&B team or user (WANDB_ENTITY if unset, else your default)"
     )
+    compile: bool = _key(
+        False, "bool", doc="torch.compile the training forward, once per input size (dynamic=False)"
+    )
+    channels_last: bool = _key(
+        False, "bool", doc="model weights and input images in channels-last memory format"
+    )
 
     @property
     def total_epochs(self) -> int:
@@ -334,7 +341,7 @@ ENGINE_KEYS: frozenset[str] = frozenset(
     | {"seed", "train_url", "keep_checkpoint_max", "save_every", "save_every_steps"}
     | {"max_nonfinite_steps", "eval_every", "log_every", "num_parallel_workers", "device_target"}
     | {"threads", "loggers", "mlflow_tracking_uri", "mlflow_experiment", "wandb_project"}
-    | {"wandb_entity"}
+    | {"wandb_entity", "compile", "channels_last"}
 )
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Each key's default value.
@@ -790,15 +797,19 @@ def _check_auto_augment(text: str) -> None:
 
 
 def save_config(config: TrainConfig, path: str | Path, keys: Collection[str] | None = None) -> None:
-    """Write the resolved configuration: the values of `keys` (a run writes those its task
+    """Write the resolved configuration (`config_yaml`) to `path`."""
+    write_text(path, config_yaml(config, keys))
+
+
+def config_yaml(config: TrainConfig, keys: Collection[str] | None = None) -> str:
+    """The resolved configuration as YAML: the values of `keys` (a run writes those its task
     reads: the others change nothing, and are left out rather than shown as if in use), by
     default of the keys given (`TrainConfig.given`) and the engines' (`ENGINE_KEYS`), so that no
     other task's key is written unless given. The keys left out hold their defaults, so
-    `load_config(path)` reads back the same values."""
+    `load_config` reads back the same values."""
     wanted = ENGINE_KEYS | config.given if keys is None else keys
     values = {key: value for key, value in config.to_dict().items() if key in wanted}
-    text = yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
-    write_text(path, text)
+    return yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
 
 
 def describe_keys() -> str:

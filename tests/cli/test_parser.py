@@ -60,4 +60,5 @@ def test_flags_name_options_by_their_long_spelling_and_positionals_by_metavar():
 
 
 def test_flags_leave_out_help_traceback_and_the_overrides():
-    assert set(parse(["train", "-c", "r.yaml"]).flags) == {"config", "data", "output"}
+    flags = set(parse(["train", "-c", "r.yaml"]).flags)
+    assert flags == {"config", "data", "output", "print_config", "dry_run"}

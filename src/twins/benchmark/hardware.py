@@ -1,5 +1,5 @@
-"""What the hardware can do and what a run used: device names, the matmul peak a share is taken
-of, and peak memory.
+"""What the hardware can do: device names and the matmul peak a share is taken of (peak memory,
+what a run used, is `twins.memory`).
 
 Peak on CPU: a square matmul in the benchmark's precision, measured in the same process with the
 same threads, so "share of peak" compares the model with the best this machine does right now.
@@ -9,8 +9,6 @@ missing from the table is measured like a CPU.
 
 from __future__ import annotations
 
-import platform
-import resource
 import time
 
 import torch
@@ -121,35 +119,3 @@ def measure_matmul_tflops(device: torch.device, precision: str, repeats: int = 5
         synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e12
-
-
-class PeakMemory:
-    """Peak memory since the last `reset`: allocated tensors on CUDA; on CPU the process's
-    resident set (Linux VmHWM, which `reset` clears through /proc/self/clear_refs)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.kind = "allocated" if device.type == "cuda" else "RSS"
-
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        try:
-            with open("/proc/self/clear_refs", "w") as refs:
-                refs.write("5")  # resets VmHWM to the current resident size
-        except OSError:
-            self.kind = "RSS, process lifetime"  # no reset here: the peak of the whole process
-
-    def read_mib(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        try:
-            with open("/proc/self/status") as status:
-                for line in status:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if platform.system() == "Darwin" else peak / 1024

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 
 from twins import storage
-from twins.benchmark.hardware import PeakMemory, cpu_description, device_name, peak_tflops
+from twins.benchmark.hardware import cpu_description, device_name, peak_tflops
 from twins.benchmark.loaders import (
     REFERENCE_LOADERS,
     build_loaders,
@@ -26,6 +27,7 @@ from twins.benchmark.timing import Timing, alternate, round_ratios
 from twins.data.worker_death import reporting_worker_deaths
 from twins.device import select_device
 from twins.errors import TwinsError
+from twins.memory import PeakMemory
 from twins.tasks import create_model, task_named, task_of
 
 MODES = ("infer", "train", "data")
@@ -48,7 +50,9 @@ class BenchmarkOptions:
     warmup: int | None = None  # None: 2 on CPU, 10 on GPU (5 in data mode)
     iters: int | None = None  # None: 3 on CPU, 20 on GPU (data mode: batches per pass, 16)
     rounds: int = 5
-    compare: str | None = None  # "timm", "smp" (segmenters; data mode: REFERENCE_LOADERS)
+    # "timm", "smp" (segmenters; data mode: REFERENCE_LOADERS); None with `compile`: our eager
+    # model, the ratio being what compiling gives
+    compare: str | None = None
     data: str | None = None
     workers: int = 4
     threads: int | None = None
@@ -137,6 +141,9 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
         from twins.benchmark.smp import smp_upernet
 
         models["smp"] = smp_upernet(ours)
+    if options.compile and options.compare is None:
+        # What compiling gives: our model timed eagerly beside itself compiled, same weights.
+        models["eager"] = copy.deepcopy(ours)
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
     inputs, labels, loss_of = task.benchmark_batch(
         ours, options.batch_size, options.image_size, device
@@ -147,8 +154,9 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
     steps = {}
     for name, model in models.items():
         model.to(device, memory_format=memory_format)
+        compiled = options.compile and name != "eager"
         steps[name] = make_step(
-            model, options.mode, inputs, labels, options.precision, options.compile, loss_of
+            model, options.mode, inputs, labels, options.precision, compiled, loss_of
         )
     timings = alternate(steps, device, options.warmup, options.iters, options.rounds)
 
@@ -175,7 +183,7 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
         "peak_source": peak_source,
         "memory_kind": PeakMemory(device).kind,
         "results": results,
-        **_ratio(timings, options.compare),
+        **_ratio(timings, options.compare or ("eager" if "eager" in models else None)),
     }
 
 

@@ -17,6 +17,7 @@ from twins.benchmark.hardware import DTYPES
 from twins.errors import TwinsError
 from twins.models import Twins
 from twins.models.arguments import STAGE_ARGS
+from twins.train import speed
 
 # Our model_args -> timm.models.twins.Twins arguments (the official names, mostly shared).
 _SAME_NAMES = (
@@ -74,7 +75,7 @@ def make_step(
     device_type = (images[0] if isinstance(images, list) else images).device.type
     autocast_dtype = DTYPES[precision]
     use_autocast = precision != "fp32"
-    run = torch.compile(model) if compiled else model
+    run = speed.compiled(model) if compiled else model  # as `twins train` compiles
 
     if mode == "infer":
         model.eval()

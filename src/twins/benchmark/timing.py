@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from twins.benchmark.hardware import PeakMemory, synchronize
+from twins.benchmark.hardware import synchronize
+from twins.memory import PeakMemory
 
 
 @dataclass

@@ -28,7 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with the same weights runs on the same inputs, alternated with ours for several "
         "rounds; the median ratio is printed.",
     )
-    parser.add_argument("--model", default="pcpvt_small", help="variant or alias")
+    parser.add_argument("--model", help="variant or alias (default: pcpvt_small)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="CONFIG",
+        help="a training recipe: time the model it trains (arch, model_args, num_classes, "
+        "drop_path_rate), with its compile and channels_last",
+    )
     parser.add_argument(
         "--model-args",
         type=model_arguments,
@@ -44,7 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--image-size", type=positive_int, default=224, metavar="PIXELS")
     parser.add_argument("--channels-last", action="store_true", help="channels-last inputs")
-    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the models once per input size, as `compile: true` trains; without "
+        "--compare, our model is also timed eagerly and the ratio is compiled over eager",
+    )
     parser.add_argument(
         "--warmup",
         type=non_negative_int,
@@ -91,16 +103,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from twins.benchmark import BenchmarkOptions, format_report, run_benchmark
 
+    model, model_args = args.model or "pcpvt_small", args.model_args
+    compiled, channels_last = args.compile, args.channels_last
+    if args.config is not None:
+        model, model_args, compiled, channels_last = _run_model(args)
     options = BenchmarkOptions(
-        model=args.model,
-        model_args=args.model_args,
+        model=model,
+        model_args=model_args,
         device=None if args.device == "auto" else args.device,
         mode=args.mode,
         precision=args.precision,
         batch_size=args.batch_size,
         image_size=args.image_size,
-        channels_last=args.channels_last,
-        compile=args.compile,
+        channels_last=channels_last,
+        compile=compiled,
         warmup=args.warmup,
         iters=args.iters,
         rounds=args.rounds,
@@ -113,3 +129,25 @@ def run(args: argparse.Namespace) -> int:
     result = run_benchmark(options)
     print(json.dumps(result) if args.json else format_report(result))
     return 0
+
+
+def _run_model(args: argparse.Namespace) -> tuple[str, dict, bool, bool]:
+    """(model, create_model arguments, compile, channels_last) of the run `--config` describes;
+    `--model-args` over its arguments, `--compile` and `--channels-last` over its switches."""
+    from twins.errors import TwinsError
+    from twins.train import load_config
+    from twins.train.fit_loop import model_arguments
+
+    if args.model is not None:
+        raise TwinsError(
+            f"--model {args.model} and --config {args.config} both name the model: give one",
+            argument="model",
+        )
+    config = load_config(args.config)
+    arguments = model_arguments(config) | args.model_args
+    return (
+        config.arch,
+        arguments,
+        args.compile or config.compile,
+        args.channels_last or config.channels_last,
+    )

@@ -59,14 +59,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output folder, or a bucket URL s3://... / obs://... (sets train_url; default "
         "runs/<recipe>; see docs/data.md)",
     )
+    before = parser.add_mutually_exclusive_group()
+    before.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config as YAML (what `twins train -c` reads back as the same "
+        "run) and start nothing",
+    )
+    before.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="scan the data, build the model, read one batch, print the lr landmarks and the "
+        "steps, time one step and its peak memory; write nothing",
+    )
     add_overrides(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from twins.tasks import task_for
-    from twins.train import fit, load_config
+    from twins.train import config_yaml, dry_run, fit, load_config
 
     config = load_config(args.config, args.overrides, data_url=args.data, train_url=args.output)
-    fit(config, task_for(config))
+    task = task_for(config)
+    if args.print_config:
+        print(config_yaml(config, task.reads), end="")
+    elif args.dry_run:
+        dry_run(config, task)
+    else:
+        fit(config, task)
     return 0

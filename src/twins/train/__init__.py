@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from twins.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from twins.config import KEYS, TrainConfig, build_config, load_config, save_config
+    from twins.config import KEYS, TrainConfig, build_config, config_yaml, load_config, save_config
+    from twins.train.dry_run import dry_run
     from twins.train.evaluate import evaluate_checkpoint
     from twins.train.fit_loop import build_model, fit
     from twins.train.schedule import lr_schedule
@@ -23,6 +24,8 @@ _LAZY = {
     "KEYS": "twins.config",
     "TrainConfig": "twins.config",
     "build_config": "twins.config",
+    "config_yaml": "twins.config",
+    "dry_run": "twins.train.dry_run",
     "load_config": "twins.config",
     "save_config": "twins.config",
     "evaluate_checkpoint": "twins.train.evaluate",
@@ -37,6 +40,8 @@ __all__ = [
     "Trainer",
     "build_config",
     "build_model",
+    "config_yaml",
+    "dry_run",
     "evaluate_checkpoint",
     "fit",
     "load_config",

@@ -39,6 +39,7 @@ from twins.train.run_log import RunLogFile, recording, resume_line
 from twins.train.run_record import run_record, write_run_json
 from twins.train.sample_seeds import SampleSeededDataset
 from twins.train.sampler import training_sampler
+from twins.train.speed import to_memory_format
 from twins.train.state import EpochProgress
 from twins.train.stop import StopSignals, raise_stop, signal_name
 from twins.train.task import Task
@@ -109,19 +110,20 @@ def check_output_outside_data(
 def build_model(
     config: TrainConfig, task: Task, pretrained: str | None = None, **overrides: Any
 ) -> nn.Module:
-    """The config's model: `arch` with `model_args`, `num_classes` and `drop_path_rate`, and
-    what the task's pipeline sets (`Task.model_arguments`); under the seed's semantics with the
-    seed's (MindSpore's) tanh GELU unless model_args says."""
-    arguments = {**config.model_args, **task.model_arguments(config), **overrides}
+    """The config's model (`model_arguments`), with what the task's pipeline sets
+    (`Task.model_arguments`: a detector's input scale and padding)."""
+    arguments = {**model_arguments(config), **task.model_arguments(config), **overrides}
+    return task.create_model(config.arch, pretrained=pretrained, **arguments)
+
+
+def model_arguments(config: TrainConfig) -> dict[str, Any]:
+    """`create_model` arguments of the config's `arch`: `model_args`, `num_classes` and
+    `drop_path_rate`; under the seed's semantics the seed's (MindSpore's) tanh GELU unless
+    model_args says."""
+    arguments = dict(config.model_args)
     if config.semantics == "seed":
         arguments.setdefault("act_layer", "gelu_tanh")
-    return task.create_model(
-        config.arch,
-        pretrained=pretrained,
-        num_classes=config.num_classes,
-        drop_path_rate=config.drop_path_rate,
-        **arguments,
-    )
+    return arguments | {"num_classes": config.num_classes, "drop_path_rate": config.drop_path_rate}
 
 
 def _fit(
@@ -218,8 +220,9 @@ class FitRun:
             pretrained=None if saved else config.pretrained,
             **({"act_layer": act_layer} if act_layer else {}),
         ).to(ctx.device)
+        to_memory_format(model, config)  # before DDP, which lays its buckets out as the weights
         self.train_samples = SampleSeededDataset(self.train_set, config.seed)
-        self.train_loader, self.val_loader = _loaders(
+        self.train_loader, self.val_loader = training_loaders(
             config, ctx, task, self.train_samples, self.val_set
         )
         self.steps_per_epoch = math.ceil(len(self.train_loader) / config.accumulation_step)
@@ -443,7 +446,7 @@ def _parallel(model: nn.Module, ctx: distributed.DistContext) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def _loaders(
+def training_loaders(
     config: TrainConfig, ctx: distributed.DistContext, task: Task, train_set, val_set
 ) -> tuple:
     """Training batches in an order from (seed, epoch) dealt to the processes, full batches

@@ -83,7 +83,7 @@ def checkpoint(
     saved = {
         "format": FORMAT,
         "version": VERSION,
-        "model": trainer.module.state_dict(),
+        "model": contiguous(trainer.module.state_dict()),
         "meta": model_metadata(trainer.module, class_names) | (task_metadata or {}),
         "optimizer": trainer.optimizer.state_dict(),
         "scaler": trainer.precision.scaler.state_dict() if trainer.precision.scaler else None,
@@ -100,8 +100,15 @@ def checkpoint(
         "trackers": dict(state.trackers),
     }
     if trainer.ema is not None:
-        saved["model_ema"] = trainer.ema.module.state_dict()
+        saved["model_ema"] = contiguous(trainer.ema.module.state_dict())
     return saved
+
+
+def contiguous(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """The weights in the default memory format, as a run without `channels_last` holds them:
+    what reads a checkpoint (safetensors, ONNX export, `load_model`) gets the same tensors
+    either way. Restoring copies the values into the model's own layout."""
+    return {k: v.contiguous() if torch.is_tensor(v) else v for k, v in state_dict.items()}
 
 
 def within_epoch(

@@ -2,11 +2,12 @@
 
 It holds what a step needs — the optimizer (`twins.train.optim`), the learning rate schedule
 (`twins.train.schedule`), the task's criterion (`twins.tasks`: for classification the loss of
-`twins.train.loss`), global-norm clipping, the precision
-(`twins.train.precision`), the EMA of the weights — and the run's `TrainState`, so the fit loop,
-the fixture replays and a user's own loop all train through the same code. A step whose
-gradients are not finite is skipped and counted, as the seed's loss-scale cell skips an
-overflowing step; `max_nonfinite_steps` of them in a row stop the run.
+`twins.train.loss`), global-norm clipping, the precision (`twins.train.precision`), the EMA of
+the weights, the speed switches `compile` and `channels_last` (`twins.train.speed`) — and the
+run's `TrainState`, so the fit loop, the fixture replays and a user's own loop all train
+through the same code. A step whose gradients are not finite is skipped and counted, as the
+seed's loss-scale cell skips an overflowing step; `max_nonfinite_steps` of them in a row stop
+the run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from twins.train.loss import Criterion, logits_criterion
 from twins.train.optim import build_optimizer, set_lr
 from twins.train.precision import Precision, build_precision
 from twins.train.schedule import lr_schedule
+from twins.train.speed import inputs_in_memory_format, to_memory_format, training_model
 from twins.train.state import TrainState
 
 
@@ -51,8 +53,11 @@ class Trainer:
         criterion: Criterion | None = None,
     ) -> None:
         self.config = config
-        self.model = model
         self.module = getattr(model, "module", model)  # the model inside a DDP wrapper
+        to_memory_format(self.module, config)
+        # The step runs `model` (compiled where config.compile); evaluation, the EMA and the
+        # checkpoints use the plain `module`.
+        self.model = training_model(model, config)
         device = next(self.module.parameters()).device
         self.precision = precision or build_precision(config, device)
         self.optimizer = build_optimizer(self.module, config, device)
@@ -92,6 +97,7 @@ class Trainer:
         gradients are all-reduced only where `sync` (the step's last micro-batch)."""
         no_sync = getattr(self.model, "no_sync", None)
         context = contextlib.nullcontext() if sync or no_sync is None else no_sync()
+        images = inputs_in_memory_format(images, self.config)
         with context:
             with self.precision.autocast():
                 loss = self.criterion(self.model, images, targets)
