@@ -264,19 +264,61 @@ def export(
     model_args: Mapping[str, Any] | None = None,
     image_size: int = 224,
     check: bool = True,
+    int8: bool = False,
+    calibration: str | os.PathLike | None = None,
+    max_drop: float = 0.5,
 ) -> Any:
     """Load any weights file `load_weights` reads and export its model with its metadata, as
     the model's task exports it (`twins.export.engine`). `arch` and `model_args` describe the
-    model where the file does not; `image_size` is the side traced at (the graphs take any)."""
+    model where the file does not; `image_size` is the side traced at (the graphs take any).
+    `int8` (OpenVINO only) quantises with the images of `calibration` and refuses a model
+    whose task metric drops by more than `max_drop` points on its held-out part
+    (`twins.export.int8`)."""
     from twins.export.engine import check_export_request
     from twins.weights import load_weights
 
     check_export_request(checkpoint, format, output, image_size)
+    check_int8_request(format, int8, calibration, max_drop)
     weights = load_weights(checkpoint, ema=ema, arch=arch)
     named_in(weights, arch)
     task = task_of_weights(weights, arch)
     model = task.model_from_weights(weights, arch, model_args=model_args)
-    return task.export(model, format, output, weights.metadata, image_size=image_size, check=check)
+    options: dict[str, Any] = {"image_size": image_size, "check": check}
+    if int8:
+        from twins.export.int8 import int8_quantizer
+
+        samples = task.calibration_set(calibration, weights.metadata, model)
+        options["quantize"] = int8_quantizer(samples, str(calibration), max_drop)
+    return task.export(model, format, output, weights.metadata, **options)
+
+
+def check_int8_request(
+    format: str, int8: bool, calibration: str | os.PathLike | None, max_drop: float
+) -> None:
+    """int8 is an OpenVINO model's, calibrated on a folder, with a drop of 0 points or more."""
+    if not int8:
+        if calibration is not None:
+            raise TwinsError(
+                "calibration is read by the int8 export only: add int8, or leave calibration out",
+                argument="calibration",
+            )
+        return
+    if format != "openvino":
+        raise TwinsError(
+            f"int8 quantisation is offered for OpenVINO models, not {format}: export with "
+            "format openvino, or leave int8 out",
+            argument="int8",
+        )
+    if calibration is None:
+        raise TwinsError(
+            "int8 needs calibration images: pass calibration, a folder of the data the model "
+            "will see (class folders for a classifier, the segment data layout for a segmenter)",
+            argument="calibration",
+        )
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or max_drop < 0:
+        raise TwinsError(
+            f"max_drop must be 0 points or more, not {max_drop!r}", argument="max_drop"
+        )
 
 
 def fit(config: Any, **kwargs: Any) -> dict[str, Any]:
