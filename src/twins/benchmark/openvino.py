@@ -26,19 +26,20 @@ def openvino_steps(
     """{"openvino": float32 step, "openvino_int8": int8 step}, each one inference of `images`."""
     import nncf
 
-    from twins.export.openvino import compile_model, convert
+    from twins.export.openvino import compile_model, convert, progress_on_stderr
 
     converted = convert(model, images.shape[-1])
     generator = torch.Generator().manual_seed(0)
     batches = [
         torch.randn(images.shape, generator=generator).numpy() for _ in range(CALIBRATION_BATCHES)
     ]
-    quantized = nncf.quantize(
-        converted,
-        nncf.Dataset(batches),
-        subset_size=CALIBRATION_BATCHES,
-        model_type=nncf.ModelType.TRANSFORMER,
-    )
+    with progress_on_stderr():
+        quantized = nncf.quantize(
+            converted,
+            nncf.Dataset(batches),
+            subset_size=CALIBRATION_BATCHES,
+            model_type=nncf.ModelType.TRANSFORMER,
+        )
     inputs = images.cpu().numpy()
     steps = {}
     for name, ir in (("openvino", converted), ("openvino_int8", quantized)):

@@ -20,7 +20,7 @@ import numpy as np
 
 from twins.errors import TwinsError
 from twins.export.calibration import CalibrationSet
-from twins.export.openvino import INT8_SECTION, compile_model
+from twins.export.openvino import INT8_SECTION, compile_model, progress_on_stderr
 
 # Fewer images than this cannot calibrate and also score a held-out half.
 MIN_IMAGES = 16
@@ -72,12 +72,13 @@ def int8_quantizer(
 
         before = score(compile_model(converted), calibration, held_out)
         dataset = nncf.Dataset(calibrate, lambda sample: calibration.load(sample)[0].numpy())
-        quantized = nncf.quantize(
-            converted,
-            dataset,
-            subset_size=len(calibrate),
-            model_type=nncf.ModelType.TRANSFORMER,
-        )
+        with progress_on_stderr():
+            quantized = nncf.quantize(
+                converted,
+                dataset,
+                subset_size=len(calibrate),
+                model_type=nncf.ModelType.TRANSFORMER,
+            )
         after = score(compile_model(quantized), calibration, held_out)
         drop = before - after
         figures = (

@@ -23,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,13 @@ def convert(model: nn.Module, image_size: int) -> Any:
     converted.inputs[0].get_tensor().set_names({INPUT_NAME})
     converted.outputs[0].get_tensor().set_names({getattr(model, "output_name", "logits")})
     return converted
+
+
+@contextlib.contextmanager
+def progress_on_stderr() -> Iterator[None]:
+    """NNCF draws its progress bars on stdout, where `--json` prints its one object."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def describe(converted: Any, metadata: Mapping[str, Any]) -> None:
