@@ -3,9 +3,11 @@ batch, height and width, carrying the model's metadata, checked against PyTorch.
 
 The IR is converted from the torch module by OpenVINO's PyTorch frontend
 (`openvino.convert_model` on the module, traced at `trace_input`'s size with batch, height and
-width left dynamic). Converting our ONNX export instead gives a model as fast (PCPVT-S at 224 px,
-one thread: 7.3 against 7.5 images/s at batch 1) and takes four times longer, through the ONNX
-exporter. The check runs the IR in OpenVINO's CPU plugin in float32 (`COMPILE_FP32`): on CPUs
+width left dynamic). Converting our ONNX export instead was measured (224 px, one thread, a
+shared 2-core machine, one short run each): the frontend's IR was faster at batch 1 (PCPVT-S
+7.5 against 7.3 images/s, SVT-S 1.57 against 1.45), the ONNX one at batch 16 (PCPVT-S 6.4
+against 5.0, SVT-S 1.29 against 1.17); the frontend converts in a fifth of the time (SVT-S: 24
+against 137 s, most of it the ONNX exporter), so it is the one used. The check runs the IR in OpenVINO's CPU plugin in float32 (`COMPILE_FP32`): on CPUs
 with AMX or AVX-512 BF16 the plugin otherwise computes in bfloat16, which is no check of the
 conversion (about 1e-2 relative).
 
@@ -25,7 +27,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,9 +147,9 @@ def export_openvino(
     *,
     image_size: int = 224,
     check: bool = True,
-    quantize: Any = None,
+    quantize: Callable[[Any], tuple[Any, list[str]]] | None = None,
 ) -> OpenVINOExportResult:
-    """The IR of `model` with `metadata` (`twins.export.engine._metadata`'s), checked in float32
+    """The IR of `model` with `metadata` (`twins.export.engine.export_metadata`'s), checked in float32
     against PyTorch at `check_shapes`; `quantize(converted) -> (int8 model, lines)`
     (`twins.export.int8`) turns it into the int8 model written instead, whose `lines` say
     what it scored. Nothing is written when the check or the quantisation refuses."""
