@@ -6,7 +6,9 @@ The IR is converted from the torch module by OpenVINO's PyTorch frontend
 width left dynamic). Converting our ONNX export instead was measured (224 px, one thread, a
 shared 2-core machine, one short run each): the frontend's IR was faster at batch 1 (PCPVT-S
 7.5 against 7.3 images/s, SVT-S 1.57 against 1.45), the ONNX one at batch 16 (PCPVT-S 6.4
-against 5.0, SVT-S 1.29 against 1.17); the frontend converts in a fifth of the time (SVT-S: 24
+against 5.0, SVT-S 1.29 against 1.17); timed again in alternated rounds (PCPVT-S, batch 16,
+`twins.benchmark.timing.alternate`), the frontend's IR gave 4.25, 5.01, 5.19 images/s and the
+ONNX one 4.44, 4.58, 5.19: no faster. The frontend converts in a fifth of the time (SVT-S: 24
 against 137 s, most of it the ONNX exporter), so it is the one used. The check runs the IR in OpenVINO's CPU plugin in float32 (`COMPILE_FP32`): on CPUs
 with AMX or AVX-512 BF16 the plugin otherwise computes in bfloat16, which is no check of the
 conversion (about 1e-2 relative).
