@@ -5,6 +5,7 @@ bad inputs are refused in one line with nothing written."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,15 @@ def test_an_ir_without_metadata_needs_arch(tmp_path):
         OpenVINOModel(tmp_path / "plain.xml")
     runtime = OpenVINOModel(tmp_path / "plain.xml", arch="pcpvt_small")
     assert runtime.metadata == {"arch": "pcpvt_small"}
+
+
+def test_without_openvino_installed_the_export_names_the_extra(tmp_path, capsys, monkeypatch):
+    torch.manual_seed(0)
+    model = twins.create_model("pcpvt_small", num_classes=4, **TINY_MODEL)
+    save_weights(StateDict(model.state_dict(), model_metadata(model)), tmp_path / "m.safetensors")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what an import finds when not installed
+    assert _export(tmp_path / "m.safetensors", tmp_path / "m.xml") != 0
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "openvino is not installed: pip install 'twins[openvino]'" in error
+    assert not (tmp_path / "m.xml").exists()

@@ -24,10 +24,9 @@ def openvino_steps(
     model: nn.Module, images: torch.Tensor, threads: int
 ) -> dict[str, Callable[[], None]]:
     """{"openvino": float32 step, "openvino_int8": int8 step}, each one inference of `images`."""
-    import nncf
+    from twins.export.openvino import compile_model, convert, progress_on_stderr, require
 
-    from twins.export.openvino import compile_model, convert, progress_on_stderr
-
+    nncf = require("nncf")
     converted = convert(model, images.shape[-1])
     generator = torch.Generator().manual_seed(0)
     batches = [

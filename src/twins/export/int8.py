@@ -20,7 +20,7 @@ import numpy as np
 
 from twins.errors import TwinsError
 from twins.export.calibration import CalibrationSet
-from twins.export.openvino import INT8_SECTION, compile_model, progress_on_stderr
+from twins.export.openvino import INT8_SECTION, compile_model, progress_on_stderr, require
 
 # Fewer images than this cannot calibrate and also score a held-out half.
 MIN_IMAGES = 16
@@ -68,8 +68,7 @@ def int8_quantizer(
     calibrate, held_out = split(calibration.samples)
 
     def quantize(converted: Any) -> tuple[Any, list[str]]:
-        import nncf
-
+        nncf = require("nncf")
         before = score(compile_model(converted), calibration, held_out)
         dataset = nncf.Dataset(calibrate, lambda sample: calibration.load(sample)[0].numpy())
         with progress_on_stderr():

@@ -25,6 +25,7 @@ reader that finds the .xml finds its whole .bin.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -60,6 +61,18 @@ COMPILE_FP32 = {"INFERENCE_PRECISION_HINT": "f32"}
 TOLERANCE = 1e-4
 
 
+def require(module: str) -> Any:
+    """`openvino` or `nncf`, imported where first needed (an optional extra); when missing, one
+    line that names the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise TwinsError(
+            f"{module} is not installed: pip install 'twins[openvino]' (OpenVINO export, int8 "
+            "and --compare openvino need openvino and nncf)"
+        ) from error
+
+
 @dataclass
 class OpenVINOExportResult(ExportResult):
     # What the int8 check measured, a line each (empty for a float32 export).
@@ -69,7 +82,7 @@ class OpenVINOExportResult(ExportResult):
 def convert(model: nn.Module, image_size: int) -> Any:
     """The `openvino.Model` of `model` (a tensor in, a tensor out), its input named "images" and
     its output as the ONNX export names it, batch, height and width dynamic."""
-    import openvino
+    openvino = require("openvino")
 
     model = model.eval().float().cpu()
     # The frontend traces with torch.jit.trace: its deprecation notice and the tracer's notes
@@ -103,7 +116,7 @@ def describe(converted: Any, metadata: Mapping[str, Any]) -> None:
 def save(converted: Any, path: str | os.PathLike) -> Path:
     """Write the IR as `path` (.xml) and its .bin beside it, weights in float32, the .bin first
     (see the module's notes)."""
-    import openvino
+    openvino = require("openvino")
 
     xml = Path(path)
     with atomic_path(xml) as xml_temporary, atomic_path(xml.with_suffix(".bin")) as bin_temporary:
@@ -119,7 +132,7 @@ def save(converted: Any, path: str | os.PathLike) -> Path:
 
 def compile_model(model_or_path: Any, threads: int | None = None, fp32: bool = True) -> Any:
     """The model compiled for OpenVINO's CPU plugin (`threads`: its inference threads)."""
-    import openvino
+    openvino = require("openvino")
 
     config: dict[str, Any] = dict(COMPILE_FP32) if fp32 else {}
     if threads:

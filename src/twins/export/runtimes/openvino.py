@@ -22,6 +22,7 @@ from twins.export.openvino import (
     int8_record,
     is_openvino_file,
     openvino_metadata,
+    require,
     xml_path,
 )
 
@@ -42,8 +43,7 @@ class OpenVINOModel:
     def __init__(
         self, path: str | os.PathLike, *, arch: str | None = None, threads: int | None = None
     ) -> None:
-        import openvino
-
+        openvino = require("openvino")
         self.path = xml_path(path)
         model = openvino.Core().read_model(os.fspath(self.path))
         self.metadata: dict[str, Any] = openvino_metadata(model)

@@ -104,10 +104,9 @@ def export_detector_openvino(
     check: bool = True,
 ) -> ExportResult:
     """The OpenVINO IR of the detector's ONNX graph (see the module's notes)."""
-    import openvino
+    from twins.export.openvino import compile_model, describe, require, save
 
-    from twins.export.openvino import compile_model, describe, save
-
+    openvino = require("openvino")
     with tempfile.TemporaryDirectory() as folder:
         onnx_path = Path(folder) / "detector.onnx"
         export_detector_onnx(model, onnx_path, metadata, image_size=image_size, check=False)
