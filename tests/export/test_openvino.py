@@ -91,6 +91,8 @@ def test_an_ir_without_metadata_needs_arch(tmp_path):
         OpenVINOModel(tmp_path / "plain.xml")
     runtime = OpenVINOModel(tmp_path / "plain.xml", arch="pcpvt_small")
     assert runtime.metadata == {"arch": "pcpvt_small"}
+    with pytest.raises(TwinsError, match="runs on the CPU, not cuda: use device cpu"):
+        OpenVINOModel(tmp_path / "plain.xml", arch="pcpvt_small", device="cuda")
 
 
 def test_without_openvino_installed_the_export_names_the_extra(tmp_path, capsys, monkeypatch):

@@ -52,7 +52,7 @@ def test_the_detector_ir_finds_what_pytorch_finds(tmp_path: Path, capsys) -> Non
     image = torch.rand(3, 72, 88)
     with torch.no_grad():
         expected = model([image])[0]
-    (found,) = runtime(image[None])
+    (found,) = runtime([image])  # as torchvision's detectors take images
     assert len(expected["boxes"]) > 0 and found["boxes"].shape == expected["boxes"].shape
     torch.testing.assert_close(found["scores"], expected["scores"], rtol=1e-4, atol=1e-4)
 

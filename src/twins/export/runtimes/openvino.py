@@ -11,6 +11,7 @@ dicts (`boxes`, `labels`, `scores`, `masks`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,11 +39,23 @@ def is_openvino_model(path: str | os.PathLike) -> bool:
 class OpenVINOModel:
     """`OpenVINOModel(path)(batch)`: the IR at `path` (its .xml, or a folder holding one).
     `arch` names the model where the file carries no metadata (an IR from another tool);
-    `threads`: the CPU plugin's inference threads (default: its own choice)."""
+    `threads`: the CPU plugin's inference threads (default: its own choice); `device`: "auto"
+    or "cpu" (OpenVINO's CPU plugin; it has no CUDA one)."""
 
     def __init__(
-        self, path: str | os.PathLike, *, arch: str | None = None, threads: int | None = None
+        self,
+        path: str | os.PathLike,
+        *,
+        arch: str | None = None,
+        threads: int | None = None,
+        device: str = "auto",
     ) -> None:
+        if device not in ("auto", "cpu"):
+            raise TwinsError(
+                f"an OpenVINO model runs on the CPU, not {device}: use device cpu (or auto), or "
+                "the ONNX or .pt2 export on a GPU",
+                argument="device",
+            )
         openvino = require("openvino")
         self.path = xml_path(path)
         model = openvino.Core().read_model(os.fspath(self.path))
@@ -63,12 +76,14 @@ class OpenVINOModel:
             next(iter(sorted(output.get_names())), "") for output in self.compiled.outputs
         ]
 
-    def __call__(self, batch: torch.Tensor) -> Any:
-        images = batch.detach().cpu().float().numpy()
+    def __call__(self, batch: torch.Tensor | Sequence[torch.Tensor]) -> Any:
+        """A batch (N x 3 x H x W) of a classifier or a segmenter; a detector's images, as a
+        batch or as a list of 3 x H x W images (of any sizes), one at a time."""
         if len(self.output_names) == 1 or self.output_names[0] in WHOLE_BATCH_OUTPUTS:
+            images = _array(batch)
             result = torch.from_numpy(np.asarray(self.compiled(images)[0]))
             return {"out": result} if self.output_names[0] == "out" else result
-        return [self._detections(image) for image in images]
+        return [self._detections(_array(image)) for image in batch]
 
     def _detections(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         found = self.compiled(image).values()
@@ -76,3 +91,7 @@ class OpenVINOModel:
             name: torch.from_numpy(np.asarray(value))
             for name, value in zip(self.output_names, found, strict=True)
         }
+
+
+def _array(images: torch.Tensor) -> np.ndarray:
+    return images.detach().cpu().float().numpy()
