@@ -35,14 +35,15 @@ def format_report(result: dict[str, Any]) -> str:
             f"({_count(result['gflops_per_image'], 'FLOP')} per image per step); peak "
             + (f"{peak:.3g} TFLOP/s ({result['peak_source']})" if peak else result["peak_source"])
         )
+        width = max(6, *(len(name) for name in result["results"]))
         lines.append(
-            f"{'':6} {'images/s':>10} {'step ms':>10} {'TFLOP/s':>9} {'of peak':>8} "
+            f"{'':{width}} {'images/s':>10} {'step ms':>10} {'TFLOP/s':>9} {'of peak':>8} "
             f"{'peak mem (' + result['memory_kind'] + ')':>22}"
         )
         for name, row in result["results"].items():
             share = f"{row['peak_fraction']:.1%}" if row["peak_fraction"] is not None else "-"
             lines.append(
-                f"{name:6} {row['images_per_s']:10.1f} {row['step_ms']:10.1f} "
+                f"{name:{width}} {row['images_per_s']:10.1f} {row['step_ms']:10.1f} "
                 f"{row['tflops']:9.3f} {share:>8} {row['peak_memory_mib']:18.0f} MiB"
             )
     if result["ratio"] is not None:
@@ -50,9 +51,15 @@ def format_report(result: dict[str, Any]) -> str:
         data = result["mode"] == "data"
         reference = result.get("reference") or "timm"
         lines.append(
-            f"ours / {reference}: {result['ratio']:.2f}x "
+            f"{result.get('ratio_of') or f'ours / {reference}'}: {result['ratio']:.2f}x "
             f"{'images per CPU-second' if data else 'images/s'} "
             f"(median of {len(result['ratios'])} alternated rounds: {rounds})"
+        )
+    if result.get("int8_ratio") is not None:
+        rounds = " ".join(f"{r:.2f}" for r in result["int8_ratios"])
+        lines.append(
+            f"openvino_int8 / ours: {result['int8_ratio']:.2f}x images/s (median of "
+            f"{len(result['int8_ratios'])} alternated rounds: {rounds}); {result['int8_note']}"
         )
     for name, profile in (result.get("profile") or {}).items():
         lines.append(

@@ -31,8 +31,9 @@ from twins.memory import PeakMemory
 from twins.tasks import create_model, task_named, task_of
 
 MODES = ("infer", "train", "data")
-# What a model benchmark compares with: timm's classifier, smp's UperNet (twins.benchmark.smp).
-MODEL_REFERENCES = ("timm", "smp")
+# What a model benchmark compares with: timm's classifier, smp's UperNet (twins.benchmark.smp),
+# our model's OpenVINO IR, float32 and int8 (twins.benchmark.openvino).
+MODEL_REFERENCES = ("timm", "smp", "openvino")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -76,6 +77,14 @@ def resolve(options: BenchmarkOptions) -> tuple[BenchmarkOptions, torch.device]:
     if options.mode == "data" and not options.data:
         raise TwinsError(
             "mode data needs data, a folder of class folders of images", argument="data"
+        )
+    if options.compare == "openvino" and (
+        options.mode != "infer" or options.precision != "fp32" or name != "cpu"
+    ):
+        raise TwinsError(
+            "compare openvino times float32 inference on the CPU: use mode infer, precision "
+            "fp32 and device cpu",
+            argument="compare",
         )
     if options.mode == "data" and options.profile:
         raise TwinsError(
@@ -128,14 +137,18 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
     model_args = {**task.model_arguments_for_benchmark(), **options.model_args}
     ours = create_model(options.model, **model_args)
     models = {"ours": ours}
+    if options.compare in ("timm", "openvino") and options.compare not in task.compares_with:
+        instead = [f"compare a {task.name} model with {name}" for name in task.compares_with]
+        missing = {
+            "timm": f"timm has no {task.description} models",
+            "openvino": f"the OpenVINO comparison times classifiers, not {task.description} models",
+        }
+        raise TwinsError(
+            f"{missing[options.compare]}: benchmark {options.model} without "
+            f"--compare" + (f" ({', '.join(instead)})" if instead else ""),
+            argument="compare",
+        )
     if options.compare == "timm":
-        if options.compare not in task.compares_with:
-            instead = [f"compare a {task.name} model with {name}" for name in task.compares_with]
-            raise TwinsError(
-                f"timm has no {task.description} models: benchmark {options.model} without "
-                f"--compare" + (f" ({', '.join(instead)})" if instead else ""),
-                argument="compare",
-            )
         models["timm"] = timm_twin(ours, options.image_size)
     if options.compare == "smp":
         from twins.benchmark.smp import smp_upernet
@@ -158,6 +171,10 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
         steps[name] = make_step(
             model, options.mode, inputs, labels, options.precision, compiled, loss_of
         )
+    if options.compare == "openvino":
+        from twins.benchmark.openvino import openvino_steps
+
+        steps |= openvino_steps(ours, inputs, torch.get_num_threads())
     timings = alternate(steps, device, options.warmup, options.iters, options.rounds)
 
     flops_per_image = 2 * macs * (3 if options.mode == "train" else 1)
@@ -174,7 +191,9 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
             "peak_fraction": achieved / peak if peak else None,
             "step_ms_per_round": [t * 1e3 for t in timing.seconds_per_step],
         }
-    profiles = profile_steps(steps, device, options.iters) if options.profile else None
+    # torch.profiler sees none of OpenVINO's work: its steps are left out of a profile.
+    profiled = {name: step for name, step in steps.items() if name in models}
+    profiles = profile_steps(profiled, device, options.iters) if options.profile else None
     return {
         "profile": profiles,
         "gmacs_per_image": macs / 1e9,
@@ -203,5 +222,25 @@ def _data_benchmark(options: BenchmarkOptions) -> dict[str, Any]:
 def _ratio(timings: dict[str, Timing], reference: str | None) -> dict[str, Any]:
     if reference not in timings:
         return {"ratio": None, "ratios": None}
+    if reference == "openvino":
+        return _openvino_ratios(timings)
     ratios = round_ratios(timings["ours"], timings[reference])
     return {"ratio": statistics.median(ratios), "ratios": ratios, "reference": reference}
+
+
+def _openvino_ratios(timings: dict[str, Timing]) -> dict[str, Any]:
+    """The other way round from the other comparisons: the OpenVINO model's throughput over
+    ours (above 1: OpenVINO is faster), float32 as `ratio`, int8 beside it."""
+    from twins.benchmark.openvino import INT8_NOTE
+
+    ratios = round_ratios(timings["openvino"], timings["ours"])
+    int8_ratios = round_ratios(timings["openvino_int8"], timings["ours"])
+    return {
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "int8_ratio": statistics.median(int8_ratios),
+        "int8_ratios": int8_ratios,
+        "reference": "openvino",
+        "ratio_of": "openvino / ours",
+        "int8_note": INT8_NOTE,
+    }

@@ -74,10 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--compare",
-        choices=("timm", "smp"),
+        choices=("timm", "smp", "openvino"),
         help="also time timm's implementation (data mode: timm's loader, same recipe); for an "
         "upernet_<variant> model, smp: segmentation-models-pytorch's UperNet over timm's Twins "
-        "(pip install 'twins[smp]')",
+        "(pip install 'twins[smp]'); for a classifier's float32 CPU inference, openvino: its "
+        "OpenVINO IR in float32 and in int8 (calibrated on random inputs; pip install "
+        "'twins[openvino]'), ratio = OpenVINO float32 images/s over ours",
     )
     parser.add_argument(
         "--data",

@@ -51,10 +51,11 @@ from twins.weights.metadata import from_strings, to_strings
 from twins.weights.pt2 import METADATA_FILE, pt2_metadata
 from twins.weights.save import check_destination
 
-EXPORT_FORMATS = ("onnx", "pt2", "safetensors", "hf")
+EXPORT_FORMATS = ("onnx", "pt2", "safetensors", "hf", "openvino")
 # The extension each export format's files carry (readers and other tools go by it); "hf" is a
-# folder (`twins.export.hub`).
-EXTENSIONS = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors"}
+# folder (`twins.export.hub`); an OpenVINO model's .bin is written beside its .xml
+# (`twins.export.openvino`).
+EXTENSIONS = {"onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors", "openvino": ".xml"}
 MAX_SIDE = 8192
 # The largest image_size to trace at: tracing adds 64 pixels (see `trace_input`).
 MAX_TRACE_SIDE = MAX_SIDE - 64
@@ -156,7 +157,7 @@ def export_onnx(
             verbose=False,
         )
     program.model.metadata_props.update(
-        to_strings(_metadata(model, class_names, preprocessing, dataset))
+        to_strings(export_metadata(model, class_names, preprocessing, dataset))
     )
     with atomic_path(path) as temporary:
         program.save(temporary)
@@ -212,7 +213,7 @@ def export_pt2(
             f"torch.export cannot export {what} for every input size ({type(error).__name__}: "
             f"{reason}); torch's full report is kept as this error's cause"
         ) from error
-    metadata = json.dumps(_metadata(model, class_names, preprocessing, dataset))
+    metadata = json.dumps(export_metadata(model, class_names, preprocessing, dataset))
     with atomic_path(path) as temporary, open(temporary, "wb") as file:
         torch.export.save(program, file, extra_files={METADATA_FILE: metadata})
     result = ExportResult(Path(path), "pt2")
@@ -238,12 +239,12 @@ def export_safetensors(
 ) -> ExportResult:
     """Release weights: the model's tensors only, with the metadata that rebuilds and feeds
     the model."""
-    metadata = _metadata(model, class_names, preprocessing, dataset)
+    metadata = export_metadata(model, class_names, preprocessing, dataset)
     save_weights(StateDict(model.state_dict(), metadata), path)
     return ExportResult(Path(path), "safetensors")
 
 
-def _metadata(
+def export_metadata(
     model: nn.Module,
     class_names: Sequence[str] | None,
     preprocessing: Mapping[str, Any] | None,
@@ -316,6 +317,18 @@ def check_export_request(
     check_destination(checkpoint, output)
 
 
+def check_traced_size(model: nn.Module, format: str, image_size: int) -> None:
+    """Refuse tracing a graph at a side below the smallest input the model takes."""
+    smallest = smallest_side(model) if format != "safetensors" else 1
+    if image_size < smallest:
+        raise TwinsError(
+            f"image_size {image_size} is below the smallest input {model.arch} takes: use "
+            f"{smallest} to {MAX_TRACE_SIDE} (the export then takes any side from {smallest} "
+            f"to {MAX_SIDE})",
+            argument="image_size",
+        )
+
+
 def export_model(
     model: nn.Module,
     format: str,
@@ -328,11 +341,12 @@ def export_model(
     record: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export `model` (a tensor in, a tensor out: a task's wrapper where its forward gives
-    more) as `format`, with the file's class names, preprocessing and data set metadata; "hf"
-    writes the Hub layout (`twins.export.hub`: `hub_config` the task's config.json, `record`
-    the training checkpoint's run, for the model card)."""
+    more) as `format` (ONNX, `.pt2` or safetensors; OpenVINO: `twins.export.formats`), with the
+    file's class names, preprocessing and data set metadata; "hf" writes the Hub layout
+    (`twins.export.hub`: `hub_config` the task's config.json, `record` the training
+    checkpoint's run, for the model card)."""
     if format == "hf":
-        described = _metadata(
+        described = export_metadata(
             model,
             metadata.get("class_names"),
             metadata.get("preprocessing"),
@@ -340,14 +354,7 @@ def export_model(
         )
         folder = export_hub_folder(model, output, described, hub_config=hub_config, record=record)
         return ExportResult(folder, "hf")
-    smallest = smallest_side(model) if format != "safetensors" else 1
-    if image_size < smallest:
-        raise TwinsError(
-            f"image_size {image_size} is below the smallest input {model.arch} takes: use "
-            f"{smallest} to {MAX_TRACE_SIDE} (the export then takes any side from {smallest} "
-            f"to {MAX_SIDE})",
-            argument="image_size",
-        )
+    check_traced_size(model, format, image_size)
     described = {
         "class_names": metadata.get("class_names"),
         "preprocessing": metadata.get("preprocessing"),

@@ -226,7 +226,7 @@ def open_model(
     ema: bool | None = None,
     device: str = "auto",
 ) -> Any:
-    """What predicts from `checkpoint`: an exported model (`.onnx`, `.pt2`: run by its runtime,
+    """What predicts from `checkpoint`: an exported model (`.onnx`, `.pt2`, OpenVINO: run by its runtime,
     `twins.export.runtimes`), else the weights (`load_weights`) of the model rebuilt from
     them; refused in one line where neither says which model it holds."""
     from twins.export.runtimes import is_artifact, open_artifact
@@ -238,7 +238,7 @@ def open_model(
                 f"{checkpoint}: an exported model holds no EMA weights; leave ema out",
                 argument="ema",
             )
-        return open_artifact(checkpoint, device=device)
+        return open_artifact(checkpoint, device=device, arch=arch)
     weights = load_weights(checkpoint, ema=ema, arch=arch)
     named_in(weights, arch)
     return weights
@@ -321,25 +321,66 @@ def export(
     model_args: Mapping[str, Any] | None = None,
     image_size: int = 224,
     check: bool = True,
+    int8: bool = False,
+    calibration: str | os.PathLike | None = None,
+    max_drop: float = 0.5,
 ) -> Any:
     """Load any weights `load_weights` reads (a file, Hub-layout folder, `hf-hub:` id or URL)
     and export its model with its metadata, as the model's task exports it
-    (`twins.export.engine`; "hf": the Hub layout, `twins.export.hub`). `arch` and `model_args` describe the
-    model where the file does not; `image_size` is the side traced at (the graphs take any)."""
+    (`twins.export.engine`; "hf": the Hub layout, `twins.export.hub`). `arch` and
+    `model_args` describe the model where the file does not; `image_size` is the side traced
+    at (the graphs take any). `int8` (OpenVINO only) quantises with the images of
+    `calibration` and refuses a model whose task metric drops by more than `max_drop` points
+    on its held-out part (`twins.export.int8`)."""
     from twins.export.engine import check_export_request
     from twins.weights import load_weights
 
     check_export_request(checkpoint, format, output, image_size)
+    check_int8_request(format, int8, calibration, max_drop)
     weights = load_weights(checkpoint, ema=ema, arch=arch)
     named_in(weights, arch)
     task = task_of_weights(weights, arch)
     model = task.model_from_weights(weights, arch, model_args=model_args)
-    options = {"image_size": image_size, "check": check}
+    options: dict[str, Any] = {"image_size": image_size, "check": check}
     if format == "hf":  # the model card tells the run a training checkpoint records
         from twins.weights.record import training_record
 
         options["record"] = training_record(checkpoint)
+    if int8:
+        from twins.export.int8 import int8_quantizer
+
+        samples = task.calibration_set(calibration, weights.metadata, model)
+        options["quantize"] = int8_quantizer(samples, str(calibration), max_drop)
     return task.export(model, format, output, weights.metadata, **options)
+
+
+def check_int8_request(
+    format: str, int8: bool, calibration: str | os.PathLike | None, max_drop: float
+) -> None:
+    """int8 is an OpenVINO model's, calibrated on a folder, with a drop of 0 points or more."""
+    if not int8:
+        if calibration is not None:
+            raise TwinsError(
+                "calibration is read by the int8 export only: add int8, or leave calibration out",
+                argument="calibration",
+            )
+        return
+    if format != "openvino":
+        raise TwinsError(
+            f"int8 quantisation is offered for OpenVINO models, not {format}: export with "
+            "format openvino, or leave int8 out",
+            argument="int8",
+        )
+    if calibration is None:
+        raise TwinsError(
+            "int8 needs calibration images: pass calibration, a folder of the data the model "
+            "will see (class folders for a classifier, the segment data layout for a segmenter)",
+            argument="calibration",
+        )
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or max_drop < 0:
+        raise TwinsError(
+            f"max_drop must be 0 points or more, not {max_drop!r}", argument="max_drop"
+        )
 
 
 def fit(config: Any, **kwargs: Any) -> dict[str, Any]:

@@ -171,8 +171,18 @@ class Task:
 
     def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
         """Export `model` (built from a file with `metadata`) as `format` to `output`;
-        `options`: `image_size` (the side traced at), `check`."""
+        `options`: `image_size` (the side traced at), `check`, and `quantize` for an int8
+        OpenVINO model (`twins.export.formats.export_as`)."""
         raise NotImplementedError
+
+    def calibration_set(self, folder: Any, metadata: dict, model: nn.Module) -> Any:
+        """The int8 export's calibration samples of `folder` for `model` (built from a file with
+        `metadata`): a `twins.export.calibration.CalibrationSet`."""
+        raise TwinsError(
+            f"int8 export is not offered for {self.description} models: export float32 "
+            "(leave int8 out)",
+            argument="int8",
+        )
 
     # --- `twins benchmark` (`twins.benchmark`) ---
     # The task's models in a sentence ("segmentation models"), and the libraries `--compare`

@@ -1,6 +1,7 @@
 """Exported models run as they are: `open_artifact(path)` gives an `Artifact` for any file
 `twins export` writes as a graph (ONNX, run by ONNX Runtime; a `.pt2` program, run by
-`torch.export.load`), with the metadata the file carries (arch, classes, preprocessing, a
+`torch.export.load`; an OpenVINO IR, its `.xml` or a folder holding it, run by OpenVINO's CPU
+plugin), with the metadata the file carries (arch, classes, preprocessing, a
 dense task's palette or categories: `twins.export.engine`).
 
 An artifact is called as the eager model is on its task's predict path: a batch of images
@@ -15,11 +16,13 @@ the file opens it).
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from twins.errors import TwinsError
+from twins.export.openvino import is_openvino_file
 from twins.export.runtimes.artifact import Artifact
 from twins.weights.pt2 import is_pt2
 
@@ -36,7 +39,7 @@ def _is_pt2_file(path: Path) -> bool:
 RUNTIMES: list[tuple[Callable[[Path], bool], str]] = [
     (is_onnx_model, "twins.export.runtimes.onnx:OnnxArtifact"),
     (_is_pt2_file, "twins.export.runtimes.pt2:Pt2Artifact"),
-    # (is_openvino_model, "twins.export.runtimes.openvino:OpenVinoArtifact"),
+    (is_openvino_file, "twins.export.runtimes.openvino:OpenVINOModel"),
 ]
 
 
@@ -53,14 +56,23 @@ def is_artifact(path: str | os.PathLike) -> bool:
     return runtime_for(path) is not None
 
 
-def open_artifact(path: str | os.PathLike, *, device: str = "auto") -> Artifact:
-    """The exported model in `path`, on `device` where its runtime can use it."""
+def open_artifact(
+    path: str | os.PathLike, *, device: str = "auto", arch: str | None = None
+) -> Artifact:
+    """The exported model in `path`, on `device` where its runtime can use it; `arch` names
+    the model of a file without twins' metadata (an OpenVINO IR from another tool)."""
     opener = runtime_for(path)
     if opener is None:
         raise TwinsError(
-            f"{path}: not an exported model (ONNX .onnx or torch.export .pt2); give a file "
+            f"{path}: not an exported model (ONNX .onnx, torch.export .pt2 or OpenVINO .xml); "
+            "give a file "
             "twins export wrote, or a weights file",
             argument="checkpoint",
         )
     module, name = opener.split(":")
-    return getattr(importlib.import_module(module), name)(Path(path), device=device)
+    runtime = getattr(importlib.import_module(module), name)
+    if arch is None:
+        return runtime(Path(path), device=device)
+    if "arch" not in inspect.signature(runtime).parameters:
+        raise TwinsError(f"{path} carries the model's metadata: leave arch out", argument="arch")
+    return runtime(Path(path), device=device, arch=arch)

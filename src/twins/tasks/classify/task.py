@@ -15,7 +15,7 @@ from twins.config import ENGINE_KEYS
 from twins.data.folder import describe_left_out
 from twins.data.loader import stack_by_value
 from twins.errors import TwinsError
-from twins.export.engine import export_model
+from twins.export.formats import export_as
 from twins.models import count_macs, create_model, smallest_image_size
 from twins.models.from_weights import model_from_weights
 from twins.models.timm_config import timm_hub_config
@@ -127,10 +127,15 @@ class ClassifyTask(Task):
 
     def export(self, model: nn.Module, format: str, output: Any, metadata: dict, **options) -> Any:
         # The Hub layout of a classifier is timm's, which timm and transformers load.
-        return export_model(model, format, output, metadata, hub_config=timm_hub_config, **options)
+        return export_as(model, format, output, metadata, hub_config=timm_hub_config, **options)
+
+    def calibration_set(self, folder: Any, metadata: dict, model: nn.Module) -> Any:
+        from twins.tasks.classify.calibration import classifier_calibration
+
+        return classifier_calibration(folder, metadata, model.num_classes)
 
     description = "classification"
-    compares_with = ("timm",)
+    compares_with = ("timm", "openvino")
 
     def benchmark_batch(self, model: nn.Module, batch_size: int, side: int, device: Any) -> Any:
         images = torch.randn(batch_size, model.in_chans, side, side, device=device)

@@ -15,6 +15,10 @@
   resize (`resize_in_model: false`): resize images as its metadata's `preprocessing` says first.
   Checked in onnxruntime against PyTorch at two sizes. The newer torch.export-based exporter
   fails on these models, as `.pt2` does.
+- OpenVINO: the ONNX graph above, converted by `openvino.convert_model` (its reader takes
+  the detectors' NMS and dynamic sizes), the same inputs and outputs, the metadata in the
+  model's rt_info (`twins.export.openvino`); checked in OpenVINO's CPU plugin (float32) against
+  PyTorch as the ONNX file is. int8 is not offered for detectors.
 - `.pt2`: refused in one line that names what works instead. torch.export (torch 2.14,
   torchvision 0.29, strict or not) stops at the detectors' box selection (score threshold,
   top-k, NMS), whose output sizes depend on the data: torchvision's `batched_nms` picks its
@@ -26,7 +30,8 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +97,40 @@ def export_detector(
         return ExportResult(Path(path), "safetensors")
     if format == "pt2":
         raise _pt2_error(model)
+    if format == "openvino":
+        return export_detector_openvino(model, path, described, image_size=image_size, check=check)
     return export_detector_onnx(model, path, described, image_size=image_size, check=check)
+
+
+def export_detector_openvino(
+    model: nn.Module,
+    path: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    *,
+    image_size: int = 224,
+    check: bool = True,
+) -> ExportResult:
+    """The OpenVINO IR of the detector's ONNX graph (see the module's notes)."""
+    from twins.export.openvino import compile_model, describe, require, save
+
+    openvino = require("openvino")
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_path = Path(folder) / "detector.onnx"
+        export_detector_onnx(model, onnx_path, metadata, image_size=image_size, check=False)
+        converted = openvino.convert_model(onnx_path)
+    result = ExportResult(Path(path), "openvino")
+    if check:
+        compiled = compile_model(converted)
+        names = [output.any_name for output in compiled.outputs]
+
+        def run(image: np.ndarray) -> dict[str, np.ndarray]:
+            return dict(zip(names, compiled(image).values(), strict=True))
+
+        result.differences = compare_detections(model, run, _check_shapes(image_size))
+        _check(result.differences, "OpenVINO")
+    describe(converted, metadata)
+    save(converted, path)
+    return result
 
 
 def _pt2_error(model: nn.Module) -> TwinsError:
@@ -152,29 +190,51 @@ def export_detector_onnx(
         onnx.save(program, os.fspath(temporary))
     result = ExportResult(Path(path), "onnx")
     if check:
-        shapes = [(3, image_size, image_size), (3, image_size + 40, max(32, image_size - 24))]
-        result.differences = check_detector_onnx(model, path, shapes)
-        worst = max(result.differences.values())
-        if worst > TOLERANCE:
-            raise TwinsError(f"the ONNX export differs from PyTorch by {worst:.2e} (relative)")
+        result.differences = check_detector_onnx(model, path, _check_shapes(image_size))
+        _check(result.differences, "ONNX")
     return result
+
+
+def _check_shapes(image_size: int) -> list[tuple[int, int, int]]:
+    return [(3, image_size, image_size), (3, image_size + 40, max(32, image_size - 24))]
+
+
+def _check(differences: dict[tuple[int, ...], float], what: str) -> None:
+    worst = max(differences.values())
+    if worst > TOLERANCE:
+        raise TwinsError(f"the {what} export differs from PyTorch by {worst:.2e} (relative)")
 
 
 def check_detector_onnx(
     model: nn.Module, path: str | os.PathLike, shapes: list[tuple[int, int, int]]
 ) -> dict[tuple[int, ...], float]:
     """Relative difference of the boxes and scores onnxruntime gives against PyTorch's at each
-    image shape; a different number of detections counts as a difference of 1."""
+    image shape (`compare_detections`)."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
+
+    def run(image: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(None, {"image": image}), strict=True))
+
+    return compare_detections(model, run, shapes)
+
+
+def compare_detections(
+    model: nn.Module,
+    run: Callable[[np.ndarray], dict[str, np.ndarray]],
+    shapes: list[tuple[int, int, int]],
+) -> dict[tuple[int, ...], float]:
+    """Relative difference of the boxes and scores `run` (an exported graph: one image in, its
+    named outputs out) gives against PyTorch's at each image shape; a different number of
+    detections counts as a difference of 1."""
     differences = {}
     for shape in shapes:
         image = torch.rand(shape)
         with torch.no_grad():
             reference = model([image])[0]
-        found = dict(zip(names, session.run(None, {"image": image.numpy()}), strict=True))
+        found = run(image.numpy())
         if found["boxes"].shape != tuple(reference["boxes"].shape):
             differences[tuple(shape)] = 1.0
             continue

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from twins.export.engine import ExportResult, export_model
+from twins.export.engine import ExportResult
+from twins.export.formats import export_as
 from twins.models import smallest_image_size
 from twins.tasks.head import split_head_name
 from twins.tasks.segment.heads import HEADS
@@ -93,7 +94,7 @@ def export_segmenter(
     model: nn.Module, format: str, output: str | os.PathLike, metadata: Mapping[str, Any], **options
 ) -> ExportResult:
     """The segmenter's weights, or its "out" logits as a graph (`SegmentationLogits`);
-    `options` as `twins.export.engine.export_model` takes them."""
+    `options` as `twins.export.formats.export_as` takes them."""
     if format not in ("safetensors", "hf"):  # weights only: the segmenter's own
         model = SegmentationLogits(model)  # the graph gives the "out" logits
-    return export_model(model, format, output, metadata, **options)
+    return export_as(model, format, output, metadata, **options)

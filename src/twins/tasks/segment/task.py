@@ -149,6 +149,13 @@ class SegmentTask(DenseTask):
 
         return export_segmenter(model, format, output, metadata, **options)
 
+    def calibration_set(self, folder: Any, metadata: dict, model: nn.Module) -> Any:
+        from twins.tasks.segment.calibration import segmenter_calibration
+        from twins.tasks.segment.export import smallest_dense_side
+
+        smallest = smallest_dense_side(model.arch, model.model_args)
+        return segmenter_calibration(folder, metadata, model.num_classes, smallest)
+
     description = "segmentation"
     compares_with = ("smp",)
 
