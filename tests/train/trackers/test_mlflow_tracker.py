@@ -76,7 +76,8 @@ def test_a_run_sends_its_params_metrics_and_files(server, imagefolder, tiny_conf
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     assert tags["twins_output"] == str(output.resolve())
     assert server.history(run_id) == expected_history(output)
-    assert server.artifacts(run_id) == ["config.yaml", "curves.png", "evaluation.json"]
+    expected = ["config.yaml", "curves.png", "evaluation.json", "run.json"]
+    assert server.artifacts(run_id) == expected
     assert load_checkpoint(output / "checkpoints" / "last.pt")["trackers"] == {"mlflow": run_id}
 
 

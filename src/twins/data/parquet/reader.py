@@ -105,6 +105,16 @@ class ParquetDataset(CountedReads, Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
+    @property
+    def shuffled(self) -> bool:
+        """Whether the cache fetches ahead in the training order (else in stored order)."""
+        return self._window is not None and self._window.shuffled
+
+    @shuffled.setter
+    def shuffled(self, value: bool) -> None:
+        if self._window is not None:
+            self._window.shuffled = value
+
     def set_epoch(self, epoch: int) -> None:
         """The file order of `epoch`, which the cache fetches ahead in."""
         if self._window is not None:

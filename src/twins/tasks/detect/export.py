@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,14 @@ def export_detector_onnx(
     output_names = [name for name in OUTPUT_NAMES if name in produced]
     buffer = io.BytesIO()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter is deprecated, and still the one that exports
+            # torchvision's detectors (see the module's notes): its warning is known here.
+            warnings.filterwarnings(
+                "ignore",
+                "You are using the legacy TorchScript-based ONNX export",
+                DeprecationWarning,
+            )
             torch.onnx.export(
                 NamedOutputs(model, output_names).eval(),
                 ([image],),
