@@ -48,6 +48,7 @@ def test_the_report_names_the_direction_of_the_ratio():
     rows = {"images_per_s": 1.0, "step_ms": 1.0, "tflops": 0.1, "peak_fraction": None}
     result = {
         "device_name": "CPU", "threads": 1, "precision": "fp32", "batch_size": 1,
+        "cpu": {"model": "CPU", "extensions": ["avx2"], "torch_kernels": "AVX2"},
         "image_size": 32, "channels_last": False, "compile": False, "model": "pcpvt_small",
         "mode": "infer", "device": "cpu", "gmacs_per_image": 1.0, "gflops_per_image": 2.0,
         "peak_tflops": None, "peak_source": "not measured", "memory_kind": "RSS",
