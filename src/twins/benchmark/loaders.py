@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 from twins import storage
 from twins.config import TrainConfig
 from twins.data import SafeImageFolder, build_loader
-from twins.data.images import decode_rgb
+from twins.data.images import decoder_for
 from twins.data.packed import format as packed
 from twins.errors import TwinsError
 from twins.tasks.classify.device_batch import build_device_batch
@@ -128,7 +128,7 @@ class RepeatedImageDataset(ImageDataset):
 
 def our_loader(root: Path, config: TrainConfig, images: int) -> LoaderUnderTest:
     try:
-        dataset = SafeImageFolder(root, build_train_transform(config), decode=decode_rgb)
+        dataset = SafeImageFolder(root, build_train_transform(config), decode=decoder_for("train"))
     except FileNotFoundError as error:
         raise TwinsError(f"{error}: data needs class folders of images", argument="data") from error
     if len(dataset) < config.batch_size:
