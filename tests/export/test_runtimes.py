@@ -17,12 +17,13 @@ from PIL import Image
 import twins
 from factories import TINY_MODEL
 from twins.errors import TwinsError
-from twins.export.engine import TOLERANCE, relative_difference
+from twins.export.engine import EXTENSIONS, TOLERANCE, relative_difference
 from twins.export.runtimes import is_artifact, open_artifact
 from twins.tasks import export
 from twins.weights import StateDict, model_metadata, save_weights
 
 PREPROCESSING = {"image_size": 64, "crop_pct": 0.875}
+FORMATS = ("onnx", "pt2", "openvino")
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +54,9 @@ def exports(classifier, tmp_path_factory) -> dict[str, Path]:
     checkpoint, _ = classifier
     return {
         format: export(
-            checkpoint, format, folder / f"model.{format}", image_size=64, check=False
+            checkpoint, format, folder / f"model{EXTENSIONS[format]}", image_size=64, check=False
         ).path
-        for format in ("onnx", "pt2")
+        for format in FORMATS
     }
 
 
@@ -63,7 +64,7 @@ def _difference(result: torch.Tensor, reference: torch.Tensor) -> float:
     return relative_difference(result.float().numpy(), reference.float().numpy())
 
 
-@pytest.mark.parametrize("format", ["onnx", "pt2"])
+@pytest.mark.parametrize("format", FORMATS)
 def test_a_classifier_export_gives_the_eager_logits(classifier, exports, format):
     _, model = classifier
     artifact = open_artifact(exports[format], device="cpu")
@@ -75,7 +76,7 @@ def test_a_classifier_export_gives_the_eager_logits(classifier, exports, format)
     assert _difference(artifact(images), reference) < TOLERANCE
 
 
-@pytest.mark.parametrize("format", ["onnx", "pt2"])
+@pytest.mark.parametrize("format", FORMATS)
 def test_a_classifier_export_predicts_what_its_weights_predict(classifier, exports, photos, format):
     checkpoint, _ = classifier
     eager = twins.Predictor(checkpoint, device="cpu")(photos)
@@ -85,6 +86,25 @@ def test_a_classifier_export_predicts_what_its_weights_predict(classifier, expor
         assert [t["index"] for t in row["top"]] == [t["index"] for t in expected["top"]]
         for got, want in zip(row["top"], expected["top"], strict=True):
             assert got["probability"] == pytest.approx(want["probability"], abs=1e-4)
+
+
+def test_twins_predict_streams_an_openvino_model_as_its_weights(
+    classifier, exports, photos, tmp_path
+):
+    from twins.cli.main import main
+
+    checkpoint, _ = classifier
+    images = [str(path) for path in photos]
+    for source, out in ((checkpoint, "eager.jsonl"), (exports["openvino"], "openvino.jsonl")):
+        args = ["predict", "--checkpoint", str(source), *images, "--device", "cpu"]
+        assert main([*args, "--out", str(tmp_path / out)]) == 0
+    eager, exported = (
+        [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        for name in ("eager.jsonl", "openvino.jsonl")
+    )
+    assert [row["image"] for row in exported] == [row["image"] for row in eager]
+    for row, expected in zip(exported, eager, strict=True):
+        assert [t["label"] for t in row["top"]] == [t["label"] for t in expected["top"]]
 
 
 def test_a_pt2_holding_pickles_is_refused_before_loading(exports, tmp_path):
