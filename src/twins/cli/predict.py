@@ -117,22 +117,7 @@ def run(args: argparse.Namespace) -> int:
         raise TwinsError("--overwrite replaces an --out file: give --out FILE too")
     from twins.tasks import predict
 
-    result = predict(
-        args.checkpoint,
-        args.images,
-        arch=args.arch,
-        model_args=args.model_args,
-        ema=args.ema or None,
-        device=args.device,
-        topk=args.topk,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        crop_pct=args.crop_pct,
-        output=args.output,
-        min_score=args.min_score,
-        coco=args.coco,
-        slide=args.slide,
-    )
+    result = predict(args.checkpoint, args.images, **_options(args))
     print(json.dumps(result.to_json()) if args.json else result.format())
     return 0 if result.predictions else 1
 
@@ -142,23 +127,26 @@ def run_streamed(args: argparse.Namespace) -> int:
     from twins.tasks.predictor import stream_predictions
 
     result = stream_predictions(
-        args.checkpoint,
-        args.images,
-        args.out,
-        arch=args.arch,
-        model_args=args.model_args,
-        ema=args.ema or None,
-        device=args.device,
-        overwrite=args.overwrite,
-        topk=args.topk,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        crop_pct=args.crop_pct,
-        output=args.output,
-        min_score=args.min_score,
-        coco=args.coco,
-        slide=args.slide,
+        args.checkpoint, args.images, args.out, overwrite=args.overwrite, **_options(args)
     )
     if rank_and_world()[0] == 0:  # the first process holds the merged file's figures
         print(json.dumps(result.to_json()) if args.json else result.format())
     return 0 if result.images or rank_and_world()[0] else 1
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The model's and the task's options, as `twins.tasks.predict` takes them."""
+    return {
+        "arch": args.arch,
+        "model_args": args.model_args,
+        "ema": args.ema or None,
+        "device": args.device,
+        "topk": args.topk,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "crop_pct": args.crop_pct,
+        "output": args.output,
+        "min_score": args.min_score,
+        "coco": args.coco,
+        "slide": args.slide,
+    }

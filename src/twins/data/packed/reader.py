@@ -36,7 +36,7 @@ from twins.data.counted import CountedReads, ImageSample
 from twins.data.images import decode_rgb, decoder_for
 from twins.data.packed import format as packed
 from twins.data.packed.cache import ShardCache, node_cache
-from twins.data.packed.window import CacheWindow
+from twins.data.packed.window import CacheWindow, FollowsWindow
 from twins.errors import TwinsError
 
 # Shard files a process keeps open at most (the least recently read are closed): the shards of
@@ -44,7 +44,7 @@ from twins.errors import TwinsError
 OPEN_SHARDS = 64
 
 
-class ShardDataset(CountedReads, Dataset):
+class ShardDataset(CountedReads, FollowsWindow, Dataset):
     """Split `split` of the packed data set at `url`: (image, class) samples, None for an image
     that cannot be decoded. `seed` and `shuffle_block` give the epoch's shard order (that of the
     training sampler), which a cache fetches ahead in; `cache` is needed for a URL."""
@@ -102,21 +102,6 @@ class ShardDataset(CountedReads, Dataset):
 
     def __len__(self) -> int:
         return len(self.offsets)
-
-    @property
-    def shuffled(self) -> bool:
-        """Whether the cache fetches ahead in the training order (else in stored order)."""
-        return self._window is not None and self._window.shuffled
-
-    @shuffled.setter
-    def shuffled(self, value: bool) -> None:
-        if self._window is not None:
-            self._window.shuffled = value
-
-    def set_epoch(self, epoch: int) -> None:
-        """The shard order of `epoch`, which the cache fetches ahead in."""
-        if self._window is not None:
-            self._window.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> ImageSample | None:
         shard = bisect.bisect_right(self.starts, index) - 1

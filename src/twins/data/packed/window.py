@@ -49,3 +49,25 @@ class CacheWindow:
         self.cache.release_all_but({*names, self.names[number]})
         self.cache.prefetch([n for n in names if n != self.names[number]])
         return {number, *ahead}
+
+
+class FollowsWindow:
+    """`shuffled` and `set_epoch` of a reader whose cache follows a `CacheWindow` (its
+    `_window`; None where the data is read in place)."""
+
+    _window: CacheWindow | None
+
+    @property
+    def shuffled(self) -> bool:
+        """Whether the cache fetches ahead in the training order (else in stored order)."""
+        return self._window is not None and self._window.shuffled
+
+    @shuffled.setter
+    def shuffled(self, value: bool) -> None:
+        if self._window is not None:
+            self._window.shuffled = value
+
+    def set_epoch(self, epoch: int) -> None:
+        """The order of `epoch`'s files, which the cache fetches ahead in."""
+        if self._window is not None:
+            self._window.set_epoch(epoch)

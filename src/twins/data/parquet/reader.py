@@ -32,7 +32,7 @@ from twins import storage
 from twins.data.counted import CountedReads, ImageSample
 from twins.data.images import decode_rgb, decoder_for
 from twins.data.packed.cache import ShardCache, node_cache
-from twins.data.packed.window import CacheWindow
+from twins.data.packed.window import CacheWindow, FollowsWindow
 from twins.data.parquet.layout import DATA, ParquetFileInfo, ParquetSet, read_layout
 
 # Rows of the training order's windows (`twins.data.order.window_order`): the samples of a
@@ -45,7 +45,7 @@ ROW_GROUP_CACHE_BYTES = 512 << 20
 OPEN_FILES = 64
 
 
-class ParquetDataset(CountedReads, Dataset):
+class ParquetDataset(CountedReads, FollowsWindow, Dataset):
     """Split `split` (its `files`) of the Parquet set at `url`: (image, class) samples, None
     for an image that cannot be decoded (or a row without image bytes). `seed`,
     `shuffle_block` and `shuffled` give the epoch's file order, which `cache` (needed for a
@@ -104,21 +104,6 @@ class ParquetDataset(CountedReads, Dataset):
 
     def __len__(self) -> int:
         return len(self.targets)
-
-    @property
-    def shuffled(self) -> bool:
-        """Whether the cache fetches ahead in the training order (else in stored order)."""
-        return self._window is not None and self._window.shuffled
-
-    @shuffled.setter
-    def shuffled(self, value: bool) -> None:
-        if self._window is not None:
-            self._window.shuffled = value
-
-    def set_epoch(self, epoch: int) -> None:
-        """The file order of `epoch`, which the cache fetches ahead in."""
-        if self._window is not None:
-            self._window.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> ImageSample | None:
         number = bisect.bisect_right(self.starts, index) - 1
