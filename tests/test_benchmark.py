@@ -165,14 +165,14 @@ def test_too_few_images_for_a_batch(capsys, tmp_path):
 def test_a_killed_loader_worker_is_one_line_naming_the_data(capsys, tmp_path, monkeypatch):
     """A worker the system kills (SIGKILL, as the out-of-memory killer sends) while it decodes."""
     _write_jpegs(tmp_path)
-    decode = twins.benchmark.loaders.decode_rgb
+    decode = twins.benchmark.loaders.decoder_for("train")
 
     def decode_or_die(*args, **kwargs):
         if torch.utils.data.get_worker_info() is not None:
             os.kill(os.getpid(), signal.SIGKILL)
         return decode(*args, **kwargs)
 
-    monkeypatch.setattr(twins.benchmark.loaders, "decode_rgb", decode_or_die)
+    monkeypatch.setattr(twins.benchmark.loaders, "decoder_for", lambda split: decode_or_die)
     args = ["--mode", "data", "--data", str(tmp_path), "--workers", "1", *QUICK]
     assert main(["benchmark", *args]) == 2
     (error,) = capsys.readouterr().err.strip().splitlines()
