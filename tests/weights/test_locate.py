@@ -223,3 +223,26 @@ def test_predict_and_export_take_a_hub_id(tiny, offline_hub_cache, tmp_path, cap
     folder = tmp_path / "hf"
     assert main(["export", *checkpoint, "--format", "hf", "-o", str(folder)]) == 0
     same_weights(load_weights(folder), model)
+
+
+def test_predict_out_records_the_model_of_a_hub_id_and_a_hub_folder(
+    tiny, offline_hub_cache, tmp_path
+):
+    """`--out` names its model by the sha256 of what holds it: the id's cached file, a folder's
+    files; another model on the same file is refused."""
+    from PIL import Image
+
+    _, data = tiny
+    add_to_hub_cache(offline_hub_cache, "someone/tiny-twins", {"model.safetensors": data})
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "red.png")
+    image = str(tmp_path / "red.png")
+    by_id = ["predict", "--checkpoint", "hf-hub:someone/tiny-twins", image]
+    assert main([*by_id, "--out", str(tmp_path / "id.jsonl")]) == 0
+    folder = tmp_path / "hf"
+    assert main(["export", *by_id[1:3], "--format", "hf", "-o", str(folder)]) == 0
+    by_folder = ["predict", "--checkpoint", str(folder), image]
+    assert main([*by_folder, "--out", str(tmp_path / "folder.jsonl")]) == 0
+    rows = [(tmp_path / n).read_text() for n in ("id.jsonl", "folder.jsonl")]
+    assert rows[0] == rows[1] and '"label"' in rows[0]
+    # the folder's model.safetensors carries more metadata than the id's file: another model
+    assert main([*by_folder, "--out", str(tmp_path / "id.jsonl")]) == 2

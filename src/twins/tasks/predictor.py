@@ -21,9 +21,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from twins.data.packed.format import file_sha256
 from twins.device import select_device
 from twins.errors import TwinsError
 from twins.tasks import given_options, open_model, task_of_weights
+from twins.weights.locate import local_weights_file
 
 
 def resolve_file(file_or_id: str | os.PathLike) -> tuple[str | os.PathLike, str | None]:
@@ -84,13 +86,23 @@ def _name(image: Any, index: int) -> Any:
 
 
 def model_record(checkpoint: str | os.PathLike, metadata: Mapping[str, Any], options: dict) -> dict:
-    """What the rows of a file depend on: the model (its arch and the file's sha256) and the
-    options that change them."""
-    digest = hashlib.sha256()
-    with open(checkpoint, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return {"arch": metadata.get("arch"), "sha256": digest.hexdigest(), **options}
+    """What the rows of a file depend on: the model (its arch and the sha256 of what holds it)
+    and the options that change them."""
+    return {"arch": metadata.get("arch"), "sha256": _model_sha256(checkpoint), **options}
+
+
+def _model_sha256(checkpoint: str | os.PathLike) -> str:
+    """The sha256 of the model's file; of a folder (the Hub layout, an OpenVINO folder) or an
+    OpenVINO .xml, of its files' names and sha256s, the .bin beside the .xml included. An id
+    or URL is read where `load_weights` cached it."""
+    path = local_weights_file(checkpoint)
+    if path.is_file() and path.suffix.lower() != ".xml":
+        return file_sha256(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    if path.is_file() and path.with_suffix(".bin").is_file():
+        files.append(path.with_suffix(".bin"))
+    listing = "\n".join(f"{file.name} {file_sha256(file)}" for file in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def stream_predictions(
