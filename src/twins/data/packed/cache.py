@@ -41,11 +41,6 @@ _LOCK_SUFFIX = ".lock"
 _CHECKED_SUFFIX = ".checked"
 
 
-def default_cache_dir() -> Path:
-    """TWINS_CACHE_DIR, else ~/.cache/twins."""
-    return Path(os.environ.get("TWINS_CACHE_DIR") or Path.home() / ".cache" / "twins")
-
-
 def node_cache(
     url: str,
     expected: Mapping[str, tuple[int, str | None]],
@@ -60,7 +55,7 @@ def node_cache(
 ) -> ShardCache:
     """The cache of the files `expected` (name -> bytes, sha256) at `url` (in its folder
     `under`), checked at start: `limit` must hold the 2 × `block` largest files being read and
-    fetched, and `folder` (default `default_cache_dir()`) must be writable. `identity` (a
+    fetched, and `folder` (default `storage.cache_dir()`) must be writable. `identity` (a
     manifest, a listing) names the data set's folder in the cache together with the URL;
     `unit` is what messages call the files."""
     largest = max((size for size, _ in expected.values()), default=0)
@@ -73,7 +68,7 @@ def node_cache(
             argument="cache_size",
         )
     name = hashlib.sha256(url.encode() + b"\0" + identity).hexdigest()[:16]
-    folder = _writable_cache_dir(Path(folder or default_cache_dir()).expanduser(), url, unit)
+    folder = _writable_cache_dir(Path(folder or storage.cache_dir()).expanduser(), url, unit)
 
     def download(file: str, path: Path) -> None:
         storage.get_file(storage.join(url, under, file) if under else storage.join(url, file), path)

@@ -222,3 +222,28 @@ def _check_indexed_names(splits: dict[str, Any], shown: str) -> None:
 def _is_shard_name(name: str, split: str) -> bool:
     number = name.removeprefix(f"{split}-").removesuffix(".tar")
     return name == shard_name(split, int(number)) if number.isdigit() else False
+
+
+# A data set's class names where its files give none (WebDataset shards, Parquet without a
+# ClassLabel): a JSON list beside them, class i the i-th name.
+CLASSES_FILE = "classes.json"
+
+
+def read_classes_file(folder: str) -> list[str] | None:
+    """The class names of `folder/classes.json` (local or in a store), None where there is
+    none; TwinsError where it is not a JSON list of names."""
+    location = storage.join(folder, CLASSES_FILE)
+    if not storage.exists(location):
+        return None
+    try:
+        names = json.loads(storage.read_bytes(location))
+    except ValueError as error:
+        raise TwinsError(
+            f"{storage.display(location)} is not JSON: write a list of class names"
+        ) from error
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise TwinsError(
+            f"{storage.display(location)} is not a list of class names: write "
+            '["name of class 0", "name of class 1", ...]'
+        )
+    return names

@@ -20,7 +20,6 @@ folder to be hashed and listed, and never uploaded.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import tarfile
 import tempfile
@@ -34,7 +33,7 @@ from twins.errors import TwinsError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 LABEL_EXTENSIONS = (".cls", ".txt")
-CLASSES_FILE = "classes.json"
+CLASSES_FILE = packed.CLASSES_FILE
 SPLIT_WORDS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 _SHARD = re.compile(r"^(?P<prefix>[^/]+?)[-_](?P<number>\d+)\.tar$")
 _PATTERN = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -222,17 +221,9 @@ def _read_tar(path: Path, name: str) -> _Shard:
 
 
 def _classes(source: str, shards: list[_Shard]) -> list[str]:
-    location = storage.join(source, CLASSES_FILE)
     texts = {text for shard in shards for *_, text in shard.samples}
-    if storage.exists(location):
-        try:
-            names = json.loads(storage.read_bytes(location))
-        except ValueError as error:
-            raise TwinsError(
-                f"{storage.display(location)} is not JSON: write a list of class names"
-            ) from error
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise TwinsError(f"{storage.display(location)} is not a list of class names")
+    names = packed.read_classes_file(source)
+    if names is not None:
         return names
     if all(text.isdigit() for text in texts):
         return [str(i) for i in range(max((int(t) for t in texts), default=-1) + 1)]

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from twins import storage
+from twins.data.packed.format import CLASSES_FILE, read_classes_file
 from twins.data.parquet.remote_file import RangeFile
 from twins.errors import TwinsError
 from twins.notes import note
 
 DATA = "data"
-CLASSES_FILE = "classes.json"
 # The file name's split word -> the split it is read as.
 SPLIT_OF = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 HUB_NAME = {"train": "train", "val": "validation", "test": "test"}
@@ -213,19 +213,8 @@ def _classes(url: str, infos: list[ParquetFileInfo]) -> list[str]:
             )
     if named:
         return list(named[0].class_names or ())
-    location = storage.join(url, CLASSES_FILE)
-    if storage.exists(location):
-        try:
-            names = json.loads(storage.read_bytes(location))
-        except ValueError as error:
-            raise TwinsError(
-                f"{storage.display(location)} is not JSON: write a list of class names"
-            ) from error
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise TwinsError(
-                f"{storage.display(location)} is not a list of class names: write "
-                '["name of class 0", "name of class 1", ...]'
-            )
+    names = read_classes_file(url)
+    if names is not None:
         return names
     count = max((int(i.labels.max()) + 1 for i in infos if len(i.labels)), default=0)
     note(
