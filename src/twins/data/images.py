@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import simplejpeg
 import torch
 from PIL import Image, ImageOps
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -77,8 +78,6 @@ def decode_rgb_tensor(data: bytes) -> tuple[torch.Tensor, str]:
     and the mode the file was stored in."""
     mode = _plain_jpeg_mode(data)
     if mode is not None:
-        import simplejpeg
-
         try:
             pixels = simplejpeg.decode_jpeg(data, colorspace="RGB")
             return torch.from_numpy(pixels).permute(2, 0, 1), mode
