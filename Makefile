@@ -34,11 +34,9 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The CPU speed goals against timm (one thread) and where each step goes, in bench/cpu_benchmark.md
 bench: install
-	$(BIN)/twins benchmark --model pcpvt_small --device cpu --mode infer --compare timm
-	$(BIN)/twins benchmark --model svt_small --device cpu --mode infer --compare timm
-	$(BIN)/twins benchmark --model pcpvt_small --device cpu --mode train --compare timm
-	$(BIN)/twins benchmark --model svt_small --device cpu --mode train --compare timm
+	$(BIN)/python scripts/cpu_benchmark.py --out bench
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build bench src/*.egg-info .pytest_cache .ruff_cache

@@ -24,6 +24,7 @@ QUICK += ["--warmup", "1", "--iters", "1", "--rounds", "2", "--json"]
 
 MODEL_KEYS = {"gmacs_per_image", "gflops_per_image", "peak_tflops", "peak_source", "ratio"}
 RESULT_KEYS = {"images_per_s", "step_ms", "peak_memory_mib", "tflops", "peak_fraction"}
+RESULT_KEYS |= {"page_faults_per_step"}
 
 
 def _run_json(capsys, *args):
@@ -63,6 +64,29 @@ def test_profile_lists_where_each_models_step_goes(capsys):
     assert main(["benchmark", *args[:-1]]) == 0
     report = capsys.readouterr().out
     assert "ours: " in report and "of CPU operators self time per step" in report
+    assert re.search(r"ms per step by part +ours fwd +ours bwd +timm fwd +timm bwd", report)
+
+
+def test_profile_splits_each_step_by_part_forward_and_backward(capsys):
+    args = ["--mode", "train", "--compare", "timm", "--profile", *TINY, *QUICK]
+    profiles = _run_json(capsys, *args)["profile"]
+    for name, profile in profiles.items():
+        parts = {row["part"]: row for row in profile["parts"]}
+        # Our fast path runs attention and MLP without calling their modules: its own ranges
+        # must still put their kernels, and their autograd nodes' backward, in those parts.
+        for part in ("attention (GSA)", "MLP", "LayerNorm", "PEG", "patch embedding", "head"):
+            assert parts[part]["forward_ms"] > 0 and parts[part]["backward_ms"] > 0, (name, part)
+        assert parts["optimizer"]["forward_ms"] > 0 and parts["loss"]["forward_ms"] > 0
+        assert all(row["operators"] for row in parts.values())
+        # every operator's self time is counted once, in one part
+        total = sum(row["forward_ms"] + row["backward_ms"] for row in parts.values())
+        assert total == pytest.approx(profile["ms_per_step"], rel=1e-6)
+    lsa = ["--model", "svt_small", "--model-args", '{"embed_dims": [16, 32, 64, 128]}']
+    args = ["--mode", "infer", "--compare", "timm", "--profile", *lsa, *QUICK]
+    for profile in _run_json(capsys, *args)["profile"].values():
+        parts = {row["part"]: row for row in profile["parts"]}
+        assert parts["attention (LSA)"]["forward_ms"] > 0
+        assert parts["attention (LSA)"]["backward_ms"] == 0
 
 
 def test_svt_without_comparison_and_text_report(capsys):

@@ -46,6 +46,7 @@ def test_the_report_names_the_direction_of_the_ratio():
         "int8_ratio"
     ] == pytest.approx(3.0)
     rows = {"images_per_s": 1.0, "step_ms": 1.0, "tflops": 0.1, "peak_fraction": None}
+    rows |= {"page_faults_per_step": 0.0}
     result = {
         "device_name": "CPU", "threads": 1, "precision": "fp32", "batch_size": 1,
         "cpu": {"model": "CPU", "extensions": ["avx2"], "torch_kernels": "AVX2"},

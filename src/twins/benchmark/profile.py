@@ -1,33 +1,48 @@
 """`--profile`: where a step's time goes. After the timed rounds, each implementation runs a few
 more steps under torch.profiler; the result lists the GPU kernels (on CUDA) or the operators (on
-CPU) that took the most self time, per step."""
+CPU) that took the most self time, per step, and on CPU the same time split by the part of the
+model it serves, forward and backward (`twins.benchmark.parts`; not for compiled models, whose
+graphs fuse across parts)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from twins.benchmark.hardware import synchronize
+from twins.benchmark.parts import module_ranges, split_by_part
 
 
 def profile_steps(
-    steps: dict[str, Callable[[], object]], device: torch.device, iters: int, top: int = 15
+    steps: dict[str, Callable[[], object]],
+    models: dict[str, nn.Module],
+    device: torch.device,
+    iters: int,
+    compiled: bool,
+    top: int = 15,
 ) -> dict[str, dict[str, Any]]:
-    """For each implementation: its self time per step and the `top` entries taking most of it."""
+    """For each implementation: its self time per step and the `top` entries taking most of it;
+    on CPU and uncompiled, the time by part too."""
     gpu = device.type == "cuda"
+    by_part = not gpu and not compiled
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
     profiles = {}
     for name, step in steps.items():
         synchronize(device)
-        with profile(activities=activities) as profiler:
+        ranges = module_ranges(models[name]) if by_part else contextlib.nullcontext()
+        with ranges, profile(activities=activities) as profiler:
             for _ in range(iters):
                 step()
             synchronize(device)
         profiles[name] = _top_entries(profiler.key_averages(), gpu, iters, top)
+        if by_part:
+            profiles[name]["parts"] = split_by_part(profiler.events(), iters)
     return profiles
 
 

@@ -38,13 +38,14 @@ def format_report(result: dict[str, Any]) -> str:
         width = max(6, *(len(name) for name in result["results"]))
         lines.append(
             f"{'':{width}} {'images/s':>10} {'step ms':>10} {'TFLOP/s':>9} {'of peak':>8} "
-            f"{'peak mem (' + result['memory_kind'] + ')':>22}"
+            f"{'peak mem (' + result['memory_kind'] + ')':>22} {'page faults/step':>16}"
         )
         for name, row in result["results"].items():
             share = f"{row['peak_fraction']:.1%}" if row["peak_fraction"] is not None else "-"
             lines.append(
                 f"{name:{width}} {row['images_per_s']:10.1f} {row['step_ms']:10.1f} "
-                f"{row['tflops']:9.3f} {share:>8} {row['peak_memory_mib']:18.0f} MiB"
+                f"{row['tflops']:9.3f} {share:>8} {row['peak_memory_mib']:18.0f} MiB "
+                f"{row['page_faults_per_step']:16,.0f}"
             )
     if result["ratio"] is not None:
         rounds = " ".join(f"{r:.2f}" for r in result["ratios"])
@@ -71,7 +72,36 @@ def format_report(result: dict[str, Any]) -> str:
                 f"  {entry['share']:6.1%} {entry['ms_per_step']:9.2f} ms "
                 f"{entry['calls_per_step']:6.0f}x  {_shorten(entry['name'])}"
             )
+    lines += _parts_table(result.get("profile") or {})
     return "\n".join(lines)
+
+
+def _parts_table(profiles: dict[str, Any]) -> list[str]:
+    """Each implementation's self time by part, forward and backward, side by side."""
+    tables = {name: profile["parts"] for name, profile in profiles.items() if "parts" in profile}
+    if not tables:
+        return []
+    times = {
+        name: {row["part"]: (row["forward_ms"], row["backward_ms"]) for row in rows}
+        for name, rows in tables.items()
+    }
+    parts = list(dict.fromkeys(row["part"] for rows in tables.values() for row in rows))
+    names = list(times)
+    header = f"{'ms per step by part':28}" + "".join(
+        f" {name + ' fwd':>11} {name + ' bwd':>11}" for name in names
+    )
+    lines = [header]
+    for part in [*parts, "total"]:
+        cells = []
+        for name in names:
+            if part == "total":
+                forward = sum(f for f, _ in times[name].values())
+                backward = sum(b for _, b in times[name].values())
+            else:
+                forward, backward = times[name].get(part, (0.0, 0.0))
+            cells.append(f" {forward:11.1f} {backward:11.1f}")
+        lines.append(f"{part:28}" + "".join(cells))
+    return lines
 
 
 def _count(billions: float, unit: str) -> str:

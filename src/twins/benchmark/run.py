@@ -190,10 +190,13 @@ def _model_benchmark(options: BenchmarkOptions, device: torch.device) -> dict[st
             "tflops": achieved,
             "peak_fraction": achieved / peak if peak else None,
             "step_ms_per_round": [t * 1e3 for t in timing.seconds_per_step],
+            "page_faults_per_step": statistics.median(timing.page_faults_per_step),
         }
     # torch.profiler sees none of OpenVINO's work: its steps are left out of a profile.
     profiled = {name: step for name, step in steps.items() if name in models}
-    profiles = profile_steps(profiled, device, options.iters) if options.profile else None
+    profiles = None
+    if options.profile:
+        profiles = profile_steps(profiled, models, device, options.iters, options.compile)
     return {
         "profile": profiles,
         "gmacs_per_image": macs / 1e9,

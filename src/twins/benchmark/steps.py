@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.profiler import record_function
 
 from twins.benchmark.hardware import DTYPES
+from twins.benchmark.parts import LOSS_RANGE
 from twins.errors import TwinsError
 from twins.models import Twins
 from twins.models.arguments import STAGE_ARGS
@@ -91,7 +93,7 @@ def make_step(
     scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
 
     def train_step() -> None:
-        with torch.autocast(device_type, autocast_dtype, use_autocast):
+        with torch.autocast(device_type, autocast_dtype, use_autocast), record_function(LOSS_RANGE):
             loss = loss_of(run, images, labels)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
