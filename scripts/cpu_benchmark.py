@@ -9,7 +9,7 @@ the median of three runs (goal 1.5x).
 
 Writes OUT/cpu_benchmark.md (the tables for docs/benchmarks.md, the CPU named in their header)
 and OUT/cpu_benchmark.json (every measurement), rewritten after each case, so a run cut short
-keeps what it measured. About 15 minutes on two cores of a 2026 server CPU. The loader reads
+keeps what it measured. 10-12 minutes on two cores of an AMD EPYC. The loader reads
 --data, or 150 ImageNet-like JPEGs written into OUT/bench-images first
 (scripts/make_bench_images.py). Run it on an otherwise idle machine: the ratios are measured in
 alternated rounds, but a busy core still widens their spread.
