@@ -86,7 +86,7 @@ def split_by_part(events: Any, iters: int, top: int = 3) -> list[dict[str, Any]]
     placed = []
     for event in sorted(events, key=lambda event: event.time_range.start):
         backward, part = _place(event)
-        if not backward and event.sequence_nr >= 0:
+        if backward is None and event.sequence_nr >= 0:
             forward_part_of_sequence[event.sequence_nr] = part  # the last one wins
         placed.append((event, backward, part))
     times: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -112,6 +112,25 @@ def split_by_part(events: Any, iters: int, top: int = 3) -> list[dict[str, Any]]
             }
         )
     return sorted(rows, key=lambda row: row["forward_ms"] + row["backward_ms"], reverse=True)
+
+
+def side_by_side(profiles: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[float]]]]:
+    """The implementations that have parts, and one row per part (in the order they first
+    appear), then "total": each implementation's forward and backward ms, one after the other."""
+    times = {
+        name: {row["part"]: (row["forward_ms"], row["backward_ms"]) for row in profile["parts"]}
+        for name, profile in profiles.items()
+        if "parts" in profile
+    }
+    names = list(times)
+    parts = list(dict.fromkeys(part for by_part in times.values() for part in by_part))
+    rows = [
+        (part, [ms for name in names for ms in times[name].get(part, (0.0, 0.0))]) for part in parts
+    ]
+    rows.append(
+        ("total", [sum(column) for column in zip(*(cells for _, cells in rows), strict=True)])
+    )
+    return names, rows
 
 
 def _place(event: Any) -> tuple[int | None, str]:
