@@ -32,6 +32,7 @@ import torch
 
 from twins.benchmark import BenchmarkOptions, run_benchmark
 from twins.benchmark.hardware import describe_cpu
+from twins.benchmark.parts import side_by_side
 
 MODELS = ("pcpvt_small", "svt_small")
 GOALS = {"infer": 1.3, "train": 1.15, "data": 1.5}
@@ -133,32 +134,17 @@ def _verdict(ratio: float, mode: str) -> str:
 
 def _parts_table(row: dict) -> list[str]:
     """Milliseconds per step by part, ours and timm's, forward and backward."""
-    times = {
-        name: {part["part"]: part for part in profile["parts"]}
-        for name, profile in row["profile"].items()
-    }
+    _, parts = side_by_side(row["profile"])  # ours, then timm
     title = f"{NAMES[row['model']]} {NAMES[row['mode']]}, ms per step"
     lines = [
         f"| {title} | ours fwd | ours bwd | timm fwd | timm bwd | timm / ours |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    totals = {name: [0.0, 0.0] for name in times}
-    for part in times["ours"] | times["timm"]:
-        cells = []
-        for name in ("ours", "timm"):
-            entry = times[name].get(part, {"forward_ms": 0.0, "backward_ms": 0.0})
-            cells += [entry["forward_ms"], entry["backward_ms"]]
-            totals[name][0] += entry["forward_ms"]
-            totals[name][1] += entry["backward_ms"]
-        lines.append(_parts_line(part, cells))
-    lines.append(_parts_line("total", [*totals["ours"], *totals["timm"]]))
+    for part, cells in parts:
+        ours, ref = cells[0] + cells[1], cells[2] + cells[3]
+        ratio = f"{ref / ours:.2f}" if ours > 0 else "-"
+        lines.append(f"| {part} | " + " | ".join(f"{ms:.0f}" for ms in cells) + f" | {ratio} |")
     return lines
-
-
-def _parts_line(part: str, cells: list[float]) -> str:
-    ours, ref = cells[0] + cells[1], cells[2] + cells[3]
-    ratio = f"{ref / ours:.2f}" if ours > 0 else "-"
-    return f"| {part} | " + " | ".join(f"{cell:.0f}" for cell in cells) + f" | {ratio} |"
 
 
 def write_results(out: Path, header: dict, rows: list[dict], loader: list[dict]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twins.benchmark.hardware import describe_cpu
+from twins.benchmark.parts import side_by_side
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -78,30 +79,15 @@ def format_report(result: dict[str, Any]) -> str:
 
 def _parts_table(profiles: dict[str, Any]) -> list[str]:
     """Each implementation's self time by part, forward and backward, side by side."""
-    tables = {name: profile["parts"] for name, profile in profiles.items() if "parts" in profile}
-    if not tables:
+    names, rows = side_by_side(profiles)
+    if not names:
         return []
-    times = {
-        name: {row["part"]: (row["forward_ms"], row["backward_ms"]) for row in rows}
-        for name, rows in tables.items()
-    }
-    parts = list(dict.fromkeys(row["part"] for rows in tables.values() for row in rows))
-    names = list(times)
     header = f"{'ms per step by part':28}" + "".join(
         f" {name + ' fwd':>11} {name + ' bwd':>11}" for name in names
     )
-    lines = [header]
-    for part in [*parts, "total"]:
-        cells = []
-        for name in names:
-            if part == "total":
-                forward = sum(f for f, _ in times[name].values())
-                backward = sum(b for _, b in times[name].values())
-            else:
-                forward, backward = times[name].get(part, (0.0, 0.0))
-            cells.append(f" {forward:11.1f} {backward:11.1f}")
-        lines.append(f"{part:28}" + "".join(cells))
-    return lines
+    return [header] + [
+        f"{part:28}" + "".join(f" {ms:11.1f}" for ms in cells) for part, cells in rows
+    ]
 
 
 def _count(billions: float, unit: str) -> str:
